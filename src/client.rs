@@ -1,0 +1,460 @@
+//! The async client: opening a store and acquiring locks under a retry strategy.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::backend::memory::MemoryBackend;
+use crate::backend::redis::RedisBackend;
+use crate::backend::{Acquire, Backend};
+use crate::lock::Lock;
+use crate::retry::{NoRetry, RetryStrategy};
+use crate::{Error, Result};
+
+/// The longest expiration, interval or timeout accepted: 10 years. Anything longer is
+/// almost certainly a unit mistake, and it keeps every deadline computation in range.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
+/// Default bound on one round trip for operations that take no timeout argument
+/// ([`Client::try_lock`]): 1 second.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Default bound on establishing a connection to Redis: 5 seconds.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A lock client: cheap to clone, `Send + Sync + 'static`; clones share one connection.
+///
+/// Open one per process (per store) and clone it wherever locks are taken.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+pub(crate) struct ClientInner {
+    pub(crate) backend: Backend,
+    default_timeout: Duration,
+    /// Where the client points, without credentials (for `Debug`).
+    target: String,
+    /// Owner-checked releases of attempts that may have landed after their caller gave
+    /// up (cancelled or timed out), by key. A later `lock` of the same key from this
+    /// client waits for them, so a release can never overtake a fresh acquisition.
+    pending_releases: Mutex<HashMap<String, watch::Receiver<()>>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("backend", &self.inner.backend.kind())
+            .field("target", &self.inner.target)
+            .field("default_timeout", &self.inner.default_timeout)
+            .finish()
+    }
+}
+
+/// Configures a [`Client`] before it connects.
+///
+/// ```
+/// # async fn demo() -> leasehold::Result<()> {
+/// use std::time::Duration;
+/// let client = leasehold::Client::builder()
+///     .default_timeout(Duration::from_millis(500))
+///     .open("memory://")
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ClientBuilder {
+    default_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClientBuilder {
+    /// A builder with the documented defaults.
+    pub const fn new() -> Self {
+        ClientBuilder {
+            default_timeout: DEFAULT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// Bound on one round trip for [`Client::try_lock`]. Default: [`DEFAULT_TIMEOUT`] (1 s).
+    /// Validated (at least 1 ms, at most [`MAX_DURATION`]) when the client is built.
+    pub const fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// Bound on establishing (and re-establishing) a connection to Redis.
+    /// Default: [`DEFAULT_CONNECT_TIMEOUT`] (5 s). Validated like `default_timeout`.
+    pub const fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Open a client for `url`; see [`Client::open`] for the URL forms.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidArgument`] for an unparsable URL, an unsupported scheme or a bad
+    ///   duration set on the builder (before any I/O);
+    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops the half-open connection; nothing is written.
+    pub async fn open(self, url: &str) -> Result<Client> {
+        let default_timeout = check_duration("default_timeout", self.default_timeout)?;
+        let connect_timeout = check_duration("connect_timeout", self.connect_timeout)?;
+        if let Some(name) = url.strip_prefix("memory://") {
+            return Ok(Client::with_backend(
+                Backend::Memory(MemoryBackend::named(name)),
+                default_timeout,
+                format!("memory://{name}"),
+            ));
+        }
+        let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+            .iter()
+            .any(|s| url.starts_with(s));
+        if !scheme_ok {
+            return Err(Error::invalid(
+                "url: expected redis://, rediss://, redis+unix://, unix:// or memory://",
+            ));
+        }
+        // redis-rs' own messages may quote the URL (and its password): use ours.
+        let client = redis::Client::open(url).map_err(|e| match e.kind() {
+            redis::ErrorKind::InvalidClientConfig if url.starts_with("rediss://") => {
+                Error::invalid("url: rediss:// needs the `tls` feature of leasehold")
+            }
+            _ => Error::invalid("url: not a valid Redis URL"),
+        })?;
+        let target = describe(client.get_connection_info());
+        let config = ConnectionManagerConfig::new().set_connection_timeout(Some(connect_timeout));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Client::with_backend(
+            Backend::Redis(RedisBackend::new(conn)),
+            default_timeout,
+            target,
+        ))
+    }
+
+    /// Build a client on a connection you already have; see [`Client::from_connection`].
+    ///
+    /// # Panics
+    ///
+    /// If `default_timeout` was set outside 1 ms ..= [`MAX_DURATION`].
+    pub fn from_connection(self, conn: ConnectionManager) -> Client {
+        let default_timeout = check_duration("default_timeout", self.default_timeout)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Client::with_backend(
+            Backend::Redis(RedisBackend::new(conn)),
+            default_timeout,
+            "redis (user connection)".to_owned(),
+        )
+    }
+
+    /// A client on a private in-process store that only its clones share; see
+    /// [`Client::memory`].
+    ///
+    /// # Panics
+    ///
+    /// If `default_timeout` was set outside 1 ms ..= [`MAX_DURATION`].
+    pub fn memory(self) -> Client {
+        let default_timeout = check_duration("default_timeout", self.default_timeout)
+            .unwrap_or_else(|e| panic!("{e}"));
+        Client::with_backend(
+            Backend::Memory(MemoryBackend::new()),
+            default_timeout,
+            "memory (private)".to_owned(),
+        )
+    }
+}
+
+impl Client {
+    /// A [`ClientBuilder`] with the documented defaults.
+    pub const fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    /// Open a client with default settings.
+    ///
+    /// * `redis://[user:password@]host[:port][/db]` — one Redis server;
+    /// * `rediss://…` — the same over TLS (feature `tls`);
+    /// * `redis+unix:///path/to/socket` or `unix:///path/to/socket`;
+    /// * `memory://` or `memory://NAME` — the embedded in-process store. Every client
+    ///   opened on the same URL in one process shares the same store, as clients of one
+    ///   server would. For a store private to one client, use [`Client::memory`].
+    ///
+    /// The Redis connection is one multiplexed connection that reconnects by itself
+    /// after a dropped connection or a server restart.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidArgument`] for an unparsable URL or an unsupported scheme;
+    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is written to the store.
+    pub async fn open(url: &str) -> Result<Client> {
+        ClientBuilder::new().open(url).await
+    }
+
+    /// A client on a redis-rs connection you already have (your own TLS, auth, pool
+    /// settings or sentinel resolution). Clones of the manager share its connection.
+    pub fn from_connection(conn: ConnectionManager) -> Client {
+        ClientBuilder::new().from_connection(conn)
+    }
+
+    /// A client on a fresh, private in-process store, shared only by its clones: ideal
+    /// for unit tests, which then cannot see each other's keys.
+    pub fn memory() -> Client {
+        ClientBuilder::new().memory()
+    }
+
+    fn with_backend(backend: Backend, default_timeout: Duration, target: String) -> Client {
+        Client {
+            inner: Arc::new(ClientInner {
+                backend,
+                default_timeout,
+                target,
+                pending_releases: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Acquire `key` for `val`, retrying under `retry` while another value holds it.
+    ///
+    /// Each attempt is one round trip bounded by `timeout`. Between attempts the strategy
+    /// decides the delay; when it returns `None` the last attempt's outcome is returned —
+    /// there is no sleep after the last attempt. Acquisition is idempotent: if `val`
+    /// already holds `key` (an earlier attempt that timed out may have landed), the
+    /// expiration is re-armed and the existing fencing token is kept.
+    ///
+    /// `val` must be unique to this holder; [`random_value`](crate::random_value) makes one.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidArgument`] before any I/O: empty `key` or `val`; `expiration`
+    ///   or `timeout` under 1 ms or over [`MAX_DURATION`];
+    /// * [`Error::NotObtained`] when the last attempt found another value holding the key;
+    /// * [`Error::Timeout`] when the last attempt exceeded `timeout`;
+    /// * [`Error::Redis`] when the last attempt failed on the connection or the server.
+    ///   Errors that retrying cannot fix (authentication, permissions, wrong type,
+    ///   script errors) end the attempts at once.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future while an attempt may have landed (its reply had not arrived)
+    /// sends a detached owner-checked release of `key`/`val` on the client's connection,
+    /// so the lock does not linger as an orphan. The same happens when `lock` returns an
+    /// error after an attempt that timed out or lost its connection. A later `lock` of the
+    /// same key through the same client waits (within its `timeout`) until that release
+    /// is done. The release is owner-checked: it never deletes another holder's lock.
+    /// Without a tokio runtime to run it on, the key is left to expire.
+    pub async fn lock(
+        &self,
+        key: &str,
+        val: &str,
+        expiration: Duration,
+        timeout: Duration,
+        mut retry: impl RetryStrategy,
+    ) -> Result<Lock> {
+        check_key(key)?;
+        check_value(val)?;
+        let expiration = check_duration("expiration", expiration)?;
+        let timeout = check_duration("timeout", timeout)?;
+        let ttl_ms = expiration.as_millis() as u64;
+
+        self.wait_for_pending_release(key, timeout).await;
+        let mut orphan = OrphanGuard {
+            client: self,
+            key,
+            val,
+            armed: false,
+        };
+        loop {
+            let sent = Instant::now();
+            orphan.armed = true;
+            let outcome =
+                tokio::time::timeout(timeout, self.inner.backend.acquire(key, val, ttl_ms)).await;
+            let error = match outcome {
+                Ok(Ok(Acquire::Acquired(token))) => {
+                    orphan.armed = false;
+                    return Ok(Lock::new(
+                        self.clone(),
+                        key,
+                        val,
+                        token,
+                        expiration,
+                        timeout,
+                        sent,
+                    ));
+                }
+                Ok(Ok(Acquire::Held)) => {
+                    orphan.armed = false;
+                    Error::NotObtained
+                }
+                Ok(Err(e)) if !e.is_transient() => {
+                    // Rejected by the server: the script did not run.
+                    orphan.armed = false;
+                    return Err(e);
+                }
+                // A dropped connection or a timeout: the attempt may have landed; the
+                // guard stays armed until a later attempt tells us the truth.
+                Ok(Err(e)) => e,
+                Err(_) => Error::Timeout,
+            };
+            match retry.next_delay() {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => return Err(error),
+            }
+        }
+    }
+
+    /// One attempt to acquire `key` for `val`: [`lock`](Client::lock) with [`NoRetry`],
+    /// bounded by the client's default timeout ([`ClientBuilder::default_timeout`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Client::lock): [`Error::InvalidArgument`], [`Error::NotObtained`],
+    /// [`Error::Timeout`], [`Error::Redis`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`lock`](Client::lock).
+    pub async fn try_lock(&self, key: &str, val: &str, expiration: Duration) -> Result<Lock> {
+        self.lock(key, val, expiration, self.inner.default_timeout, NoRetry)
+            .await
+    }
+
+    /// Wait (bounded) until releases this client detached for `key` are done.
+    async fn wait_for_pending_release(&self, key: &str, timeout: Duration) {
+        let pending = self.inner.pending_releases.lock().get(key).cloned();
+        if let Some(mut done) = pending {
+            // `changed` fails once the releasing task drops its sender.
+            let _ = tokio::time::timeout(timeout, done.changed()).await;
+        }
+    }
+
+    /// Send an owner-checked release of `key`/`val` from a detached task. Called from
+    /// `Drop`, so it never blocks; without a runtime the key is left to expire.
+    pub(crate) fn spawn_release(&self, key: &str, val: &str, timeout: Duration) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (done_tx, done_rx) = watch::channel(());
+        let previous = self
+            .inner
+            .pending_releases
+            .lock()
+            .insert(key.to_owned(), done_rx.clone());
+        let client = self.clone();
+        let (key, val) = (key.to_owned(), val.to_owned());
+        runtime.spawn(async move {
+            if let Some(mut previous) = previous {
+                let _ = tokio::time::timeout(timeout, previous.changed()).await;
+            }
+            let _ = tokio::time::timeout(timeout, client.inner.backend.release(&key, &val)).await;
+            let mut pending = client.inner.pending_releases.lock();
+            if pending
+                .get(&key)
+                .is_some_and(|rx| rx.same_channel(&done_rx))
+            {
+                pending.remove(&key);
+            }
+            drop(done_tx);
+        });
+    }
+}
+
+/// Releases an attempt that may have landed if `lock` is dropped or gives up while armed.
+struct OrphanGuard<'a> {
+    client: &'a Client,
+    key: &'a str,
+    val: &'a str,
+    armed: bool,
+}
+
+impl Drop for OrphanGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            // One round trip is enough for a release; bound it like an acquire.
+            self.client
+                .spawn_release(self.key, self.val, self.client.inner.default_timeout);
+        }
+    }
+}
+
+/// `host:port/db` or the socket path, without credentials.
+fn describe(info: &redis::ConnectionInfo) -> String {
+    format!("{}/{}", info.addr(), info.redis_settings().db())
+}
+
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::invalid("key: must not be empty"));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_value(val: &str) -> Result<()> {
+    if val.is_empty() {
+        return Err(Error::invalid("val: must not be empty"));
+    }
+    Ok(())
+}
+
+/// At least 1 ms and at most [`MAX_DURATION`]; truncated to whole milliseconds.
+pub(crate) fn check_duration(name: &str, d: Duration) -> Result<Duration> {
+    if d < Duration::from_millis(1) {
+        return Err(Error::invalid(format!(
+            "{name}: must be at least 1 ms (got {d:?})"
+        )));
+    }
+    if d > MAX_DURATION {
+        return Err(Error::invalid(format!(
+            "{name}: must be at most {} s (got {d:?})",
+            MAX_DURATION.as_secs()
+        )));
+    }
+    Ok(Duration::from_millis(d.as_millis() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_is_clone_send_sync_static() {
+        fn assert<T: Clone + Send + Sync + 'static>() {}
+        assert::<Client>();
+    }
+
+    #[test]
+    fn durations_are_checked_and_truncated_to_milliseconds() {
+        assert!(check_duration("expiration", Duration::ZERO).is_err());
+        assert!(check_duration("expiration", Duration::from_micros(999)).is_err());
+        assert!(check_duration("expiration", Duration::MAX).is_err());
+        assert_eq!(
+            check_duration("expiration", Duration::from_micros(1_999)).unwrap(),
+            Duration::from_millis(1)
+        );
+        let Err(Error::InvalidArgument(msg)) = check_duration("interval", Duration::ZERO) else {
+            panic!("expected InvalidArgument");
+        };
+        assert!(msg.starts_with("interval"), "{msg}");
+    }
+}

@@ -1,0 +1,140 @@
+//! The error type of every fallible operation.
+
+/// Everything that can go wrong when taking, keeping or releasing a lock.
+///
+/// The variants keep *contention* ([`Error::NotObtained`]) apart from *failure*
+/// ([`Error::Redis`], [`Error::Timeout`]): a server that cannot be reached is never
+/// reported as "someone else holds the lock".
+///
+/// Errors never carry lock values or credentials, so they are safe to log.
+#[non_exhaustive]
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// Every attempt found the key held by another value.
+    #[error("lock not obtained: the key is held by another owner")]
+    NotObtained,
+    /// `refresh`, `unlock`, `ttl` or a renewal found the key gone or owned by another value.
+    /// The key was left untouched.
+    #[error("lock not held: the key expired or is owned by another value")]
+    NotHeld,
+    /// Auto-refresh gave up after `max_retry` consecutive renewals that timed out or hit
+    /// a dropped connection.
+    #[error("lock renewal failed: maximum number of consecutive retries exceeded")]
+    MaxRetryExceeded,
+    /// A round trip exceeded its timeout and no attempt was left.
+    #[error("lock operation timed out")]
+    Timeout,
+    /// Bad input, rejected before any I/O. The message names the argument.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A connection or server error (not contention).
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The client's background runtime is gone (blocking facade only), or the
+    /// operation was cut off because its owner shut down.
+    #[error("the lock client has shut down")]
+    Shutdown,
+}
+
+impl Error {
+    /// The lock is held by someone else ([`Error::NotObtained`]).
+    pub fn is_not_obtained(&self) -> bool {
+        matches!(self, Error::NotObtained)
+    }
+
+    /// The lock is no longer held by this owner ([`Error::NotHeld`]).
+    pub fn is_not_held(&self) -> bool {
+        matches!(self, Error::NotHeld)
+    }
+
+    /// Renewal gave up after too many consecutive failures ([`Error::MaxRetryExceeded`]).
+    pub fn is_max_retry_exceeded(&self) -> bool {
+        matches!(self, Error::MaxRetryExceeded)
+    }
+
+    /// A round trip timed out ([`Error::Timeout`]).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout)
+    }
+
+    /// The input was rejected before any I/O ([`Error::InvalidArgument`]).
+    pub fn is_invalid_argument(&self) -> bool {
+        matches!(self, Error::InvalidArgument(_))
+    }
+
+    /// A connection or server error ([`Error::Redis`]).
+    pub fn is_redis(&self) -> bool {
+        matches!(self, Error::Redis(_))
+    }
+
+    /// Whether another attempt could succeed where this one failed: contention,
+    /// timeouts and connection-level failures (dropped connection, server loading,
+    /// failover in progress). Authentication, permission, wrong-type and script
+    /// errors are not transient: retrying cannot fix them.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::NotObtained | Error::Timeout => true,
+            Error::Redis(e) => redis_is_transient(e),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidArgument(msg.into())
+    }
+}
+
+/// Connection-level failures a retry (possibly after a reconnect) can fix.
+pub(crate) fn redis_is_transient(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        return true;
+    }
+    matches!(
+        e.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ReadOnly
+        )
+    )
+}
+
+/// Crate-wide result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_is_send_sync_static() {
+        fn assert<T: Send + Sync + 'static>() {}
+        assert::<Error>();
+    }
+
+    #[test]
+    fn helpers_match_their_variant() {
+        assert!(Error::NotObtained.is_not_obtained());
+        assert!(Error::NotHeld.is_not_held());
+        assert!(Error::MaxRetryExceeded.is_max_retry_exceeded());
+        assert!(Error::Timeout.is_timeout());
+        assert!(Error::invalid("key").is_invalid_argument());
+        assert!(!Error::NotHeld.is_not_obtained());
+        assert!(Error::NotObtained.is_transient());
+        assert!(!Error::NotHeld.is_transient());
+        assert!(!Error::invalid("x").is_transient());
+    }
+
+    #[test]
+    fn io_errors_are_transient_auth_and_script_errors_are_not() {
+        let io: redis::RedisError =
+            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset").into();
+        assert!(Error::Redis(io).is_transient());
+        let auth: redis::RedisError =
+            (redis::ErrorKind::AuthenticationFailed, "bad password").into();
+        assert!(!Error::Redis(auth).is_transient());
+    }
+}

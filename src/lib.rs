@@ -1,0 +1,102 @@
+//! Distributed lease locks: a lease on a key in a shared store, held by one process at a
+//! time across many machines — to run a scheduled job once, lead a loop, or guard a
+//! shared resource.
+//!
+//! * **Retry-strategy centric.** [`Client::lock`] takes a key, a value unique to the
+//!   holder, an expiration, a per-attempt timeout and a [`RetryStrategy`]:
+//!   [`FixedInterval`], jittered [`NonFixedInterval`], [`ExponentialBackoff`], [`NoRetry`],
+//!   any `Iterator<Item = Duration>`, or your own.
+//! * **Owner-checked everything.** Refresh, TTL, unlock and renewal act only while the
+//!   key holds the lock's value; nothing ever re-creates a lost lock.
+//! * **Fencing tokens.** Every acquisition of a key gets a token greater than all
+//!   earlier ones ([`Lock::fencing_token`]), so the resource can reject a stale holder.
+//! * **Renewal that reports.** [`Lock::auto_refresh`] renews in the background and sends
+//!   the failure that ended it to the business code; [`Lock::lost`] fires before any other
+//!   client could have taken the key.
+//! * **Stores:** Redis (`redis://`, `rediss://` with the `tls` feature) and an embedded
+//!   in-process store (`memory://`) with the same semantics.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use leasehold::{Client, FixedInterval};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> leasehold::Result<()> {
+//! let client = Client::open("memory://").await?; // or "redis://127.0.0.1:6379/"
+//! let lock = client
+//!     .lock(
+//!         "nightly-report",
+//!         &leasehold::random_value(),
+//!         Duration::from_secs(30),                               // expiration
+//!         Duration::from_millis(200),                            // timeout per attempt
+//!         FixedInterval::new(Duration::from_millis(100), 20),    // retry strategy
+//!     )
+//!     .await?;
+//! println!("holding {} with fencing token {}", lock.key(), lock.fencing_token());
+//! lock.unlock().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # What a lease lock promises, and what it cannot
+//!
+//! A lease lock guarantees that **at most one holder's lease is valid at a time**, as
+//! seen by the store, while the store keeps its data and its clock runs steadily. It
+//! cannot stop a holder that is *paused* (GC, swap, a stopped VM) from waking up after
+//! its lease ran out and acting as if it still held it; it cannot survive a Redis
+//! restart without persistence (the key is gone, another client can acquire at once) or
+//! a failover to a replica that had not yet received the key. In each of these cases two
+//! processes may believe they hold the lock for a while.
+//!
+//! What closes the gap is **fencing**: pass [`Lock::fencing_token`] to the resource and
+//! have it refuse writes carrying a token lower than the highest it has seen. Inside the
+//! process, check [`Lock::valid_for`] before a side effect, and abort work when
+//! [`Lock::lost`] fires.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(missing_docs)]
+
+mod backend;
+mod client;
+mod error;
+mod lock;
+mod refresh;
+mod retry;
+
+pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, MAX_DURATION};
+pub use error::{Error, Result};
+pub use lock::{Lock, drift_allowance};
+pub use refresh::AutoRefresh;
+pub use retry::{NoRetry, RetryStrategy};
+
+/// A fresh lock value: 128 random bits from the operating system's generator, as 32
+/// lowercase hex characters. Use it when the holder has no natural unique value.
+///
+/// # Panics
+///
+/// If the operating system's random generator fails (it practically never does).
+pub fn random_value() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random generator failed");
+    let mut s = String::with_capacity(32);
+    for b in bytes {
+        use std::fmt::Write;
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn random_values_are_128_bit_hex_and_distinct() {
+        let a = super::random_value();
+        let b = super::random_value();
+        assert_eq!(a.len(), 32);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_ne!(a, b);
+    }
+}

@@ -1,0 +1,360 @@
+//! Background renewal of a lock, with failures reported to the holder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::client::check_duration;
+use crate::lock::{Lock, LockShared};
+use crate::{Error, Result};
+
+static NEXT_RENEWAL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The running renewal task of a lock, kept in the lock so that `unlock` can stop it.
+pub(crate) struct Renewal {
+    id: u64,
+    task: JoinHandle<()>,
+}
+
+impl Renewal {
+    /// Stop the task and wait until it is gone: nothing it sent can follow this.
+    pub(crate) async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// Renews a lock in the background until stopped, and reports why it ended if it
+/// ended on a failure. Returned by [`Lock::auto_refresh`].
+///
+/// Dropping it stops renewal (it does not unlock): the key then expires by itself
+/// unless refreshed or released otherwise.
+#[must_use = "dropping an AutoRefresh stops the renewal"]
+pub struct AutoRefresh {
+    shared: Arc<LockShared>,
+    id: u64,
+    /// The one failure that ends renewal; `None` once taken or closed.
+    failure: Option<oneshot::Receiver<Error>>,
+}
+
+impl fmt::Debug for AutoRefresh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AutoRefresh")
+            .field("key", &self.shared.key)
+            .field("running", &self.is_running())
+            .finish()
+    }
+}
+
+impl Lock {
+    /// Renew this lock in the background: every `interval`, re-arm `expiration`.
+    ///
+    /// Each renewal is one owner-checked round trip bounded by `timeout`. A renewal that
+    /// timed out or hit a dropped connection is retried at once; `max_retry` such
+    /// failures in a row end renewal with [`Error::MaxRetryExceeded`]. [`Error::NotHeld`]
+    /// (the key is gone or owned by another value) or any other error ends it with that
+    /// error. The ending failure is sent once on the returned handle's channel
+    /// ([`AutoRefresh::try_error`], [`AutoRefresh::error`]); a clean stop
+    /// ([`Lock::unlock`], [`AutoRefresh::stop`], dropping the handle) closes it.
+    ///
+    /// Ticks missed because a renewal was slow are not made up in a burst: the next tick
+    /// is scheduled one `interval` after the late one. Renewal never re-creates a lost
+    /// key, and every successful renewal extends [`Lock::valid_for`].
+    ///
+    /// Starting a new auto-refresh of the same lock stops the previous one (its channel
+    /// closes).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] unless 1 ms ≤ `interval` < `expiration` ≤
+    /// [`MAX_DURATION`](crate::MAX_DURATION), 1 ms ≤ `timeout` ≤ `MAX_DURATION` and
+    /// `max_retry` ≥ 1.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (the renewal task is spawned on the current runtime).
+    pub fn auto_refresh(
+        &self,
+        interval: Duration,
+        expiration: Duration,
+        timeout: Duration,
+        max_retry: u32,
+    ) -> Result<AutoRefresh> {
+        let interval = check_duration("interval", interval)?;
+        let expiration = check_duration("expiration", expiration)?;
+        let timeout = check_duration("timeout", timeout)?;
+        if interval >= expiration {
+            return Err(Error::invalid(format!(
+                "interval: must be shorter than expiration (got {interval:?} >= {expiration:?})"
+            )));
+        }
+        if max_retry == 0 {
+            return Err(Error::invalid("max_retry: must be at least 1"));
+        }
+        let (failure_tx, failure_rx) = oneshot::channel();
+        let id = NEXT_RENEWAL_ID.fetch_add(1, Ordering::Relaxed);
+        let task = tokio::spawn(renew(
+            Arc::clone(&self.shared),
+            interval,
+            expiration,
+            timeout,
+            max_retry,
+            failure_tx,
+        ));
+        let previous = self.shared.renewal.lock().replace(Renewal { id, task });
+        if let Some(previous) = previous {
+            previous.task.abort();
+        }
+        Ok(AutoRefresh {
+            shared: Arc::clone(&self.shared),
+            id,
+            failure: Some(failure_rx),
+        })
+    }
+}
+
+async fn renew(
+    shared: Arc<LockShared>,
+    interval: Duration,
+    expiration: Duration,
+    timeout: Duration,
+    max_retry: u32,
+    failure: oneshot::Sender<Error>,
+) {
+    let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let mut failures = 0;
+        loop {
+            match shared.refresh_within(expiration, timeout).await {
+                Ok(()) => break,
+                Err(e) if is_retryable(&e) => {
+                    failures += 1;
+                    if failures >= max_retry {
+                        let _ = failure.send(Error::MaxRetryExceeded);
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = failure.send(e);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A renewal that timed out or hit a dropped connection is retried at once.
+fn is_retryable(e: &Error) -> bool {
+    e.is_timeout() || (e.is_redis() && e.is_transient())
+}
+
+impl AutoRefresh {
+    /// The failure that ended renewal, if there is one and it was not taken yet.
+    /// Never blocks: `None` while renewal runs fine, after a clean stop, and after the
+    /// failure was taken once.
+    pub fn try_error(&mut self) -> Option<Error> {
+        let rx = self.failure.as_mut()?;
+        match rx.try_recv() {
+            Ok(e) => {
+                self.failure = None;
+                Some(e)
+            }
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => {
+                self.failure = None;
+                None
+            }
+        }
+    }
+
+    /// Wait for the failure that ends renewal. `None` once renewal ended cleanly
+    /// ([`Lock::unlock`], a newer `auto_refresh` of the lock) or the failure was taken.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a failure that arrives after the future is dropped stays in the
+    /// channel for the next call.
+    pub async fn error(&mut self) -> Option<Error> {
+        let rx = self.failure.as_mut()?;
+        let result = rx.await.ok();
+        self.failure = None;
+        result
+    }
+
+    /// Whether the renewal task is still running.
+    pub fn is_running(&self) -> bool {
+        self.shared
+            .renewal
+            .lock()
+            .as_ref()
+            .is_some_and(|r| r.id == self.id && !r.task.is_finished())
+    }
+
+    /// Stop renewing; returns when the renewal task is gone, so no renewal is sent after
+    /// it. Does not unlock.
+    ///
+    /// # Cancel safety
+    ///
+    /// The task is aborted at once; dropping the future only skips waiting for it to
+    /// be gone.
+    pub async fn stop(mut self) {
+        if let Some(renewal) = self.take_renewal() {
+            renewal.stop().await;
+        }
+    }
+
+    fn take_renewal(&mut self) -> Option<Renewal> {
+        let mut slot = self.shared.renewal.lock();
+        if slot.as_ref().is_some_and(|r| r.id == self.id) {
+            slot.take()
+        } else {
+            None
+        }
+    }
+}
+
+impl Drop for AutoRefresh {
+    fn drop(&mut self) {
+        if let Some(renewal) = self.take_renewal() {
+            renewal.task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Client;
+
+    #[test]
+    fn auto_refresh_is_send_sync() {
+        fn assert<T: Send + Sync>() {}
+        assert::<AutoRefresh>();
+    }
+
+    async fn held(client: &Client, expiration: Duration) -> Lock {
+        client.try_lock("job", "me", expiration).await.unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn arguments_are_checked_before_anything_runs() {
+        let client = Client::memory();
+        let lock = held(&client, Duration::from_secs(1)).await;
+        let ms = Duration::from_millis;
+        for (interval, expiration, timeout, retry, name) in [
+            (ms(0), ms(1000), ms(100), 3, "interval"),
+            (ms(1000), ms(1000), ms(100), 3, "interval"),
+            (ms(100), ms(0), ms(100), 3, "expiration"),
+            (ms(100), ms(1000), ms(0), 3, "timeout"),
+            (ms(100), ms(1000), ms(100), 0, "max_retry"),
+        ] {
+            match lock.auto_refresh(interval, expiration, timeout, retry) {
+                Err(Error::InvalidArgument(msg)) => assert!(msg.starts_with(name), "{msg}"),
+                other => panic!("expected InvalidArgument for {name}, got {other:?}"),
+            }
+        }
+        assert!(lock.shared.renewal.lock().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewal_keeps_the_lock_for_many_expirations() {
+        let client = Client::memory();
+        let lock = held(&client, Duration::from_millis(300)).await;
+        let mut renewal = lock
+            .auto_refresh(
+                Duration::from_millis(100),
+                Duration::from_millis(300),
+                Duration::from_millis(50),
+                3,
+            )
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert!(renewal.try_error().is_none());
+        assert!(lock.valid_for().is_some());
+        assert!(
+            client
+                .try_lock("job", "other", Duration::from_secs(1))
+                .await
+                .unwrap_err()
+                .is_not_obtained()
+        );
+        renewal.stop().await;
+        tokio::time::sleep(Duration::from_millis(301)).await;
+        assert_eq!(
+            lock.ttl().await.unwrap(),
+            None,
+            "stopped renewal lets the key expire"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn loss_is_reported_once_within_an_interval_and_never_overwritten() {
+        let client = Client::memory();
+        let lock = held(&client, Duration::from_millis(300)).await;
+        let mut renewal = lock
+            .auto_refresh(
+                Duration::from_millis(100),
+                Duration::from_millis(300),
+                Duration::from_millis(50),
+                3,
+            )
+            .unwrap();
+        // Someone else takes the key behind our back.
+        assert!(client.inner.backend.release("job", "me").await.unwrap());
+        let thief = client
+            .try_lock("job", "thief", Duration::from_secs(60))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let err = renewal.error().await.expect("a failure");
+        assert!(err.is_not_held(), "{err:?}");
+        assert!(started.elapsed() <= Duration::from_millis(100));
+        assert!(renewal.error().await.is_none(), "sent once");
+        assert!(renewal.try_error().is_none());
+        assert!(thief.ttl().await.unwrap().unwrap() > Duration::from_secs(59));
+        assert_eq!(lock.valid_for(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unlock_and_drop_close_the_channel_cleanly() {
+        let client = Client::memory();
+        let lock = held(&client, Duration::from_millis(300)).await;
+        let mut renewal = lock
+            .auto_refresh(
+                Duration::from_millis(100),
+                Duration::from_millis(300),
+                Duration::from_millis(50),
+                3,
+            )
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        lock.unlock().await.unwrap();
+        assert!(!renewal.is_running());
+        assert!(renewal.error().await.is_none());
+
+        let lock = held(&client, Duration::from_millis(300)).await;
+        let renewal = lock
+            .auto_refresh(
+                Duration::from_millis(100),
+                Duration::from_millis(300),
+                Duration::from_millis(50),
+                3,
+            )
+            .unwrap();
+        drop(renewal);
+        assert!(lock.shared.renewal.lock().is_none());
+        tokio::time::sleep(Duration::from_millis(301)).await;
+        assert_eq!(
+            lock.ttl().await.unwrap(),
+            None,
+            "dropped renewal lets the key expire"
+        );
+    }
+}
