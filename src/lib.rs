@@ -54,7 +54,7 @@
 //! process, check [`Lock::valid_for`] before a side effect, and abort work when
 //! [`Lock::lost`] fires.
 #![cfg_attr(docsrs, feature(doc_cfg))]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod backend;
 mod client;
@@ -67,7 +67,7 @@ pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT
 pub use error::{Error, Result};
 pub use lock::{Lock, drift_allowance};
 pub use refresh::AutoRefresh;
-pub use retry::{NoRetry, RetryStrategy};
+pub use retry::*;
 
 /// A fresh lock value: 128 random bits from the operating system's generator, as 32
 /// lowercase hex characters. Use it when the holder has no natural unique value.
