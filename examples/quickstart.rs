@@ -26,8 +26,8 @@ async fn main() -> leasehold::Result<()> {
                         .lock(
                             "quickstart:report",
                             &leasehold::random_value(),
-                            Duration::from_secs(5),       // expiration
-                            Duration::from_millis(500),   // timeout per attempt
+                            Duration::from_secs(5),     // expiration
+                            Duration::from_millis(500), // timeout per attempt
                             NonFixedInterval::new(Duration::from_millis(50), 40),
                         )
                         .await?;

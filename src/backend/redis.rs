@@ -5,17 +5,49 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use redis::{Cmd, FromRedisValue, RedisError, Script};
+use redis::{Arg, Cmd, FromRedisValue, RedisError, Script};
 
 use super::{Acquire, fence_key};
 use crate::Result;
 
-/// The Lua scripts, hashed once per process; calls go out as `EVALSHA` and fall back to
-/// loading the script when the server does not know it (after a restart or `SCRIPT FLUSH`).
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/acquire.lua")));
-static REFRESH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/refresh.lua")));
-static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/release.lua")));
-static PTTL: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/pttl.lua")));
+/// The Lua scripts, hashed once per process. Calls go out as `EVALSHA`; a server that
+/// does not know the script (after a restart or `SCRIPT FLUSH`) gets the same call as
+/// `EVAL`, which runs and caches it in one round trip.
+static ACQUIRE: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/acquire.lua")));
+static REFRESH: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/refresh.lua")));
+static RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/release.lua")));
+static PTTL: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/pttl.lua")));
+
+struct Lua {
+    code: &'static str,
+    sha: String,
+}
+
+impl Lua {
+    fn new(code: &'static str) -> Self {
+        let sha = Script::new(code).get_hash().to_owned();
+        Lua { code, sha }
+    }
+
+    /// `EVALSHA <sha> <numkeys>`, ready for the keys and arguments.
+    fn evalsha(&self, numkeys: u8) -> Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.sha).arg(numkeys);
+        cmd
+    }
+
+    /// The same call as `EVAL <code> …`.
+    fn eval(&self, evalsha: &Cmd) -> Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(self.code);
+        for arg in evalsha.args_iter().skip(2) {
+            if let Arg::Simple(bytes) = arg {
+                cmd.arg(bytes);
+            }
+        }
+        cmd
+    }
+}
 
 pub(crate) struct RedisBackend {
     conn: ConnectionManager,
@@ -27,7 +59,7 @@ impl RedisBackend {
     }
 
     pub(crate) async fn acquire(&self, key: &str, val: &str, ttl_ms: u64) -> Result<Acquire> {
-        let mut cmd = evalsha(&ACQUIRE, 2);
+        let mut cmd = ACQUIRE.evalsha(2);
         cmd.arg(key).arg(fence_key(key)).arg(val).arg(ttl_ms);
         let token: i64 = self.run(&ACQUIRE, &cmd).await?;
         Ok(match u64::try_from(token) {
@@ -37,19 +69,19 @@ impl RedisBackend {
     }
 
     pub(crate) async fn refresh(&self, key: &str, val: &str, ttl_ms: u64) -> Result<bool> {
-        let mut cmd = evalsha(&REFRESH, 1);
+        let mut cmd = REFRESH.evalsha(1);
         cmd.arg(key).arg(val).arg(ttl_ms);
         Ok(self.run::<i64>(&REFRESH, &cmd).await? == 1)
     }
 
     pub(crate) async fn release(&self, key: &str, val: &str) -> Result<bool> {
-        let mut cmd = evalsha(&RELEASE, 1);
+        let mut cmd = RELEASE.evalsha(1);
         cmd.arg(key).arg(val);
         Ok(self.run::<i64>(&RELEASE, &cmd).await? == 1)
     }
 
     pub(crate) async fn pttl(&self, key: &str, val: &str) -> Result<Option<Duration>> {
-        let mut cmd = evalsha(&PTTL, 1);
+        let mut cmd = PTTL.evalsha(1);
         cmd.arg(key).arg(val);
         let ms: i64 = self.run(&PTTL, &cmd).await?;
         Ok(match ms {
@@ -59,23 +91,14 @@ impl RedisBackend {
         })
     }
 
-    /// Send a prepared `EVALSHA`; on `NOSCRIPT`, load the script and send it once more.
-    async fn run<T: FromRedisValue>(&self, script: &Script, cmd: &Cmd) -> Result<T> {
+    /// Send a prepared `EVALSHA`, falling back to `EVAL` on `NOSCRIPT`.
+    async fn run<T: FromRedisValue>(&self, lua: &Lua, cmd: &Cmd) -> Result<T> {
         let mut conn = self.conn.clone();
         match cmd.query_async::<T>(&mut conn).await {
-            Err(e) if is_noscript(&e) => {
-                script.load_async(&mut conn).await?;
-                Ok(cmd.query_async(&mut conn).await?)
-            }
+            Err(e) if is_noscript(&e) => Ok(lua.eval(cmd).query_async(&mut conn).await?),
             other => Ok(other?),
         }
     }
-}
-
-fn evalsha(script: &Script, numkeys: u8) -> Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script.get_hash()).arg(numkeys);
-    cmd
 }
 
 fn is_noscript(e: &RedisError) -> bool {

@@ -1,0 +1,276 @@
+//! Failure modes of the core client against a real redis-server: unreachable and
+//! failing servers, cancelled and timed-out attempts, restarts, killed connections.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use leasehold::{Client, FixedInterval, NoRetry, RetryStrategy};
+use support::{FaultProxy, RedisServer, ServerOptions, wait_until};
+
+const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
+
+fn get(server: &RedisServer, key: &str) -> Option<String> {
+    match server.cmd_sync(&["GET", key]) {
+        redis::Value::Nil => None,
+        redis::Value::BulkString(b) => Some(String::from_utf8(b).unwrap()),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Load the scripts into the server's cache, so that an attempt under test is one
+/// `EVALSHA` round trip (a fresh server answers the first one with `NOSCRIPT`).
+async fn warm_up(client: &Client) {
+    let lock = client.try_lock("warm-up", "v", SEC).await.unwrap();
+    lock.unlock().await.unwrap();
+}
+
+struct Counting(Arc<AtomicUsize>, FixedInterval);
+
+impl RetryStrategy for Counting {
+    fn next_delay(&mut self) -> Option<Duration> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        self.1.next_delay()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_a_failure_never_contention() {
+    let mut server = RedisServer::start();
+    let client = Client::open(&server.url()).await.unwrap();
+    server.stop();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let err = client
+        .lock(
+            "k",
+            "v",
+            SEC,
+            200 * MS,
+            Counting(asked.clone(), FixedInterval::new(20 * MS, 3)),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_redis() || err.is_timeout(), "{err:?}");
+    assert!(!err.is_not_obtained());
+    // Connection failures are transient: every attempt the strategy allows was made.
+    assert_eq!(asked.load(Ordering::SeqCst), 4);
+    assert!(started.elapsed() < 4 * 200 * MS + 3 * 20 * MS + SEC);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_retrying_cannot_fix_end_the_attempts_at_once() {
+    let server = RedisServer::start();
+    let client = Client::open(&server.url()).await.unwrap();
+    server.cmd_sync(&["HSET", "k", "field", "x"]);
+    let asked = Arc::new(AtomicUsize::new(0));
+    let err = client
+        .lock(
+            "k",
+            "v",
+            SEC,
+            SEC,
+            Counting(asked.clone(), FixedInterval::new(10 * MS, 5)),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_redis() && !err.is_transient(), "{err:?}");
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        0,
+        "no retry after a WRONGTYPE error"
+    );
+    // The key was not touched.
+    assert_eq!(
+        server.cmd_sync(&["TYPE", "k"]),
+        redis::Value::SimpleString("hash".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_is_a_clear_error_that_does_not_show_the_password() {
+    let server = RedisServer::start_with(ServerOptions {
+        password: Some("right-password".into()),
+        ..Default::default()
+    });
+    let url = format!("redis://:wrong-password@127.0.0.1:{}/", server.port());
+    let err = Client::open(&url).await.unwrap_err();
+    assert!(err.is_redis() && !err.is_transient(), "{err:?}");
+    for shown in [format!("{err}"), format!("{err:?}")] {
+        assert!(!shown.contains("wrong-password"), "{shown}");
+    }
+    let client = Client::open(&server.url()).await.unwrap();
+    assert!(!format!("{client:?}").contains("right-password"));
+    client.try_lock("k", "v", SEC).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fence_counter_lives_next_to_the_lock_key_and_outlives_it() {
+    let server = RedisServer::start();
+    let client = Client::open(&server.url()).await.unwrap();
+    let lock = client.try_lock("job", "v", SEC).await.unwrap();
+    assert_eq!(get(&server, "{job}:fence").as_deref(), Some("1"));
+    assert_eq!(get(&server, "job").as_deref(), Some("v"));
+    lock.unlock().await.unwrap();
+    assert_eq!(get(&server, "job"), None);
+    assert_eq!(get(&server, "{job}:fence").as_deref(), Some("1"));
+    let tagged = client.try_lock("user:{7}:job", "v", SEC).await.unwrap();
+    assert_eq!(tagged.fencing_token(), 1);
+    assert_eq!(get(&server, "user:{7}:job:fence").as_deref(), Some("1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_lock_call_does_not_leave_an_orphan() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    let client = Client::open(&proxy.url()).await.unwrap();
+    warm_up(&client).await;
+    proxy.set_delay(150 * MS);
+    let cancelled =
+        tokio::time::timeout(50 * MS, client.lock("k", "v", 60 * SEC, 5 * SEC, NoRetry)).await;
+    assert!(cancelled.is_err(), "the call was cancelled mid-flight");
+    // The acquire landed (the fence counter moved) and the detached release followed,
+    // long before the 60 s expiration.
+    assert!(wait_until(5 * SEC, || get(&server, "{k}:fence").is_some()));
+    assert!(wait_until(5 * SEC, || get(&server, "k").is_none()));
+    assert_eq!(get(&server, "{k}:fence").as_deref(), Some("1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_last_attempt_that_lands_late_is_released() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    let client = Client::open(&proxy.url()).await.unwrap();
+    warm_up(&client).await;
+    proxy.set_delay(150 * MS);
+    let err = client
+        .lock("k", "v", 60 * SEC, 50 * MS, NoRetry)
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    assert!(wait_until(5 * SEC, || get(&server, "{k}:fence").is_some()));
+    assert!(wait_until(5 * SEC, || get(&server, "k").is_none()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_attempt_that_landed_is_recognised_by_the_next_one() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    let client = Client::open(&proxy.url()).await.unwrap();
+    warm_up(&client).await;
+    proxy.set_delay(300 * MS);
+    let heal = async {
+        tokio::time::sleep(350 * MS).await;
+        // The first attempt (timed out at 100 ms) has landed by now.
+        let landed = get(&server, "k");
+        proxy.set_delay(Duration::ZERO);
+        landed
+    };
+    let locking = client.lock(
+        "k",
+        "v",
+        60 * SEC,
+        100 * MS,
+        FixedInterval::new(600 * MS, 1),
+    );
+    let (locked, landed) = tokio::join!(locking, heal);
+    assert_eq!(landed.as_deref(), Some("v"), "the timed-out attempt landed");
+    let lock = locked.expect("the second attempt recognises the first");
+    assert_eq!(lock.fencing_token(), 1, "one acquisition, one token");
+    assert_eq!(get(&server, "{k}:fence").as_deref(), Some("1"));
+    assert_eq!(get(&server, "k").as_deref(), Some("v"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_after_cancel_never_undoes_a_later_lock_of_the_same_key() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    let client = Client::open(&proxy.url()).await.unwrap();
+    warm_up(&client).await;
+    proxy.set_delay(100 * MS);
+    let _ = tokio::time::timeout(30 * MS, client.lock("k", "v", 60 * SEC, 5 * SEC, NoRetry)).await;
+    // Same key, same value, at once: the pending release must not delete this lock.
+    let lock = client
+        .lock("k", "v", 60 * SEC, 5 * SEC, NoRetry)
+        .await
+        .unwrap();
+    proxy.set_delay(Duration::ZERO);
+    tokio::time::sleep(500 * MS).await;
+    assert_eq!(get(&server, "k").as_deref(), Some("v"));
+    assert!(lock.ttl().await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_reconnects_after_a_restart_and_nothing_is_resurrected() {
+    let mut server = RedisServer::start();
+    let client = Client::open(&server.url()).await.unwrap();
+    let lock = client.try_lock("k", "v", 60 * SEC).await.unwrap();
+    server.restart();
+    // Without persistence the key is gone: refresh reports it and re-creates nothing.
+    let retry = FixedInterval::new(100 * MS, 50);
+    let mut refreshed = lock.refresh().await;
+    for _ in 0..50 {
+        if !matches!(&refreshed, Err(e) if e.is_redis() || e.is_timeout()) {
+            break;
+        }
+        tokio::time::sleep(100 * MS).await;
+        refreshed = lock.refresh().await;
+    }
+    assert!(refreshed.unwrap_err().is_not_held());
+    assert_eq!(get(&server, "k"), None);
+    // The same client works again.
+    let again = client
+        .lock("k", "w", 60 * SEC, SEC, retry)
+        .await
+        .expect("reconnected");
+    assert_eq!(
+        again.fencing_token(),
+        1,
+        "the counter was lost with the restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_connections_and_flushed_scripts_are_survived() {
+    let server = RedisServer::start();
+    let client = Client::open(&server.url()).await.unwrap();
+    let lock = client.try_lock("k", "v", 60 * SEC).await.unwrap();
+    server.cmd_sync(&["SCRIPT", "FLUSH"]);
+    lock.refresh()
+        .await
+        .expect("NOSCRIPT falls back to loading the script");
+    server.client_kill_all_normal();
+    let retry = FixedInterval::new(50 * MS, 20);
+    let other = client.lock("k2", "v", 60 * SEC, SEC, retry).await.unwrap();
+    lock.refresh()
+        .await
+        .expect("the lock was kept across the kill");
+    assert_eq!(other.fencing_token(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_dies_frees_the_key_within_its_expiration() {
+    let server = RedisServer::start();
+    {
+        let holder = Client::open(&server.url()).await.unwrap();
+        let lock = holder.try_lock("k", "dead", 300 * MS).await.unwrap();
+        drop(lock);
+        drop(holder); // the process is gone; nothing released the key
+    }
+    assert_eq!(get(&server, "k").as_deref(), Some("dead"));
+    let client = Client::open(&server.url()).await.unwrap();
+    let started = Instant::now();
+    let lock = client
+        .lock("k", "alive", SEC, SEC, FixedInterval::new(10 * MS, 100))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() <= 300 * MS + 50 * MS,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(lock.fencing_token(), 2);
+}
