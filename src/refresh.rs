@@ -188,8 +188,15 @@ impl AutoRefresh {
         result
     }
 
-    /// Whether the renewal task is still running.
+    /// Whether renewal is still going on: `false` once it was stopped, or ended on a
+    /// failure (taken or not).
     pub fn is_running(&self) -> bool {
+        let Some(failure) = &self.failure else {
+            return false;
+        };
+        if !failure.is_empty() {
+            return false; // a failure is waiting to be taken: renewal has ended
+        }
         self.shared
             .renewal
             .lock()

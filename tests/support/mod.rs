@@ -550,9 +550,11 @@ impl FaultProxy {
         self.shared.delay_nanos.store(nanos, Ordering::Relaxed);
     }
 
-    /// While on, bytes in both directions (including still-queued delayed
-    /// ones) are read and discarded; connections stay open and new ones are
-    /// accepted (and black-holed too). Off resumes forwarding of new bytes.
+    /// While on, nothing is delivered in either direction: bytes are held, as a
+    /// network partition stalls a TCP stream; connections stay open and new ones
+    /// are accepted (and stalled too). Off delivers the held bytes, in order, and
+    /// resumes forwarding. (Dropping bytes from the middle of a stream is
+    /// something TCP never does, and would desynchronise any pipelined client.)
     pub fn blackhole(&self, on: bool) {
         self.shared.blackhole.store(on, Ordering::SeqCst);
     }
@@ -752,9 +754,6 @@ async fn pump(
             if n == 0 {
                 return Ok::<(), ()>(()); // dropping `tx` lets the writer finish
             }
-            if shared.blackholed() {
-                continue;
-            }
             let due = Instant::now() + shared.delay();
             tx.send((due, buf[..n].to_vec())).map_err(|_| ())?;
         }
@@ -764,8 +763,10 @@ async fn pump(
             if due > Instant::now() {
                 tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
             }
-            if shared.blackholed() {
-                continue;
+            // A partition stalls the stream (as TCP does), it never drops bytes
+            // out of its middle: hold the data until the link is back.
+            while shared.blackholed() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             w.write_all(&data).await.map_err(|_| ())?;
         }
