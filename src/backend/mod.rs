@@ -69,31 +69,65 @@ impl Backend {
     }
 }
 
-/// The fence counter key for `key`: it hashes to the same Redis Cluster slot.
+/// The fence counter key for `key`. It hashes to the same Redis Cluster slot and, for
+/// every key without a stray `{`, keeps the lock key as its prefix (so key-prefix ACLs
+/// such as `~app:*` and `SCAN app:*` cover it):
 ///
-/// * a key with a hash tag (`user:{42}:job`) keeps it: `user:{42}:job:fence`;
-/// * any other key is wrapped into a tag: `{job}:fence`;
-/// * a key with no tag that cannot be wrapped (it contains `}`) gets a short numeric
-///   tag chosen to hash to the key's own slot: `{n}:fence:<key>`.
+/// * a key with a hash tag keeps it: `user:{42}:job` → `user:{42}:job:fence`;
+/// * a key without `{` gets a short numeric tag that hashes to the key's own slot:
+///   `app:job` → `app:job:fence{N}`;
+/// * a key with a `{` but no valid tag (`a{b`) cannot take a tag after it, so the tag
+///   leads: `{N}:fence:a{b`.
 pub(crate) fn fence_key(key: &str) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(key.len() + 14);
     if hash_tag(key.as_bytes()).is_some() {
-        let mut s = String::with_capacity(key.len() + 6);
         s.push_str(key);
         s.push_str(":fence");
         return s;
     }
-    if !key.is_empty() && !key.contains('}') {
-        let mut s = String::with_capacity(key.len() + 8);
-        s.push('{');
-        s.push_str(key);
-        s.push_str("}:fence");
-        return s;
+    let tag = SLOT_TAGS[usize::from(key_slot(key.as_bytes()))];
+    if key.contains('{') {
+        let _ = write!(s, "{{{tag}}}:fence:{key}");
+    } else {
+        let _ = write!(s, "{key}:fence{{{tag}}}");
     }
-    let slot = key_slot(key.as_bytes());
-    let tag = (0u32..)
-        .find(|n| key_slot(n.to_string().as_bytes()) == slot)
-        .expect("every slot is reached by some number");
-    format!("{{{tag}}}:fence:{key}")
+    s
+}
+
+/// For every cluster slot, the smallest number whose decimal text hashes to it
+/// (all slots are covered below 110 000). Built once, 64 KiB.
+static SLOT_TAGS: std::sync::LazyLock<Box<[u32]>> = std::sync::LazyLock::new(|| {
+    let mut tags = vec![u32::MAX; 16384].into_boxed_slice();
+    let mut missing = tags.len();
+    let mut buf = itoa_buf();
+    for n in 0u32.. {
+        let slot = usize::from(crc16(itoa(n, &mut buf)) % 16384);
+        if tags[slot] == u32::MAX {
+            tags[slot] = n;
+            missing -= 1;
+            if missing == 0 {
+                break;
+            }
+        }
+    }
+    tags
+});
+
+fn itoa_buf() -> [u8; 10] {
+    [0; 10]
+}
+
+fn itoa(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
 }
 
 /// The non-empty `{tag}` that Redis Cluster hashes instead of the whole key.
@@ -139,19 +173,23 @@ mod tests {
     }
 
     #[test]
-    fn fence_key_shares_the_lock_keys_slot() {
+    fn fence_key_shares_the_lock_keys_slot_and_prefix() {
         for key in [
             "job",
+            "app:job",
             "user:{42}:job",
             "a}b",
             "{}x}",
             "}",
             "{",
             "foo{}{bar}",
+            "a{b",
             "ключ",
-            "",
         ] {
             let fence = fence_key(key);
+            if !key.contains('{') || hash_tag(key.as_bytes()).is_some() {
+                assert!(fence.starts_with(key), "{fence:?}");
+            }
             assert_ne!(fence, key);
             assert_eq!(
                 key_slot(fence.as_bytes()),
@@ -159,7 +197,18 @@ mod tests {
                 "{key:?} -> {fence:?}"
             );
         }
-        assert_eq!(fence_key("job"), "{job}:fence");
         assert_eq!(fence_key("user:{42}:job"), "user:{42}:job:fence");
+        assert!(fence_key("app:job").starts_with("app:job:fence{"));
+    }
+
+    #[test]
+    fn every_slot_has_a_numeric_tag() {
+        assert_eq!(SLOT_TAGS.len(), 16384);
+        for (slot, &tag) in SLOT_TAGS.iter().enumerate() {
+            assert_eq!(usize::from(key_slot(tag.to_string().as_bytes())), slot);
+        }
+        let mut buf = itoa_buf();
+        assert_eq!(itoa(0, &mut buf), b"0");
+        assert_eq!(itoa(u32::MAX, &mut buf), b"4294967295");
     }
 }
