@@ -340,6 +340,11 @@ impl Client {
             .await
     }
 
+    /// The bound on one round trip for operations without a timeout argument.
+    pub fn default_timeout(&self) -> Duration {
+        self.inner.default_timeout
+    }
+
     /// Wait (bounded) until releases this client detached for `key` are done.
     async fn wait_for_pending_release(&self, key: &str, timeout: Duration) {
         let pending = self.inner.pending_releases.lock().get(key).cloned();

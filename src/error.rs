@@ -30,6 +30,15 @@ pub enum Error {
     /// A connection or server error (not contention).
     #[error("redis error: {0}")]
     Redis(#[from] redis::RedisError),
+    /// A fenced resource refused this fencing token: it has already seen a higher one,
+    /// so this holder's lease was superseded. Nothing was read or written.
+    #[error("stale fencing token {token}: the resource has already seen token {highest}")]
+    Fenced {
+        /// The token that was refused.
+        token: u64,
+        /// The highest token the resource has seen.
+        highest: u64,
+    },
     /// The client's background runtime is gone (blocking facade only), or the
     /// operation was cut off because its owner shut down.
     #[error("the lock client has shut down")]
@@ -60,6 +69,11 @@ impl Error {
     /// The input was rejected before any I/O ([`Error::InvalidArgument`]).
     pub fn is_invalid_argument(&self) -> bool {
         matches!(self, Error::InvalidArgument(_))
+    }
+
+    /// A fenced resource refused a stale fencing token ([`Error::Fenced`]).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Error::Fenced { .. })
     }
 
     /// A connection or server error ([`Error::Redis`]).
@@ -122,6 +136,13 @@ mod tests {
         assert!(Error::MaxRetryExceeded.is_max_retry_exceeded());
         assert!(Error::Timeout.is_timeout());
         assert!(Error::invalid("key").is_invalid_argument());
+        assert!(
+            Error::Fenced {
+                token: 1,
+                highest: 2
+            }
+            .is_fenced()
+        );
         assert!(!Error::NotHeld.is_not_obtained());
         assert!(Error::NotObtained.is_transient());
         assert!(!Error::NotHeld.is_transient());

@@ -59,6 +59,7 @@
 mod backend;
 mod client;
 mod error;
+pub mod fence;
 mod lock;
 mod refresh;
 mod retry;

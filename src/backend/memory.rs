@@ -11,7 +11,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::Acquire;
+use super::{Acquire, Fenced};
 
 /// Sweep expired entries once this many acquisitions have happened since the last sweep
 /// and the table is at least this large, so that abandoned keys do not pile up.
@@ -32,6 +32,8 @@ struct Store {
     /// Fence counters outlive the locks they count, as in Redis.
     fences: HashMap<String, u64>,
     since_sweep: u32,
+    /// Fenced resources: value and the highest token seen.
+    resources: HashMap<String, (Option<String>, u64)>,
 }
 
 struct Entry {
@@ -114,6 +116,24 @@ impl MemoryBackend {
         match store.locks.get(key) {
             Some(e) if e.deadline > now && e.value == val => Some(e.deadline - now),
             _ => None,
+        }
+    }
+}
+
+impl MemoryBackend {
+    pub(crate) fn fenced(&self, resource: &str, token: u64, write: Option<&str>) -> Fenced {
+        let mut store = self.store.lock();
+        let (value, highest) = store.resources.entry(resource.to_owned()).or_default();
+        if token < *highest {
+            return Err(*highest);
+        }
+        *highest = token;
+        match write {
+            Some(v) => {
+                *value = Some(v.to_owned());
+                Ok(None)
+            }
+            None => Ok(value.clone()),
         }
     }
 }

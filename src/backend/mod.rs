@@ -20,6 +20,10 @@ pub(crate) enum Acquire {
     Held,
 }
 
+/// Outcome of a fenced access: the resource's value (for a read), or the higher token
+/// that made this one stale.
+pub(crate) type Fenced = std::result::Result<Option<String>, u64>;
+
 /// One of the supported stores.
 pub(crate) enum Backend {
     Redis(redis::RedisBackend),
@@ -61,6 +65,21 @@ impl Backend {
         }
     }
 
+    /// Fenced access to a resource: `Ok(Ok(value))` when `token` is at least the highest
+    /// the resource has seen (it becomes the highest), `Ok(Err(highest))` when stale.
+    /// `write: Some(v)` sets the resource to `v`; `None` reads it.
+    pub(crate) async fn fenced(
+        &self,
+        resource: &str,
+        token: u64,
+        write: Option<&str>,
+    ) -> Result<Fenced> {
+        match self {
+            Backend::Redis(b) => b.fenced(resource, token, write).await,
+            Backend::Memory(b) => Ok(b.fenced(resource, token, write)),
+        }
+    }
+
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Backend::Redis(_) => "redis",
@@ -79,18 +98,28 @@ impl Backend {
 /// * a key with a `{` but no valid tag (`a{b`) cannot take a tag after it, so the tag
 ///   leads: `{N}:fence:a{b`.
 pub(crate) fn fence_key(key: &str) -> String {
+    sidecar_key(key, "fence")
+}
+
+/// The highest-token key of a fenced resource: `resource:token…`, built like
+/// [`fence_key`].
+pub(crate) fn resource_token_key(resource: &str) -> String {
+    sidecar_key(resource, "token")
+}
+
+/// `key:<suffix>` in the same cluster slot as `key`; see [`fence_key`].
+fn sidecar_key(key: &str, suffix: &str) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(key.len() + 14);
     if hash_tag(key.as_bytes()).is_some() {
-        s.push_str(key);
-        s.push_str(":fence");
+        let _ = write!(s, "{key}:{suffix}");
         return s;
     }
     let tag = SLOT_TAGS[usize::from(key_slot(key.as_bytes()))];
     if key.contains('{') {
-        let _ = write!(s, "{{{tag}}}:fence:{key}");
+        let _ = write!(s, "{{{tag}}}:{suffix}:{key}");
     } else {
-        let _ = write!(s, "{key}:fence{{{tag}}}");
+        let _ = write!(s, "{key}:{suffix}{{{tag}}}");
     }
     s
 }
@@ -198,6 +227,10 @@ mod tests {
             );
         }
         assert_eq!(fence_key("user:{42}:job"), "user:{42}:job:fence");
+        assert_eq!(resource_token_key("user:{42}:row"), "user:{42}:row:token");
+        let token_key = resource_token_key("app:row");
+        assert!(token_key.starts_with("app:row:token{"), "{token_key}");
+        assert_eq!(key_slot(token_key.as_bytes()), key_slot(b"app:row"));
         assert!(fence_key("app:job").starts_with("app:job:fence{"));
     }
 

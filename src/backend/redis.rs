@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{Arg, Cmd, FromRedisValue, RedisError, Script};
 
-use super::{Acquire, fence_key};
+use super::{Acquire, Fenced, fence_key, resource_token_key};
 use crate::Result;
 
 /// The Lua scripts, hashed once per process. Calls go out as `EVALSHA`; a server that
@@ -16,6 +16,7 @@ use crate::Result;
 static ACQUIRE: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/acquire.lua")));
 static REFRESH: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/refresh.lua")));
 static RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/release.lua")));
+static FENCED: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/fenced.lua")));
 static PTTL: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/pttl.lua")));
 
 struct Lua {
@@ -89,6 +90,30 @@ impl RedisBackend {
             ms if ms >= 0 => Some(Duration::from_millis(ms as u64)),
             _ => None,
         })
+    }
+
+    pub(crate) async fn fenced(
+        &self,
+        resource: &str,
+        token: u64,
+        write: Option<&str>,
+    ) -> Result<Fenced> {
+        let mut cmd = FENCED.evalsha(2);
+        cmd.arg(resource)
+            .arg(resource_token_key(resource))
+            .arg(token);
+        match write {
+            Some(value) => cmd.arg("set").arg(value),
+            None => cmd.arg("get"),
+        };
+        let (accepted, payload): (i64, redis::Value) = self.run(&FENCED, &cmd).await?;
+        if accepted == 1 {
+            let value = Option::<String>::from_redis_value(payload).map_err(RedisError::from)?;
+            return Ok(Ok(value));
+        }
+        Ok(Err(
+            u64::from_redis_value(payload).map_err(RedisError::from)?
+        ))
     }
 
     /// Send a prepared `EVALSHA`, falling back to `EVAL` on `NOSCRIPT`.
