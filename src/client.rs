@@ -73,6 +73,8 @@ impl fmt::Debug for Client {
 pub struct ClientBuilder {
     default_timeout: Duration,
     connect_timeout: Duration,
+    #[cfg(feature = "tls")]
+    tls_root_certificate: Option<Vec<u8>>,
 }
 
 impl Default for ClientBuilder {
@@ -87,6 +89,8 @@ impl ClientBuilder {
         ClientBuilder {
             default_timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            #[cfg(feature = "tls")]
+            tls_root_certificate: None,
         }
     }
 
@@ -101,6 +105,15 @@ impl ClientBuilder {
     /// Default: [`DEFAULT_CONNECT_TIMEOUT`] (5 s). Validated like `default_timeout`.
     pub const fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Trust this root certificate (PEM) for `rediss://` instead of the platform's
+    /// root store — for a private CA. Default: the platform's roots.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_root_certificate = Some(pem.into());
         self
     }
 
@@ -134,13 +147,24 @@ impl ClientBuilder {
             ));
         }
         // redis-rs' own messages may quote the URL (and its password): use ours.
-        let client = redis::Client::open(url).map_err(|e| match e.kind() {
+        let client = self.redis_client(url).map_err(|e| match e.kind() {
             redis::ErrorKind::InvalidClientConfig if url.starts_with("rediss://") => {
                 Error::invalid("url: rediss:// needs the `tls` feature of leasehold")
             }
             _ => Error::invalid("url: not a valid Redis URL"),
         })?;
         let target = describe(client.get_connection_info());
+        // One direct attempt first: the manager retries its first connection with
+        // backoff for seconds, while a wrong password or an untrusted certificate
+        // should be reported at once.
+        let probe = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(connect_timeout));
+        drop(
+            client
+                .get_multiplexed_async_connection_with_config(&probe)
+                .await?,
+        );
         let config = ConnectionManagerConfig::new().set_connection_timeout(Some(connect_timeout));
         let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Client::with_backend(
@@ -148,6 +172,18 @@ impl ClientBuilder {
             default_timeout,
             target,
         ))
+    }
+
+    fn redis_client(&self, url: &str) -> redis::RedisResult<redis::Client> {
+        #[cfg(feature = "tls")]
+        if let Some(pem) = &self.tls_root_certificate {
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            };
+            return redis::Client::build_with_tls(url, certs);
+        }
+        redis::Client::open(url)
     }
 
     /// Build a client on a connection you already have; see [`Client::from_connection`].
