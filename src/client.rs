@@ -165,7 +165,11 @@ impl ClientBuilder {
                 .get_multiplexed_async_connection_with_config(&probe)
                 .await?,
         );
-        let config = ConnectionManagerConfig::new().set_connection_timeout(Some(connect_timeout));
+        // No response timeout underneath (redis-rs defaults to 500 ms): every call is
+        // bounded by the caller's own `timeout`, which may well be longer.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(None);
         let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Client::with_backend(
             Backend::Redis(RedisBackend::new(conn)),
@@ -250,6 +254,12 @@ impl Client {
 
     /// A client on a redis-rs connection you already have (your own TLS, auth, pool
     /// settings or sentinel resolution). Clones of the manager share its connection.
+    ///
+    /// The manager's own response timeout (redis-rs defaults to 500 ms) bounds every
+    /// round trip too, on top of the `timeout` you pass to [`lock`](Client::lock); it is
+    /// reported as [`Error::Timeout`]. Build it with
+    /// `ConnectionManagerConfig::new().set_response_timeout(None)` to let your timeouts
+    /// alone decide.
     pub fn from_connection(conn: ConnectionManager) -> Client {
         ClientBuilder::new().from_connection(conn)
     }

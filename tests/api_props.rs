@@ -67,8 +67,8 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// `lock` + `try_lock` + `auto_refresh` on arbitrary input against `client`.
-fn check_api(client: &Client, cases: u32) {
-    let rt = runtime();
+/// `rt` must be the runtime `client` was opened on (its connection's task lives there).
+fn check_api(rt: &tokio::runtime::Runtime, client: &Client, cases: u32) {
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
@@ -137,7 +137,7 @@ fn check_api(client: &Client, cases: u32) {
 
 #[test]
 fn arbitrary_input_on_memory_is_a_typed_error_or_a_correct_result() {
-    check_api(&Client::memory(), 256);
+    check_api(&runtime(), &Client::memory(), 256);
 }
 
 #[test]
@@ -145,7 +145,7 @@ fn arbitrary_input_on_redis_is_a_typed_error_or_a_correct_result() {
     let server = RedisServer::start();
     let rt = runtime();
     let client = rt.block_on(Client::open(&server.url())).unwrap();
-    check_api(&client, 128);
+    check_api(&rt, &client, 128);
 }
 
 /// Strategies that ask for absurd delays do not panic (tokio clamps the sleep to about

@@ -291,3 +291,35 @@ async fn a_holder_that_dies_frees_the_key_within_its_expiration() {
     );
     assert_eq!(lock.fencing_token(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_timeout_is_not_capped_by_a_hidden_response_timeout() {
+    let server = RedisServer::start();
+    let client = Client::open(&server.url()).await.unwrap();
+    warm_up(&client).await;
+    // redis-rs alone would give up after 500 ms; the caller allowed 3 s.
+    server.client_pause(900 * MS);
+    let started = Instant::now();
+    let lock = client
+        .lock("k", "v", 10 * SEC, 3 * SEC, NoRetry)
+        .await
+        .expect("a slow server within the caller's timeout is not an error");
+    assert!(started.elapsed() >= 800 * MS);
+    assert_eq!(lock.fencing_token(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_connections_response_timeout_is_reported_as_timeout() {
+    let server = RedisServer::start();
+    let manager = redis::aio::ConnectionManager::new(redis::Client::open(server.url()).unwrap())
+        .await
+        .unwrap(); // redis-rs defaults: 500 ms response timeout
+    let client = Client::from_connection(manager);
+    warm_up(&client).await;
+    server.client_pause(1500 * MS);
+    let err = client
+        .lock("k", "v", 10 * SEC, 3 * SEC, NoRetry)
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+}

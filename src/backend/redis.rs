@@ -8,7 +8,7 @@ use redis::aio::ConnectionManager;
 use redis::{Arg, Cmd, FromRedisValue, RedisError, Script};
 
 use super::{Acquire, Fenced, fence_key, resource_token_key};
-use crate::Result;
+use crate::{Error, Result};
 
 /// The Lua scripts, hashed once per process. Calls go out as `EVALSHA`; a server that
 /// does not know the script (after a restart or `SCRIPT FLUSH`) gets the same call as
@@ -119,10 +119,18 @@ impl RedisBackend {
     /// Send a prepared `EVALSHA`, falling back to `EVAL` on `NOSCRIPT`.
     async fn run<T: FromRedisValue>(&self, lua: &Lua, cmd: &Cmd) -> Result<T> {
         let mut conn = self.conn.clone();
-        match cmd.query_async::<T>(&mut conn).await {
-            Err(e) if is_noscript(&e) => Ok(lua.eval(cmd).query_async(&mut conn).await?),
-            other => Ok(other?),
-        }
+        let result = match cmd.query_async::<T>(&mut conn).await {
+            Err(e) if is_noscript(&e) => lua.eval(cmd).query_async(&mut conn).await,
+            other => other,
+        };
+        result.map_err(|e| {
+            // The connection's own response timeout is a round trip that timed out.
+            if e.is_timeout() {
+                Error::Timeout
+            } else {
+                Error::Redis(e)
+            }
+        })
     }
 }
 
