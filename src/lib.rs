@@ -39,6 +39,35 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Blocking API
+//!
+//! For code without an async runtime, [`blocking`] has the same client, lock and
+//! renewal without `.await`, driven by a background runtime thread (so renewal keeps
+//! going while the calling thread works or sleeps):
+//!
+//! ```
+//! use std::time::Duration;
+//! use leasehold::{FixedInterval, blocking::Client};
+//!
+//! let client = Client::open("memory://")?; // or "redis://127.0.0.1:6379/"
+//! let lock = client.lock(
+//!     "nightly-report",
+//!     &leasehold::random_value(),
+//!     Duration::from_secs(30),                            // expiration
+//!     Duration::from_millis(200),                         // timeout per attempt
+//!     FixedInterval::new(Duration::from_millis(100), 20), // retry strategy
+//! )?;
+//! let mut renewal = lock.auto_refresh(
+//!     Duration::from_secs(10), Duration::from_secs(30), Duration::from_secs(1), 3,
+//! )?;
+//! println!("holding {} with fencing token {}", lock.key(), lock.fencing_token());
+//! assert!(renewal.try_error().is_none());
+//! lock.unlock()?;
+//! # Ok::<(), leasehold::Error>(())
+//! ```
+//!
+//! Its blocking methods panic inside an async runtime instead of stalling it.
+//!
 //! # What a lease lock promises, and what it cannot
 //!
 //! A lease lock guarantees that **at most one holder's lease is valid at a time**, as
@@ -57,6 +86,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+pub mod blocking;
 mod client;
 mod error;
 pub mod fence;

@@ -1,0 +1,346 @@
+//! The blocking client and the runtime thread it owns.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use super::lock::Lock;
+use super::wait::{self, Waited};
+use crate::{Error, Result, RetryStrategy};
+
+/// Name of the thread that runs a blocking client's runtime.
+pub const RUNTIME_THREAD_NAME: &str = "leasehold-runtime";
+
+/// How long the runtime thread waits, once told to stop, for work on tokio's blocking
+/// pool (a DNS lookup) before it exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// How long dropping the last handle waits for the runtime thread to exit; after that
+/// the thread is left to finish on its own. Comfortably above [`SHUTDOWN_GRACE`].
+const JOIN_LIMIT: Duration = Duration::from_secs(2);
+
+/// A synchronous lock client: [`crate::Client`] driven by a background runtime thread.
+///
+/// Cheap to clone, `Send + Sync + 'static`; clones share one runtime thread and one
+/// connection. [`Lock`]s and [`AutoRefresh`](super::AutoRefresh)es keep both alive; when
+/// the last client, lock and auto-refresh is dropped, the thread shuts down.
+///
+/// See the [module documentation](super) for the threading model.
+#[derive(Clone)]
+pub struct Client {
+    inner: crate::Client,
+    rt: Arc<Runtime>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The async client's Debug redacts credentials.
+        fmt::Debug::fmt(&self.inner, f)
+    }
+}
+
+/// Configures a blocking [`Client`] before it connects: [`crate::ClientBuilder`] with
+/// blocking `open`.
+///
+/// ```
+/// use std::time::Duration;
+/// let client = leasehold::blocking::Client::builder()
+///     .default_timeout(Duration::from_millis(500))
+///     .open("memory://")?;
+/// # Ok::<(), leasehold::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct ClientBuilder {
+    inner: crate::ClientBuilder,
+}
+
+impl ClientBuilder {
+    /// A builder with the documented defaults.
+    pub const fn new() -> Self {
+        ClientBuilder {
+            inner: crate::ClientBuilder::new(),
+        }
+    }
+
+    /// Bound on one round trip for [`Client::try_lock`]. Default:
+    /// [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT) (1 s). Validated (at least 1 ms, at
+    /// most [`MAX_DURATION`](crate::MAX_DURATION)) when the client is built.
+    pub fn default_timeout(self, timeout: Duration) -> Self {
+        ClientBuilder {
+            inner: self.inner.default_timeout(timeout),
+        }
+    }
+
+    /// Bound on establishing (and re-establishing) a connection to Redis. Default:
+    /// [`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT) (5 s). Validated like
+    /// `default_timeout`.
+    pub fn connect_timeout(self, timeout: Duration) -> Self {
+        ClientBuilder {
+            inner: self.inner.connect_timeout(timeout),
+        }
+    }
+
+    /// Trust this root certificate (PEM) for `rediss://`; see
+    /// [`crate::ClientBuilder::tls_root_certificate`].
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_root_certificate(self, pem: impl Into<Vec<u8>>) -> Self {
+        ClientBuilder {
+            inner: self.inner.tls_root_certificate(pem),
+        }
+    }
+
+    /// Start a runtime thread and open a client for `url` on it; see [`Client::open`].
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidArgument`] for an unparsable URL, an unsupported scheme or a bad
+    ///   duration set on the builder (before any I/O);
+    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials,
+    ///   or when the runtime thread cannot be started.
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async runtime (see the [module docs](super#panics)).
+    #[track_caller]
+    pub fn open(self, url: &str) -> Result<Client> {
+        wait::enter("ClientBuilder::open");
+        let rt = Arc::new(Runtime::start().map_err(|e| Error::Redis(e.into()))?);
+        let (builder, url) = (self.inner, url.to_owned());
+        // The connection manager spawns its tasks where it is created: on the runtime.
+        let inner = rt.run(
+            "ClientBuilder::open",
+            async move { builder.open(&url).await },
+        )?;
+        Ok(Client { inner, rt })
+    }
+
+    /// Start a runtime thread for a client on a private in-process store that only its
+    /// clones share; see [`Client::memory`].
+    ///
+    /// # Panics
+    ///
+    /// If `default_timeout` was set outside 1 ms ..= [`MAX_DURATION`](crate::MAX_DURATION),
+    /// or if the runtime thread cannot be started.
+    pub fn memory(self) -> Client {
+        let rt = Runtime::start()
+            .unwrap_or_else(|e| panic!("leasehold: cannot start the runtime thread: {e}"));
+        Client {
+            inner: self.inner.memory(),
+            rt: Arc::new(rt),
+        }
+    }
+}
+
+impl Client {
+    /// A [`ClientBuilder`] with the documented defaults.
+    pub const fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    /// Start a runtime thread and open a client on it with default settings. The URL forms
+    /// are those of [`crate::Client::open`]: `redis://…`, `rediss://…` (feature `tls`),
+    /// `redis+unix://…`, `unix://…`, `memory://` and `memory://NAME`.
+    ///
+    /// The Redis connection reconnects by itself on the runtime thread, whatever the
+    /// calling thread is doing.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidArgument`] for an unparsable URL or an unsupported scheme;
+    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials,
+    ///   or when the runtime thread cannot be started.
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async runtime (see the [module docs](super#panics)).
+    #[track_caller]
+    pub fn open(url: &str) -> Result<Client> {
+        wait::enter("Client::open");
+        ClientBuilder::new().open(url)
+    }
+
+    /// Start a runtime thread for a client on a fresh, private in-process store, shared
+    /// only by its clones: ideal for unit tests. Does not block, so it may also be called
+    /// inside an async runtime (but the client's blocking methods may not).
+    ///
+    /// # Panics
+    ///
+    /// If the runtime thread cannot be started.
+    pub fn memory() -> Client {
+        ClientBuilder::new().memory()
+    }
+
+    /// Acquire `key` for `val`, retrying under `retry` while another value holds it: the
+    /// blocking form of [`crate::Client::lock`], with the same semantics (idempotent
+    /// acquire, one round trip per attempt bounded by `timeout`, no sleep after the last
+    /// attempt, an owner-checked release of an attempt that may have landed when this
+    /// call gives up).
+    ///
+    /// The strategy is moved to the runtime thread, hence the `'static` bound; it is
+    /// asked for its delays there.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidArgument`] before any I/O: empty `key` or `val`; `expiration`
+    ///   or `timeout` under 1 ms or over [`MAX_DURATION`](crate::MAX_DURATION);
+    /// * [`Error::NotObtained`] when the last attempt found another value holding the key;
+    /// * [`Error::Timeout`] when the last attempt exceeded `timeout`;
+    /// * [`Error::Redis`] when the last attempt failed on the connection or the server;
+    /// * [`Error::Shutdown`] if the runtime thread is gone.
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async runtime (see the [module docs](super#panics)); a
+    /// panic inside `retry` is resumed on the calling thread.
+    #[track_caller]
+    pub fn lock(
+        &self,
+        key: &str,
+        val: &str,
+        expiration: Duration,
+        timeout: Duration,
+        retry: impl RetryStrategy + 'static,
+    ) -> Result<Lock> {
+        let client = self.inner.clone();
+        let (key, val) = (key.to_owned(), val.to_owned());
+        let lock = self.rt.run("Client::lock", async move {
+            client.lock(&key, &val, expiration, timeout, retry).await
+        })?;
+        Ok(Lock::new(lock, Arc::clone(&self.rt)))
+    }
+
+    /// One attempt to acquire `key` for `val`, bounded by the client's default timeout
+    /// ([`ClientBuilder::default_timeout`]): the blocking form of
+    /// [`crate::Client::try_lock`].
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Client::lock): [`Error::InvalidArgument`], [`Error::NotObtained`],
+    /// [`Error::Timeout`], [`Error::Redis`], [`Error::Shutdown`].
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async runtime (see the [module docs](super#panics)).
+    #[track_caller]
+    pub fn try_lock(&self, key: &str, val: &str, expiration: Duration) -> Result<Lock> {
+        let client = self.inner.clone();
+        let (key, val) = (key.to_owned(), val.to_owned());
+        let lock = self.rt.run("Client::try_lock", async move {
+            client.try_lock(&key, &val, expiration).await
+        })?;
+        Ok(Lock::new(lock, Arc::clone(&self.rt)))
+    }
+}
+
+/// A tokio `current_thread` runtime running on its own named thread until the last
+/// handle to it is dropped. All of the facade's async work is spawned onto it.
+pub(crate) struct Runtime {
+    handle: tokio::runtime::Handle,
+    /// Dropping (or firing) it lets the thread's `block_on` return.
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    /// Disconnected once the thread has shut the runtime down.
+    exited: Mutex<mpsc::Receiver<()>>,
+}
+
+impl Runtime {
+    /// Build the runtime here (nothing blocks) and hand it to a new thread that drives it.
+    fn start() -> io::Result<Runtime> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = rt.handle().clone();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (exited_tx, exited_rx) = mpsc::channel::<()>();
+        let (rt_tx, rt_rx) = mpsc::sync_channel::<tokio::runtime::Runtime>(1);
+        let thread = thread::Builder::new()
+            .name(RUNTIME_THREAD_NAME.to_owned())
+            .spawn(move || {
+                // Declared first, dropped last: signals that the runtime is gone.
+                let _exited = exited_tx;
+                let Ok(rt) = rt_rx.recv() else { return };
+                rt.block_on(async {
+                    // Ok(()) or Err(RecvError): either way, every handle is gone.
+                    let _ = stop_rx.await;
+                });
+                // Tasks still on the runtime (renewals, reconnects) are dropped here.
+                rt.shutdown_timeout(SHUTDOWN_GRACE);
+            });
+        let thread = match thread {
+            Ok(thread) => thread,
+            Err(e) => {
+                // Dropping a runtime may block; this never does.
+                rt.shutdown_background();
+                return Err(e);
+            }
+        };
+        rt_tx
+            .send(rt)
+            .expect("the runtime thread waits for its runtime");
+        Ok(Runtime {
+            handle,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            exited: Mutex::new(exited_rx),
+        })
+    }
+
+    /// The runtime's handle, for spawning without parking.
+    pub(crate) fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+
+    /// Run `fut` on the runtime and park until its result arrives.
+    #[track_caller]
+    pub(crate) fn run<T, F>(&self, what: &str, fut: F) -> Result<T>
+    where
+        F: Future<Output = Result<T>> + Send + 'static,
+        T: Send + 'static,
+    {
+        match wait::block_on(&self.handle, what, fut) {
+            Ok(result) => result,
+            Err(Waited::Shutdown | Waited::TimedOut) => Err(Error::Shutdown),
+        }
+    }
+}
+
+impl Drop for Runtime {
+    /// Tell the thread to stop, then wait (bounded) until it has exited, unless this
+    /// thread may not block: inside an async runtime, or on the runtime thread itself.
+    /// Then the thread is left to exit on its own, which it does promptly.
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        if thread.thread().id() == thread::current().id() || !wait::may_block() {
+            return;
+        }
+        let exited = self.exited.get_mut().unwrap_or_else(|e| e.into_inner());
+        if wait::thread_exit(exited, JOIN_LIMIT) {
+            // The thread has done everything but return: joining is immediate.
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_is_clone_send_sync_static() {
+        fn assert<T: Clone + Send + Sync + 'static>() {}
+        assert::<Client>();
+        assert::<ClientBuilder>();
+    }
+}
