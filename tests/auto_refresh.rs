@@ -214,6 +214,10 @@ async fn lost_fires_before_a_contender_acquires_when_the_holder_is_cut_off() {
         tokio::time::timeout(10 * SEC, async { tokio::join!(contending, losing) })
             .await
             .expect("both happen in time");
+    eprintln!(
+        "FIGURE black-hole: lost() fired {:?} before the contender acquired",
+        acquired_at.saturating_duration_since(lost_at)
+    );
     assert!(
         lost_at < acquired_at,
         "lost() must fire before anyone else can hold the key ({:?} early)",
