@@ -170,9 +170,9 @@ impl ClientBuilder {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(None);
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let conn = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
         Ok(Client::with_backend(
-            Backend::Redis(RedisBackend::new(conn)),
+            Backend::Redis(RedisBackend::new(conn, client, config)),
             default_timeout,
             target,
         ))
@@ -199,7 +199,7 @@ impl ClientBuilder {
         let default_timeout = check_duration("default_timeout", self.default_timeout)
             .unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
-            Backend::Redis(RedisBackend::new(conn)),
+            Backend::Redis(RedisBackend::from_connection(conn)),
             default_timeout,
             "redis (user connection)".to_owned(),
         )
@@ -238,7 +238,9 @@ impl Client {
     ///   server would. For a store private to one client, use [`Client::memory`].
     ///
     /// The Redis connection is one multiplexed connection that reconnects by itself
-    /// after a dropped connection or a server restart.
+    /// after a dropped connection or a server restart, and is replaced by a fresh one
+    /// after three calls in a row went unanswered (timed out): a half-open connection,
+    /// whose peer vanished without a reset, would otherwise stay silent for minutes.
     ///
     /// # Errors
     ///
@@ -259,7 +261,8 @@ impl Client {
     /// round trip too, on top of the `timeout` you pass to [`lock`](Client::lock); it is
     /// reported as [`Error::Timeout`]. Build it with
     /// `ConnectionManagerConfig::new().set_response_timeout(None)` to let your timeouts
-    /// alone decide.
+    /// alone decide. A user's connection is never replaced (unlike one built by
+    /// [`Client::open`], which is after three unanswered calls in a row).
     pub fn from_connection(conn: ConnectionManager) -> Client {
         ClientBuilder::new().from_connection(conn)
     }

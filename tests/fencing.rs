@@ -19,7 +19,11 @@ const ROUNDS: usize = 5;
 const EXPIRATION: Duration = Duration::from_millis(30);
 
 fn hold(round: usize) -> Duration {
-    if round.is_multiple_of(2) { 5 * MS } else { 50 * MS }
+    if round.is_multiple_of(2) {
+        5 * MS
+    } else {
+        50 * MS
+    }
 }
 
 #[derive(Debug, Default)]

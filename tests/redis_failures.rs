@@ -323,3 +323,27 @@ async fn a_user_connections_response_timeout_is_reported_as_timeout() {
         .unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_connection_is_replaced_after_consecutive_timeouts() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    let client = Client::open(&proxy.url()).await.unwrap();
+    warm_up(&client).await;
+    // The server side vanished without a reset; new connections would work.
+    proxy.stall_existing();
+    let started = Instant::now();
+    let lock = client
+        .lock(
+            "k",
+            "v",
+            10 * SEC,
+            100 * MS,
+            FixedInterval::new(10 * MS, 50),
+        )
+        .await
+        .expect("the client replaced the dead connection");
+    eprintln!("FIGURE half-open: recovered in {:?}", started.elapsed());
+    assert!(started.elapsed() < 2 * SEC);
+    assert_eq!(lock.value(), "v");
+}

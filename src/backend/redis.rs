@@ -4,7 +4,10 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use parking_lot::RwLock;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Arg, Cmd, FromRedisValue, RedisError, Script};
 
 use super::{Acquire, Fenced, fence_key, resource_token_key};
@@ -51,12 +54,55 @@ impl Lua {
 }
 
 pub(crate) struct RedisBackend {
-    conn: ConnectionManager,
+    conn: RwLock<ConnectionManager>,
+    /// How to build a fresh connection (absent for a user's own connection).
+    rebuild: Option<(redis::Client, ConnectionManagerConfig)>,
+    /// Calls in a row that ended without an answer (timed out or cancelled).
+    unanswered: AtomicU32,
 }
 
+/// After this many calls in a row without an answer, the connection is presumed
+/// half-open (its peer vanished without a reset, so it would stay silent until the
+/// kernel gives up, minutes later) and is replaced by a fresh one.
+const UNANSWERED_BEFORE_RECONNECT: u32 = 3;
+
 impl RedisBackend {
-    pub(crate) fn new(conn: ConnectionManager) -> Self {
-        RedisBackend { conn }
+    /// A backend on a connection the client built, which it may replace.
+    pub(crate) fn new(
+        conn: ConnectionManager,
+        client: redis::Client,
+        config: ConnectionManagerConfig,
+    ) -> Self {
+        RedisBackend {
+            conn: RwLock::new(conn),
+            rebuild: Some((client, config)),
+            unanswered: AtomicU32::new(0),
+        }
+    }
+
+    /// A backend on the user's own connection, used as it is.
+    pub(crate) fn from_connection(conn: ConnectionManager) -> Self {
+        RedisBackend {
+            conn: RwLock::new(conn),
+            rebuild: None,
+            unanswered: AtomicU32::new(0),
+        }
+    }
+
+    /// Count a call that ended without an answer; replace the connection when enough
+    /// did in a row. Runs in `Drop`: building the new connection is lazy and sync.
+    fn unanswered(&self) {
+        let in_a_row = self.unanswered.fetch_add(1, Ordering::Relaxed) + 1;
+        if in_a_row < UNANSWERED_BEFORE_RECONNECT {
+            return;
+        }
+        let Some((client, config)) = &self.rebuild else {
+            return;
+        };
+        if let Ok(fresh) = ConnectionManager::new_lazy_with_config(client.clone(), config.clone()) {
+            *self.conn.write() = fresh;
+            self.unanswered.store(0, Ordering::Relaxed);
+        }
     }
 
     pub(crate) async fn acquire(&self, key: &str, val: &str, ttl_ms: u64) -> Result<Acquire> {
@@ -118,19 +164,32 @@ impl RedisBackend {
 
     /// Send a prepared `EVALSHA`, falling back to `EVAL` on `NOSCRIPT`.
     async fn run<T: FromRedisValue>(&self, lua: &Lua, cmd: &Cmd) -> Result<T> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.read().clone();
+        let mut waiting = Unanswered(Some(self));
         let result = match cmd.query_async::<T>(&mut conn).await {
             Err(e) if is_noscript(&e) => lua.eval(cmd).query_async(&mut conn).await,
             other => other,
         };
-        result.map_err(|e| {
-            // The connection's own response timeout is a round trip that timed out.
-            if e.is_timeout() {
-                Error::Timeout
-            } else {
-                Error::Redis(e)
+        match result {
+            // The connection's own response timeout: a round trip that timed out.
+            Err(e) if e.is_timeout() => Err(Error::Timeout),
+            answered => {
+                waiting.0 = None;
+                self.unanswered.store(0, Ordering::Relaxed);
+                Ok(answered?)
             }
-        })
+        }
+    }
+}
+
+/// Counts the call as unanswered unless disarmed (dropped by a timeout, or timed out).
+struct Unanswered<'a>(Option<&'a RedisBackend>);
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(backend) = self.0 {
+            backend.unanswered();
+        }
     }
 }
 

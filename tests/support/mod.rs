@@ -457,6 +457,9 @@ struct ProxyShared {
     upstream: SocketAddr,
     delay_nanos: AtomicU64,
     blackhole: AtomicBool,
+    /// Connections with an id below this are stalled for good (half-open).
+    stall_below: AtomicU64,
+    next_id: AtomicU64,
     open: AtomicUsize,
     /// Bumped by `reset_all`; every connection holds a receiver.
     reset_tx: watch::Sender<u64>,
@@ -472,6 +475,10 @@ impl ProxyShared {
 
     fn blackholed(&self) -> bool {
         self.blackhole.load(Ordering::SeqCst)
+    }
+
+    fn stalled(&self, id: u64) -> bool {
+        self.blackholed() || id < self.stall_below.load(Ordering::SeqCst)
     }
 }
 
@@ -506,6 +513,8 @@ impl FaultProxy {
             upstream: SocketAddr::from((Ipv4Addr::LOCALHOST, upstream_port)),
             delay_nanos: AtomicU64::new(0),
             blackhole: AtomicBool::new(false),
+            stall_below: AtomicU64::new(0),
+            next_id: AtomicU64::new(0),
             open: AtomicUsize::new(0),
             reset_tx,
             live_by_generation: Mutex::new(BTreeMap::new()),
@@ -557,6 +566,14 @@ impl FaultProxy {
     /// something TCP never does, and would desynchronise any pipelined client.)
     pub fn blackhole(&self, on: bool) {
         self.shared.blackhole.store(on, Ordering::SeqCst);
+    }
+
+    /// Stalls every connection open now, for good, while new connections work: the
+    /// peer of a half-open connection vanished without a reset (a crashed host, a NAT or
+    /// firewall that forgot the flow, a failover to another address).
+    pub fn stall_existing(&self) {
+        let next = self.shared.next_id.load(Ordering::SeqCst);
+        self.shared.stall_below.store(next, Ordering::SeqCst);
     }
 
     /// Abruptly closes (RST, SO_LINGER 0) both sides of every current
@@ -620,7 +637,8 @@ async fn accept_loop(listener: StdTcpListener, shared: Arc<ProxyShared>) {
                         (rx, generation)
                     };
                     let guard = LiveGuard { shared: shared.clone(), generation, counted: false };
-                    tokio::spawn(handle_connection(client, shared.clone(), reset_rx, guard));
+                    let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(handle_connection(client, id, shared.clone(), reset_rx, guard));
                 }
                 // e.g. EMFILE: back off briefly instead of spinning.
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
@@ -671,6 +689,7 @@ enum Outcome {
 
 async fn handle_connection(
     client: TcpStream,
+    id: u64,
     shared: Arc<ProxyShared>,
     mut reset_rx: watch::Receiver<u64>,
     mut guard: LiveGuard,
@@ -689,8 +708,14 @@ async fn handle_connection(
     let (client_r, client_w) = client.into_split();
     let (up_r, up_w) = upstream.into_split();
     let mut tasks = JoinSet::new();
-    tasks.spawn(direction(client_r, up_w, shared.clone(), reset_rx.clone()));
-    tasks.spawn(direction(up_r, client_w, shared.clone(), reset_rx));
+    tasks.spawn(direction(
+        client_r,
+        up_w,
+        id,
+        shared.clone(),
+        reset_rx.clone(),
+    ));
+    tasks.spawn(direction(up_r, client_w, id, shared.clone(), reset_rx));
     while let Some(res) = tasks.join_next().await {
         if !matches!(res, Ok(Outcome::Eof)) {
             // Reset, error or panic: tear the whole connection down. Aborted
@@ -712,11 +737,12 @@ async fn reset_changed(rx: &mut watch::Receiver<u64>) {
 async fn direction(
     mut r: OwnedReadHalf,
     mut w: OwnedWriteHalf,
+    id: u64,
     shared: Arc<ProxyShared>,
     mut reset_rx: watch::Receiver<u64>,
 ) -> Outcome {
     let result = {
-        let fut = pump(&mut r, &mut w, &shared);
+        let fut = pump(&mut r, &mut w, id, &shared);
         tokio::pin!(fut);
         tokio::select! {
             biased;
@@ -744,6 +770,7 @@ async fn direction(
 async fn pump(
     r: &mut OwnedReadHalf,
     w: &mut OwnedWriteHalf,
+    id: u64,
     shared: &ProxyShared,
 ) -> Result<(), ()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
@@ -765,7 +792,7 @@ async fn pump(
             }
             // A partition stalls the stream (as TCP does), it never drops bytes
             // out of its middle: hold the data until the link is back.
-            while shared.blackholed() {
+            while shared.stalled(id) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             w.write_all(&data).await.map_err(|_| ())?;
