@@ -10,14 +10,6 @@ use support::{FaultProxy, RedisServer, wait_until};
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
 
-fn get(server: &RedisServer, key: &str) -> Option<String> {
-    match server.cmd_sync(&["GET", key]) {
-        redis::Value::Nil => None,
-        redis::Value::BulkString(b) => Some(String::from_utf8(b).unwrap()),
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
 /// How many script calls (`EVALSHA`) the server has executed so far.
 fn evalsha_calls(server: &RedisServer) -> u64 {
     let info = match server.cmd_sync(&["INFO", "commandstats"]) {
@@ -59,7 +51,7 @@ async fn renewal_keeps_a_short_lease_alive_for_many_expirations() {
         assert!(lock.valid_for().is_some());
         tokio::time::sleep(50 * MS).await;
     }
-    assert_eq!(get(&server, "job").as_deref(), Some("me"));
+    assert_eq!(server.get("job").as_deref(), Some("me"));
     lock.unlock().await.unwrap();
     assert!(
         renewal.error().await.is_none(),
@@ -87,7 +79,7 @@ async fn an_overwritten_value_is_reported_within_an_interval_and_never_overwritt
     assert!(renewal.error().await.is_none(), "sent once");
     assert!(!renewal.is_running());
     tokio::time::sleep(600 * MS).await;
-    assert_eq!(get(&server, "job").as_deref(), Some("someone-else"));
+    assert_eq!(server.get("job").as_deref(), Some("someone-else"));
     let ttl = server.cmd_sync(&["PTTL", "job"]);
     assert!(
         matches!(ttl, redis::Value::Int(ms) if ms <= 10_000 - 600),
@@ -123,11 +115,7 @@ async fn a_restart_without_persistence_is_reported_and_nothing_is_resurrected() 
     // Depending on when the reconnect lands: the key is gone, or the link stayed down.
     assert!(err.is_not_held() || err.is_max_retry_exceeded(), "{err:?}");
     tokio::time::sleep(300 * MS).await;
-    assert_eq!(
-        get(&server, "job"),
-        None,
-        "renewal never re-creates the key"
-    );
+    assert_eq!(server.get("job"), None, "renewal never re-creates the key");
     // The same client works again once the server is back.
     let again = client
         .lock("job", "next", SEC, SEC, FixedInterval::new(50 * MS, 40))
@@ -150,7 +138,7 @@ async fn unlock_and_drop_stop_renewal_and_nothing_is_sent_afterwards() {
     let after_unlock = evalsha_calls(&server);
     tokio::time::sleep(300 * MS).await;
     assert_eq!(evalsha_calls(&server), after_unlock);
-    assert_eq!(get(&server, "job"), None);
+    assert_eq!(server.get("job"), None);
     drop(renewal);
 
     // Drop of the handle: renewal stops, the lock itself is kept until it expires.
@@ -161,9 +149,9 @@ async fn unlock_and_drop_stop_renewal_and_nothing_is_sent_afterwards() {
     let after_drop = evalsha_calls(&server);
     tokio::time::sleep(200 * MS).await;
     assert_eq!(evalsha_calls(&server), after_drop);
-    assert!(wait_until(2 * SEC, || get(&server, "job").is_none()));
+    assert!(wait_until(2 * SEC, || server.get("job").is_none()));
     tokio::time::sleep(200 * MS).await;
-    assert_eq!(get(&server, "job"), None, "nothing re-creates the key");
+    assert_eq!(server.get("job"), None, "nothing re-creates the key");
     assert!(lock.ttl().await.unwrap().is_none());
 }
 
@@ -234,5 +222,5 @@ async fn lost_fires_before_a_contender_acquires_when_the_holder_is_cut_off() {
         .await
         .expect("the holder's client recovers");
     assert_eq!(again.fencing_token(), 1);
-    assert_eq!(get(&server, "job").as_deref(), Some("contender"));
+    assert_eq!(server.get("job").as_deref(), Some("contender"));
 }

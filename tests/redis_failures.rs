@@ -13,14 +13,6 @@ use support::{FaultProxy, RedisServer, ServerOptions, wait_until};
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
 
-fn get(server: &RedisServer, key: &str) -> Option<String> {
-    match server.cmd_sync(&["GET", key]) {
-        redis::Value::Nil => None,
-        redis::Value::BulkString(b) => Some(String::from_utf8(b).unwrap()),
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
 /// The fence counter of `key` (found by its prefix: `key:fence…`).
 fn fence(server: &RedisServer, key: &str) -> Option<String> {
     let pattern = format!("{key}:fence*");
@@ -35,7 +27,7 @@ fn fence(server: &RedisServer, key: &str) -> Option<String> {
         other => panic!("unexpected {other:?}"),
     };
     assert!(keys.len() <= 1, "{keys:?}");
-    keys.first().and_then(|k| get(server, k))
+    keys.first().and_then(|k| server.get(k))
 }
 
 /// Load the scripts into the server's cache, so that an attempt under test is one
@@ -130,13 +122,13 @@ async fn the_fence_counter_lives_next_to_the_lock_key_and_outlives_it() {
     let client = Client::open(&server.url()).await.unwrap();
     let lock = client.try_lock("job", "v", SEC).await.unwrap();
     assert_eq!(fence(&server, "job").as_deref(), Some("1"));
-    assert_eq!(get(&server, "job").as_deref(), Some("v"));
+    assert_eq!(server.get("job").as_deref(), Some("v"));
     lock.unlock().await.unwrap();
-    assert_eq!(get(&server, "job"), None);
+    assert_eq!(server.get("job"), None);
     assert_eq!(fence(&server, "job").as_deref(), Some("1"));
     let tagged = client.try_lock("user:{7}:job", "v", SEC).await.unwrap();
     assert_eq!(tagged.fencing_token(), 1);
-    assert_eq!(get(&server, "user:{7}:job:fence").as_deref(), Some("1"));
+    assert_eq!(server.get("user:{7}:job:fence").as_deref(), Some("1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +144,7 @@ async fn a_cancelled_lock_call_does_not_leave_an_orphan() {
     // The acquire landed (the fence counter moved) and the detached release followed,
     // long before the 60 s expiration.
     assert!(wait_until(5 * SEC, || fence(&server, "k").is_some()));
-    assert!(wait_until(5 * SEC, || get(&server, "k").is_none()));
+    assert!(wait_until(5 * SEC, || server.get("k").is_none()));
     assert_eq!(fence(&server, "k").as_deref(), Some("1"));
 }
 
@@ -169,7 +161,7 @@ async fn a_timed_out_last_attempt_that_lands_late_is_released() {
         .unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
     assert!(wait_until(5 * SEC, || fence(&server, "k").is_some()));
-    assert!(wait_until(5 * SEC, || get(&server, "k").is_none()));
+    assert!(wait_until(5 * SEC, || server.get("k").is_none()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,7 +174,7 @@ async fn a_timed_out_attempt_that_landed_is_recognised_by_the_next_one() {
     let heal = async {
         tokio::time::sleep(350 * MS).await;
         // The first attempt (timed out at 100 ms) has landed by now.
-        let landed = get(&server, "k");
+        let landed = server.get("k");
         proxy.set_delay(Duration::ZERO);
         landed
     };
@@ -198,7 +190,7 @@ async fn a_timed_out_attempt_that_landed_is_recognised_by_the_next_one() {
     let lock = locked.expect("the second attempt recognises the first");
     assert_eq!(lock.fencing_token(), 1, "one acquisition, one token");
     assert_eq!(fence(&server, "k").as_deref(), Some("1"));
-    assert_eq!(get(&server, "k").as_deref(), Some("v"));
+    assert_eq!(server.get("k").as_deref(), Some("v"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +208,7 @@ async fn a_release_after_cancel_never_undoes_a_later_lock_of_the_same_key() {
         .unwrap();
     proxy.set_delay(Duration::ZERO);
     tokio::time::sleep(500 * MS).await;
-    assert_eq!(get(&server, "k").as_deref(), Some("v"));
+    assert_eq!(server.get("k").as_deref(), Some("v"));
     assert!(lock.ttl().await.unwrap().is_some());
 }
 
@@ -237,7 +229,7 @@ async fn the_client_reconnects_after_a_restart_and_nothing_is_resurrected() {
         refreshed = lock.refresh().await;
     }
     assert!(refreshed.unwrap_err().is_not_held());
-    assert_eq!(get(&server, "k"), None);
+    assert_eq!(server.get("k"), None);
     // The same client works again.
     let again = client
         .lock("k", "w", 60 * SEC, SEC, retry)
@@ -277,7 +269,7 @@ async fn a_holder_that_dies_frees_the_key_within_its_expiration() {
         drop(lock);
         drop(holder); // the process is gone; nothing released the key
     }
-    assert_eq!(get(&server, "k").as_deref(), Some("dead"));
+    assert_eq!(server.get("k").as_deref(), Some("dead"));
     let client = Client::open(&server.url()).await.unwrap();
     let started = Instant::now();
     let lock = client

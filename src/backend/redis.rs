@@ -56,7 +56,7 @@ impl Lua {
 pub(crate) struct RedisBackend {
     conn: RwLock<ConnectionManager>,
     /// How to build a fresh connection (absent for a user's own connection).
-    rebuild: Option<(redis::Client, ConnectionManagerConfig)>,
+    rebuild: Option<Box<(redis::Client, ConnectionManagerConfig)>>,
     /// Calls in a row that ended without an answer (timed out or cancelled).
     unanswered: AtomicU32,
 }
@@ -75,7 +75,7 @@ impl RedisBackend {
     ) -> Self {
         RedisBackend {
             conn: RwLock::new(conn),
-            rebuild: Some((client, config)),
+            rebuild: Some(Box::new((client, config))),
             unanswered: AtomicU32::new(0),
         }
     }
@@ -96,7 +96,7 @@ impl RedisBackend {
         if in_a_row < UNANSWERED_BEFORE_RECONNECT {
             return;
         }
-        let Some((client, config)) = &self.rebuild else {
+        let Some((client, config)) = self.rebuild.as_deref() else {
             return;
         };
         if let Ok(fresh) = ConnectionManager::new_lazy_with_config(client.clone(), config.clone()) {

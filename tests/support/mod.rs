@@ -289,6 +289,16 @@ impl RedisServer {
         cmd.query::<redis::Value>(&mut con)
     }
 
+    /// `GET key` as a string (`None` when the key does not exist); panics on any other
+    /// reply.
+    pub fn get(&self, key: &str) -> Option<String> {
+        match self.cmd_sync(&["GET", key]) {
+            redis::Value::Nil => None,
+            redis::Value::BulkString(b) => Some(String::from_utf8(b).expect("UTF-8 value")),
+            other => panic!("GET {key}: unexpected reply {other:?}"),
+        }
+    }
+
     /// `CLIENT PAUSE <ms> ALL`: every client command blocks for `d`.
     pub fn client_pause(&self, d: Duration) {
         let ms = d.as_millis().max(1).to_string();
