@@ -21,6 +21,10 @@ pub enum Error {
     /// a dropped connection.
     #[error("lock renewal failed: maximum number of consecutive retries exceeded")]
     MaxRetryExceeded,
+    /// The lease ran out without a confirmed renewal, while renewal was still trying
+    /// ([`Client::run_exclusive`](crate::Client::run_exclusive) aborted the job).
+    #[error("lock lease expired without a confirmed renewal")]
+    LeaseExpired,
     /// A round trip exceeded its timeout and no attempt was left.
     #[error("lock operation timed out")]
     Timeout,
@@ -59,6 +63,11 @@ impl Error {
     /// Renewal gave up after too many consecutive failures ([`Error::MaxRetryExceeded`]).
     pub fn is_max_retry_exceeded(&self) -> bool {
         matches!(self, Error::MaxRetryExceeded)
+    }
+
+    /// The lease ran out without a confirmed renewal ([`Error::LeaseExpired`]).
+    pub fn is_lease_expired(&self) -> bool {
+        matches!(self, Error::LeaseExpired)
     }
 
     /// A round trip timed out ([`Error::Timeout`]).

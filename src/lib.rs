@@ -89,6 +89,7 @@ mod backend;
 pub mod blocking;
 mod client;
 mod error;
+mod exclusive;
 pub mod fence;
 mod lock;
 mod refresh;

@@ -176,8 +176,9 @@ async fn lost_fires_before_a_contender_acquires_when_the_holder_is_cut_off() {
     let proxy = FaultProxy::start(server.port());
     let holder = Client::open(&proxy.url()).await.unwrap();
     let contender = Client::open(&server.url()).await.unwrap();
-    let lock = hold(&holder, SEC).await;
-    let mut renewal = lock.auto_refresh(300 * MS, SEC, 100 * MS, 3).unwrap();
+    // 2 s: a drift allowance (22 ms) that CI's scheduling jitter cannot eat.
+    let lock = hold(&holder, 2 * SEC).await;
+    let mut renewal = lock.auto_refresh(300 * MS, 2 * SEC, 100 * MS, 3).unwrap();
     tokio::time::sleep(400 * MS).await; // one renewal went through
     proxy.blackhole(true);
 

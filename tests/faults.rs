@@ -149,3 +149,38 @@ async fn a_dead_holder_frees_the_key_within_its_expiration() {
         "{gap:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exclusive_aborts_a_cut_off_job_before_anyone_else_can_run_it() {
+    let server = RedisServer::start();
+    let proxy = support::FaultProxy::start(server.port());
+    let holder = Client::open(&proxy.url()).await.unwrap();
+    let contender = Client::open(&server.url()).await.unwrap();
+    let running = async {
+        let result = holder
+            // 1.5 s: a drift allowance (17 ms) that CI's scheduling jitter cannot eat.
+            .run_exclusive("job", 1500 * MS, leasehold::NoRetry, |_| async {
+                tokio::time::sleep(300 * MS).await;
+                proxy.blackhole(true); // the holder is cut off mid-job
+                tokio::time::sleep(60 * SEC).await;
+            })
+            .await;
+        (Instant::now(), result)
+    };
+    let contending = async {
+        tokio::time::sleep(400 * MS).await;
+        contend(&contender, "contender").await
+    };
+    let ((aborted_at, result), (acquired_at, _)) =
+        tokio::time::timeout(10 * SEC, async { tokio::join!(running, contending) })
+            .await
+            .expect("in time");
+    let err = result.unwrap_err();
+    assert!(err.is_lease_expired(), "{err:?}");
+    eprintln!(
+        "FIGURE run-exclusive: job aborted {:?} before the contender acquired",
+        acquired_at.saturating_duration_since(aborted_at)
+    );
+    assert!(aborted_at < acquired_at);
+    proxy.blackhole(false);
+}

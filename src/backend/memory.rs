@@ -121,6 +121,18 @@ impl MemoryBackend {
 }
 
 impl MemoryBackend {
+    /// The value holding `key`, for tests that play a thief.
+    #[cfg(test)]
+    pub(crate) fn value_of(&self, key: &str) -> Option<String> {
+        let now = Instant::now();
+        let store = self.store.lock();
+        store
+            .locks
+            .get(key)
+            .filter(|e| e.deadline > now)
+            .map(|e| e.value.clone())
+    }
+
     pub(crate) fn fenced(&self, resource: &str, token: u64, write: Option<&str>) -> Fenced {
         let mut store = self.store.lock();
         let (value, highest) = store.resources.entry(resource.to_owned()).or_default();
