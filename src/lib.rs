@@ -81,7 +81,25 @@
 //! What closes the gap is **fencing**: pass [`Lock::fencing_token`] to the resource and
 //! have it refuse writes carrying a token lower than the highest it has seen. Inside the
 //! process, check [`Lock::valid_for`] before a side effect, and abort work when
-//! [`Lock::lost`] fires.
+//! [`Lock::lost`] fires. The [`fence`] module does the resource side for data kept in
+//! the same store, and shows the same protocol in SQL.
+//!
+//! The repository's `RELIABILITY.md` goes through each failure scenario (black-holed
+//! links, paused servers, restarts with and without persistence, half-open connections,
+//! dead holders) with the figures the test suite measured.
+//!
+//! # One host at a time
+//!
+//! [`Client::run_exclusive`] acquires, renews every third of the expiration, aborts the
+//! job when the lease is lost and releases when it is done — the scheduled-job case in
+//! one call.
+//!
+//! # Features
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `tls` | off | `rediss://` URLs (rustls, ring provider), `ClientBuilder::tls_root_certificate` |
+//! | `backoff` | off | `BackoffAdapter` for strategies of the `backoff` crate (unmaintained, RUSTSEC-2025-0012) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
