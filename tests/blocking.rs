@@ -134,6 +134,7 @@ conformance!(
     unlock_and_stop_end_renewal_cleanly,
     many_threads_never_hold_one_key_at_once,
     debug_output_never_shows_the_lock_value,
+    fenced_resources_refuse_a_superseded_holder,
 );
 
 mod cases {
@@ -355,6 +356,22 @@ mod cases {
         let c = &s.client;
         let overlaps = exclusion_workload(c, 8, 5, |_| "shared".to_owned());
         assert_eq!(overlaps, 0);
+    }
+
+    pub fn fenced_resources_refuse_a_superseded_holder(s: &Store) {
+        let c = &s.client;
+        let old = c.try_lock("k", "old", 50 * MS).unwrap();
+        old.fenced_set("row", "from-old").unwrap();
+        std::thread::sleep(100 * MS); // the old lease runs out
+        let new = c.try_lock("k", "new", 10 * SEC).unwrap();
+        assert_eq!(new.fenced_get("row").unwrap().as_deref(), Some("from-old"));
+        let err = old.fenced_set("row", "stale").unwrap_err();
+        assert!(err.is_fenced(), "{err:?}");
+        new.fenced_set("row", "from-new").unwrap();
+        assert_eq!(
+            c.fenced_get("row", new.fencing_token()).unwrap().as_deref(),
+            Some("from-new")
+        );
     }
 
     pub fn debug_output_never_shows_the_lock_value(s: &Store) {

@@ -237,6 +237,44 @@ impl Client {
         })?;
         Ok(Lock::new(lock, Arc::clone(&self.rt)))
     }
+
+    /// Read the fenced `resource` with `token`: the blocking form of
+    /// [`crate::Client::fenced_get`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::fenced_get`], and [`Error::Shutdown`].
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async runtime (see the [module docs](super#panics)).
+    #[track_caller]
+    pub fn fenced_get(&self, resource: &str, token: u64) -> Result<Option<String>> {
+        let client = self.inner.clone();
+        let resource = resource.to_owned();
+        self.rt.run("Client::fenced_get", async move {
+            client.fenced_get(&resource, token).await
+        })
+    }
+
+    /// Write the fenced `resource` with `token`: the blocking form of
+    /// [`crate::Client::fenced_set`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::fenced_set`], and [`Error::Shutdown`].
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async runtime (see the [module docs](super#panics)).
+    #[track_caller]
+    pub fn fenced_set(&self, resource: &str, value: &str, token: u64) -> Result<()> {
+        let client = self.inner.clone();
+        let (resource, value) = (resource.to_owned(), value.to_owned());
+        self.rt.run("Client::fenced_set", async move {
+            client.fenced_set(&resource, &value, token).await
+        })
+    }
 }
 
 /// A tokio `current_thread` runtime running on its own named thread until the last

@@ -87,6 +87,44 @@ impl Lock {
             .run("Lock::refresh", async move { lock.refresh().await })
     }
 
+    /// Read the fenced `resource` with this lock's fencing token: the blocking form of
+    /// [`crate::Lock::fenced_get`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::fenced_get`], and [`Error::Shutdown`].
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async runtime (see the [module docs](super#panics)).
+    #[track_caller]
+    pub fn fenced_get(&self, resource: &str) -> Result<Option<String>> {
+        let lock = self.shared();
+        let resource = resource.to_owned();
+        self.rt.run("Lock::fenced_get", async move {
+            lock.fenced_get(&resource).await
+        })
+    }
+
+    /// Write the fenced `resource` with this lock's fencing token: the blocking form of
+    /// [`crate::Lock::fenced_set`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::fenced_set`], and [`Error::Shutdown`].
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async runtime (see the [module docs](super#panics)).
+    #[track_caller]
+    pub fn fenced_set(&self, resource: &str, value: &str) -> Result<()> {
+        let lock = self.shared();
+        let (resource, value) = (resource.to_owned(), value.to_owned());
+        self.rt.run("Lock::fenced_set", async move {
+            lock.fenced_set(&resource, &value).await
+        })
+    }
+
     /// The key's remaining time to live on the store, or `None` if this lock's value no
     /// longer holds it. Bounded by the lock's timeout.
     ///
