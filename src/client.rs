@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -45,6 +46,9 @@ pub(crate) struct ClientInner {
     /// up (cancelled or timed out), by key. A later `lock` of the same key from this
     /// client waits for them, so a release can never overtake a fresh acquisition.
     pending_releases: Mutex<HashMap<String, watch::Receiver<()>>>,
+    /// Number of entries in `pending_releases`, so that `lock` skips the mutex and the
+    /// key hash when there are none (the common case).
+    pending_count: AtomicUsize,
 }
 
 impl fmt::Debug for Client {
@@ -280,6 +284,7 @@ impl Client {
                 default_timeout,
                 target,
                 pending_releases: Mutex::new(HashMap::new()),
+                pending_count: AtomicUsize::new(0),
             }),
         }
     }
@@ -396,6 +401,12 @@ impl Client {
 
     /// Wait (bounded) until releases this client detached for `key` are done.
     async fn wait_for_pending_release(&self, key: &str, timeout: Duration) {
+        // The count changes with the map, under its mutex: a release registered before
+        // this `lock` started (happens-before) is always seen; a concurrent one could be
+        // missed with the mutex too.
+        if self.inner.pending_count.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         let pending = self.inner.pending_releases.lock().get(key).cloned();
         if let Some(mut done) = pending {
             // `changed` fails once the releasing task drops its sender.
@@ -410,11 +421,14 @@ impl Client {
             return;
         };
         let (done_tx, done_rx) = watch::channel(());
-        let previous = self
-            .inner
-            .pending_releases
-            .lock()
-            .insert(key.to_owned(), done_rx.clone());
+        let previous = {
+            let mut pending = self.inner.pending_releases.lock();
+            let previous = pending.insert(key.to_owned(), done_rx.clone());
+            if previous.is_none() {
+                self.inner.pending_count.fetch_add(1, Ordering::SeqCst);
+            }
+            previous
+        };
         let client = self.clone();
         let (key, val) = (key.to_owned(), val.to_owned());
         runtime.spawn(async move {
@@ -428,6 +442,7 @@ impl Client {
                 .is_some_and(|rx| rx.same_channel(&done_rx))
             {
                 pending.remove(&key);
+                client.inner.pending_count.fetch_sub(1, Ordering::SeqCst);
             }
             drop(done_tx);
         });

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::client::Client;
@@ -30,7 +30,11 @@ pub(crate) struct LockShared {
     pub(crate) expiration: Duration,
     pub(crate) timeout: Duration,
     /// The lease as this holder knows it; `lost()` and `valid_for()` read it.
-    pub(crate) lease: watch::Sender<Lease>,
+    /// Every change (extended, lost) is followed by a wake-up of `lease_changed`.
+    pub(crate) lease: Mutex<Lease>,
+    /// Wakes [`lease_lost`] waiters when `lease` changed. Part of the lock's own
+    /// allocation: a lock costs no channel.
+    pub(crate) lease_changed: Notify,
     /// The running auto-refresh task, if any; `unlock` stops it first.
     pub(crate) renewal: Mutex<Option<Renewal>>,
 }
@@ -81,7 +85,7 @@ impl Lock {
         timeout: Duration,
         sent: Instant,
     ) -> Lock {
-        let (lease, _) = watch::channel(Lease {
+        let lease = Mutex::new(Lease {
             valid_until: valid_until(sent, expiration),
             lost: false,
         });
@@ -94,6 +98,7 @@ impl Lock {
                 expiration,
                 timeout,
                 lease,
+                lease_changed: Notify::new(),
                 renewal: Mutex::new(None),
             }),
         }
@@ -135,7 +140,7 @@ impl Lock {
     /// the remaining validity between checking it and acting on it: use the
     /// [fencing token](Lock::fencing_token) to be safe even then.
     pub fn valid_for(&self) -> Option<Duration> {
-        let lease = *self.shared.lease.borrow();
+        let lease = *self.shared.lease.lock();
         if lease.lost {
             return None;
         }
@@ -154,7 +159,7 @@ impl Lock {
     ///
     /// Cancel safe: it only observes the lock.
     pub async fn lost(&self) {
-        lease_lost(self.shared.lease.subscribe()).await
+        lease_lost(&self.shared).await
     }
 
     /// Re-arm the expiration the lock was acquired with, if this lock's value still
@@ -260,13 +265,17 @@ impl LockShared {
             return Err(Error::NotHeld);
         }
         let until = valid_until(sent, expiration);
-        self.lease.send_if_modified(|lease| {
-            if lease.lost || until <= lease.valid_until {
-                return false;
+        let extended = {
+            let mut lease = self.lease.lock();
+            let extend = !lease.lost && until > lease.valid_until;
+            if extend {
+                lease.valid_until = until;
             }
-            lease.valid_until = until;
-            true
-        });
+            extend
+        };
+        if extended {
+            self.lease_changed.notify_waiters();
+        }
         Ok(())
     }
 
@@ -277,26 +286,28 @@ impl LockShared {
     }
 
     pub(crate) fn mark_lost(&self) {
-        self.lease
-            .send_if_modified(|lease| !std::mem::replace(&mut lease.lost, true));
+        let newly_lost = !std::mem::replace(&mut self.lease.lock().lost, true);
+        if newly_lost {
+            self.lease_changed.notify_waiters();
+        }
     }
 }
 
 /// Resolves once the lease is confirmed lost or its validity deadline passes.
-pub(crate) async fn lease_lost(mut rx: watch::Receiver<Lease>) {
+pub(crate) async fn lease_lost(shared: &LockShared) {
     loop {
-        let lease = *rx.borrow_and_update();
+        // Registered before the lease is read, so that a change made after the read
+        // (`notify_waiters` wakes only registered waiters) is not missed.
+        let changed = shared.lease_changed.notified();
+        let mut changed = std::pin::pin!(changed);
+        changed.as_mut().enable();
+        let lease = *shared.lease.lock();
         if lease.lost || Instant::now() >= lease.valid_until {
             return;
         }
         tokio::select! {
             _ = tokio::time::sleep_until(lease.valid_until) => {}
-            changed = rx.changed() => {
-                if changed.is_err() {
-                    // The lock is gone (unlocked and dropped).
-                    return;
-                }
-            }
+            _ = changed => {}
         }
     }
 }
@@ -340,6 +351,31 @@ mod tests {
         lock.lost().await;
         assert_eq!(started.elapsed(), Duration::from_millis(988));
         assert_eq!(lock.valid_for(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_lost_follows_extensions_and_wakes_on_loss() {
+        let client = Client::memory();
+        let lock = client
+            .try_lock("k", "v", Duration::from_millis(1000))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let waiter = async {
+            lock.lost().await;
+            started.elapsed()
+        };
+        let driver = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Valid until 500 + 988 ms now: the waiter must not fire at 988 ms.
+            lock.refresh().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            assert!(lock.valid_for().is_some());
+            assert!(client.inner.backend.release("k", "v").await.unwrap());
+            assert!(lock.refresh().await.unwrap_err().is_not_held());
+        };
+        let (elapsed, ()) = tokio::join!(waiter, driver);
+        assert_eq!(elapsed, Duration::from_millis(1200));
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,8 +13,9 @@ use tokio::time::Instant;
 
 use super::{Acquire, Fenced};
 
-/// Sweep expired entries once this many acquisitions have happened since the last sweep
-/// and the table is at least this large, so that abandoned keys do not pile up.
+/// Free the values of expired, never released locks once this many acquisitions (and at
+/// least as many as there are keys, so that sweeping costs O(1) per acquisition) have
+/// happened since the last sweep. A key's slot stays, as its fence counter must.
 const SWEEP_EVERY: u32 = 1024;
 
 /// Named stores: every `memory://NAME` in a process opens the same store.
@@ -28,17 +29,30 @@ pub(crate) struct MemoryBackend {
 
 #[derive(Default)]
 struct Store {
-    locks: HashMap<String, Entry>,
-    /// Fence counters outlive the locks they count, as in Redis.
-    fences: HashMap<String, u64>,
+    /// One slot per key ever locked: the lock (if any) and the key's fence counter, which
+    /// outlives the locks it counts, as in Redis. One hash lookup per operation, and a
+    /// key that is locked again reuses its slot and its value buffer.
+    slots: HashMap<String, Slot>,
     since_sweep: u32,
     /// Fenced resources: value and the highest token seen.
     resources: HashMap<String, (Option<String>, u64)>,
 }
 
-struct Entry {
+struct Slot {
+    /// The holder's value; meaningful only while `held` and `deadline` is ahead.
     value: String,
     deadline: Instant,
+    /// Set by an acquisition, cleared by a release (or by a sweep once expired).
+    held: bool,
+    /// The last fencing token issued for this key.
+    fence: u64,
+}
+
+impl Slot {
+    /// The value holding the key at `now`, if any.
+    fn holder(&self, now: Instant) -> Option<&str> {
+        (self.held && self.deadline > now).then_some(self.value.as_str())
+    }
 }
 
 impl MemoryBackend {
@@ -58,30 +72,40 @@ impl MemoryBackend {
         let mut store = self.store.lock();
         let store = &mut *store;
         store.since_sweep += 1;
-        if store.since_sweep >= SWEEP_EVERY {
+        if store.since_sweep >= SWEEP_EVERY && store.since_sweep as usize >= store.slots.len() {
             store.since_sweep = 0;
-            store.locks.retain(|_, e| e.deadline > now);
-        }
-        match store.locks.get_mut(key) {
-            Some(e) if e.deadline > now && e.value != val => Acquire::Held,
-            Some(e) if e.deadline > now => {
-                e.deadline = deadline;
-                Acquire::Acquired(store.fences.get(key).copied().unwrap_or(0))
+            for slot in store.slots.values_mut() {
+                if slot.held && slot.deadline <= now {
+                    slot.held = false;
+                    slot.value = String::new();
+                }
             }
-            slot => {
-                let token = store.fences.entry(key.to_owned()).or_insert(0);
-                *token += 1;
-                let entry = Entry {
+        }
+        let Some(slot) = store.slots.get_mut(key) else {
+            store.slots.insert(
+                key.to_owned(),
+                Slot {
                     value: val.to_owned(),
                     deadline,
-                };
-                match slot {
-                    Some(e) => *e = entry,
-                    None => {
-                        store.locks.insert(key.to_owned(), entry);
-                    }
-                }
-                Acquire::Acquired(*token)
+                    held: true,
+                    fence: 1,
+                },
+            );
+            return Acquire::Acquired(1);
+        };
+        match slot.holder(now) {
+            Some(holder) if holder != val => Acquire::Held,
+            Some(_) => {
+                slot.deadline = deadline;
+                Acquire::Acquired(slot.fence)
+            }
+            None => {
+                slot.fence += 1;
+                slot.value.clear();
+                slot.value.push_str(val);
+                slot.deadline = deadline;
+                slot.held = true;
+                Acquire::Acquired(slot.fence)
             }
         }
     }
@@ -89,9 +113,9 @@ impl MemoryBackend {
     pub(crate) fn refresh(&self, key: &str, val: &str, ttl_ms: u64) -> bool {
         let now = Instant::now();
         let mut store = self.store.lock();
-        match store.locks.get_mut(key) {
-            Some(e) if e.deadline > now && e.value == val => {
-                e.deadline = deadline(now, ttl_ms);
+        match store.slots.get_mut(key) {
+            Some(slot) if slot.holder(now) == Some(val) => {
+                slot.deadline = deadline(now, ttl_ms);
                 true
             }
             _ => false,
@@ -101,9 +125,9 @@ impl MemoryBackend {
     pub(crate) fn release(&self, key: &str, val: &str) -> bool {
         let now = Instant::now();
         let mut store = self.store.lock();
-        match store.locks.get(key) {
-            Some(e) if e.deadline > now && e.value == val => {
-                store.locks.remove(key);
+        match store.slots.get_mut(key) {
+            Some(slot) if slot.holder(now) == Some(val) => {
+                slot.held = false;
                 true
             }
             _ => false,
@@ -113,8 +137,8 @@ impl MemoryBackend {
     pub(crate) fn pttl(&self, key: &str, val: &str) -> Option<Duration> {
         let now = Instant::now();
         let store = self.store.lock();
-        match store.locks.get(key) {
-            Some(e) if e.deadline > now && e.value == val => Some(e.deadline - now),
+        match store.slots.get(key) {
+            Some(slot) if slot.holder(now) == Some(val) => Some(slot.deadline - now),
             _ => None,
         }
     }
@@ -126,11 +150,8 @@ impl MemoryBackend {
     pub(crate) fn value_of(&self, key: &str) -> Option<String> {
         let now = Instant::now();
         let store = self.store.lock();
-        store
-            .locks
-            .get(key)
-            .filter(|e| e.deadline > now)
-            .map(|e| e.value.clone())
+        let slot = store.slots.get(key)?;
+        slot.holder(now).map(str::to_owned)
     }
 
     pub(crate) fn fenced(&self, resource: &str, token: u64, write: Option<&str>) -> Fenced {
@@ -181,7 +202,16 @@ mod tests {
         tokio::time::advance(Duration::from_millis(2)).await;
         m.acquire("trigger", "v", 1000);
         let store = m.store.lock();
-        assert_eq!(store.locks.len(), 1, "expired entries swept");
-        assert_eq!(store.fences.len(), SWEEP_EVERY as usize);
+        let held = store.slots.values().filter(|s| s.held).count();
+        assert_eq!(held, 1, "expired entries swept");
+        assert!(
+            store.slots.values().all(|s| s.held || s.value.is_empty()),
+            "swept values freed"
+        );
+        assert_eq!(
+            store.slots.len(),
+            SWEEP_EVERY as usize,
+            "fence counters kept"
+        );
     }
 }

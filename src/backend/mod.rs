@@ -97,8 +97,14 @@ impl Backend {
 ///   `app:job` → `app:job:fence{N}`;
 /// * a key with a `{` but no valid tag (`a{b`) cannot take a tag after it, so the tag
 ///   leads: `{N}:fence:a{b`.
+#[cfg(test)]
 pub(crate) fn fence_key(key: &str) -> String {
     sidecar_key(key, "fence")
+}
+
+/// Writes [`fence_key`] into `out` (a command argument needs no intermediate `String`).
+pub(crate) fn write_fence_key(key: &str, out: &mut impl std::io::Write) {
+    write_sidecar_key(key, "fence", out);
 }
 
 /// The highest-token key of a fenced resource: `resource:token…`, built like
@@ -107,21 +113,30 @@ pub(crate) fn resource_token_key(resource: &str) -> String {
     sidecar_key(resource, "token")
 }
 
+/// Room for what [`write_sidecar_key`] adds to a key: `:` + a suffix of up to 5 bytes +
+/// `{…}` with up to 6 digits. Only a capacity hint.
+pub(crate) const SIDECAR_EXTRA: usize = 16;
+
 /// `key:<suffix>` in the same cluster slot as `key`; see [`fence_key`].
 fn sidecar_key(key: &str, suffix: &str) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(key.len() + 14);
-    if hash_tag(key.as_bytes()).is_some() {
-        let _ = write!(s, "{key}:{suffix}");
-        return s;
-    }
-    let tag = SLOT_TAGS[usize::from(key_slot(key.as_bytes()))];
-    if key.contains('{') {
-        let _ = write!(s, "{{{tag}}}:{suffix}:{key}");
+    let mut out = Vec::with_capacity(key.len() + SIDECAR_EXTRA);
+    write_sidecar_key(key, suffix, &mut out);
+    String::from_utf8(out).expect("a key and ASCII make UTF-8")
+}
+
+fn write_sidecar_key(key: &str, suffix: &str, out: &mut impl std::io::Write) {
+    // Writers into memory (a `Vec` or a redis `Cmd` argument) cannot fail.
+    let written = if hash_tag(key.as_bytes()).is_some() {
+        write!(out, "{key}:{suffix}")
     } else {
-        let _ = write!(s, "{key}:{suffix}{{{tag}}}");
-    }
-    s
+        let tag = SLOT_TAGS[usize::from(key_slot(key.as_bytes()))];
+        if key.contains('{') {
+            write!(out, "{{{tag}}}:{suffix}:{key}")
+        } else {
+            write!(out, "{key}:{suffix}{{{tag}}}")
+        }
+    };
+    written.expect("writing to memory");
 }
 
 /// For every cluster slot, the smallest number whose decimal text hashes to it

@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use parking_lot::RwLock;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Arg, Cmd, FromRedisValue, RedisError, Script};
+use redis::{Arg, Cmd, FromRedisValue, RedisError, RedisWrite, Script};
 
-use super::{Acquire, Fenced, fence_key, resource_token_key};
+use super::{Acquire, Fenced, SIDECAR_EXTRA, resource_token_key, write_fence_key};
 use crate::{Error, Result};
 
 /// The Lua scripts, hashed once per process. Calls go out as `EVALSHA`; a server that
@@ -33,10 +33,13 @@ impl Lua {
         Lua { code, sha }
     }
 
-    /// `EVALSHA <sha> <numkeys>`, ready for the keys and arguments.
-    fn evalsha(&self, numkeys: u8) -> Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.sha).arg(numkeys);
+    /// `EVALSHA <sha> <numkeys>`, with room reserved for the rest: `payload` bytes of
+    /// keys and values plus one integer, so that building the command costs one
+    /// allocation per buffer and never regrows them.
+    fn evalsha(&self, numkeys: u8, payload: usize) -> Cmd {
+        // EVALSHA, sha1, numkeys, up to 4 keys and values, one integer (u64: 20 digits).
+        let mut cmd = Cmd::with_capacity(8, "EVALSHA".len() + 40 + 1 + payload + 20);
+        cmd.arg("EVALSHA").arg(&self.sha).arg(numkeys);
         cmd
     }
 
@@ -106,8 +109,7 @@ impl RedisBackend {
     }
 
     pub(crate) async fn acquire(&self, key: &str, val: &str, ttl_ms: u64) -> Result<Acquire> {
-        let mut cmd = ACQUIRE.evalsha(2);
-        cmd.arg(key).arg(fence_key(key)).arg(val).arg(ttl_ms);
+        let cmd = acquire_cmd(key, val, ttl_ms);
         let token: i64 = self.run(&ACQUIRE, &cmd).await?;
         Ok(match u64::try_from(token) {
             Ok(0) | Err(_) => Acquire::Held,
@@ -116,19 +118,19 @@ impl RedisBackend {
     }
 
     pub(crate) async fn refresh(&self, key: &str, val: &str, ttl_ms: u64) -> Result<bool> {
-        let mut cmd = REFRESH.evalsha(1);
+        let mut cmd = REFRESH.evalsha(1, key.len() + val.len());
         cmd.arg(key).arg(val).arg(ttl_ms);
         Ok(self.run::<i64>(&REFRESH, &cmd).await? == 1)
     }
 
     pub(crate) async fn release(&self, key: &str, val: &str) -> Result<bool> {
-        let mut cmd = RELEASE.evalsha(1);
+        let mut cmd = RELEASE.evalsha(1, key.len() + val.len());
         cmd.arg(key).arg(val);
         Ok(self.run::<i64>(&RELEASE, &cmd).await? == 1)
     }
 
     pub(crate) async fn pttl(&self, key: &str, val: &str) -> Result<Option<Duration>> {
-        let mut cmd = PTTL.evalsha(1);
+        let mut cmd = PTTL.evalsha(1, key.len() + val.len());
         cmd.arg(key).arg(val);
         let ms: i64 = self.run(&PTTL, &cmd).await?;
         Ok(match ms {
@@ -144,7 +146,8 @@ impl RedisBackend {
         token: u64,
         write: Option<&str>,
     ) -> Result<Fenced> {
-        let mut cmd = FENCED.evalsha(2);
+        let payload = 2 * resource.len() + SIDECAR_EXTRA + write.map_or(0, str::len);
+        let mut cmd = FENCED.evalsha(2, payload);
         cmd.arg(resource)
             .arg(resource_token_key(resource))
             .arg(token);
@@ -193,6 +196,52 @@ impl Drop for Unanswered<'_> {
     }
 }
 
+/// `EVALSHA <acquire> 2 <key> <fence key> <val> <ttl_ms>`, the fence key written in place.
+fn acquire_cmd(key: &str, val: &str, ttl_ms: u64) -> Cmd {
+    let mut cmd = ACQUIRE.evalsha(2, 2 * key.len() + SIDECAR_EXTRA + val.len());
+    cmd.arg(key);
+    write_fence_key(key, &mut cmd.writer_for_next_arg());
+    cmd.arg(val).arg(ttl_ms);
+    cmd
+}
+
 fn is_noscript(e: &RedisError) -> bool {
     e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::fence_key;
+
+    #[test]
+    fn commands_pack_to_the_plain_redis_rs_bytes() {
+        for key in ["job", "user:{42}:job", "a}b", "a{b", "ключ"] {
+            let plain = redis::cmd("EVALSHA")
+                .arg(&ACQUIRE.sha)
+                .arg(2)
+                .arg(key)
+                .arg(fence_key(key))
+                .arg("value")
+                .arg(30_000u64)
+                .get_packed_command();
+            let cmd = acquire_cmd(key, "value", 30_000);
+            assert_eq!(cmd.get_packed_command(), plain, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn the_eval_fallback_carries_the_same_keys_and_arguments() {
+        let cmd = acquire_cmd("job", "value", 30_000);
+        let eval = ACQUIRE.eval(&cmd);
+        let plain = redis::cmd("EVAL")
+            .arg(ACQUIRE.code)
+            .arg(2)
+            .arg("job")
+            .arg(fence_key("job"))
+            .arg("value")
+            .arg(30_000u64)
+            .get_packed_command();
+        assert_eq!(eval.get_packed_command(), plain);
+    }
 }

@@ -1,0 +1,871 @@
+#![allow(dead_code)]
+//! What the criterion benches and `examples/bench_report.rs` measure, written once:
+//! the contenders (leasehold, the same round trips by hand with redis-rs, rslock), the
+//! server-side alternatives for the fenced acquire, the workloads, and the probes
+//! (CPU time, Redis command statistics).
+//!
+//! Included by path (`#[path = "common/mod.rs"] mod common;`), like `tests/support`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use leasehold::{Client, ExponentialBackoff, FixedInterval, NonFixedInterval, RetryStrategy};
+use redis::aio::ConnectionManager;
+use redis::{Script, Value};
+
+/// The scripts the library ships, verbatim.
+pub const ACQUIRE_LUA: &str = include_str!("../../src/backend/lua/acquire.lua");
+pub const RELEASE_LUA: &str = include_str!("../../src/backend/lua/release.lua");
+pub const REFRESH_LUA: &str = include_str!("../../src/backend/lua/refresh.lua");
+
+/// Alternative fenced acquire: try `SET NX PX` first, fall back to the owner check.
+/// Same replies; fresh acquisition costs two calls instead of three, a held key two
+/// instead of one.
+pub const SET_NX_FIRST_LUA: &str = r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('INCR', KEYS[2])
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  local token = redis.call('GET', KEYS[2])
+  if token == false then
+    return redis.call('INCR', KEYS[2])
+  end
+  return tonumber(token)
+end
+return 0
+"#;
+
+/// Alternative fenced acquire: `SET NX PX GET` (Redis >= 7.0) answers "was it free, and
+/// if not, who holds it" in one call. Fresh: two calls; held: one.
+pub const SET_NX_GET_LUA: &str = r#"
+local current = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2], 'GET')
+if current == false then
+  return redis.call('INCR', KEYS[2])
+end
+if current == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  local token = redis.call('GET', KEYS[2])
+  if token == false then
+    return redis.call('INCR', KEYS[2])
+  end
+  return tonumber(token)
+end
+return 0
+"#;
+
+/// The library's acquire script as a Redis function (Redis >= 7.0, `FUNCTION LOAD`).
+pub const FUNCTION_LIBRARY: &str = r#"#!lua name=leasehold_bench
+redis.register_function('leasehold_bench_acquire', function(keys, args)
+  local current = redis.call('GET', keys[1])
+  if current == false then
+    local token = redis.call('INCR', keys[2])
+    redis.call('SET', keys[1], args[1], 'PX', args[2])
+    return token
+  end
+  if current == args[1] then
+    redis.call('PEXPIRE', keys[1], args[2])
+    local token = redis.call('GET', keys[2])
+    if token == false then
+      return redis.call('INCR', keys[2])
+    end
+    return tonumber(token)
+  end
+  return 0
+end)
+"#;
+
+/// Expiration used by every lock in the benches: long enough never to lapse mid-run.
+pub const EXPIRATION: Duration = Duration::from_secs(10);
+pub const EXPIRATION_MS: u64 = 10_000;
+/// Per-attempt timeout for leasehold calls in the benches.
+pub const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A fence counter key of the library's shape (`key:fence{N}`, N a slot tag of up to
+/// 6 digits) and length, for the by-hand baselines; on one server the tag's slot does
+/// not matter.
+pub fn fence_key(key: &str) -> String {
+    format!("{key}:fence{{12345}}")
+}
+
+/// A multiplexed connection with auto-reconnect, as the library opens it.
+pub async fn connection(url: &str) -> ConnectionManager {
+    let client = redis::Client::open(url).expect("redis url");
+    ConnectionManager::new(client).await.expect("connect")
+}
+
+/// The lock round trips written by hand with redis-rs on one `ConnectionManager`, the way
+/// a careful user would: scripts hashed once, sent as `EVALSHA` through
+/// `Script::invoke_async` (which reloads on `NOSCRIPT`).
+#[derive(Clone)]
+pub struct Raw {
+    pub conn: ConnectionManager,
+    scripts: Arc<Scripts>,
+}
+
+struct Scripts {
+    acquire: Script,
+    set_nx_first: Script,
+    set_nx_get: Script,
+    release: Script,
+    refresh: Script,
+}
+
+/// The ways to take a lock that the stretch goal compares (server-side designs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcquireDesign {
+    /// `SET key val NX PX ttl`: no fencing token, no idempotent re-arm (the floor).
+    SetNxPx,
+    /// The shipped `acquire.lua` by `EVALSHA`.
+    Script,
+    /// `SET NX PX` first inside the script.
+    SetNxFirst,
+    /// `SET NX PX GET` inside the script (Redis >= 7).
+    SetNxGet,
+    /// The shipped script body as a Redis function, by `FCALL`.
+    Function,
+    /// `MULTI; SET NX PX; INCR; EXEC`: one round trip, but INCRs on every attempt and
+    /// does not re-arm or recognise its own value: breaks the contract, reference only.
+    Multi,
+}
+
+impl AcquireDesign {
+    pub const ALL: [AcquireDesign; 6] = [
+        AcquireDesign::SetNxPx,
+        AcquireDesign::Script,
+        AcquireDesign::SetNxFirst,
+        AcquireDesign::SetNxGet,
+        AcquireDesign::Function,
+        AcquireDesign::Multi,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AcquireDesign::SetNxPx => "SET NX PX (no fencing)",
+            AcquireDesign::Script => "acquire.lua (shipped)",
+            AcquireDesign::SetNxFirst => "script, SET NX PX first",
+            AcquireDesign::SetNxGet => "script, SET NX PX GET",
+            AcquireDesign::Function => "FCALL function",
+            AcquireDesign::Multi => "MULTI SET NX PX + INCR (breaks semantics)",
+        }
+    }
+
+    pub fn id(self) -> &'static str {
+        match self {
+            AcquireDesign::SetNxPx => "set_nx_px",
+            AcquireDesign::Script => "script",
+            AcquireDesign::SetNxFirst => "set_nx_first",
+            AcquireDesign::SetNxGet => "set_nx_get",
+            AcquireDesign::Function => "fcall",
+            AcquireDesign::Multi => "multi",
+        }
+    }
+
+    /// The command name whose `INFO commandstats` entry carries this design's acquire.
+    pub fn command(self) -> &'static str {
+        match self {
+            AcquireDesign::SetNxPx => "set",
+            AcquireDesign::Script | AcquireDesign::SetNxFirst | AcquireDesign::SetNxGet => {
+                "evalsha"
+            }
+            AcquireDesign::Function => "fcall",
+            AcquireDesign::Multi => "exec",
+        }
+    }
+}
+
+impl Raw {
+    pub async fn connect(url: &str) -> Raw {
+        let raw = Raw {
+            conn: connection(url).await,
+            scripts: Arc::new(Scripts {
+                acquire: Script::new(ACQUIRE_LUA),
+                set_nx_first: Script::new(SET_NX_FIRST_LUA),
+                set_nx_get: Script::new(SET_NX_GET_LUA),
+                release: Script::new(RELEASE_LUA),
+                refresh: Script::new(REFRESH_LUA),
+            }),
+        };
+        let mut conn = raw.conn.clone();
+        let _: Value = redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg("REPLACE")
+            .arg(FUNCTION_LIBRARY)
+            .query_async(&mut conn)
+            .await
+            .expect("FUNCTION LOAD (Redis >= 7)");
+        raw
+    }
+
+    /// `SET key val NX PX ttl`: true when set.
+    pub async fn set_nx_px(&self, key: &str, val: &str, ttl_ms: u64) -> bool {
+        let mut conn = self.conn.clone();
+        let reply: Value = redis::cmd("SET")
+            .arg(key)
+            .arg(val)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut conn)
+            .await
+            .expect("SET NX PX");
+        matches!(reply, Value::Okay)
+    }
+
+    /// The shipped fenced acquire script by hand: the token, 0 when held.
+    pub async fn fenced_acquire(&self, key: &str, fence: &str, val: &str, ttl_ms: u64) -> i64 {
+        self.acquire_with(AcquireDesign::Script, key, fence, val, ttl_ms)
+            .await
+    }
+
+    /// One acquire attempt through `design`: a token (> 0) when taken, 0 when held.
+    pub async fn acquire_with(
+        &self,
+        design: AcquireDesign,
+        key: &str,
+        fence: &str,
+        val: &str,
+        ttl_ms: u64,
+    ) -> i64 {
+        let mut conn = self.conn.clone();
+        let script = match design {
+            AcquireDesign::SetNxPx => return i64::from(self.set_nx_px(key, val, ttl_ms).await),
+            AcquireDesign::Script => &self.scripts.acquire,
+            AcquireDesign::SetNxFirst => &self.scripts.set_nx_first,
+            AcquireDesign::SetNxGet => &self.scripts.set_nx_get,
+            AcquireDesign::Function => {
+                return redis::cmd("FCALL")
+                    .arg("leasehold_bench_acquire")
+                    .arg(2)
+                    .arg(key)
+                    .arg(fence)
+                    .arg(val)
+                    .arg(ttl_ms)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("FCALL");
+            }
+            AcquireDesign::Multi => {
+                let (set, token): (Value, i64) = redis::pipe()
+                    .atomic()
+                    .cmd("SET")
+                    .arg(key)
+                    .arg(val)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .cmd("INCR")
+                    .arg(fence)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("MULTI");
+                return if matches!(set, Value::Okay) { token } else { 0 };
+            }
+        };
+        script
+            .key(key)
+            .key(fence)
+            .arg(val)
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await
+            .expect("acquire script")
+    }
+
+    /// Owner-checked release (the shipped `release.lua`): true when deleted.
+    pub async fn release(&self, key: &str, val: &str) -> bool {
+        let mut conn = self.conn.clone();
+        let n: i64 = self
+            .scripts
+            .release
+            .key(key)
+            .arg(val)
+            .invoke_async(&mut conn)
+            .await
+            .expect("release script");
+        n == 1
+    }
+
+    /// Owner-checked re-arm (the shipped `refresh.lua`): true when re-armed.
+    pub async fn refresh(&self, key: &str, val: &str, ttl_ms: u64) -> bool {
+        let mut conn = self.conn.clone();
+        let n: i64 = self
+            .scripts
+            .refresh
+            .key(key)
+            .arg(val)
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await
+            .expect("refresh script");
+        n == 1
+    }
+}
+
+/// One uncontended critical section's worth of lock traffic: acquire + release.
+#[derive(Clone)]
+pub enum Contender {
+    /// `Client::try_lock` + `Lock::unlock` on Redis.
+    Leasehold(Client),
+    /// The same on `Client::from_connection` with a `ConnectionManager` built without
+    /// redis-rs' default 500 ms response timeout (one timer per call fewer).
+    LeaseholdNoResponseTimeout(Client),
+    /// `SET NX PX` + `release.lua` by `EVALSHA`, by hand.
+    RawSetNx(Raw),
+    /// `acquire.lua` + `release.lua` by `EVALSHA`, by hand.
+    FencedByHand(Raw),
+    /// rslock 0.10 `LockManager::lock` + `unlock` (one server).
+    Rslock(Arc<rslock::LockManager>),
+    /// `Client::try_lock` + `Lock::unlock` on `memory://`.
+    Memory(Client),
+}
+
+impl Contender {
+    pub fn id(&self) -> &'static str {
+        match self {
+            Contender::Leasehold(_) => "leasehold",
+            Contender::LeaseholdNoResponseTimeout(_) => "leasehold_no_response_timeout",
+            Contender::RawSetNx(_) => "raw_set_nx_px",
+            Contender::FencedByHand(_) => "fenced_by_hand",
+            Contender::Rslock(_) => "rslock",
+            Contender::Memory(_) => "leasehold_memory",
+        }
+    }
+
+    /// All of them on the server at `url`.
+    pub async fn all(url: &str) -> Vec<Contender> {
+        let raw = Raw::connect(url).await;
+        let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(None);
+        let no_response_timeout =
+            ConnectionManager::new_with_config(redis::Client::open(url).expect("url"), config)
+                .await
+                .expect("connect");
+        vec![
+            Contender::Leasehold(Client::open(url).await.expect("leasehold client")),
+            Contender::LeaseholdNoResponseTimeout(Client::from_connection(no_response_timeout)),
+            Contender::RawSetNx(raw.clone()),
+            Contender::FencedByHand(Raw::connect(url).await),
+            Contender::Rslock(Arc::new(rslock::LockManager::new(vec![url.to_owned()]))),
+            Contender::Memory(Client::memory()),
+        ]
+    }
+
+    /// Acquire `key` for `val` (uncontended: must succeed), then release it.
+    pub async fn lock_unlock(&self, key: &str, fence: &str, val: &str) {
+        match self {
+            Contender::Leasehold(c)
+            | Contender::LeaseholdNoResponseTimeout(c)
+            | Contender::Memory(c) => {
+                let lock = c.try_lock(key, val, EXPIRATION).await.expect("try_lock");
+                lock.unlock().await.expect("unlock");
+            }
+            Contender::RawSetNx(raw) => {
+                assert!(raw.set_nx_px(key, val, EXPIRATION_MS).await, "SET NX PX");
+                assert!(raw.release(key, val).await, "release");
+            }
+            Contender::FencedByHand(raw) => {
+                assert!(
+                    raw.fenced_acquire(key, fence, val, EXPIRATION_MS).await > 0,
+                    "acquire"
+                );
+                assert!(raw.release(key, val).await, "release");
+            }
+            Contender::Rslock(manager) => {
+                let lock = manager
+                    .lock(key.as_bytes(), EXPIRATION)
+                    .await
+                    .expect("rslock lock");
+                manager.unlock(&lock).await;
+            }
+        }
+    }
+}
+
+/// Run exactly `ops` lock+unlock cycles spread over `tasks` concurrent tasks, each on
+/// its own key; returns the wall time. Meant for a multi-thread runtime.
+pub async fn throughput_run(contender: &Contender, tasks: usize, ops: u64) -> Duration {
+    let tasks_u64 = tasks as u64;
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks_u64)
+        .map(|t| {
+            let contender = contender.clone();
+            let mine = ops / tasks_u64 + u64::from(t < ops % tasks_u64);
+            tokio::spawn(async move {
+                let key = format!("tp:{}:{t}", contender.id());
+                let fence = fence_key(&key);
+                let val = format!("v{t}");
+                for _ in 0..mine {
+                    contender.lock_unlock(&key, &fence, &val).await;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.expect("throughput task");
+    }
+    started.elapsed()
+}
+
+/// Run lock+unlock cycles on `tasks` tasks (distinct keys) for `window`; returns the
+/// cycles completed within the window, the elapsed time, and all cycles completed
+/// (including the ones in flight when the window closed).
+pub async fn throughput_window(
+    contender: &Contender,
+    tasks: usize,
+    window: Duration,
+) -> (u64, Duration, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (contender, stop, done) = (contender.clone(), stop.clone(), done.clone());
+            tokio::spawn(async move {
+                let key = format!("tpw:{}:{t}", contender.id());
+                let fence = fence_key(&key);
+                let val = format!("v{t}");
+                while !stop.load(Ordering::Relaxed) {
+                    contender.lock_unlock(&key, &fence, &val).await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(window).await;
+    stop.store(true, Ordering::Relaxed);
+    let counted = done.load(Ordering::Relaxed);
+    let elapsed = started.elapsed();
+    for h in handles {
+        h.await.expect("throughput task");
+    }
+    (counted, elapsed, done.load(Ordering::Relaxed))
+}
+
+/// The retry strategies compared under contention, each retrying without end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Fixed,
+    NonFixed,
+    Exponential,
+}
+
+impl Strategy {
+    pub const ALL: [Strategy; 3] = [Strategy::Fixed, Strategy::NonFixed, Strategy::Exponential];
+    /// The interval of the fixed and jittered strategies; the exponential one starts at
+    /// half of it and is capped at 16 times it.
+    pub const INTERVAL: Duration = Duration::from_millis(2);
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Fixed => "FixedInterval(2 ms)",
+            Strategy::NonFixed => "NonFixedInterval(2 ms)",
+            Strategy::Exponential => "ExponentialBackoff(1..32 ms)",
+        }
+    }
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Strategy::Fixed => "fixed",
+            Strategy::NonFixed => "nonfixed",
+            Strategy::Exponential => "exponential",
+        }
+    }
+
+    pub fn build(self) -> Box<dyn RetryStrategy + Send> {
+        match self {
+            Strategy::Fixed => Box::new(FixedInterval::new(Self::INTERVAL, u32::MAX)),
+            Strategy::NonFixed => Box::new(NonFixedInterval::new(Self::INTERVAL, u32::MAX)),
+            Strategy::Exponential => Box::new(
+                ExponentialBackoff::new(Self::INTERVAL / 2, Self::INTERVAL * 16)
+                    .with_max_retries(u32::MAX),
+            ),
+        }
+    }
+}
+
+/// Who contends for the one key.
+#[derive(Clone)]
+pub enum ContentionSide {
+    /// `Client::lock` with the strategy.
+    Leasehold(Client),
+    /// `SET NX PX` in a loop, sleeping the strategy's delays in between, + `release.lua`.
+    Raw(Raw),
+}
+
+impl ContentionSide {
+    pub fn id(&self) -> &'static str {
+        match self {
+            ContentionSide::Leasehold(_) => "leasehold",
+            ContentionSide::Raw(_) => "raw_set_nx_px",
+        }
+    }
+
+    /// Acquire `key` for `val`, retrying under `strategy` without end.
+    async fn acquire(&self, key: &str, val: &str, strategy: Strategy) -> Option<leasehold::Lock> {
+        match self {
+            ContentionSide::Leasehold(c) => Some(
+                c.lock(key, val, EXPIRATION, TIMEOUT, strategy.build())
+                    .await
+                    .expect("lock under contention"),
+            ),
+            ContentionSide::Raw(raw) => {
+                let mut delays = strategy.build();
+                while !raw.set_nx_px(key, val, EXPIRATION_MS).await {
+                    let delay = delays.next_delay().expect("unbounded strategy");
+                    tokio::time::sleep(delay).await;
+                }
+                None
+            }
+        }
+    }
+
+    async fn release(&self, lock: Option<leasehold::Lock>, key: &str, val: &str) {
+        match (self, lock) {
+            (_, Some(lock)) => lock.unlock().await.expect("unlock under contention"),
+            (ContentionSide::Raw(raw), None) => {
+                assert!(raw.release(key, val).await, "release under contention")
+            }
+            (ContentionSide::Leasehold(_), None) => unreachable!("leasehold holds a Lock"),
+        }
+    }
+
+    async fn del(&self, key: &str) {
+        match self {
+            ContentionSide::Raw(raw) => {
+                let mut conn = raw.conn.clone();
+                let _: Value = redis::cmd("DEL")
+                    .arg(key)
+                    .query_async(&mut conn)
+                    .await
+                    .expect("DEL");
+            }
+            // A cancelled attempt that may have landed is released by the client itself.
+            ContentionSide::Leasehold(_) => {}
+        }
+    }
+}
+
+/// Result of one contention window.
+#[derive(Debug, Clone, Default)]
+pub struct ContentionStats {
+    pub acquisitions: u64,
+    pub elapsed: Duration,
+    /// Release started → next holder's lock returned, per hand-over.
+    pub handoffs: Vec<Duration>,
+    pub per_task: Vec<u64>,
+}
+
+/// When a contention run ends.
+#[derive(Debug, Clone, Copy)]
+pub enum Until {
+    /// After this much wall time.
+    Elapsed(Duration),
+    /// Once this many acquisitions happened (all tasks together).
+    Acquisitions(u64),
+}
+
+/// `tasks` tasks contend for one key until `until`: each acquires (retrying under
+/// `strategy`), holds the key for `hold`, releases it, then waits `think` before the
+/// next attempt.
+pub async fn contention_run(
+    side: &ContentionSide,
+    key: &str,
+    tasks: usize,
+    strategy: Strategy,
+    hold: Duration,
+    think: Duration,
+    until: Until,
+) -> ContentionStats {
+    let limit = match until {
+        Until::Elapsed(_) => u64::MAX,
+        Until::Acquisitions(n) => n.max(1),
+    };
+    let total = Arc::new(AtomicU64::new(0));
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let epoch = Instant::now();
+    // Nanoseconds since `epoch` at which the last release started (0: none yet).
+    let last_release = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let stopped = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let side = side.clone();
+            let key = key.to_owned();
+            let (last_release, stop, stopped) =
+                (last_release.clone(), stop.clone(), stopped.clone());
+            let (total, reached) = (total.clone(), reached.clone());
+            tokio::spawn(async move {
+                let val = format!("task-{t}");
+                let mut handoffs = Vec::new();
+                let mut count = 0u64;
+                loop {
+                    if stopped.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let lock = tokio::select! {
+                        lock = side.acquire(&key, &val, strategy) => lock,
+                        _ = stop.notified() => break,
+                    };
+                    let now = epoch.elapsed().as_nanos() as u64;
+                    if stopped.load(Ordering::SeqCst) {
+                        side.release(lock, &key, &val).await;
+                        break;
+                    }
+                    let previous = last_release.load(Ordering::SeqCst);
+                    if previous != 0 {
+                        handoffs.push(Duration::from_nanos(now.saturating_sub(previous)));
+                    }
+                    count += 1;
+                    if total.fetch_add(1, Ordering::SeqCst) + 1 == limit {
+                        reached.notify_one();
+                    }
+                    tokio::time::sleep(hold).await;
+                    last_release.store(epoch.elapsed().as_nanos() as u64, Ordering::SeqCst);
+                    side.release(lock, &key, &val).await;
+                    if !think.is_zero() {
+                        tokio::time::sleep(think).await;
+                    }
+                }
+                (count, handoffs)
+            })
+        })
+        .collect();
+    match until {
+        Until::Elapsed(window) => tokio::time::sleep(window).await,
+        Until::Acquisitions(_) => reached.notified().await,
+    }
+    stopped.store(true, Ordering::SeqCst);
+    stop.notify_waiters();
+    let elapsed = epoch.elapsed();
+    let mut stats = ContentionStats {
+        elapsed,
+        ..ContentionStats::default()
+    };
+    for h in handles {
+        // A task mid-critical-section when the window closed finishes its cycle; one
+        // mid-acquire was cancelled by `stop`.
+        let (count, handoffs) = h.await.expect("contention task");
+        stats.acquisitions += count;
+        stats.per_task.push(count);
+        stats.handoffs.extend(handoffs);
+    }
+    // A raw attempt cancelled by `stop` may have landed after the window closed.
+    side.del(key).await;
+    stats
+}
+
+/// Percentile (0..=100) of a sorted slice.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p / 100.0 * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Median of `values` (upper median for even counts is fine at these sample sizes;
+/// we take the mean of the two middle values).
+pub fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Probes
+// ---------------------------------------------------------------------------
+
+/// CPU time (user + system) consumed so far by every live thread of process `pid`
+/// (`"self"` for this one), from `/proc/PID/task/*/schedstat` (nanoseconds); falls back
+/// to `/proc/PID/stat` (clock ticks of 10 ms) where schedstat is missing.
+pub fn cpu_time(pid: &str) -> Duration {
+    let mut total = 0u64;
+    let mut any = false;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let path = task.path().join("schedstat");
+            if let Ok(s) = std::fs::read_to_string(path)
+                && let Some(ns) = s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|f| f.parse::<u64>().ok())
+            {
+                total += ns;
+                any = true;
+            }
+        }
+    }
+    if any {
+        return Duration::from_nanos(total);
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// The redis-server's process id (`INFO server`).
+pub async fn server_pid(conn: &mut ConnectionManager) -> String {
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(conn)
+        .await
+        .expect("INFO server");
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .map(|s| s.trim().to_owned())
+        .expect("process_id in INFO server")
+}
+
+/// `(calls, usec)` of one command from `INFO commandstats` (0, 0 when never called).
+pub async fn command_stats(conn: &mut ConnectionManager, command: &str) -> (u64, u64) {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO commandstats");
+    let prefix = format!("cmdstat_{command}:");
+    let Some(line) = info.lines().find_map(|l| l.strip_prefix(prefix.as_str())) else {
+        return (0, 0);
+    };
+    let field = |name: &str| {
+        line.split(',')
+            .find_map(|kv| kv.strip_prefix(name))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("calls="), field("usec="))
+}
+
+/// Renewal at scale: `n` keys held and renewed every `interval`, by leasehold's
+/// `auto_refresh` or by one hand-written tokio task per key.
+pub enum Renewers {
+    Leasehold {
+        locks: Vec<leasehold::Lock>,
+        renewals: Vec<leasehold::AutoRefresh>,
+    },
+    ByHand {
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    },
+}
+
+/// Acquire `n` keys `prefix:i` through `client` (256 at a time).
+pub async fn acquire_many(client: &Client, prefix: &str, n: usize) -> Vec<leasehold::Lock> {
+    let mut locks = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
+        let batch = futures::future::join_all(chunk.iter().map(|i| {
+            let client = client.clone();
+            let key = format!("{prefix}:{i}");
+            async move {
+                client
+                    .lock(
+                        &key,
+                        "renewer",
+                        RENEW_EXPIRATION,
+                        TIMEOUT,
+                        leasehold::NoRetry,
+                    )
+                    .await
+                    .expect("acquire for renewal")
+            }
+        }))
+        .await;
+        locks.extend(batch);
+    }
+    locks
+}
+
+/// Expiration and interval of the renewal benchmark.
+pub const RENEW_EXPIRATION: Duration = Duration::from_secs(5);
+pub const RENEW_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Start leasehold renewal of every lock (all at once: their ticks coincide).
+pub fn start_auto_refresh(locks: &[leasehold::Lock]) -> Vec<leasehold::AutoRefresh> {
+    locks
+        .iter()
+        .map(|l| {
+            l.auto_refresh(RENEW_INTERVAL, RENEW_EXPIRATION, TIMEOUT, 3)
+                .expect("auto_refresh")
+        })
+        .collect()
+}
+
+/// Set `n` keys `prefix:i` with `SET PX` and renew each from its own task by hand
+/// (`tokio::time::interval` + `refresh.lua`), the minimal correct renewer.
+pub async fn by_hand_renewers(
+    raw: &Raw,
+    prefix: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let ttl_ms = RENEW_EXPIRATION.as_millis() as u64;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(256) {
+        futures::future::join_all(chunk.iter().map(|i| {
+            let key = format!("{prefix}:{i}");
+            async move { assert!(raw.set_nx_px(&key, "renewer", ttl_ms).await) }
+        }))
+        .await;
+    }
+    (0..n)
+        .map(|i| {
+            let raw = raw.clone();
+            let key = format!("{prefix}:{i}");
+            tokio::spawn(async move {
+                let start = tokio::time::Instant::now() + RENEW_INTERVAL;
+                let mut ticks = tokio::time::interval_at(start, RENEW_INTERVAL);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    if !raw.refresh(&key, "renewer", ttl_ms).await {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// What renewals already running cost over `window`: (renewals, client CPU, server
+/// CPU, wall). Renewals are counted by the server (`EVALSHA` calls in `INFO
+/// commandstats`; the probes themselves are `INFO` calls, so the count is exact).
+pub async fn renewal_window(
+    conn: &mut ConnectionManager,
+    server_pid: &str,
+    window: Duration,
+) -> (u64, Duration, Duration, Duration) {
+    let (calls0, _) = command_stats(conn, "evalsha").await;
+    let (cpu0, srv0, t0) = (cpu_time("self"), cpu_time(server_pid), Instant::now());
+    tokio::time::sleep(window).await;
+    let (cpu1, srv1, wall) = (cpu_time("self"), cpu_time(server_pid), t0.elapsed());
+    let (calls1, _) = command_stats(conn, "evalsha").await;
+    (calls1 - calls0, cpu1 - cpu0, srv1 - srv0, wall)
+}
+
+/// A multi-thread runtime with two workers (the machine's cores).
+pub fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+pub fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

@@ -1,0 +1,73 @@
+//! Contention: 2, 8 and 32 tasks on one key, each holding it 1 ms and pausing 1 ms
+//! between critical sections, under `FixedInterval`, `NonFixedInterval` and
+//! `ExponentialBackoff` — leasehold against `SET NX PX` + release by hand sleeping the
+//! same strategy's delays.
+//!
+//! One iteration = one acquisition (time per acquisition = 1 / acquisitions per second).
+//! Hand-off latency percentiles and fairness are in `examples/bench_report.rs`.
+
+#[path = "common/mod.rs"]
+mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{ContentionSide, Raw, Strategy, Until};
+use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
+use leasehold::Client;
+use support::RedisServer;
+
+const HOLD: Duration = Duration::from_millis(1);
+const THINK: Duration = Duration::from_millis(1);
+
+fn contention(c: &mut Criterion) {
+    let server = RedisServer::start();
+    let rt = common::multi_thread_runtime();
+    let url = server.url();
+    let sides = rt.block_on(async {
+        vec![
+            ContentionSide::Leasehold(Client::open(&url).await.expect("client")),
+            ContentionSide::Raw(Raw::connect(&url).await),
+        ]
+    });
+    let run = AtomicU64::new(0);
+    for tasks in [2usize, 8, 32] {
+        let mut group = c.benchmark_group(format!("contention/{tasks}_tasks"));
+        group.sampling_mode(SamplingMode::Flat);
+        for strategy in Strategy::ALL {
+            for side in &sides {
+                group.bench_with_input(
+                    BenchmarkId::new(side.id(), strategy.id()),
+                    &strategy,
+                    |b, &strategy| {
+                        b.to_async(&rt).iter_custom(|acquisitions| {
+                            // A fresh key per run: nothing left over can interfere.
+                            let key = format!("ct:{}", run.fetch_add(1, Ordering::Relaxed));
+                            async move {
+                                let until = Until::Acquisitions(acquisitions);
+                                common::contention_run(
+                                    side, &key, tasks, strategy, HOLD, THINK, until,
+                                )
+                                .await
+                                .elapsed
+                            }
+                        })
+                    },
+                );
+            }
+        }
+        group.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
+    targets = contention
+}
+criterion_main!(benches);

@@ -1,0 +1,64 @@
+//! Uncontended lock + unlock latency: the cost every critical section pays.
+//!
+//! * `lock_unlock/*`: leasehold on Redis, the same two round trips by hand with
+//!   redis-rs (`SET NX PX` + `release.lua`; `acquire.lua` + `release.lua`), rslock 0.10,
+//!   and leasehold on `memory://`.
+//! * `acquire_design/*`: server-side designs for the fenced acquire (each + the same
+//!   `release.lua`), by hand.
+//!
+//! A current-thread runtime drives everything: the figure is round trips plus per-call
+//! overhead, without cross-thread wake-ups.
+
+#[path = "common/mod.rs"]
+mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use common::{AcquireDesign, Contender, EXPIRATION_MS, Raw, fence_key};
+use criterion::{Criterion, criterion_group, criterion_main};
+use support::RedisServer;
+
+fn lock_unlock(c: &mut Criterion) {
+    let server = RedisServer::start();
+    let rt = common::current_thread_runtime();
+    let contenders = rt.block_on(Contender::all(&server.url()));
+    let mut group = c.benchmark_group("lock_unlock");
+    for contender in &contenders {
+        let key = format!("lu:{}", contender.id());
+        let fence = fence_key(&key);
+        group.bench_function(contender.id(), |b| {
+            b.to_async(&rt)
+                .iter(|| contender.lock_unlock(&key, &fence, "v"))
+        });
+    }
+    group.finish();
+
+    let raw = rt.block_on(Raw::connect(&server.url()));
+    let mut group = c.benchmark_group("acquire_design");
+    for design in AcquireDesign::ALL {
+        let key = format!("ad:{}", design.id());
+        let fence = fence_key(&key);
+        group.bench_function(design.id(), |b| {
+            b.to_async(&rt).iter(|| async {
+                let token = raw
+                    .acquire_with(design, &key, &fence, "v", EXPIRATION_MS)
+                    .await;
+                assert!(token > 0, "{design:?} acquired");
+                assert!(raw.release(&key, "v").await);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(20);
+    targets = lock_unlock
+}
+criterion_main!(benches);
