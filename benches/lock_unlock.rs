@@ -5,6 +5,8 @@
 //!   and leasehold on `memory://`.
 //! * `acquire_design/*`: server-side designs for the fenced acquire (each + the same
 //!   `release.lua`), by hand.
+//! * `blocking/*`: `try_lock` + `unlock` through `leasehold::blocking` against the async
+//!   client, on Redis and on `memory://`.
 //!
 //! A current-thread runtime drives everything: the figure is round trips plus per-call
 //! overhead, without cross-thread wake-ups.
@@ -16,7 +18,7 @@ mod support;
 
 use std::time::Duration;
 
-use common::{AcquireDesign, Contender, EXPIRATION_MS, Raw, fence_key};
+use common::{AcquireDesign, Contender, EXPIRATION, EXPIRATION_MS, Raw, fence_key};
 use criterion::{Criterion, criterion_group, criterion_main};
 use support::RedisServer;
 
@@ -53,12 +55,39 @@ fn lock_unlock(c: &mut Criterion) {
     group.finish();
 }
 
+/// The blocking facade against the async API, same store, same calls.
+fn blocking(c: &mut Criterion) {
+    let server = RedisServer::start();
+    let rt = common::current_thread_runtime();
+    let mut group = c.benchmark_group("blocking");
+    for (store, url) in [
+        ("redis", server.url()),
+        ("memory", "memory://bench".to_owned()),
+    ] {
+        let async_client = rt.block_on(leasehold::Client::open(&url)).unwrap();
+        group.bench_function(format!("{store}_async"), |b| {
+            b.to_async(&rt).iter(|| async {
+                let lock = async_client.try_lock("blk", "v", EXPIRATION).await.unwrap();
+                lock.unlock().await.unwrap();
+            })
+        });
+        let blocking_client = leasehold::blocking::Client::open(&url).unwrap();
+        group.bench_function(format!("{store}_blocking"), |b| {
+            b.iter(|| {
+                let lock = blocking_client.try_lock("blk", "v", EXPIRATION).unwrap();
+                lock.unlock().unwrap();
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
-    targets = lock_unlock
+    targets = lock_unlock, blocking
 }
 criterion_main!(benches);

@@ -557,10 +557,10 @@ fn blocking_calls_inside_an_async_runtime_panic_instead_of_hanging() {
     });
 }
 
-/// A blocking call made on the runtime thread itself (from a retry strategy, which runs
-/// there) panics instead of deadlocking; the panic reaches the caller.
+/// A blocking call made from a retry strategy (which runs with the client's runtime
+/// entered) panics instead of deadlocking; the panic reaches the caller.
 #[test]
-fn a_blocking_call_on_the_runtime_thread_panics_instead_of_deadlocking() {
+fn a_blocking_call_from_a_retry_strategy_panics_instead_of_deadlocking() {
     struct Reentrant(Client);
     impl RetryStrategy for Reentrant {
         fn next_delay(&mut self) -> Option<Duration> {
@@ -581,15 +581,19 @@ fn a_blocking_call_on_the_runtime_thread_panics_instead_of_deadlocking() {
 }
 
 /// Where the runtime thread of `client` lives: its `/proc/self/task/<tid>` directory,
-/// found from inside it (a retry strategy runs on the runtime thread).
+/// found from inside it. A retry strategy runs while the client's runtime is entered, so
+/// it can spawn a probe task onto that runtime's thread.
 #[cfg(target_os = "linux")]
 fn runtime_thread_dir(client: &Client) -> std::path::PathBuf {
     struct Probe(mpsc::Sender<(Option<String>, std::path::PathBuf)>);
     impl RetryStrategy for Probe {
         fn next_delay(&mut self) -> Option<Duration> {
-            let name = thread::current().name().map(str::to_owned);
-            let here = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
-            let _ = self.0.send((name, here));
+            let tx = self.0.clone();
+            tokio::runtime::Handle::current().spawn(async move {
+                let name = thread::current().name().map(str::to_owned);
+                let here = std::fs::read_link("/proc/thread-self").expect("/proc/thread-self");
+                let _ = tx.send((name, here));
+            });
             None
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use super::lock::Lock;
-use super::wait::{self, Waited};
+use super::wait;
 use crate::{Error, Result, RetryStrategy};
 
 /// Name of the thread that runs a blocking client's runtime.
@@ -335,17 +335,13 @@ impl Runtime {
         &self.handle
     }
 
-    /// Run `fut` on the runtime and park until its result arrives.
+    /// Run `fut` with this runtime entered and park until its result arrives.
     #[track_caller]
     pub(crate) fn run<T, F>(&self, what: &str, fut: F) -> Result<T>
     where
-        F: Future<Output = Result<T>> + Send + 'static,
-        T: Send + 'static,
+        F: Future<Output = Result<T>>,
     {
-        match wait::block_on(&self.handle, what, fut) {
-            Ok(result) => result,
-            Err(Waited::Shutdown | Waited::TimedOut) => Err(Error::Shutdown),
-        }
+        wait::block_on(&self.handle, what, fut)
     }
 }
 

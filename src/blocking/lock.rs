@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::client::Runtime;
-use super::wait::{self, Waited};
+use super::wait;
 use crate::{Error, Result};
 
 /// A lock on a key, held by this process under its value: [`crate::Lock`] with
@@ -210,9 +210,7 @@ impl Lock {
     #[track_caller]
     pub fn wait_lost(&self) {
         let lock = self.shared();
-        let _ = wait::block_on(self.rt.handle(), "Lock::wait_lost", async move {
-            lock.lost().await
-        });
+        wait::block_on(self.rt.handle(), "Lock::wait_lost", lock.lost());
     }
 
     /// Park until this lock must be considered lost (as [`wait_lost`](Lock::wait_lost))
@@ -224,19 +222,13 @@ impl Lock {
     #[track_caller]
     pub fn wait_lost_timeout(&self, timeout: Duration) -> bool {
         let lock = self.shared();
-        let waited = wait::timeout(
+        wait::timeout(
             self.rt.handle(),
             "Lock::wait_lost_timeout",
-            async move { lock.lost().await },
-            Some(timeout),
-        );
-        match waited {
-            Ok(()) => true,
-            Err(Waited::TimedOut) => false,
-            // Cannot happen while this lock keeps the runtime alive; if it does, nothing
-            // renews the lock any more.
-            Err(Waited::Shutdown) => true,
-        }
+            lock.lost(),
+            timeout,
+        )
+        .is_some()
     }
 }
 
@@ -316,33 +308,18 @@ impl AutoRefresh {
     pub fn stop(mut self) {
         wait::enter("AutoRefresh::stop");
         if let Some(inner) = self.inner.take() {
-            let _ = wait::block_on(self.rt.handle(), "AutoRefresh::stop", inner.stop());
+            wait::block_on(self.rt.handle(), "AutoRefresh::stop", inner.stop());
         }
     }
 
     #[track_caller]
     fn wait_error(&mut self, what: &str, timeout: Option<Duration>) -> Option<Error> {
-        // Check before moving the handle out: a panic here must leave it in place.
         wait::enter(what);
-        let mut inner = self.inner.take()?;
-        // `error` needs `&mut`: the handle travels to the runtime and back. The timeout
-        // runs there too, so the handle always comes back (`error` is cancel safe).
-        let waited = wait::block_on(self.rt.handle(), what, async move {
-            let error = match timeout {
-                None => inner.error().await,
-                Some(timeout) => tokio::time::timeout(timeout, inner.error())
-                    .await
-                    .unwrap_or(None),
-            };
-            (inner, error)
-        });
-        match waited {
-            Ok((inner, error)) => {
-                self.inner = Some(inner);
-                error
-            }
-            // The runtime dropped the handle (and with it the renewal): report it once.
-            Err(_) => Some(Error::Shutdown),
+        let inner = self.inner.as_mut()?;
+        match timeout {
+            None => wait::block_on(self.rt.handle(), what, inner.error()),
+            // `error` is cancel safe: a failure arriving after the timeout stays queued.
+            Some(timeout) => wait::timeout(self.rt.handle(), what, inner.error(), timeout)?,
         }
     }
 }

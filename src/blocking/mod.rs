@@ -36,8 +36,11 @@
 //! named `leasehold-runtime` ([`RUNTIME_THREAD_NAME`]), which drives a tokio
 //! `current_thread` runtime for as long as the client is in use. The Redis connection,
 //! its reconnects and every [`Lock::auto_refresh`] run there, so renewal goes on while
-//! the calling thread computes, sleeps or waits on I/O. A blocking method spawns its
-//! async counterpart on that runtime and parks the calling thread until it completes.
+//! the calling thread computes, sleeps or waits on I/O. A blocking method polls its
+//! async counterpart on the calling thread with that runtime entered, parking the thread
+//! until the runtime thread signals progress: a memory-store call completes without any
+//! thread hand-off, a Redis call pays only its round trip's wake-ups. A retry strategy
+//! therefore runs on the calling thread.
 //!
 //! Clones of a client share its thread and connection; locks and auto-refresh handles
 //! keep them alive. Dropping the last of them stops the thread: the drop waits (at most

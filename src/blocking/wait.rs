@@ -1,27 +1,21 @@
 //! The one place where a caller's thread parks.
 //!
-//! Every blocking method of the facade runs its work as a task on the client's runtime
-//! thread and parks the caller here until the task's output arrives or a timeout passes.
+//! Every blocking method of the facade polls its async counterpart on the caller's
+//! thread, with the client's runtime entered (the connection, timers and renewals live on
+//! the runtime thread), and parks the caller here between polls.
 //! Parking a thread that drives an async runtime would stall that runtime (and deadlock
 //! it when the awaited work needs the very thread that is parked), so every function
 //! here that parks first checks for a runtime context and panics instead.
 
 use std::future::Future;
-use std::panic::{self, AssertUnwindSafe};
+use std::pin::pin;
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread;
 use std::time::Duration;
 
-use futures::FutureExt;
 use tokio::runtime::Handle;
-
-/// Why a wait ended without the task's output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Waited {
-    /// The timeout passed first; the task was aborted.
-    TimedOut,
-    /// The runtime dropped the task without running it to the end (it is shutting down).
-    Shutdown,
-}
 
 /// Whether the calling thread may park: it is not inside a tokio runtime context (an
 /// async task, a `block_on`, a `spawn_blocking` closure, or the facade's own runtime
@@ -44,63 +38,67 @@ pub(crate) fn enter(what: &str) {
     }
 }
 
-/// Run `fut` on the runtime behind `rt` and park until it completes.
+/// Run `fut` to completion on the calling thread, parking it between polls.
 ///
-/// A panic inside `fut` is resumed on the caller's thread.
+/// The runtime behind `rt` is entered while `fut` runs, so everything it needs from a
+/// runtime — the Redis connection's task, timers, spawned renewals — lives on the
+/// runtime thread, which wakes this thread when there is progress. A call that never
+/// waits on I/O (the memory store) completes in its first poll, with no thread hand-off
+/// at all; a Redis call costs the two wake-ups of its round trip and nothing more.
+///
+/// A panic inside `fut` propagates to the caller.
 ///
 /// # Panics
 ///
 /// Inside an async runtime (see [`enter`]).
 #[track_caller]
-pub(crate) fn block_on<F>(rt: &Handle, what: &str, fut: F) -> Result<F::Output, Waited>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    timeout(rt, what, fut, None)
+pub(crate) fn block_on<F: Future>(rt: &Handle, what: &str, fut: F) -> F::Output {
+    enter(what);
+    let _runtime = rt.enter();
+    park_on(fut)
 }
 
-/// Run `fut` on the runtime behind `rt` and park until it completes or `limit` passes;
-/// on timeout the task is aborted (dropped on the runtime thread).
-///
-/// A panic inside `fut` is resumed on the caller's thread.
+/// [`block_on`], but for at most `limit`: `None` when it passed first (then `fut` is
+/// dropped here).
 ///
 /// # Panics
 ///
-/// Inside an async runtime (see [`enter`]).
+/// Inside an async runtime (see [`enter`]); and a panic inside `fut` propagates.
 #[track_caller]
-pub(crate) fn timeout<F>(
+pub(crate) fn timeout<F: Future>(
     rt: &Handle,
     what: &str,
     fut: F,
-    limit: Option<Duration>,
-) -> Result<F::Output, Waited>
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
+    limit: Duration,
+) -> Option<F::Output> {
     enter(what);
-    // Capacity 1 and a single send: the runtime side never blocks.
-    let (tx, rx) = mpsc::sync_channel(1);
-    let task = rt.spawn(async move {
-        let output = AssertUnwindSafe(fut).catch_unwind().await;
-        let _ = tx.send(output);
-    });
-    let received = match limit {
-        None => rx.recv().map_err(|_| Waited::Shutdown),
-        // `recv_timeout` falls back to an unbounded wait when `limit` overflows an Instant.
-        Some(limit) => rx.recv_timeout(limit).map_err(|e| match e {
-            RecvTimeoutError::Timeout => Waited::TimedOut,
-            RecvTimeoutError::Disconnected => Waited::Shutdown,
-        }),
-    };
-    match received {
-        Ok(Ok(output)) => Ok(output),
-        Ok(Err(payload)) => panic::resume_unwind(payload),
-        Err(waited) => {
-            task.abort();
-            Err(waited)
+    let _runtime = rt.enter();
+    park_on(tokio::time::timeout(limit, fut)).ok()
+}
+
+/// Poll `fut` on this thread until it is ready, parking the thread in between.
+fn park_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(thread::Thread);
+
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
         }
+
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = pin!(fut);
+    loop {
+        if let Poll::Ready(output) = fut.as_mut().poll(&mut cx) {
+            return output;
+        }
+        // A stale unpark token only costs one more poll.
+        thread::park();
     }
 }
 
