@@ -86,6 +86,8 @@ impl Client {
             .await?;
         let mut renewal = lock.auto_refresh(interval, expiration, timeout.min(interval), 3)?;
         let outcome = tokio::select! {
+            // A job that finished is reported as such, even if the lease lapsed just now.
+            biased;
             output = job(lock.fencing_token()) => Ok(output),
             () = lock.lost() => Err(renewal.try_error().unwrap_or(Error::LeaseExpired)),
         };
