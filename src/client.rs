@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -43,11 +43,12 @@ pub(crate) struct ClientInner {
     /// Where the client points, without credentials (for `Debug`).
     target: String,
     /// Owner-checked releases of attempts that may have landed after their caller gave
-    /// up (cancelled or timed out), by key. A later `lock` of the same key from this
-    /// client waits for them, so a release can never overtake a fresh acquisition.
-    pending_releases: Mutex<HashMap<String, watch::Receiver<()>>>,
+    /// up (cancelled or timed out), by key and value. A later `lock` of the same key and
+    /// value from this client skips a release not sent yet, and waits for one in flight,
+    /// so a release never undoes a fresh acquisition.
+    pending_releases: Mutex<HashMap<(String, String), Arc<DetachedRelease>>>,
     /// Number of entries in `pending_releases`, so that `lock` skips the mutex and the
-    /// key hash when there are none (the common case).
+    /// hashing when there are none (the common case).
     pending_count: AtomicUsize,
 }
 
@@ -243,8 +244,9 @@ impl Client {
     ///
     /// The Redis connection is one multiplexed connection that reconnects by itself
     /// after a dropped connection or a server restart, and is replaced by a fresh one
-    /// after three calls in a row went unanswered (timed out): a half-open connection,
-    /// whose peer vanished without a reset, would otherwise stay silent for minutes.
+    /// after three calls in a row timed out on it (calls the caller cancelled do not
+    /// count): a half-open connection, whose peer vanished without a reset, would
+    /// otherwise stay silent for minutes.
     ///
     /// # Errors
     ///
@@ -266,7 +268,7 @@ impl Client {
     /// reported as [`Error::Timeout`]. Build it with
     /// `ConnectionManagerConfig::new().set_response_timeout(None)` to let your timeouts
     /// alone decide. A user's connection is never replaced (unlike one built by
-    /// [`Client::open`], which is after three unanswered calls in a row).
+    /// [`Client::open`], which is after three timed-out calls in a row).
     pub fn from_connection(conn: ConnectionManager) -> Client {
         ClientBuilder::new().from_connection(conn)
     }
@@ -314,10 +316,18 @@ impl Client {
     /// Dropping the future while an attempt may have landed (its reply had not arrived)
     /// sends a detached owner-checked release of `key`/`val` on the client's connection,
     /// so the lock does not linger as an orphan. The same happens when `lock` returns an
-    /// error after an attempt that timed out or lost its connection. A later `lock` of the
-    /// same key through the same client waits (within its `timeout`) until that release
-    /// is done. The release is owner-checked: it never deletes another holder's lock.
-    /// Without a tokio runtime to run it on, the key is left to expire.
+    /// error after an attempt that timed out or lost its connection. The release is
+    /// owner-checked: it never deletes another value's lock. A later `lock` of the same
+    /// key **and value** through the same client skips that release if it was not sent
+    /// yet (its own acquire re-arms whatever landed), or first waits for the answer to
+    /// one in flight — within the attempt's `timeout`; an attempt that cannot wait long
+    /// enough ends as [`Error::Timeout`] without sending anything. Without a tokio
+    /// runtime to run it on, the key is left to expire.
+    ///
+    /// One case remains: a release sent on a connection that then stalls, is replaced
+    /// (see [`Client::open`]) and delivers much later could still land after a new lock
+    /// of the same key and value. Use a fresh [`random_value`](crate::random_value) per
+    /// `lock` call where that matters.
     pub async fn lock(
         &self,
         key: &str,
@@ -332,7 +342,6 @@ impl Client {
         let timeout = check_duration("timeout", timeout)?;
         let ttl_ms = expiration.as_millis() as u64;
 
-        self.wait_for_pending_release(key, timeout).await;
         let mut orphan = OrphanGuard {
             client: self,
             key,
@@ -341,35 +350,42 @@ impl Client {
         };
         loop {
             let sent = Instant::now();
-            orphan.armed = true;
-            let outcome =
-                tokio::time::timeout(timeout, self.inner.backend.acquire(key, val, ttl_ms)).await;
-            let error = match outcome {
-                Ok(Ok(Acquire::Acquired(token))) => {
-                    orphan.armed = false;
-                    return Ok(Lock::new(
-                        self.clone(),
-                        key,
-                        val,
-                        token,
-                        expiration,
-                        timeout,
-                        sent,
-                    ));
+            let error = if self.settle_detached_release(key, val, timeout).await {
+                // Only this attempt's own outcome can disarm the guard: an earlier attempt
+                // that timed out may have landed and stays covered.
+                let landed_before = orphan.armed;
+                orphan.armed = true;
+                match self.inner.backend.acquire(key, val, ttl_ms, timeout).await {
+                    Ok(Acquire::Acquired(token)) => {
+                        orphan.armed = false;
+                        return Ok(Lock::new(
+                            self.clone(),
+                            key,
+                            val,
+                            token,
+                            expiration,
+                            timeout,
+                            sent,
+                        ));
+                    }
+                    Ok(Acquire::Held) => {
+                        // Another value holds the key: nothing of ours is on it.
+                        orphan.armed = false;
+                        Error::NotObtained
+                    }
+                    Err(e) if !e.is_transient() => {
+                        // Rejected by the server: this attempt did not run.
+                        orphan.armed = landed_before;
+                        return Err(e);
+                    }
+                    // A timeout or a dropped connection: the attempt may have landed; the
+                    // guard stays armed until a later attempt tells the truth.
+                    Err(e) => e,
                 }
-                Ok(Ok(Acquire::Held)) => {
-                    orphan.armed = false;
-                    Error::NotObtained
-                }
-                Ok(Err(e)) if !e.is_transient() => {
-                    // Rejected by the server: the script did not run.
-                    orphan.armed = false;
-                    return Err(e);
-                }
-                // A dropped connection or a timeout: the attempt may have landed; the
-                // guard stays armed until a later attempt tells us the truth.
-                Ok(Err(e)) => e,
-                Err(_) => Error::Timeout,
+            } else {
+                // An earlier release of this key and value is still unanswered: sending
+                // now could be undone by it. Nothing was sent.
+                Error::Timeout
             };
             match retry.next_delay() {
                 Some(delay) => tokio::time::sleep(delay).await,
@@ -399,19 +415,29 @@ impl Client {
         self.inner.default_timeout
     }
 
-    /// Wait (bounded) until releases this client detached for `key` are done.
-    async fn wait_for_pending_release(&self, key: &str, timeout: Duration) {
-        // The count changes with the map, under its mutex: a release registered before
-        // this `lock` started (happens-before) is always seen; a concurrent one could be
-        // missed with the mutex too.
+    /// Make sure no detached release of `key`/`val` can land after an acquire sent now:
+    /// skip it if it was not sent yet (the acquire re-arms whatever landed: same value),
+    /// or wait up to `timeout` for the answer to one in flight. `false` if it is still
+    /// unanswered.
+    async fn settle_detached_release(&self, key: &str, val: &str, timeout: Duration) -> bool {
         if self.inner.pending_count.load(Ordering::SeqCst) == 0 {
-            return;
+            return true;
         }
-        let pending = self.inner.pending_releases.lock().get(key).cloned();
-        if let Some(mut done) = pending {
-            // `changed` fails once the releasing task drops its sender.
-            let _ = tokio::time::timeout(timeout, done.changed()).await;
+        let release = self
+            .inner
+            .pending_releases
+            .lock()
+            .get(&(key.to_owned(), val.to_owned()))
+            .cloned();
+        let Some(release) = release else {
+            return true;
+        };
+        if release.skip() {
+            return true;
         }
+        let mut done = release.done.clone();
+        // `changed` fails once the releasing task is gone (its sender dropped).
+        tokio::time::timeout(timeout, done.changed()).await.is_ok()
     }
 
     /// Send an owner-checked release of `key`/`val` from a detached task. Called from
@@ -421,31 +447,71 @@ impl Client {
             return;
         };
         let (done_tx, done_rx) = watch::channel(());
-        let previous = {
+        let release = Arc::new(DetachedRelease {
+            state: AtomicU8::new(WAITING),
+            done: done_rx,
+        });
+        let entry = (key.to_owned(), val.to_owned());
+        {
             let mut pending = self.inner.pending_releases.lock();
-            let previous = pending.insert(key.to_owned(), done_rx.clone());
-            if previous.is_none() {
-                self.inner.pending_count.fetch_add(1, Ordering::SeqCst);
+            match pending.insert(entry.clone(), Arc::clone(&release)) {
+                // The new release does the same job; an unsent older one is redundant.
+                Some(older) => {
+                    older.skip();
+                }
+                None => {
+                    self.inner.pending_count.fetch_add(1, Ordering::SeqCst);
+                }
             }
-            previous
-        };
+        }
         let client = self.clone();
-        let (key, val) = (key.to_owned(), val.to_owned());
         runtime.spawn(async move {
-            if let Some(mut previous) = previous {
-                let _ = tokio::time::timeout(timeout, previous.changed()).await;
+            if release.send() {
+                let (key, val) = &entry;
+                let _ = client.inner.backend.release(key, val, timeout).await;
             }
-            let _ = tokio::time::timeout(timeout, client.inner.backend.release(&key, &val)).await;
             let mut pending = client.inner.pending_releases.lock();
             if pending
-                .get(&key)
-                .is_some_and(|rx| rx.same_channel(&done_rx))
+                .get(&entry)
+                .is_some_and(|current| Arc::ptr_eq(current, &release))
             {
-                pending.remove(&key);
+                pending.remove(&entry);
                 client.inner.pending_count.fetch_sub(1, Ordering::SeqCst);
             }
             drop(done_tx);
         });
+    }
+}
+
+/// A detached owner-checked release: `WAITING` until its task sends it (`SENDING`), or
+/// `SKIPPED` by a later `lock` of the same key and value before that.
+pub(crate) struct DetachedRelease {
+    state: AtomicU8,
+    /// Closed when the releasing task is done (answered, timed out or skipped).
+    done: watch::Receiver<()>,
+}
+
+const WAITING: u8 = 0;
+const SENDING: u8 = 1;
+const SKIPPED: u8 = 2;
+
+impl DetachedRelease {
+    /// Claim the release for sending; `false` if it was skipped.
+    fn send(&self) -> bool {
+        self.state
+            .compare_exchange(WAITING, SENDING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Skip the release unless it is already being sent; `true` if it will never be sent.
+    fn skip(&self) -> bool {
+        match self
+            .state
+            .compare_exchange(WAITING, SKIPPED, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => true,
+            Err(state) => state == SKIPPED,
+        }
     }
 }
 

@@ -43,10 +43,6 @@ pub enum Error {
         /// The highest token the resource has seen.
         highest: u64,
     },
-    /// The client's background runtime is gone (blocking facade only), or the
-    /// operation was cut off because its owner shut down.
-    #[error("the lock client has shut down")]
-    Shutdown,
 }
 
 impl Error {

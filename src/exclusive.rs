@@ -169,7 +169,7 @@ mod tests {
                     thief
                         .inner
                         .backend
-                        .release("job", &current_value(&thief).await)
+                        .release("job", &current_value(&thief).await, Duration::from_secs(1))
                         .await
                         .unwrap()
                 );

@@ -73,12 +73,11 @@ impl Client {
         write: Option<&str>,
     ) -> Result<Option<String>> {
         check_key(resource).map_err(|_| Error::invalid("resource: must not be empty"))?;
-        let outcome = tokio::time::timeout(
-            self.default_timeout(),
-            self.inner.backend.fenced(resource, token, write),
-        )
-        .await
-        .map_err(|_| Error::Timeout)??;
+        let outcome = self
+            .inner
+            .backend
+            .fenced(resource, token, write, self.default_timeout())
+            .await?;
         outcome.map_err(|highest| Error::Fenced { token, highest })
     }
 }

@@ -194,7 +194,10 @@ impl Lock {
     pub async fn ttl(&self) -> Result<Option<Duration>> {
         let s = &self.shared;
         let ttl = s
-            .bounded(s.client.inner.backend.pttl(&s.key, &s.value))
+            .client
+            .inner
+            .backend
+            .pttl(&s.key, &s.value, s.timeout)
             .await?;
         if ttl.is_none() {
             s.mark_lost();
@@ -226,7 +229,10 @@ impl Lock {
         }
         let s = &self.shared;
         let released = s
-            .bounded(s.client.inner.backend.release(&s.key, &s.value))
+            .client
+            .inner
+            .backend
+            .release(&s.key, &s.value, s.timeout)
             .await;
         s.mark_lost();
         if released? {
@@ -238,12 +244,20 @@ impl Lock {
 }
 
 impl LockShared {
-    /// One owner-checked refresh to `expiration`, bounded by the lock's timeout; extends
-    /// the local lease on success and marks the lock lost on `NotHeld`.
+    /// One owner-checked refresh to `expiration`, bounded by the lock's timeout; sets the
+    /// local lease on success and marks the lock lost on `NotHeld`.
     pub(crate) async fn refresh(&self, expiration: Duration) -> Result<()> {
-        self.refresh_within(expiration, self.timeout).await
+        let refreshed = self.refresh_within(expiration, self.timeout).await;
+        if matches!(refreshed, Err(Error::NotHeld)) {
+            self.mark_lost();
+        }
+        refreshed
     }
 
+    /// One owner-checked refresh to `expiration`, bounded by `timeout`. On success the
+    /// local lease becomes what this refresh armed — `PEXPIRE` replaces the TTL, so a
+    /// shorter expiration shortens the lease too. `NotHeld` is returned without marking
+    /// the lock lost: the caller does that (after reporting it, for renewal).
     pub(crate) async fn refresh_within(
         &self,
         expiration: Duration,
@@ -251,38 +265,30 @@ impl LockShared {
     ) -> Result<()> {
         let sent = Instant::now();
         let ttl_ms = expiration.as_millis() as u64;
-        let refreshed = tokio::time::timeout(
-            timeout,
-            self.client
-                .inner
-                .backend
-                .refresh(&self.key, &self.value, ttl_ms),
-        )
-        .await
-        .map_err(|_| Error::Timeout)??;
+        let refreshed = self
+            .client
+            .inner
+            .backend
+            .refresh(&self.key, &self.value, ttl_ms, timeout)
+            .await?;
         if !refreshed {
-            self.mark_lost();
             return Err(Error::NotHeld);
         }
         let until = valid_until(sent, expiration);
-        let extended = {
+        let changed = {
             let mut lease = self.lease.lock();
-            let extend = !lease.lost && until > lease.valid_until;
-            if extend {
+            let change = !lease.lost && until != lease.valid_until;
+            if change {
+                // Replies come back in the order the refreshes were sent (one
+                // connection): the last confirmed one is what the store holds.
                 lease.valid_until = until;
             }
-            extend
+            change
         };
-        if extended {
+        if changed {
             self.lease_changed.notify_waiters();
         }
         Ok(())
-    }
-
-    async fn bounded<T>(&self, op: impl Future<Output = Result<T>>) -> Result<T> {
-        tokio::time::timeout(self.timeout, op)
-            .await
-            .map_err(|_| Error::Timeout)?
     }
 
     pub(crate) fn mark_lost(&self) {
@@ -371,7 +377,14 @@ mod tests {
             lock.refresh().await.unwrap();
             tokio::time::sleep(Duration::from_millis(700)).await;
             assert!(lock.valid_for().is_some());
-            assert!(client.inner.backend.release("k", "v").await.unwrap());
+            assert!(
+                client
+                    .inner
+                    .backend
+                    .release("k", "v", Duration::from_secs(1))
+                    .await
+                    .unwrap()
+            );
             assert!(lock.refresh().await.unwrap_err().is_not_held());
         };
         let (elapsed, ()) = tokio::join!(waiter, driver);
@@ -387,7 +400,14 @@ mod tests {
             .unwrap();
         // Another owner takes over after expiry would be impossible here; release it
         // behind the lock's back instead.
-        assert!(client.inner.backend.release("k", "v").await.unwrap());
+        assert!(
+            client
+                .inner
+                .backend
+                .release("k", "v", Duration::from_secs(1))
+                .await
+                .unwrap()
+        );
         assert!(lock.refresh().await.unwrap_err().is_not_held());
         let started = Instant::now();
         lock.lost().await;

@@ -144,7 +144,13 @@ async fn renew(
                     }
                 }
                 Err(e) => {
+                    let not_held = e.is_not_held();
+                    // Report first, then wake `lost()`: whoever reacts to the loss finds
+                    // its reason already on the channel.
                     let _ = failure.send(e);
+                    if not_held {
+                        shared.mark_lost();
+                    }
                     return;
                 }
             }
@@ -316,7 +322,14 @@ mod tests {
             )
             .unwrap();
         // Someone else takes the key behind our back.
-        assert!(client.inner.backend.release("job", "me").await.unwrap());
+        assert!(
+            client
+                .inner
+                .backend
+                .release("job", "me", Duration::from_secs(1))
+                .await
+                .unwrap()
+        );
         let thief = client
             .try_lock("job", "thief", Duration::from_secs(60))
             .await
@@ -329,6 +342,37 @@ mod tests {
         assert!(renewal.try_error().is_none());
         assert!(thief.ttl().await.unwrap().unwrap() > Duration::from_secs(59));
         assert_eq!(lock.valid_for(), None);
+    }
+
+    /// Review finding F2: `PEXPIRE` replaces the TTL, so renewing with an expiration
+    /// shorter than the lock's shortens the lease, locally too.
+    #[tokio::test(start_paused = true)]
+    async fn a_shorter_renewal_expiration_shortens_the_local_lease() {
+        let client = Client::memory();
+        let lock = held(&client, Duration::from_secs(60)).await;
+        let renewal = lock
+            .auto_refresh(
+                Duration::from_millis(100),
+                Duration::from_millis(300),
+                Duration::from_millis(50),
+                3,
+            )
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(lock.valid_for().unwrap() <= Duration::from_millis(300));
+        drop(renewal);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            client
+                .try_lock("job", "thief", Duration::from_secs(60))
+                .await
+                .is_ok()
+        );
+        assert_eq!(
+            lock.valid_for(),
+            None,
+            "the holder must not believe it still holds the key"
+        );
     }
 
     #[tokio::test(start_paused = true)]

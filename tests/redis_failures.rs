@@ -339,3 +339,30 @@ async fn a_half_open_connection_is_replaced_after_consecutive_timeouts() {
     assert!(started.elapsed() < 2 * SEC);
     assert_eq!(lock.value(), "v");
 }
+
+/// Review finding F1: a user retry loop with the same value during a server stall. Each
+/// timed-out call leaves a detached release; none of them may undo the lock that is
+/// finally granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_with_the_same_value_through_a_stall_keeps_the_granted_lock() {
+    let server = RedisServer::start();
+    let client = Client::open(&server.url()).await.unwrap();
+    warm_up(&client).await;
+    server.client_pause(450 * MS);
+    let started = Instant::now();
+    let lock = loop {
+        match client.lock("k", "v", 60 * SEC, 100 * MS, NoRetry).await {
+            Ok(lock) => break lock,
+            Err(e) if e.is_timeout() => assert!(started.elapsed() < 10 * SEC, "gave up"),
+            Err(e) => panic!("{e:?}"),
+        }
+    };
+    tokio::time::sleep(300 * MS).await;
+    assert!(lock.valid_for().is_some());
+    assert_eq!(
+        server.get("k").as_deref(),
+        Some("v"),
+        "a late release undid the lock"
+    );
+    assert!(lock.ttl().await.unwrap().is_some());
+}

@@ -30,37 +30,56 @@ pub(crate) enum Backend {
     Memory(memory::MemoryBackend),
 }
 
+/// Every operation is one round trip bounded by `timeout` ([`crate::Error::Timeout`]
+/// past it); the memory store answers at once.
 impl Backend {
     /// Take `key` for `val` unless another value holds it. Idempotent: if `val` already
     /// holds it, re-arm the expiration and return the existing token.
-    pub(crate) async fn acquire(&self, key: &str, val: &str, ttl_ms: u64) -> Result<Acquire> {
+    pub(crate) async fn acquire(
+        &self,
+        key: &str,
+        val: &str,
+        ttl_ms: u64,
+        timeout: Duration,
+    ) -> Result<Acquire> {
         match self {
-            Backend::Redis(b) => b.acquire(key, val, ttl_ms).await,
+            Backend::Redis(b) => b.acquire(key, val, ttl_ms, timeout).await,
             Backend::Memory(b) => Ok(b.acquire(key, val, ttl_ms)),
         }
     }
 
     /// Re-arm the expiration if `val` holds `key`. `false`: not held, nothing changed.
-    pub(crate) async fn refresh(&self, key: &str, val: &str, ttl_ms: u64) -> Result<bool> {
+    pub(crate) async fn refresh(
+        &self,
+        key: &str,
+        val: &str,
+        ttl_ms: u64,
+        timeout: Duration,
+    ) -> Result<bool> {
         match self {
-            Backend::Redis(b) => b.refresh(key, val, ttl_ms).await,
+            Backend::Redis(b) => b.refresh(key, val, ttl_ms, timeout).await,
             Backend::Memory(b) => Ok(b.refresh(key, val, ttl_ms)),
         }
     }
 
     /// Delete `key` if `val` holds it. `false`: not held, nothing changed.
-    pub(crate) async fn release(&self, key: &str, val: &str) -> Result<bool> {
+    pub(crate) async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
         match self {
-            Backend::Redis(b) => b.release(key, val).await,
+            Backend::Redis(b) => b.release(key, val, timeout).await,
             Backend::Memory(b) => Ok(b.release(key, val)),
         }
     }
 
     /// Remaining time to live if `val` holds `key`; `None` if not held.
     /// A key without expiry (set by hand) reports `Duration::MAX`.
-    pub(crate) async fn pttl(&self, key: &str, val: &str) -> Result<Option<Duration>> {
+    pub(crate) async fn pttl(
+        &self,
+        key: &str,
+        val: &str,
+        timeout: Duration,
+    ) -> Result<Option<Duration>> {
         match self {
-            Backend::Redis(b) => b.pttl(key, val).await,
+            Backend::Redis(b) => b.pttl(key, val, timeout).await,
             Backend::Memory(b) => Ok(b.pttl(key, val)),
         }
     }
@@ -73,9 +92,10 @@ impl Backend {
         resource: &str,
         token: u64,
         write: Option<&str>,
+        timeout: Duration,
     ) -> Result<Fenced> {
         match self {
-            Backend::Redis(b) => b.fenced(resource, token, write).await,
+            Backend::Redis(b) => b.fenced(resource, token, write, timeout).await,
             Backend::Memory(b) => Ok(b.fenced(resource, token, write)),
         }
     }

@@ -4,7 +4,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -58,15 +58,18 @@ impl Lua {
 
 pub(crate) struct RedisBackend {
     conn: RwLock<ConnectionManager>,
+    /// Bumped (under the write lock) each time `conn` is replaced.
+    generation: AtomicU64,
     /// How to build a fresh connection (absent for a user's own connection).
     rebuild: Option<Box<(redis::Client, ConnectionManagerConfig)>>,
-    /// Calls in a row that ended without an answer (timed out or cancelled).
+    /// Calls in a row on the current connection that timed out without an answer.
     unanswered: AtomicU32,
 }
 
-/// After this many calls in a row without an answer, the connection is presumed
-/// half-open (its peer vanished without a reset, so it would stay silent until the
-/// kernel gives up, minutes later) and is replaced by a fresh one.
+/// After this many calls in a row timed out on one connection without any answer in
+/// between, it is presumed half-open (its peer vanished without a reset, so it would
+/// stay silent until the kernel gives up, minutes later) and is replaced. Calls the
+/// caller cancelled do not count.
 const UNANSWERED_BEFORE_RECONNECT: u32 = 3;
 
 impl RedisBackend {
@@ -78,6 +81,7 @@ impl RedisBackend {
     ) -> Self {
         RedisBackend {
             conn: RwLock::new(conn),
+            generation: AtomicU64::new(0),
             rebuild: Some(Box::new((client, config))),
             unanswered: AtomicU32::new(0),
         }
@@ -87,52 +91,91 @@ impl RedisBackend {
     pub(crate) fn from_connection(conn: ConnectionManager) -> Self {
         RedisBackend {
             conn: RwLock::new(conn),
+            generation: AtomicU64::new(0),
             rebuild: None,
             unanswered: AtomicU32::new(0),
         }
     }
 
-    /// Count a call that ended without an answer; replace the connection when enough
-    /// did in a row. Runs in `Drop`: building the new connection is lazy and sync.
-    fn unanswered(&self) {
-        let in_a_row = self.unanswered.fetch_add(1, Ordering::Relaxed) + 1;
-        if in_a_row < UNANSWERED_BEFORE_RECONNECT {
-            return;
-        }
-        let Some((client, config)) = self.rebuild.as_deref() else {
-            return;
-        };
-        if let Ok(fresh) = ConnectionManager::new_lazy_with_config(client.clone(), config.clone()) {
-            *self.conn.write() = fresh;
+    /// The current connection and its generation.
+    fn connection(&self) -> (u64, ConnectionManager) {
+        let conn = self.conn.read();
+        (self.generation.load(Ordering::Acquire), conn.clone())
+    }
+
+    /// A call on connection `generation` got an answer: it is alive.
+    fn answered(&self, generation: u64) {
+        if self.generation.load(Ordering::Acquire) == generation {
             self.unanswered.store(0, Ordering::Relaxed);
         }
     }
 
-    pub(crate) async fn acquire(&self, key: &str, val: &str, ttl_ms: u64) -> Result<Acquire> {
+    /// A call on connection `generation` timed out; replace that connection when enough
+    /// did in a row (and nobody replaced it meanwhile). Building the new connection is
+    /// lazy: it connects on its first use.
+    fn timed_out(&self, generation: u64) {
+        let Some((client, config)) = self.rebuild.as_deref() else {
+            return;
+        };
+        if self.generation.load(Ordering::Acquire) != generation {
+            return; // a late timeout from a connection already replaced
+        }
+        if self.unanswered.fetch_add(1, Ordering::Relaxed) + 1 < UNANSWERED_BEFORE_RECONNECT {
+            return;
+        }
+        let mut conn = self.conn.write();
+        if self.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
+        if let Ok(fresh) = ConnectionManager::new_lazy_with_config(client.clone(), config.clone()) {
+            *conn = fresh;
+            self.generation.store(generation + 1, Ordering::Release);
+            self.unanswered.store(0, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) async fn acquire(
+        &self,
+        key: &str,
+        val: &str,
+        ttl_ms: u64,
+        timeout: Duration,
+    ) -> Result<Acquire> {
         let cmd = acquire_cmd(key, val, ttl_ms);
-        let token: i64 = self.run(&ACQUIRE, &cmd).await?;
+        let token: i64 = self.run(&ACQUIRE, &cmd, timeout).await?;
         Ok(match u64::try_from(token) {
             Ok(0) | Err(_) => Acquire::Held,
             Ok(token) => Acquire::Acquired(token),
         })
     }
 
-    pub(crate) async fn refresh(&self, key: &str, val: &str, ttl_ms: u64) -> Result<bool> {
+    pub(crate) async fn refresh(
+        &self,
+        key: &str,
+        val: &str,
+        ttl_ms: u64,
+        timeout: Duration,
+    ) -> Result<bool> {
         let mut cmd = REFRESH.evalsha(1, key.len() + val.len());
         cmd.arg(key).arg(val).arg(ttl_ms);
-        Ok(self.run::<i64>(&REFRESH, &cmd).await? == 1)
+        Ok(self.run::<i64>(&REFRESH, &cmd, timeout).await? == 1)
     }
 
-    pub(crate) async fn release(&self, key: &str, val: &str) -> Result<bool> {
+    pub(crate) async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
         let mut cmd = RELEASE.evalsha(1, key.len() + val.len());
         cmd.arg(key).arg(val);
-        Ok(self.run::<i64>(&RELEASE, &cmd).await? == 1)
+        Ok(self.run::<i64>(&RELEASE, &cmd, timeout).await? == 1)
     }
 
-    pub(crate) async fn pttl(&self, key: &str, val: &str) -> Result<Option<Duration>> {
+    pub(crate) async fn pttl(
+        &self,
+        key: &str,
+        val: &str,
+        timeout: Duration,
+    ) -> Result<Option<Duration>> {
         let mut cmd = PTTL.evalsha(1, key.len() + val.len());
         cmd.arg(key).arg(val);
-        let ms: i64 = self.run(&PTTL, &cmd).await?;
+        let ms: i64 = self.run(&PTTL, &cmd, timeout).await?;
         Ok(match ms {
             -1 => Some(Duration::MAX),
             ms if ms >= 0 => Some(Duration::from_millis(ms as u64)),
@@ -145,6 +188,7 @@ impl RedisBackend {
         resource: &str,
         token: u64,
         write: Option<&str>,
+        timeout: Duration,
     ) -> Result<Fenced> {
         let payload = 2 * resource.len() + SIDECAR_EXTRA + write.map_or(0, str::len);
         let mut cmd = FENCED.evalsha(2, payload);
@@ -155,7 +199,7 @@ impl RedisBackend {
             Some(value) => cmd.arg("set").arg(value),
             None => cmd.arg("get"),
         };
-        let (accepted, payload): (i64, redis::Value) = self.run(&FENCED, &cmd).await?;
+        let (accepted, payload): (i64, redis::Value) = self.run(&FENCED, &cmd, timeout).await?;
         if accepted == 1 {
             let value = Option::<String>::from_redis_value(payload).map_err(RedisError::from)?;
             return Ok(Ok(value));
@@ -165,33 +209,30 @@ impl RedisBackend {
         ))
     }
 
-    /// Send a prepared `EVALSHA`, falling back to `EVAL` on `NOSCRIPT`.
-    async fn run<T: FromRedisValue>(&self, lua: &Lua, cmd: &Cmd) -> Result<T> {
-        let mut conn = self.conn.read().clone();
-        let mut waiting = Unanswered(Some(self));
-        let result = match cmd.query_async::<T>(&mut conn).await {
-            Err(e) if is_noscript(&e) => lua.eval(cmd).query_async(&mut conn).await,
-            other => other,
+    /// Send a prepared `EVALSHA`, falling back to `EVAL` on `NOSCRIPT`, bounded by
+    /// `timeout`.
+    async fn run<T: FromRedisValue>(&self, lua: &Lua, cmd: &Cmd, timeout: Duration) -> Result<T> {
+        let (generation, mut conn) = self.connection();
+        let call = async {
+            match cmd.query_async::<T>(&mut conn).await {
+                Err(e) if is_noscript(&e) => lua.eval(cmd).query_async(&mut conn).await,
+                other => other,
+            }
         };
-        match result {
-            // The connection's own response timeout: a round trip that timed out.
-            Err(e) if e.is_timeout() => Err(Error::Timeout),
-            answered => {
-                waiting.0 = None;
-                self.unanswered.store(0, Ordering::Relaxed);
+        match tokio::time::timeout(timeout, call).await {
+            // Ours, or the connection's own response timeout (a user's connection).
+            Err(_) => {
+                self.timed_out(generation);
+                Err(Error::Timeout)
+            }
+            Ok(Err(e)) if e.is_timeout() => {
+                self.timed_out(generation);
+                Err(Error::Timeout)
+            }
+            Ok(answered) => {
+                self.answered(generation);
                 Ok(answered?)
             }
-        }
-    }
-}
-
-/// Counts the call as unanswered unless disarmed (dropped by a timeout, or timed out).
-struct Unanswered<'a>(Option<&'a RedisBackend>);
-
-impl Drop for Unanswered<'_> {
-    fn drop(&mut self) {
-        if let Some(backend) = self.0 {
-            backend.unanswered();
         }
     }
 }

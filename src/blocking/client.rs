@@ -183,8 +183,8 @@ impl Client {
     /// attempt, an owner-checked release of an attempt that may have landed when this
     /// call gives up).
     ///
-    /// The strategy is moved to the runtime thread, hence the `'static` bound; it is
-    /// asked for its delays there.
+    /// The strategy is asked for its delays on the calling thread (with the client's
+    /// runtime entered).
     ///
     /// # Errors
     ///
@@ -192,13 +192,12 @@ impl Client {
     ///   or `timeout` under 1 ms or over [`MAX_DURATION`](crate::MAX_DURATION);
     /// * [`Error::NotObtained`] when the last attempt found another value holding the key;
     /// * [`Error::Timeout`] when the last attempt exceeded `timeout`;
-    /// * [`Error::Redis`] when the last attempt failed on the connection or the server;
-    /// * [`Error::Shutdown`] if the runtime thread is gone.
+    /// * [`Error::Redis`] when the last attempt failed on the connection or the server.
     ///
     /// # Panics
     ///
     /// When called from inside an async runtime (see the [module docs](super#panics)); a
-    /// panic inside `retry` is resumed on the calling thread.
+    /// panic inside `retry` propagates to the caller.
     #[track_caller]
     pub fn lock(
         &self,
@@ -206,13 +205,12 @@ impl Client {
         val: &str,
         expiration: Duration,
         timeout: Duration,
-        retry: impl RetryStrategy + 'static,
+        retry: impl RetryStrategy,
     ) -> Result<Lock> {
-        let client = self.inner.clone();
-        let (key, val) = (key.to_owned(), val.to_owned());
-        let lock = self.rt.run("Client::lock", async move {
-            client.lock(&key, &val, expiration, timeout, retry).await
-        })?;
+        let lock = self.rt.run(
+            "Client::lock",
+            self.inner.lock(key, val, expiration, timeout, retry),
+        )?;
         Ok(Lock::new(lock, Arc::clone(&self.rt)))
     }
 
@@ -223,18 +221,17 @@ impl Client {
     /// # Errors
     ///
     /// As [`lock`](Client::lock): [`Error::InvalidArgument`], [`Error::NotObtained`],
-    /// [`Error::Timeout`], [`Error::Redis`], [`Error::Shutdown`].
+    /// [`Error::Timeout`], [`Error::Redis`].
     ///
     /// # Panics
     ///
     /// When called from inside an async runtime (see the [module docs](super#panics)).
     #[track_caller]
     pub fn try_lock(&self, key: &str, val: &str, expiration: Duration) -> Result<Lock> {
-        let client = self.inner.clone();
-        let (key, val) = (key.to_owned(), val.to_owned());
-        let lock = self.rt.run("Client::try_lock", async move {
-            client.try_lock(&key, &val, expiration).await
-        })?;
+        let lock = self.rt.run(
+            "Client::try_lock",
+            self.inner.try_lock(key, val, expiration),
+        )?;
         Ok(Lock::new(lock, Arc::clone(&self.rt)))
     }
 
@@ -243,18 +240,15 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// As [`crate::Client::fenced_get`], and [`Error::Shutdown`].
+    /// As [`crate::Client::fenced_get`].
     ///
     /// # Panics
     ///
     /// When called from inside an async runtime (see the [module docs](super#panics)).
     #[track_caller]
     pub fn fenced_get(&self, resource: &str, token: u64) -> Result<Option<String>> {
-        let client = self.inner.clone();
-        let resource = resource.to_owned();
-        self.rt.run("Client::fenced_get", async move {
-            client.fenced_get(&resource, token).await
-        })
+        self.rt
+            .run("Client::fenced_get", self.inner.fenced_get(resource, token))
     }
 
     /// Write the fenced `resource` with `token`: the blocking form of
@@ -262,18 +256,17 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// As [`crate::Client::fenced_set`], and [`Error::Shutdown`].
+    /// As [`crate::Client::fenced_set`].
     ///
     /// # Panics
     ///
     /// When called from inside an async runtime (see the [module docs](super#panics)).
     #[track_caller]
     pub fn fenced_set(&self, resource: &str, value: &str, token: u64) -> Result<()> {
-        let client = self.inner.clone();
-        let (resource, value) = (resource.to_owned(), value.to_owned());
-        self.rt.run("Client::fenced_set", async move {
-            client.fenced_set(&resource, &value, token).await
-        })
+        self.rt.run(
+            "Client::fenced_set",
+            self.inner.fenced_set(resource, value, token),
+        )
     }
 }
 

@@ -30,13 +30,6 @@ impl Lock {
         Lock { inner, rt }
     }
 
-    /// Another async handle on the same lock, to move into a task on the runtime.
-    fn shared(&self) -> crate::Lock {
-        crate::Lock {
-            shared: Arc::clone(&self.inner.shared),
-        }
-    }
-
     /// The locked key.
     pub fn key(&self) -> &str {
         self.inner.key()
@@ -75,16 +68,13 @@ impl Lock {
     ///   untouched, and the lock counts as lost);
     /// * [`Error::Timeout`] when the round trip exceeded the timeout;
     /// * [`Error::Redis`] on a connection or server error;
-    /// * [`Error::Shutdown`] if the runtime thread is gone.
     ///
     /// # Panics
     ///
     /// When called from inside an async runtime (see the [module docs](super#panics)).
     #[track_caller]
     pub fn refresh(&self) -> Result<()> {
-        let lock = self.shared();
-        self.rt
-            .run("Lock::refresh", async move { lock.refresh().await })
+        self.rt.run("Lock::refresh", self.inner.refresh())
     }
 
     /// Read the fenced `resource` with this lock's fencing token: the blocking form of
@@ -92,18 +82,15 @@ impl Lock {
     ///
     /// # Errors
     ///
-    /// As [`crate::Client::fenced_get`], and [`Error::Shutdown`].
+    /// As [`crate::Client::fenced_get`].
     ///
     /// # Panics
     ///
     /// When called from inside an async runtime (see the [module docs](super#panics)).
     #[track_caller]
     pub fn fenced_get(&self, resource: &str) -> Result<Option<String>> {
-        let lock = self.shared();
-        let resource = resource.to_owned();
-        self.rt.run("Lock::fenced_get", async move {
-            lock.fenced_get(&resource).await
-        })
+        self.rt
+            .run("Lock::fenced_get", self.inner.fenced_get(resource))
     }
 
     /// Write the fenced `resource` with this lock's fencing token: the blocking form of
@@ -111,18 +98,15 @@ impl Lock {
     ///
     /// # Errors
     ///
-    /// As [`crate::Client::fenced_set`], and [`Error::Shutdown`].
+    /// As [`crate::Client::fenced_set`].
     ///
     /// # Panics
     ///
     /// When called from inside an async runtime (see the [module docs](super#panics)).
     #[track_caller]
     pub fn fenced_set(&self, resource: &str, value: &str) -> Result<()> {
-        let lock = self.shared();
-        let (resource, value) = (resource.to_owned(), value.to_owned());
-        self.rt.run("Lock::fenced_set", async move {
-            lock.fenced_set(&resource, &value).await
-        })
+        self.rt
+            .run("Lock::fenced_set", self.inner.fenced_set(resource, value))
     }
 
     /// The key's remaining time to live on the store, or `None` if this lock's value no
@@ -132,15 +116,13 @@ impl Lock {
     ///
     /// * [`Error::Timeout`] when the round trip exceeded the timeout;
     /// * [`Error::Redis`] on a connection or server error;
-    /// * [`Error::Shutdown`] if the runtime thread is gone.
     ///
     /// # Panics
     ///
     /// When called from inside an async runtime (see the [module docs](super#panics)).
     #[track_caller]
     pub fn ttl(&self) -> Result<Option<Duration>> {
-        let lock = self.shared();
-        self.rt.run("Lock::ttl", async move { lock.ttl().await })
+        self.rt.run("Lock::ttl", self.inner.ttl())
     }
 
     /// Renew this lock in the background, on the runtime thread: every `interval`,
@@ -181,7 +163,6 @@ impl Lock {
     ///   is left untouched);
     /// * [`Error::Timeout`] when the round trip exceeded the lock's timeout;
     /// * [`Error::Redis`] on a connection or server error;
-    /// * [`Error::Shutdown`] if the runtime thread is gone.
     ///
     /// On `Timeout` or `Redis` the key may still be held: it expires by itself.
     ///
@@ -209,8 +190,7 @@ impl Lock {
     /// When called from inside an async runtime (see the [module docs](super#panics)).
     #[track_caller]
     pub fn wait_lost(&self) {
-        let lock = self.shared();
-        wait::block_on(self.rt.handle(), "Lock::wait_lost", lock.lost());
+        wait::block_on(self.rt.handle(), "Lock::wait_lost", self.inner.lost());
     }
 
     /// Park until this lock must be considered lost (as [`wait_lost`](Lock::wait_lost))
@@ -221,11 +201,10 @@ impl Lock {
     /// When called from inside an async runtime (see the [module docs](super#panics)).
     #[track_caller]
     pub fn wait_lost_timeout(&self, timeout: Duration) -> bool {
-        let lock = self.shared();
         wait::timeout(
             self.rt.handle(),
             "Lock::wait_lost_timeout",
-            lock.lost(),
+            self.inner.lost(),
             timeout,
         )
         .is_some()
@@ -240,8 +219,7 @@ impl Lock {
 /// client's runtime thread alive.
 #[must_use = "dropping an AutoRefresh stops the renewal"]
 pub struct AutoRefresh {
-    /// `None` only while a blocking wait has moved it to the runtime, or after the
-    /// runtime thread died under it.
+    /// `None` once stopped.
     inner: Option<crate::AutoRefresh>,
     rt: Arc<Runtime>,
 }
