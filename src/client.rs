@@ -46,8 +46,8 @@ pub(crate) struct ClientInner {
     /// up (cancelled or timed out), by key and value. A later `lock` of the same key and
     /// value from this client skips a release not sent yet, and waits for one in flight,
     /// so a release never undoes a fresh acquisition.
-    pending_releases: Mutex<HashMap<(String, String), Arc<DetachedRelease>>>,
-    /// Number of entries in `pending_releases`, so that `lock` skips the mutex and the
+    pending_releases: Mutex<HashMap<(String, String), Releases>>,
+    /// Number of releases in `pending_releases`, so that `lock` skips the mutex and the
     /// hashing when there are none (the common case).
     pending_count: AtomicUsize,
 }
@@ -350,42 +350,51 @@ impl Client {
         };
         loop {
             let sent = Instant::now();
-            let error = if self.settle_detached_release(key, val, timeout).await {
-                // Only this attempt's own outcome can disarm the guard: an earlier attempt
-                // that timed out may have landed and stays covered.
-                let landed_before = orphan.armed;
-                orphan.armed = true;
-                match self.inner.backend.acquire(key, val, ttl_ms, timeout).await {
-                    Ok(Acquire::Acquired(token)) => {
-                        orphan.armed = false;
-                        return Ok(Lock::new(
-                            self.clone(),
-                            key,
-                            val,
-                            token,
-                            expiration,
-                            timeout,
-                            sent,
-                        ));
-                    }
-                    Ok(Acquire::Held) => {
-                        // Another value holds the key: nothing of ours is on it.
-                        orphan.armed = false;
-                        Error::NotObtained
-                    }
-                    Err(e) if !e.is_transient() => {
-                        // Rejected by the server: this attempt did not run.
-                        orphan.armed = landed_before;
-                        return Err(e);
-                    }
-                    // A timeout or a dropped connection: the attempt may have landed; the
-                    // guard stays armed until a later attempt tells the truth.
-                    Err(e) => e,
-                }
-            } else {
+            let deadline = sent + timeout;
+            let error = match self.settle_detached_releases(key, val, deadline).await {
                 // An earlier release of this key and value is still unanswered: sending
                 // now could be undone by it. Nothing was sent.
-                Error::Timeout
+                Settled::Unanswered => Error::Timeout,
+                settled => {
+                    // Only this attempt's own outcome can disarm the guard: an earlier
+                    // attempt that timed out may have landed and stays covered, and so
+                    // does whatever a skipped release was to clean up.
+                    let covered = orphan.armed || settled == Settled::Skipped;
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left < Duration::from_millis(1) {
+                        orphan.armed = covered;
+                        Error::Timeout // the wait used the attempt's time; nothing sent
+                    } else {
+                        orphan.armed = true;
+                        match self.inner.backend.acquire(key, val, ttl_ms, left).await {
+                            Ok(Acquire::Acquired(token)) => {
+                                orphan.armed = false;
+                                return Ok(Lock::new(
+                                    self.clone(),
+                                    key,
+                                    val,
+                                    token,
+                                    expiration,
+                                    timeout,
+                                    sent,
+                                ));
+                            }
+                            Ok(Acquire::Held) => {
+                                // Another value holds the key: nothing of ours is on it.
+                                orphan.armed = false;
+                                Error::NotObtained
+                            }
+                            Err(e) if !e.is_transient() => {
+                                // Rejected by the server: this attempt did not run.
+                                orphan.armed = covered;
+                                return Err(e);
+                            }
+                            // A timeout or a dropped connection: the attempt may have
+                            // landed; the guard stays armed until a later attempt tells.
+                            Err(e) => e,
+                        }
+                    }
+                }
             };
             match retry.next_delay() {
                 Some(delay) => tokio::time::sleep(delay).await,
@@ -416,28 +425,36 @@ impl Client {
     }
 
     /// Make sure no detached release of `key`/`val` can land after an acquire sent now:
-    /// skip it if it was not sent yet (the acquire re-arms whatever landed: same value),
-    /// or wait up to `timeout` for the answer to one in flight. `false` if it is still
-    /// unanswered.
-    async fn settle_detached_release(&self, key: &str, val: &str, timeout: Duration) -> bool {
+    /// skip those not sent yet (the acquire re-arms whatever landed: same value), and
+    /// wait until `deadline` for the answers to those in flight.
+    async fn settle_detached_releases(&self, key: &str, val: &str, deadline: Instant) -> Settled {
         if self.inner.pending_count.load(Ordering::SeqCst) == 0 {
-            return true;
+            return Settled::Clear;
         }
-        let release = self
+        let releases = self
             .inner
             .pending_releases
             .lock()
             .get(&(key.to_owned(), val.to_owned()))
-            .cloned();
-        let Some(release) = release else {
-            return true;
-        };
-        if release.skip() {
-            return true;
+            .cloned()
+            .unwrap_or_default();
+        let mut settled = Settled::Clear;
+        for release in releases {
+            if release.skip() {
+                settled = Settled::Skipped;
+                continue;
+            }
+            let mut done = release.done.clone();
+            // `changed` fails once the releasing task is gone (its sender dropped).
+            if tokio::time::timeout_at(deadline, done.changed())
+                .await
+                .is_ok()
+            {
+                continue;
+            }
+            return Settled::Unanswered;
         }
-        let mut done = release.done.clone();
-        // `changed` fails once the releasing task is gone (its sender dropped).
-        tokio::time::timeout(timeout, done.changed()).await.is_ok()
+        settled
     }
 
     /// Send an owner-checked release of `key`/`val` from a detached task. Called from
@@ -454,32 +471,74 @@ impl Client {
         let entry = (key.to_owned(), val.to_owned());
         {
             let mut pending = self.inner.pending_releases.lock();
-            match pending.insert(entry.clone(), Arc::clone(&release)) {
-                // The new release does the same job; an unsent older one is redundant.
-                Some(older) => {
-                    older.skip();
-                }
-                None => {
-                    self.inner.pending_count.fetch_add(1, Ordering::SeqCst);
-                }
+            let releases = pending.entry(entry.clone()).or_default();
+            for older in releases.iter() {
+                // The new release does the same job: one not sent yet is redundant.
+                older.skip();
+            }
+            releases.push(Arc::clone(&release));
+            self.inner.pending_count.fetch_add(1, Ordering::SeqCst);
+        }
+        // Unregisters the release however the task ends, even if the runtime drops it
+        // unrun (it is shutting down), then signals `done`.
+        let registration = Registration {
+            client: self.clone(),
+            entry,
+            release,
+            _done: done_tx,
+        };
+        runtime.spawn(async move {
+            if registration.release.send() {
+                let (key, val) = &registration.entry;
+                let _ = registration
+                    .client
+                    .inner
+                    .backend
+                    .release(key, val, timeout)
+                    .await;
+            }
+            drop(registration);
+        });
+    }
+}
+
+/// The detached releases of one key and value, oldest first.
+type Releases = Vec<Arc<DetachedRelease>>;
+
+/// Whether a detached release stands in the way of an acquire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    /// None was pending.
+    Clear,
+    /// One not sent yet was skipped: its job (releasing an attempt that may have landed)
+    /// passes to the attempt that skipped it.
+    Skipped,
+    /// One in flight is still unanswered.
+    Unanswered,
+}
+
+/// A pending release's entry in the client's table, removed when dropped.
+struct Registration {
+    client: Client,
+    entry: (String, String),
+    release: Arc<DetachedRelease>,
+    /// Dropped last: waiters see `done` only once the entry is gone.
+    _done: watch::Sender<()>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let inner = &self.client.inner;
+        let mut pending = inner.pending_releases.lock();
+        if let Some(releases) = pending.get_mut(&self.entry) {
+            if let Some(at) = releases.iter().position(|r| Arc::ptr_eq(r, &self.release)) {
+                releases.swap_remove(at);
+                inner.pending_count.fetch_sub(1, Ordering::SeqCst);
+            }
+            if releases.is_empty() {
+                pending.remove(&self.entry);
             }
         }
-        let client = self.clone();
-        runtime.spawn(async move {
-            if release.send() {
-                let (key, val) = &entry;
-                let _ = client.inner.backend.release(key, val, timeout).await;
-            }
-            let mut pending = client.inner.pending_releases.lock();
-            if pending
-                .get(&entry)
-                .is_some_and(|current| Arc::ptr_eq(current, &release))
-            {
-                pending.remove(&entry);
-                client.inner.pending_count.fetch_sub(1, Ordering::SeqCst);
-            }
-            drop(done_tx);
-        });
     }
 }
 
@@ -576,6 +635,25 @@ mod tests {
     fn client_is_clone_send_sync_static() {
         fn assert<T: Clone + Send + Sync + 'static>() {}
         assert::<Client>();
+    }
+
+    /// Re-review finding: a release task the runtime drops unrun (it is shutting down)
+    /// must still leave the table.
+    #[test]
+    fn a_release_dropped_unrun_leaves_no_bookkeeping_behind() {
+        let client = Client::memory();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        {
+            let _entered = rt.enter();
+            client.spawn_release("k", "v", Duration::from_secs(1));
+        }
+        assert_eq!(client.inner.pending_count.load(Ordering::SeqCst), 1);
+        drop(rt);
+        assert_eq!(client.inner.pending_count.load(Ordering::SeqCst), 0);
+        assert!(client.inner.pending_releases.lock().is_empty());
     }
 
     #[test]

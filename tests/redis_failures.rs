@@ -366,3 +366,82 @@ async fn retrying_with_the_same_value_through_a_stall_keeps_the_granted_lock() {
     );
     assert!(lock.ttl().await.unwrap().is_some());
 }
+
+/// Re-review finding: the attempt that skipped a pending release takes over its job, even
+/// when that attempt then fails with an error retrying cannot fix.
+#[tokio::test] // current_thread: the pending release cannot run before the second call
+async fn a_skipped_release_is_taken_over_when_the_next_attempt_is_rejected() {
+    let server = RedisServer::start();
+    let client = Client::open(&server.url()).await.unwrap();
+    warm_up(&client).await;
+    server.client_pause(150 * MS);
+    let err = client
+        .lock("k", "v", 60 * SEC, 50 * MS, NoRetry)
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    std::thread::sleep(300 * MS); // the first call's attempt lands; its release is not sent
+    assert_eq!(server.get("k").as_deref(), Some("v"));
+    server.cmd_sync(&["ACL", "SETUSER", "default", "-evalsha", "-eval"]);
+    let err = client
+        .lock("k", "v", 60 * SEC, 500 * MS, NoRetry)
+        .await
+        .unwrap_err();
+    assert!(!err.is_transient(), "{err:?}");
+    server.cmd_sync(&["ACL", "SETUSER", "default", "+@all"]);
+    tokio::time::sleep(500 * MS).await;
+    assert_eq!(
+        server.get("k"),
+        None,
+        "the landed attempt was released, not orphaned"
+    );
+}
+
+/// Re-review finding: a replacement connection connects lazily, so its first calls pay
+/// for connecting; with timeouts shorter than that it must not be replaced in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_connection_is_not_replaced_before_it_could_answer() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    let client = Client::open(&proxy.url()).await.unwrap();
+    warm_up(&client).await;
+    proxy.set_delay(50 * MS); // a 100 ms round trip
+    let wave = |round: usize| {
+        let client = client.clone();
+        async move {
+            let calls = (0..3).map(|i| {
+                let client = client.clone();
+                async move {
+                    let key = format!("k{round}-{i}");
+                    match client.lock(&key, "v", 10 * SEC, 170 * MS, NoRetry).await {
+                        Ok(lock) => {
+                            let _ = lock.unlock().await;
+                            true
+                        }
+                        Err(e) => {
+                            assert!(e.is_timeout(), "{e:?}");
+                            false
+                        }
+                    }
+                }
+            });
+            futures::future::join_all(calls)
+                .await
+                .into_iter()
+                .filter(|ok| *ok)
+                .count()
+        }
+    };
+    assert_eq!(wave(0).await, 3);
+    proxy.stall_existing(); // half-open: this wave times out and replaces the connection
+    assert_eq!(wave(1).await, 0);
+    let mut ok = 0;
+    for round in 2..22 {
+        ok += wave(round).await;
+    }
+    eprintln!("FIGURE fresh-connection: {ok} of 60 calls succeeded after the replacement");
+    assert!(
+        ok >= 30,
+        "{ok} of 60 calls succeeded on the replacement connection"
+    );
+}

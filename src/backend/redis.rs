@@ -4,7 +4,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -58,19 +58,69 @@ impl Lua {
 
 pub(crate) struct RedisBackend {
     conn: RwLock<ConnectionManager>,
-    /// Bumped (under the write lock) each time `conn` is replaced.
-    generation: AtomicU64,
+    /// How the current connection is doing; replaced together with `conn`.
+    health: Health,
     /// How to build a fresh connection (absent for a user's own connection).
     rebuild: Option<Box<(redis::Client, ConnectionManagerConfig)>>,
-    /// Calls in a row on the current connection that timed out without an answer.
-    unanswered: AtomicU32,
 }
 
-/// After this many calls in a row timed out on one connection without any answer in
-/// between, it is presumed half-open (its peer vanished without a reset, so it would
-/// stay silent until the kernel gives up, minutes later) and is replaced. Calls the
-/// caller cancelled do not count.
-const UNANSWERED_BEFORE_RECONNECT: u32 = 3;
+/// The health of the current connection, in one word so that every update is checked
+/// against the connection it is about: its generation (high 32 bits, bumped when it is
+/// replaced), whether it ever answered (bit 31), and its timeouts in a row (low bits).
+struct Health(AtomicU64);
+
+const ANSWERED: u64 = 1 << 31;
+const TIMEOUTS: u64 = ANSWERED - 1;
+
+impl Health {
+    /// A connection that has answered (the handshake of the first one has).
+    fn new() -> Self {
+        Health(AtomicU64::new(ANSWERED))
+    }
+
+    fn generation(&self) -> u32 {
+        (self.0.load(Ordering::Acquire) >> 32) as u32
+    }
+
+    /// A call on `generation` got an answer: alive, no timeouts in a row. Read-only
+    /// when nothing changes (the common case).
+    fn answered(&self, generation: u32) {
+        let healthy = (u64::from(generation) << 32) | ANSWERED;
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                (state >> 32 == u64::from(generation) && state != healthy).then_some(healthy)
+            });
+    }
+
+    /// A call on `generation` timed out: `true` when that makes enough in a row to
+    /// replace it. A connection that never answered is not judged: a fresh one connects
+    /// lazily, and its first calls also pay for connecting.
+    fn timed_out(&self, generation: u32) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                (state >> 32 == u64::from(generation)
+                    && state & ANSWERED != 0
+                    && state & TIMEOUTS < TIMEOUTS)
+                    .then_some(state + 1)
+            })
+            .is_ok_and(|before| (before & TIMEOUTS) + 1 >= UNANSWERED_BEFORE_RECONNECT)
+    }
+
+    /// `generation` was replaced by a fresh connection: not answered yet, no timeouts.
+    fn replaced(&self, generation: u32) {
+        self.0.store(
+            u64::from(generation.wrapping_add(1)) << 32,
+            Ordering::Release,
+        );
+    }
+}
+
+/// After this many calls in a row timed out on one connection (that had answered before)
+/// without any answer in between, it is presumed half-open (its peer vanished without a
+/// reset, so it would stay silent until the kernel gives up, minutes later) and is
+/// replaced. Calls the caller cancelled do not count.
+const UNANSWERED_BEFORE_RECONNECT: u64 = 3;
 
 impl RedisBackend {
     /// A backend on a connection the client built, which it may replace.
@@ -81,9 +131,8 @@ impl RedisBackend {
     ) -> Self {
         RedisBackend {
             conn: RwLock::new(conn),
-            generation: AtomicU64::new(0),
+            health: Health::new(),
             rebuild: Some(Box::new((client, config))),
-            unanswered: AtomicU32::new(0),
         }
     }
 
@@ -91,46 +140,34 @@ impl RedisBackend {
     pub(crate) fn from_connection(conn: ConnectionManager) -> Self {
         RedisBackend {
             conn: RwLock::new(conn),
-            generation: AtomicU64::new(0),
+            health: Health::new(),
             rebuild: None,
-            unanswered: AtomicU32::new(0),
         }
     }
 
     /// The current connection and its generation.
-    fn connection(&self) -> (u64, ConnectionManager) {
+    fn connection(&self) -> (u32, ConnectionManager) {
         let conn = self.conn.read();
-        (self.generation.load(Ordering::Acquire), conn.clone())
-    }
-
-    /// A call on connection `generation` got an answer: it is alive.
-    fn answered(&self, generation: u64) {
-        if self.generation.load(Ordering::Acquire) == generation {
-            self.unanswered.store(0, Ordering::Relaxed);
-        }
+        (self.health.generation(), conn.clone())
     }
 
     /// A call on connection `generation` timed out; replace that connection when enough
     /// did in a row (and nobody replaced it meanwhile). Building the new connection is
     /// lazy: it connects on its first use.
-    fn timed_out(&self, generation: u64) {
+    fn timed_out(&self, generation: u32) {
         let Some((client, config)) = self.rebuild.as_deref() else {
             return;
         };
-        if self.generation.load(Ordering::Acquire) != generation {
-            return; // a late timeout from a connection already replaced
-        }
-        if self.unanswered.fetch_add(1, Ordering::Relaxed) + 1 < UNANSWERED_BEFORE_RECONNECT {
+        if !self.health.timed_out(generation) {
             return;
         }
         let mut conn = self.conn.write();
-        if self.generation.load(Ordering::Acquire) != generation {
-            return;
+        if self.health.generation() != generation {
+            return; // replaced meanwhile
         }
         if let Ok(fresh) = ConnectionManager::new_lazy_with_config(client.clone(), config.clone()) {
             *conn = fresh;
-            self.generation.store(generation + 1, Ordering::Release);
-            self.unanswered.store(0, Ordering::Relaxed);
+            self.health.replaced(generation);
         }
     }
 
@@ -230,7 +267,7 @@ impl RedisBackend {
                 Err(Error::Timeout)
             }
             Ok(answered) => {
-                self.answered(generation);
+                self.health.answered(generation);
                 Ok(answered?)
             }
         }
@@ -254,6 +291,34 @@ fn is_noscript(e: &RedisError) -> bool {
 mod tests {
     use super::*;
     use crate::backend::fence_key;
+
+    #[test]
+    fn health_counts_timeouts_per_connection_and_only_after_an_answer() {
+        let h = Health::new();
+        assert!(!h.timed_out(0));
+        h.answered(0); // resets the run
+        assert!(!h.timed_out(0));
+        assert!(!h.timed_out(0));
+        assert!(h.timed_out(0), "third timeout in a row");
+        h.replaced(0);
+        assert_eq!(h.generation(), 1);
+        assert!(
+            !h.timed_out(0),
+            "a late timeout of the old connection does not count"
+        );
+        for _ in 0..10 {
+            assert!(
+                !h.timed_out(1),
+                "a fresh connection that never answered is not judged"
+            );
+        }
+        h.answered(0); // a late answer of the old connection changes nothing
+        assert!(!h.timed_out(1));
+        h.answered(1);
+        assert!(!h.timed_out(1));
+        assert!(!h.timed_out(1));
+        assert!(h.timed_out(1));
+    }
 
     #[test]
     fn commands_pack_to_the_plain_redis_rs_bytes() {
