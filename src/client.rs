@@ -542,6 +542,19 @@ impl Drop for Registration {
     }
 }
 
+#[cfg(test)]
+impl Client {
+    /// Release `key` held by `val` behind its `Lock`'s back (a test playing someone
+    /// else); `true` if it was held by `val`.
+    pub(crate) async fn release_behind_the_back(&self, key: &str, val: &str) -> bool {
+        self.inner
+            .backend
+            .release(key, val, Duration::from_secs(1))
+            .await
+            .expect("the release got an answer")
+    }
+}
+
 /// A detached owner-checked release: `WAITING` until its task sends it (`SENDING`), or
 /// `SKIPPED` by a later `lock` of the same key and value before that.
 pub(crate) struct DetachedRelease {

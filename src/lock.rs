@@ -377,14 +377,7 @@ mod tests {
             lock.refresh().await.unwrap();
             tokio::time::sleep(Duration::from_millis(700)).await;
             assert!(lock.valid_for().is_some());
-            assert!(
-                client
-                    .inner
-                    .backend
-                    .release("k", "v", Duration::from_secs(1))
-                    .await
-                    .unwrap()
-            );
+            assert!(client.release_behind_the_back("k", "v").await);
             assert!(lock.refresh().await.unwrap_err().is_not_held());
         };
         let (elapsed, ()) = tokio::join!(waiter, driver);
@@ -400,14 +393,7 @@ mod tests {
             .unwrap();
         // Another owner takes over after expiry would be impossible here; release it
         // behind the lock's back instead.
-        assert!(
-            client
-                .inner
-                .backend
-                .release("k", "v", Duration::from_secs(1))
-                .await
-                .unwrap()
-        );
+        assert!(client.release_behind_the_back("k", "v").await);
         assert!(lock.refresh().await.unwrap_err().is_not_held());
         let started = Instant::now();
         lock.lost().await;

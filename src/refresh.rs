@@ -322,14 +322,7 @@ mod tests {
             )
             .unwrap();
         // Someone else takes the key behind our back.
-        assert!(
-            client
-                .inner
-                .backend
-                .release("job", "me", Duration::from_secs(1))
-                .await
-                .unwrap()
-        );
+        assert!(client.release_behind_the_back("job", "me").await);
         let thief = client
             .try_lock("job", "thief", Duration::from_secs(60))
             .await
