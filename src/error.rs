@@ -1,5 +1,8 @@
 //! The error type of every fallible operation.
 
+use std::fmt;
+use std::sync::Arc;
+
 /// Everything that can go wrong when taking, keeping or releasing a lock.
 ///
 /// The variants keep *contention* ([`Error::NotObtained`]) apart from *failure*
@@ -31,9 +34,14 @@ pub enum Error {
     /// Bad input, rejected before any I/O. The message names the argument.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// A connection or server error (not contention).
+    /// A connection or server error of Redis (not contention).
     #[error("redis error: {0}")]
     Redis(#[from] redis::RedisError),
+    /// A connection or server error of a store other than Redis, or a reply no store
+    /// should give (not contention). [`StoreError::is_transient`] tells whether another
+    /// attempt could succeed.
+    #[error(transparent)]
+    Store(StoreError),
     /// A fenced resource refused this fencing token: it has already seen a higher one,
     /// so this holder's lease was superseded. Nothing was read or written.
     #[error("stale fencing token {token}: the resource has already seen token {highest}")]
@@ -81,9 +89,14 @@ impl Error {
         matches!(self, Error::Fenced { .. })
     }
 
-    /// A connection or server error ([`Error::Redis`]).
+    /// A connection or server error of Redis ([`Error::Redis`]).
     pub fn is_redis(&self) -> bool {
         matches!(self, Error::Redis(_))
+    }
+
+    /// A connection or server error of another store ([`Error::Store`]).
+    pub fn is_store(&self) -> bool {
+        matches!(self, Error::Store(_))
     }
 
     /// Whether another attempt could succeed where this one failed: contention,
@@ -93,7 +106,9 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::NotObtained | Error::Timeout => true,
-            Error::Redis(e) => redis_is_transient(e),
+            // Each store classifies its own failures.
+            Error::Redis(e) => crate::store::redis::is_transient(e),
+            Error::Store(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -103,22 +118,57 @@ impl Error {
     }
 }
 
-/// Connection-level failures a retry (possibly after a reconnect) can fix.
-pub(crate) fn redis_is_transient(e: &redis::RedisError) -> bool {
-    use redis::{ErrorKind, ServerErrorKind};
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
-        return true;
+/// A failure of a store other than Redis: which store, whether another attempt could
+/// succeed, what happened, and the underlying error if there is one.
+#[derive(Debug, Clone)]
+pub struct StoreError {
+    store: &'static str,
+    transient: bool,
+    message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StoreError {
+    pub(crate) fn new(store: &'static str, transient: bool, message: impl Into<String>) -> Self {
+        StoreError {
+            store,
+            transient,
+            message: message.into(),
+            source: None,
+        }
     }
-    matches!(
-        e.kind(),
-        ErrorKind::Server(
-            ServerErrorKind::BusyLoading
-                | ServerErrorKind::TryAgain
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::ReadOnly
-        )
-    )
+
+    #[allow(dead_code)] // used by stores behind features
+    pub(crate) fn with_source(
+        mut self,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// The store that failed: `"etcd"`, `"redis"`, …
+    pub fn store(&self) -> &'static str {
+        self.store
+    }
+
+    /// Whether another attempt could succeed (a connection failure, a leader election in
+    /// progress) rather than never (a permission or protocol error).
+    pub fn is_transient(&self) -> bool {
+        self.transient
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} error: {}", self.store, self.message)
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
 }
 
 /// Crate-wide result type.
@@ -155,12 +205,11 @@ mod tests {
     }
 
     #[test]
-    fn io_errors_are_transient_auth_and_script_errors_are_not() {
-        let io: redis::RedisError =
-            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset").into();
-        assert!(Error::Redis(io).is_transient());
-        let auth: redis::RedisError =
-            (redis::ErrorKind::AuthenticationFailed, "bad password").into();
-        assert!(!Error::Redis(auth).is_transient());
+    fn store_errors_say_which_store_and_whether_to_retry() {
+        let e = Error::Store(StoreError::new("etcd", true, "no leader"));
+        assert!(e.is_store() && e.is_transient());
+        assert_eq!(e.to_string(), "etcd error: no leader");
+        let e = Error::Store(StoreError::new("etcd", false, "permission denied"));
+        assert!(!e.is_transient());
     }
 }

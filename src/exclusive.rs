@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crate::client::{Client, check_duration};
+use crate::args::check_duration;
+use crate::client::Client;
 use crate::retry::RetryStrategy;
 use crate::{Error, Result};
 
@@ -191,9 +192,9 @@ mod tests {
 
     /// The value `run_exclusive` chose (random): find it through the memory store.
     async fn current_value(c: &Client) -> String {
-        match &c.inner.backend {
-            crate::backend::Backend::Memory(m) => m.value_of("job").expect("held"),
-            crate::backend::Backend::Redis(_) => unreachable!(),
+        match c.backend() {
+            crate::store::Backend::Memory(m) => m.value_of("job").expect("held"),
+            _ => unreachable!("a memory client"),
         }
     }
 }

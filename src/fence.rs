@@ -8,10 +8,26 @@
 //! resource refuses any token lower than the highest it has seen.
 //!
 //! For a resource stored in the same Redis (or memory store) as the lock,
-//! [`Client::fenced_get`] and [`Client::fenced_set`] (and their [`Lock`] shorthands) do
-//! this in one atomic script. **Reads are fenced too**: a read with token *t* raises the
-//! resource's highest token to *t*, so a stale holder's write cannot land between a newer
-//! holder's read and write (fencing writes alone would lose that update).
+//! [`Lock::fenced_get`] and [`Lock::fenced_set`] (and the client-level
+//! [`Client::fenced_get`] and [`Client::fenced_set`]) do this in one atomic script.
+//! **Reads are fenced too**: a read with token *t* raises the resource's highest token to
+//! *t*, so a stale holder's write cannot land between a newer holder's read and write
+//! (fencing writes alone would lose that update).
+//!
+//! # One token, one holder
+//!
+//! A token is accepted when it is above the highest the resource has seen, or equal to
+//! it **from the same holder**. Tokens rise with every acquisition — but a failover to a
+//! replica that had not received the last acquisition (and its counter) hands the same
+//! token to the next holder. The resource remembers who used its highest token (a SHA-1
+//! digest of the holder's lock value, never the value) and refuses the same token from
+//! anyone else, so it never accepts two holders under one token; the holder that used it
+//! first keeps writing.
+//!
+//! The [`Lock`] forms know the holder. The client-level forms take a bare token and act
+//! as an *anonymous* holder: an equal token is refused to them once a lock used it, and
+//! accepted from any other anonymous access — two anonymous writers sharing a token
+//! cannot be told apart. Prefer the `Lock` forms.
 //!
 //! # The same in SQL
 //!
@@ -25,16 +41,27 @@
 //! -- zero rows affected: a newer holder exists; abort
 //! ```
 //!
-//! The highest token of a Redis resource lives at `<resource>:token…` (in the same
-//! cluster slot); the resource itself is a plain string, readable with `GET`.
+//! The highest token of a Redis resource and its holder's digest live at
+//! `<resource>:token…` (in the same cluster slot), as `<token>:<digest>`; the resource
+//! itself is a plain string, readable with `GET`. Tokens are compared exactly, as decimal
+//! text, over the whole `u64` range.
 
-use crate::client::{Client, check_key, check_value};
+use crate::args::{check_key, check_value};
+use crate::client::Client;
+use crate::lease::fenced;
 use crate::lock::Lock;
+use crate::store::Fence;
 use crate::{Error, Result};
 
+fn check_resource(resource: &str) -> Result<()> {
+    check_key(resource).map_err(|_| Error::invalid("resource: must not be empty"))
+}
+
 impl Client {
-    /// Read the string `resource`, provided `token` is at least the highest token the
-    /// resource has seen; `token` becomes its highest. `None`: the resource is unset.
+    /// Read the string `resource` as an anonymous holder of `token`, provided `token` is
+    /// above the highest token the resource has seen, or equal to it and that was used
+    /// anonymously too (see [the module docs](crate::fence#one-token-one-holder));
+    /// `token` becomes its highest. `None`: the resource is unset.
     ///
     /// # Errors
     ///
@@ -49,8 +76,9 @@ impl Client {
         self.fenced(resource, token, None).await
     }
 
-    /// Set the string `resource` to `value`, provided `token` is at least the highest
-    /// token the resource has seen; `token` becomes its highest.
+    /// Set the string `resource` to `value` as an anonymous holder of `token`, provided
+    /// `token` is above the highest token the resource has seen, or equal to it and that
+    /// was used anonymously too; `token` becomes its highest.
     ///
     /// # Errors
     ///
@@ -72,53 +100,67 @@ impl Client {
         token: u64,
         write: Option<&str>,
     ) -> Result<Option<String>> {
-        check_key(resource).map_err(|_| Error::invalid("resource: must not be empty"))?;
-        let outcome = self
-            .inner
-            .backend
-            .fenced(resource, token, write, self.default_timeout())
-            .await?;
-        outcome.map_err(|highest| Error::Fenced { token, highest })
+        check_resource(resource)?;
+        let access = Fence {
+            resource,
+            token,
+            holder: None,
+            write,
+        };
+        fenced(self.backend(), &access, self.default_timeout()).await
     }
 }
 
 impl Lock {
-    /// [`Client::fenced_get`] with this lock's fencing token.
+    /// Read the string `resource` as this lock's holder, with its fencing token: provided
+    /// the token is above the highest the resource has seen, or equal to it and used by
+    /// this holder; the token becomes its highest. `None`: the resource is unset.
+    /// Bounded by the lock's timeout.
     ///
     /// # Errors
     ///
-    /// As [`Client::fenced_get`].
+    /// * [`Error::Fenced`] when a higher token was seen, or this token was used by
+    ///   another holder: this holder was superseded;
+    /// * [`Error::InvalidArgument`] for an empty `resource`, before any I/O;
+    /// * [`Error::Timeout`], [`Error::Redis`].
     ///
     /// # Cancel safety
     ///
-    /// As [`Client::fenced_get`].
+    /// Dropping the future may or may not have raised the resource's highest token.
     pub async fn fenced_get(&self, resource: &str) -> Result<Option<String>> {
-        self.shared
-            .client
-            .fenced_get(resource, self.fencing_token())
-            .await
+        check_resource(resource)?;
+        self.lease.fenced(resource, None, self.timeout()).await
     }
 
-    /// [`Client::fenced_set`] with this lock's fencing token.
+    /// Set the string `resource` to `value` as this lock's holder, with its fencing
+    /// token: provided the token is above the highest the resource has seen, or equal to
+    /// it and used by this holder; the token becomes its highest. Bounded by the lock's
+    /// timeout.
     ///
     /// # Errors
     ///
-    /// As [`Client::fenced_set`].
+    /// * [`Error::Fenced`] when a higher token was seen, or this token was used by
+    ///   another holder: nothing was written;
+    /// * [`Error::InvalidArgument`] for an empty `resource` or `value`, before any I/O;
+    /// * [`Error::Timeout`], [`Error::Redis`].
     ///
     /// # Cancel safety
     ///
-    /// As [`Client::fenced_set`].
+    /// Dropping the future may or may not have written the value.
     pub async fn fenced_set(&self, resource: &str, value: &str) -> Result<()> {
-        self.shared
-            .client
-            .fenced_set(resource, value, self.fencing_token())
+        check_resource(resource)?;
+        check_value(value)?;
+        self.lease
+            .fenced(resource, Some(value), self.timeout())
             .await
+            .map(drop)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test]
     async fn stale_tokens_are_refused_and_reads_raise_the_fence() {
@@ -152,5 +194,27 @@ mod tests {
                 .unwrap_err()
                 .is_invalid_argument()
         );
+    }
+
+    #[tokio::test]
+    async fn one_token_serves_one_holder() {
+        let c = Client::memory();
+        let a = c
+            .try_lock("job", "a", Duration::from_secs(10))
+            .await
+            .unwrap();
+        a.fenced_set("row", "from a").await.unwrap();
+        a.fenced_set("row", "again").await.unwrap();
+        let token = a.fencing_token();
+        // Anonymous access with the token a used: refused.
+        let err = c.fenced_set("row", "anon", token).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Fenced { highest, .. } if highest == token),
+            "{err:?}"
+        );
+        // A higher anonymous token wins; then a is stale.
+        c.fenced_set("row", "anon", token + 1).await.unwrap();
+        c.fenced_set("row", "anon again", token + 1).await.unwrap();
+        assert!(a.fenced_get("row").await.unwrap_err().is_fenced());
     }
 }

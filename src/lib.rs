@@ -103,19 +103,24 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
-mod backend;
+mod args;
 pub mod blocking;
 mod client;
 mod error;
 mod exclusive;
 pub mod fence;
+mod lease;
 mod lock;
 mod refresh;
+mod release;
 mod retry;
+mod store;
 
-pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, MAX_DURATION};
-pub use error::{Error, Result};
-pub use lock::{Lock, drift_allowance};
+pub use args::MAX_DURATION;
+pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
+pub use error::{Error, Result, StoreError};
+pub use lease::drift_allowance;
+pub use lock::Lock;
 pub use refresh::AutoRefresh;
 pub use retry::*;
 

@@ -5,12 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-use tokio::sync::Notify;
-use tokio::time::Instant;
-
-use crate::client::Client;
-use crate::refresh::Renewal;
+use crate::lease::Lease;
 use crate::{Error, Result};
 
 /// A lock on a key, held by this process under its value.
@@ -18,113 +13,67 @@ use crate::{Error, Result};
 /// Dropping a `Lock` does **not** release it: the key stays until it expires (or
 /// until [`Lock::unlock`]). That is what a scheduled job that must run once per period
 /// wants, and `Drop` never does I/O. Call [`Lock::unlock`] to hand the key over at once.
+/// Dropping the last handle of a lock does stop its [auto-refresh](Lock::auto_refresh):
+/// nobody could unlock the key any more.
+///
+/// Locking a key again under the value that already holds it (through the same client)
+/// gives another handle on the same lease: what one handle confirms or loses, every
+/// handle sees.
 pub struct Lock {
-    pub(crate) shared: Arc<LockShared>,
-}
-
-pub(crate) struct LockShared {
-    pub(crate) client: Client,
-    pub(crate) key: String,
-    pub(crate) value: String,
-    pub(crate) token: u64,
-    pub(crate) expiration: Duration,
-    pub(crate) timeout: Duration,
-    /// The lease as this holder knows it; `lost()` and `valid_for()` read it.
-    /// Every change (extended, lost) is followed by a wake-up of `lease_changed`.
-    pub(crate) lease: Mutex<Lease>,
-    /// Wakes [`lease_lost`] waiters when `lease` changed. Part of the lock's own
-    /// allocation: a lock costs no channel.
-    pub(crate) lease_changed: Notify,
-    /// The running auto-refresh task, if any; `unlock` stops it first.
-    pub(crate) renewal: Mutex<Option<Renewal>>,
-}
-
-/// What the holder knows about its lease without asking the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Lease {
-    /// The lease is certainly held until this instant (monotonic clock).
-    pub(crate) valid_until: Instant,
-    /// A store confirmed the key is gone or owned by someone else, or it was unlocked.
-    pub(crate) lost: bool,
-}
-
-/// The drift allowance subtracted from every lease, as in the Redlock algorithm:
-/// 1% of the expiration (clock-rate difference between this host and the server) plus
-/// 2 ms (timer granularity on both sides).
-pub fn drift_allowance(expiration: Duration) -> Duration {
-    expiration / 100 + Duration::from_millis(2)
-}
-
-/// The instant until which a lease re-armed at `sent` for `expiration` is certainly held.
-pub(crate) fn valid_until(sent: Instant, expiration: Duration) -> Instant {
-    let drift = drift_allowance(expiration);
-    sent + expiration.saturating_sub(drift)
+    pub(crate) lease: Arc<Lease>,
+    expiration: Duration,
+    timeout: Duration,
 }
 
 impl fmt::Debug for Lock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = &self.shared;
         f.debug_struct("Lock")
-            .field("key", &s.key)
+            .field("key", &self.key())
             .field("value", &"<redacted>")
-            .field("fencing_token", &s.token)
-            .field("expiration", &s.expiration)
-            .field("timeout", &s.timeout)
+            .field("fencing_token", &self.fencing_token())
+            .field("expiration", &self.expiration)
+            .field("timeout", &self.timeout)
             .field("valid_for", &self.valid_for())
             .finish()
     }
 }
 
 impl Lock {
-    pub(crate) fn new(
-        client: Client,
-        key: &str,
-        value: &str,
-        token: u64,
-        expiration: Duration,
-        timeout: Duration,
-        sent: Instant,
-    ) -> Lock {
-        let lease = Mutex::new(Lease {
-            valid_until: valid_until(sent, expiration),
-            lost: false,
-        });
+    pub(crate) fn new(lease: Arc<Lease>, expiration: Duration, timeout: Duration) -> Lock {
         Lock {
-            shared: Arc::new(LockShared {
-                client,
-                key: key.to_owned(),
-                value: value.to_owned(),
-                token,
-                expiration,
-                timeout,
-                lease,
-                lease_changed: Notify::new(),
-                renewal: Mutex::new(None),
-            }),
+            lease,
+            expiration,
+            timeout,
         }
     }
 
     /// The locked key.
     pub fn key(&self) -> &str {
-        &self.shared.key
+        self.lease.key()
     }
 
     /// The value this lock holds the key with. Treat it as a secret: whoever knows it
     /// can refresh or release the lock.
     pub fn value(&self) -> &str {
-        &self.shared.value
+        self.lease.value()
     }
 
     /// The fencing token of this acquisition: strictly greater than the token of every
     /// earlier acquisition of this key. Pass it to the resource you protect and have the
     /// resource reject writes carrying a lower token than it has seen.
     pub fn fencing_token(&self) -> u64 {
-        self.shared.token
+        self.lease.token()
     }
 
     /// The expiration the lock was acquired with; [`refresh`](Lock::refresh) re-arms it.
     pub fn expiration(&self) -> Duration {
-        self.shared.expiration
+        self.expiration
+    }
+
+    /// The timeout the lock was acquired with: it bounds [`refresh`](Lock::refresh),
+    /// [`ttl`](Lock::ttl), [`unlock`](Lock::unlock) and fenced access.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// How much longer the lease is certainly held, computed locally without I/O;
@@ -140,12 +89,13 @@ impl Lock {
     /// the remaining validity between checking it and acting on it: use the
     /// [fencing token](Lock::fencing_token) to be safe even then.
     pub fn valid_for(&self) -> Option<Duration> {
-        let lease = *self.shared.lease.lock();
-        if lease.lost {
-            return None;
-        }
-        let left = lease.valid_until.saturating_duration_since(Instant::now());
-        (!left.is_zero()).then_some(left)
+        self.lease.valid_for()
+    }
+
+    /// Whether this lock must be considered lost: `valid_for().is_none()`, without
+    /// borrowing a future (handy in a loop that later calls [`unlock`](Lock::unlock)).
+    pub fn is_lost(&self) -> bool {
+        self.lease.is_lost()
     }
 
     /// Resolves when this lock must be considered lost: a store confirmed that the key is
@@ -159,7 +109,7 @@ impl Lock {
     ///
     /// Cancel safe: it only observes the lock.
     pub async fn lost(&self) {
-        lease_lost(&self.shared).await
+        self.lease.lost().await
     }
 
     /// Re-arm the expiration the lock was acquired with, if this lock's value still
@@ -177,7 +127,32 @@ impl Lock {
     /// Dropping the future may or may not re-arm the key; either way the lease this
     /// holder computes ([`valid_for`](Lock::valid_for)) is not extended.
     pub async fn refresh(&self) -> Result<()> {
-        self.shared.refresh(self.shared.expiration).await
+        self.refresh_for(self.expiration).await
+    }
+
+    /// Re-arm the key to `expiration` (instead of the one the lock was acquired with), if
+    /// this lock's value still holds it. A shorter expiration shortens the lease: the
+    /// key's TTL is replaced, not extended. Bounded by the lock's timeout.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidArgument`] for an `expiration` under 1 ms or over
+    ///   [`MAX_DURATION`](crate::MAX_DURATION) (or one the store cannot grant), before any
+    ///   I/O;
+    /// * as [`refresh`](Lock::refresh) otherwise.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`refresh`](Lock::refresh); while it is in flight the lease counts as re-armed
+    /// to the shorter of the two expirations.
+    pub async fn refresh_for(&self, expiration: Duration) -> Result<()> {
+        let expiration = crate::args::check_duration("expiration", expiration)?;
+        let expiration = crate::store::Store::grant(self.lease.backend(), expiration)?;
+        let refreshed = self.lease.refresh(expiration, self.timeout).await;
+        if matches!(refreshed, Err(Error::NotHeld)) {
+            self.lease.mark_lost();
+        }
+        refreshed
     }
 
     /// The key's remaining time to live on the store, or `None` if this lock's value no
@@ -192,17 +167,7 @@ impl Lock {
     ///
     /// Cancel safe: it only reads.
     pub async fn ttl(&self) -> Result<Option<Duration>> {
-        let s = &self.shared;
-        let ttl = s
-            .client
-            .inner
-            .backend
-            .pttl(&s.key, &s.value, s.timeout)
-            .await?;
-        if ttl.is_none() {
-            s.mark_lost();
-        }
-        Ok(ttl)
+        self.lease.ttl(self.timeout).await
     }
 
     /// Stop any auto-refresh of this lock, then release it if this lock's value still
@@ -223,121 +188,20 @@ impl Lock {
     /// Dropping the future after renewal was stopped leaves the key to expire
     /// (or released, if the release was already sent).
     pub async fn unlock(self) -> Result<()> {
-        let renewal = self.shared.renewal.lock().take();
-        if let Some(renewal) = renewal {
-            renewal.stop().await;
-        }
-        let s = &self.shared;
-        let released = s
-            .client
-            .inner
-            .backend
-            .release(&s.key, &s.value, s.timeout)
-            .await;
-        s.mark_lost();
-        if released? {
-            Ok(())
-        } else {
-            Err(Error::NotHeld)
-        }
-    }
-}
-
-impl LockShared {
-    /// One owner-checked refresh to `expiration`, bounded by the lock's timeout; sets the
-    /// local lease on success and marks the lock lost on `NotHeld`.
-    pub(crate) async fn refresh(&self, expiration: Duration) -> Result<()> {
-        let refreshed = self.refresh_within(expiration, self.timeout).await;
-        if matches!(refreshed, Err(Error::NotHeld)) {
-            self.mark_lost();
-        }
-        refreshed
-    }
-
-    /// One owner-checked refresh to `expiration`, bounded by `timeout`. On success the
-    /// local lease becomes what this refresh armed — `PEXPIRE` replaces the TTL, so a
-    /// shorter expiration shortens the lease too. `NotHeld` is returned without marking
-    /// the lock lost: the caller does that (after reporting it, for renewal).
-    pub(crate) async fn refresh_within(
-        &self,
-        expiration: Duration,
-        timeout: Duration,
-    ) -> Result<()> {
-        let sent = Instant::now();
-        let ttl_ms = expiration.as_millis() as u64;
-        let refreshed = self
-            .client
-            .inner
-            .backend
-            .refresh(&self.key, &self.value, ttl_ms, timeout)
-            .await?;
-        if !refreshed {
-            return Err(Error::NotHeld);
-        }
-        let until = valid_until(sent, expiration);
-        let changed = {
-            let mut lease = self.lease.lock();
-            let change = !lease.lost && until != lease.valid_until;
-            if change {
-                // Replies come back in the order the refreshes were sent (one
-                // connection): the last confirmed one is what the store holds.
-                lease.valid_until = until;
-            }
-            change
-        };
-        if changed {
-            self.lease_changed.notify_waiters();
-        }
-        Ok(())
-    }
-
-    pub(crate) fn mark_lost(&self) {
-        let newly_lost = !std::mem::replace(&mut self.lease.lock().lost, true);
-        if newly_lost {
-            self.lease_changed.notify_waiters();
-        }
-    }
-}
-
-/// Resolves once the lease is confirmed lost or its validity deadline passes.
-pub(crate) async fn lease_lost(shared: &LockShared) {
-    loop {
-        // Registered before the lease is read, so that a change made after the read
-        // (`notify_waiters` wakes only registered waiters) is not missed.
-        let changed = shared.lease_changed.notified();
-        let mut changed = std::pin::pin!(changed);
-        changed.as_mut().enable();
-        let lease = *shared.lease.lock();
-        if lease.lost || Instant::now() >= lease.valid_until {
-            return;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep_until(lease.valid_until) => {}
-            _ = changed => {}
-        }
+        self.lease.release(self.timeout).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Client;
+    use tokio::time::Instant;
 
     #[test]
     fn lock_is_send_sync() {
         fn assert<T: Send + Sync>() {}
         assert::<Lock>();
-    }
-
-    #[test]
-    fn drift_allowance_is_one_percent_plus_two_ms() {
-        assert_eq!(
-            drift_allowance(Duration::from_secs(10)),
-            Duration::from_millis(102)
-        );
-        assert_eq!(
-            drift_allowance(Duration::from_millis(1)),
-            Duration::from_micros(2010)
-        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,42 +1,33 @@
 //! Background renewal of a lock, with failures reported to the holder.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::client::check_duration;
-use crate::lock::{Lock, LockShared};
+use crate::args::check_duration;
+use crate::lease::{Lease, Renewal};
+use crate::lock::Lock;
+use crate::store::Store;
 use crate::{Error, Result};
 
 static NEXT_RENEWAL_ID: AtomicU64 = AtomicU64::new(1);
-
-/// The running renewal task of a lock, kept in the lock so that `unlock` can stop it.
-pub(crate) struct Renewal {
-    id: u64,
-    task: JoinHandle<()>,
-}
-
-impl Renewal {
-    /// Stop the task and wait until it is gone: nothing it sent can follow this.
-    pub(crate) async fn stop(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-}
 
 /// Renews a lock in the background until stopped, and reports why it ended if it
 /// ended on a failure. Returned by [`Lock::auto_refresh`].
 ///
 /// Dropping it stops renewal (it does not unlock): the key then expires by itself
-/// unless refreshed or released otherwise.
-#[must_use = "dropping an AutoRefresh stops the renewal"]
+/// unless refreshed or released otherwise. So does dropping the last handle of the lock
+/// it renews — bind both for as long as the work lasts.
+#[must_use = "dropping an AutoRefresh stops the renewal at once: bind it (`let renewal = …`) \
+              for as long as the lock must be kept"]
 pub struct AutoRefresh {
-    shared: Arc<LockShared>,
+    /// Weak: renewal never keeps a lock alive that nobody can unlock.
+    lease: Weak<Lease>,
+    key: Arc<str>,
     id: u64,
     /// The one failure that ends renewal; `None` once taken or closed.
     failure: Option<oneshot::Receiver<Error>>,
@@ -45,7 +36,7 @@ pub struct AutoRefresh {
 impl fmt::Debug for AutoRefresh {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AutoRefresh")
-            .field("key", &self.shared.key)
+            .field("key", &self.key)
             .field("running", &self.is_running())
             .finish()
     }
@@ -60,7 +51,15 @@ impl Lock {
     /// (the key is gone or owned by another value) or any other error ends it with that
     /// error. The ending failure is sent once on the returned handle's channel
     /// ([`AutoRefresh::try_error`], [`AutoRefresh::error`]); a clean stop
-    /// ([`Lock::unlock`], [`AutoRefresh::stop`], dropping the handle) closes it.
+    /// ([`Lock::unlock`], [`AutoRefresh::stop`], dropping the handle, dropping the last
+    /// handle of the lock) closes it.
+    ///
+    /// `max_retry` counts *consecutive* failed renewals, not time: with a short `timeout`
+    /// against a server that refuses connections at once, many retries pass quickly, and
+    /// with a long one few do. The time-based signal is the lease itself:
+    /// [`Lock::valid_for`] and [`Lock::lost`] say when the key may no longer be held,
+    /// whatever renewal is doing. Pass `u32::MAX` to keep retrying for as long as the
+    /// lease lasts and watch `lost()`.
     ///
     /// Ticks missed because a renewal was slow are not made up in a burst: the next tick
     /// is scheduled one `interval` after the late one. Renewal never re-creates a lost
@@ -96,71 +95,76 @@ impl Lock {
         if max_retry == 0 {
             return Err(Error::invalid("max_retry: must be at least 1"));
         }
+        let expiration = self.lease.backend().grant(expiration)?;
         let (failure_tx, failure_rx) = oneshot::channel();
         let id = NEXT_RENEWAL_ID.fetch_add(1, Ordering::Relaxed);
-        let task = tokio::spawn(renew(
-            Arc::clone(&self.shared),
+        let renewal = Renewing {
+            lease: Arc::downgrade(&self.lease),
             interval,
             expiration,
             timeout,
             max_retry,
-            failure_tx,
-        ));
-        let previous = self.shared.renewal.lock().replace(Renewal { id, task });
-        if let Some(previous) = previous {
-            previous.task.abort();
-        }
+        };
+        let task = tokio::spawn(renewal.run(failure_tx));
+        self.lease.set_renewal(Renewal { id, task });
         Ok(AutoRefresh {
-            shared: Arc::clone(&self.shared),
+            lease: Arc::downgrade(&self.lease),
+            key: self.key().into(),
             id,
             failure: Some(failure_rx),
         })
     }
 }
 
-async fn renew(
-    shared: Arc<LockShared>,
+/// What a renewal task does.
+struct Renewing {
+    lease: Weak<Lease>,
     interval: Duration,
     expiration: Duration,
     timeout: Duration,
     max_retry: u32,
-    failure: oneshot::Sender<Error>,
-) {
-    let mut ticks = tokio::time::interval_at(Instant::now() + interval, interval);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let mut failures = 0;
+}
+
+impl Renewing {
+    async fn run(self, failure: oneshot::Sender<Error>) {
+        let mut ticks = tokio::time::interval_at(Instant::now() + self.interval, self.interval);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
-            // Boxed: the in-flight round trip (~650 bytes of future state) is allocated
-            // only while it runs, instead of inline in every idle renewal task.
-            match Box::pin(shared.refresh_within(expiration, timeout)).await {
-                Ok(()) => break,
-                Err(e) if is_retryable(&e) => {
-                    failures += 1;
-                    if failures >= max_retry {
-                        let _ = failure.send(Error::MaxRetryExceeded);
+            ticks.tick().await;
+            let mut failures = 0;
+            loop {
+                // Held only for this renewal: the last handle of the lock may go meanwhile
+                // (then the lease's drop stops this task).
+                let Some(lease) = self.lease.upgrade() else {
+                    return;
+                };
+                // Boxed: the in-flight round trip is allocated only while it runs,
+                // instead of inline in every idle renewal task.
+                let renewed = Box::pin(lease.refresh(self.expiration, self.timeout)).await;
+                match renewed {
+                    Ok(()) => break,
+                    // Timed out or hit a dropped connection: retried at once.
+                    Err(e) if e.is_transient() => {
+                        failures += 1;
+                        if failures >= self.max_retry {
+                            let _ = failure.send(Error::MaxRetryExceeded);
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let not_held = e.is_not_held();
+                        // Report first, then wake `lost()`: whoever reacts to the loss
+                        // finds its reason already on the channel.
+                        let _ = failure.send(e);
+                        if not_held {
+                            lease.mark_lost();
+                        }
                         return;
                     }
-                }
-                Err(e) => {
-                    let not_held = e.is_not_held();
-                    // Report first, then wake `lost()`: whoever reacts to the loss finds
-                    // its reason already on the channel.
-                    let _ = failure.send(e);
-                    if not_held {
-                        shared.mark_lost();
-                    }
-                    return;
                 }
             }
         }
     }
-}
-
-/// A renewal that timed out or hit a dropped connection is retried at once.
-fn is_retryable(e: &Error) -> bool {
-    e.is_timeout() || (e.is_redis() && e.is_transient())
 }
 
 impl AutoRefresh {
@@ -205,11 +209,9 @@ impl AutoRefresh {
         if !failure.is_empty() {
             return false; // a failure is waiting to be taken: renewal has ended
         }
-        self.shared
-            .renewal
-            .lock()
-            .as_ref()
-            .is_some_and(|r| r.id == self.id && !r.task.is_finished())
+        self.lease
+            .upgrade()
+            .is_some_and(|lease| lease.renewing(self.id))
     }
 
     /// Stop renewing; returns when the renewal task is gone, so no renewal is sent after
@@ -226,12 +228,7 @@ impl AutoRefresh {
     }
 
     fn take_renewal(&mut self) -> Option<Renewal> {
-        let mut slot = self.shared.renewal.lock();
-        if slot.as_ref().is_some_and(|r| r.id == self.id) {
-            slot.take()
-        } else {
-            None
-        }
+        self.lease.upgrade()?.take_renewal(self.id)
     }
 }
 
@@ -275,7 +272,7 @@ mod tests {
                 other => panic!("expected InvalidArgument for {name}, got {other:?}"),
             }
         }
-        assert!(lock.shared.renewal.lock().is_none());
+        assert!(!lock.lease.has_renewal());
     }
 
     #[tokio::test(start_paused = true)]
@@ -395,7 +392,7 @@ mod tests {
             )
             .unwrap();
         drop(renewal);
-        assert!(lock.shared.renewal.lock().is_none());
+        assert!(!lock.lease.has_renewal());
         tokio::time::sleep(Duration::from_millis(301)).await;
         assert_eq!(
             lock.ttl().await.unwrap(),

@@ -368,8 +368,14 @@ mod cases {
         let err = old.fenced_set("row", "stale").unwrap_err();
         assert!(err.is_fenced(), "{err:?}");
         new.fenced_set("row", "from-new").unwrap();
+        assert_eq!(new.fenced_get("row").unwrap().as_deref(), Some("from-new"));
+        // The client-level form is an anonymous holder: the token `new` used is not its.
+        let err = c.fenced_get("row", new.fencing_token()).unwrap_err();
+        assert!(err.is_fenced(), "{err:?}");
         assert_eq!(
-            c.fenced_get("row", new.fencing_token()).unwrap().as_deref(),
+            c.fenced_get("row", new.fencing_token() + 1)
+                .unwrap()
+                .as_deref(),
             Some("from-new")
         );
     }
@@ -634,8 +640,10 @@ fn dropping_the_last_handle_stops_the_runtime_thread() {
         assert!(lock.ttl().unwrap().is_some(), "renewed past its expiration");
         drop(lock);
         thread::sleep(50 * MS);
-        assert!(thread_dir.exists(), "still running for the renewal");
-        assert!(renewal.is_running());
+        assert!(thread_dir.exists(), "still running for the renewal handle");
+        // Nobody can unlock the key any more: renewal ended with the last lock handle.
+        assert!(!renewal.is_running());
+        assert!(renewal.error_timeout(SEC).is_none(), "ended cleanly");
 
         let started = Instant::now();
         drop(renewal);

@@ -15,9 +15,13 @@ use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
 /// The scripts the library ships, verbatim.
-pub const ACQUIRE_LUA: &str = include_str!("../../src/backend/lua/acquire.lua");
-pub const RELEASE_LUA: &str = include_str!("../../src/backend/lua/release.lua");
-pub const REFRESH_LUA: &str = include_str!("../../src/backend/lua/refresh.lua");
+pub const ACQUIRE_LUA: &str = include_str!("../../src/store/redis/lua/acquire.lua");
+pub const RELEASE_LUA: &str = include_str!("../../src/store/redis/lua/release.lua");
+pub const REFRESH_LUA: &str = include_str!("../../src/store/redis/lua/refresh.lua");
+
+/// An attempt id of the library's shape (16 hex digits, `:`, a sequence number), for the
+/// by-hand baselines of the shipped acquire script.
+pub const ATTEMPT_ID: &str = "0123456789abcdef:1234567";
 
 /// Alternative fenced acquire: try `SET NX PX` first, fall back to the owner check.
 /// Same replies; fresh acquisition costs two calls instead of three, a held key two
@@ -55,26 +59,15 @@ end
 return 0
 "#;
 
-/// The library's acquire script as a Redis function (Redis >= 7.0, `FUNCTION LOAD`).
-pub const FUNCTION_LIBRARY: &str = r#"#!lua name=leasehold_bench
-redis.register_function('leasehold_bench_acquire', function(keys, args)
-  local current = redis.call('GET', keys[1])
-  if current == false then
-    local token = redis.call('INCR', keys[2])
-    redis.call('SET', keys[1], args[1], 'PX', args[2])
-    return token
-  end
-  if current == args[1] then
-    redis.call('PEXPIRE', keys[1], args[2])
-    local token = redis.call('GET', keys[2])
-    if token == false then
-      return redis.call('INCR', keys[2])
-    end
-    return tonumber(token)
-  end
-  return 0
-end)
-"#;
+/// The library's acquire script as a Redis function (Redis >= 7.0, `FUNCTION LOAD`),
+/// built from the shipped script so that the two cannot drift apart.
+pub fn function_library() -> String {
+    format!(
+        "#!lua name=leasehold_bench\n\
+         redis.register_function('leasehold_bench_acquire', function(KEYS, ARGV)\n\
+         {ACQUIRE_LUA}\nend)\n"
+    )
+}
 
 /// Expiration used by every lock in the benches: long enough never to lapse mid-run.
 pub const EXPIRATION: Duration = Duration::from_secs(10);
@@ -87,6 +80,11 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// not matter.
 pub fn fence_key(key: &str) -> String {
     format!("{key}:fence{{12345}}")
+}
+
+/// The record of aborted attempts that goes with a lock key, of the library's shape.
+pub fn aborted_key(key: &str) -> String {
+    format!("{key}:aborted{{12345}}")
 }
 
 /// A multiplexed connection with auto-reconnect, as the library opens it.
@@ -191,7 +189,7 @@ impl Raw {
         let _: Value = redis::cmd("FUNCTION")
             .arg("LOAD")
             .arg("REPLACE")
-            .arg(FUNCTION_LIBRARY)
+            .arg(function_library())
             .query_async(&mut conn)
             .await
             .expect("FUNCTION LOAD (Redis >= 7)");
@@ -237,11 +235,13 @@ impl Raw {
             AcquireDesign::Function => {
                 return redis::cmd("FCALL")
                     .arg("leasehold_bench_acquire")
-                    .arg(2)
+                    .arg(3)
                     .arg(key)
                     .arg(fence)
+                    .arg(aborted_key(key))
                     .arg(val)
                     .arg(ttl_ms)
+                    .arg(ATTEMPT_ID)
                     .query_async(&mut conn)
                     .await
                     .expect("FCALL");
@@ -263,14 +263,18 @@ impl Raw {
                 return if matches!(set, Value::Okay) { token } else { 0 };
             }
         };
-        script
-            .key(key)
-            .key(fence)
-            .arg(val)
-            .arg(ttl_ms)
-            .invoke_async(&mut conn)
-            .await
-            .expect("acquire script")
+        let mut call = script.key(key);
+        call.key(fence);
+        if design == AcquireDesign::Script {
+            // The shipped script also refuses attempts its client aborted.
+            call.key(aborted_key(key))
+                .arg(val)
+                .arg(ttl_ms)
+                .arg(ATTEMPT_ID);
+        } else {
+            call.arg(val).arg(ttl_ms);
+        }
+        call.invoke_async(&mut conn).await.expect("acquire script")
     }
 
     /// Owner-checked release (the shipped `release.lua`): true when deleted.

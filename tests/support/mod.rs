@@ -586,6 +586,13 @@ impl FaultProxy {
         self.shared.stall_below.store(next, Ordering::SeqCst);
     }
 
+    /// Ends a [`stall_existing`](Self::stall_existing): the stalled connections deliver
+    /// what they held, in order, and work again — a partition that heals after the
+    /// client gave up on the connection.
+    pub fn heal_existing(&self) {
+        self.shared.stall_below.store(0, Ordering::SeqCst);
+    }
+
     /// Abruptly closes (RST, SO_LINGER 0) both sides of every current
     /// connection. Blocks (bounded, 2 s) until they are closed; connections
     /// accepted afterwards work normally.

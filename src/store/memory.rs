@@ -11,7 +11,11 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{Acquire, Fenced};
+use super::{Acquire, AttemptId, Fence, Fenced, Store};
+use crate::Result;
+
+/// The URL scheme of this store: `memory://` or `memory://NAME`.
+pub(crate) const SCHEME: &str = "memory://";
 
 /// Free the values of expired, never released locks once this many acquisitions (and at
 /// least as many as there are keys, so that sweeping costs O(1) per acquisition) have
@@ -19,23 +23,31 @@ use super::{Acquire, Fenced};
 const SWEEP_EVERY: u32 = 1024;
 
 /// Named stores: every `memory://NAME` in a process opens the same store.
-static NAMED: LazyLock<Mutex<HashMap<String, MemoryBackend>>> =
+static NAMED: LazyLock<Mutex<HashMap<String, MemoryStore>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 
 #[derive(Clone, Default)]
-pub(crate) struct MemoryBackend {
-    store: Arc<Mutex<Store>>,
+pub(crate) struct MemoryStore {
+    store: Arc<Mutex<Slots>>,
 }
 
 #[derive(Default)]
-struct Store {
+struct Slots {
     /// One slot per key ever locked: the lock (if any) and the key's fence counter, which
     /// outlives the locks it counts, as in Redis. One hash lookup per operation, and a
     /// key that is locked again reuses its slot and its value buffer.
     slots: HashMap<String, Slot>,
     since_sweep: u32,
-    /// Fenced resources: value and the highest token seen.
-    resources: HashMap<String, (Option<String>, u64)>,
+    /// Fenced resources.
+    resources: HashMap<String, Resource>,
+}
+
+/// A fenced resource: its value, the highest token seen and who used it.
+struct Resource {
+    value: Option<String>,
+    highest: u64,
+    /// The lock value that used `highest`; `None` for an anonymous access.
+    holder: Option<Box<str>>,
 }
 
 struct Slot {
@@ -55,7 +67,7 @@ impl Slot {
     }
 }
 
-impl MemoryBackend {
+impl MemoryStore {
     /// A private store shared only by clones of the client that opened it.
     pub(crate) fn new() -> Self {
         Self::default()
@@ -66,9 +78,9 @@ impl MemoryBackend {
         NAMED.lock().entry(name.to_owned()).or_default().clone()
     }
 
-    pub(crate) fn acquire(&self, key: &str, val: &str, ttl_ms: u64) -> Acquire {
+    fn acquire_now(&self, key: &str, val: &str, expiration: Duration) -> Acquire {
         let now = Instant::now();
-        let deadline = deadline(now, ttl_ms);
+        let deadline = deadline(now, expiration);
         let mut store = self.store.lock();
         let store = &mut *store;
         store.since_sweep += 1;
@@ -110,19 +122,19 @@ impl MemoryBackend {
         }
     }
 
-    pub(crate) fn refresh(&self, key: &str, val: &str, ttl_ms: u64) -> bool {
+    fn refresh_now(&self, key: &str, val: &str, expiration: Duration) -> bool {
         let now = Instant::now();
         let mut store = self.store.lock();
         match store.slots.get_mut(key) {
             Some(slot) if slot.holder(now) == Some(val) => {
-                slot.deadline = deadline(now, ttl_ms);
+                slot.deadline = deadline(now, expiration);
                 true
             }
             _ => false,
         }
     }
 
-    pub(crate) fn release(&self, key: &str, val: &str) -> bool {
+    fn release_now(&self, key: &str, val: &str) -> bool {
         let now = Instant::now();
         let mut store = self.store.lock();
         match store.slots.get_mut(key) {
@@ -134,7 +146,7 @@ impl MemoryBackend {
         }
     }
 
-    pub(crate) fn pttl(&self, key: &str, val: &str) -> Option<Duration> {
+    fn pttl_now(&self, key: &str, val: &str) -> Option<Duration> {
         let now = Instant::now();
         let store = self.store.lock();
         match store.slots.get(key) {
@@ -144,7 +156,7 @@ impl MemoryBackend {
     }
 }
 
-impl MemoryBackend {
+impl MemoryStore {
     /// The value holding `key`, for tests that play a thief.
     #[cfg(test)]
     pub(crate) fn value_of(&self, key: &str) -> Option<String> {
@@ -154,26 +166,96 @@ impl MemoryBackend {
         slot.holder(now).map(str::to_owned)
     }
 
-    pub(crate) fn fenced(&self, resource: &str, token: u64, write: Option<&str>) -> Fenced {
+    fn fenced_now(&self, access: &Fence<'_>) -> Fenced {
         let mut store = self.store.lock();
-        let (value, highest) = store.resources.entry(resource.to_owned()).or_default();
-        if token < *highest {
-            return Err(*highest);
+        let resource = store
+            .resources
+            .entry(access.resource.to_owned())
+            .or_insert_with(|| Resource {
+                value: None,
+                highest: access.token,
+                holder: access.holder.map(Box::from),
+            });
+        let same_holder = resource.holder.as_deref() == access.holder;
+        if access.token < resource.highest || (access.token == resource.highest && !same_holder) {
+            return Err(resource.highest);
         }
-        *highest = token;
-        match write {
+        if access.token > resource.highest {
+            resource.highest = access.token;
+            resource.holder = access.holder.map(Box::from);
+        }
+        match access.write {
             Some(v) => {
-                *value = Some(v.to_owned());
+                resource.value = Some(v.to_owned());
                 Ok(None)
             }
-            None => Ok(value.clone()),
+            None => Ok(resource.value.clone()),
         }
     }
 }
 
-fn deadline(now: Instant, ttl_ms: u64) -> Instant {
+impl Store for MemoryStore {
+    fn grant(&self, expiration: Duration) -> Result<Duration> {
+        Ok(expiration)
+    }
+
+    async fn acquire(
+        &self,
+        key: &str,
+        val: &str,
+        expiration: Duration,
+        _attempt: AttemptId,
+        _timeout: Duration,
+    ) -> Result<Acquire> {
+        Ok(self.acquire_now(key, val, expiration))
+    }
+
+    async fn refresh(
+        &self,
+        key: &str,
+        val: &str,
+        expiration: Duration,
+        _timeout: Duration,
+    ) -> Result<bool> {
+        Ok(self.refresh_now(key, val, expiration))
+    }
+
+    async fn release(&self, key: &str, val: &str, _timeout: Duration) -> Result<bool> {
+        Ok(self.release_now(key, val))
+    }
+
+    /// An attempt on this store always has an answer, so nothing can land later; only
+    /// the release is left to do.
+    async fn abort(
+        &self,
+        key: &str,
+        val: &str,
+        _attempts: &[AttemptId],
+        release: bool,
+        _timeout: Duration,
+    ) -> Result<()> {
+        if release {
+            self.release_now(key, val);
+        }
+        Ok(())
+    }
+
+    async fn pttl(&self, key: &str, val: &str, _timeout: Duration) -> Result<Option<Duration>> {
+        Ok(self.pttl_now(key, val))
+    }
+
+    async fn fenced(&self, access: &Fence<'_>, _timeout: Duration) -> Result<Fenced> {
+        Ok(self.fenced_now(access))
+    }
+
+    fn answers_at_once(&self) -> bool {
+        true
+    }
+}
+
+fn deadline(now: Instant, expiration: Duration) -> Instant {
     // Validated durations fit; saturate far in the future rather than panic regardless.
-    now.checked_add(Duration::from_millis(ttl_ms))
+    now.checked_add(expiration)
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
@@ -183,24 +265,33 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn expiry_follows_the_paused_clock() {
-        let m = MemoryBackend::new();
-        assert_eq!(m.acquire("k", "a", 100), Acquire::Acquired(1));
-        assert_eq!(m.acquire("k", "b", 100), Acquire::Held);
+        let m = MemoryStore::new();
+        assert_eq!(
+            m.acquire_now("k", "a", Duration::from_millis(100)),
+            Acquire::Acquired(1)
+        );
+        assert_eq!(
+            m.acquire_now("k", "b", Duration::from_millis(100)),
+            Acquire::Held
+        );
         tokio::time::advance(Duration::from_millis(99)).await;
-        assert_eq!(m.pttl("k", "a"), Some(Duration::from_millis(1)));
+        assert_eq!(m.pttl_now("k", "a"), Some(Duration::from_millis(1)));
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(m.pttl("k", "a"), None);
-        assert_eq!(m.acquire("k", "b", 100), Acquire::Acquired(2));
+        assert_eq!(m.pttl_now("k", "a"), None);
+        assert_eq!(
+            m.acquire_now("k", "b", Duration::from_millis(100)),
+            Acquire::Acquired(2)
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn sweep_drops_expired_entries_but_keeps_fence_counters() {
-        let m = MemoryBackend::new();
+        let m = MemoryStore::new();
         for i in 0..SWEEP_EVERY - 1 {
-            m.acquire(&format!("k{i}"), "v", 1);
+            m.acquire_now(&format!("k{i}"), "v", Duration::from_millis(1));
         }
         tokio::time::advance(Duration::from_millis(2)).await;
-        m.acquire("trigger", "v", 1000);
+        m.acquire_now("trigger", "v", Duration::from_millis(1000));
         let store = m.store.lock();
         let held = store.slots.values().filter(|s| s.held).count();
         assert_eq!(held, 1, "expired entries swept");

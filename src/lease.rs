@@ -1,0 +1,546 @@
+//! The lease a holder has on a key, as this process knows it without asking the store:
+//! until when it is certainly held, whether it was lost, and the renewal task keeping it.
+//!
+//! A client keeps one [`Lease`] per key and value it holds ([`Leases`]): every [`Lock`]
+//! handle of that key and value — the first acquisition and every same-value re-acquire
+//! — shares it, because the store holds one key with one expiration. Whatever any handle
+//! confirms (an acquire, a refresh) moves that one lease; whatever may have re-armed the
+//! key to a shorter expiration (a same-value acquire or a refresh that is still in flight,
+//! or was given up on) caps it at once. Unlocking through one handle ends it for all.
+//!
+//! [`Lock`]: crate::Lock
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::store::{Acquire, AttemptId, Backend, Fence, Store};
+use crate::{Error, Result};
+
+/// The drift allowance subtracted from every lease, as in the Redlock algorithm:
+/// 1% of the expiration (clock-rate difference between this host and the server) plus
+/// 2 ms (timer granularity on both sides).
+pub fn drift_allowance(expiration: Duration) -> Duration {
+    expiration / 100 + Duration::from_millis(2)
+}
+
+/// The instant until which a lease re-armed at `sent` for `expiration` is certainly held.
+pub(crate) fn valid_until(sent: Instant, expiration: Duration) -> Instant {
+    sent + expiration.saturating_sub(drift_allowance(expiration))
+}
+
+/// A client's store, and the leases the client holds on it by key and value.
+pub(crate) struct Leases {
+    backend: Backend,
+    /// Random per client: names its acquire attempts (with `next_attempt`).
+    client_id: u64,
+    next_attempt: AtomicU64,
+    /// By [`pair_hash`] of key and value. Two pairs with one hash share an entry; each
+    /// lease there knows its own pair.
+    table: Mutex<HashMap<u64, Entry, BuildHasherDefault<IdentityHasher>>>,
+}
+
+#[derive(Default)]
+struct Entry {
+    /// The leases held under this hash (one, unless two pairs collide).
+    leases: Vec<Weak<Lease>>,
+    /// Acquire attempts under this hash that have not got their answer.
+    in_flight: u32,
+}
+
+/// A key and value, with the hash under which a client keeps their lease.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pair<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) val: &'a str,
+    hash: u64,
+}
+
+impl<'a> Pair<'a> {
+    pub(crate) fn new(key: &'a str, val: &'a str) -> Self {
+        Pair {
+            key,
+            val,
+            hash: pair_hash(key, val),
+        }
+    }
+
+    fn is(&self, lease: &Lease) -> bool {
+        *lease.key == *self.key && *lease.value == *self.val
+    }
+}
+
+/// The hash of a key and value under which a client keeps their lease.
+pub(crate) fn pair_hash(key: &str, val: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    val.hash(&mut h);
+    h.finish()
+}
+
+/// The table's keys are hashes already.
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl Leases {
+    pub(crate) fn new(backend: Backend) -> Self {
+        let mut id = [0u8; 8];
+        // A clock-derived id would do as well: it only has to differ between clients.
+        if getrandom::fill(&mut id).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            id = (nanos ^ u64::from(std::process::id())).to_le_bytes();
+        }
+        Leases {
+            backend,
+            client_id: u64::from_le_bytes(id),
+            next_attempt: AtomicU64::new(1),
+            table: Mutex::new(HashMap::default()),
+        }
+    }
+
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// A fresh attempt id.
+    pub(crate) fn next_attempt(&self) -> AttemptId {
+        AttemptId {
+            client: self.client_id,
+            seq: self.next_attempt.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// One acquire attempt of `key` for `val`, sent at `sent`: the lease if the store
+    /// granted it. While the attempt is in flight, a lease this client already holds on
+    /// the pair is capped to what the attempt would arm (it may land and re-arm the key),
+    /// and a detached release of the pair does not delete the key (see [`Leases::live`]).
+    pub(crate) async fn acquire(
+        self: &Arc<Self>,
+        pair: Pair<'_>,
+        expiration: Duration,
+        attempt: AttemptId,
+        timeout: Duration,
+        sent: Instant,
+    ) -> Result<Option<Arc<Lease>>> {
+        let Pair { key, val, .. } = pair;
+        let acquired = if self.backend.answers_at_once() {
+            // No await in between: nothing can observe the attempt in flight.
+            self.backend
+                .acquire(key, val, expiration, attempt, timeout)
+                .await
+        } else {
+            let _in_flight = InFlight::begin(self, pair, valid_until(sent, expiration));
+            self.backend
+                .acquire(key, val, expiration, attempt, timeout)
+                .await
+        };
+        match acquired? {
+            Acquire::Acquired(token) => {
+                Ok(Some(self.hold(pair, token, valid_until(sent, expiration))))
+            }
+            Acquire::Held => Ok(None),
+        }
+    }
+
+    /// The lease of `pair` after an acquire was granted `token`, arming the key until at
+    /// least `until`: the lease already held if it has that token (a same-value
+    /// re-acquire), else a new one (an earlier lease with another token is over: its key
+    /// expired or was released, and was taken afresh).
+    fn hold(self: &Arc<Self>, pair: Pair<'_>, token: u64, until: Instant) -> Arc<Lease> {
+        // Upgraded leases are dropped after the table's lock: dropping the last handle of
+        // a lease takes that lock.
+        let mut upgraded = Vec::new();
+        let mut table = self.table.lock();
+        let entry = table.entry(pair.hash).or_default();
+        entry.leases.retain(|weak| match weak.upgrade() {
+            Some(lease) => {
+                upgraded.push(lease);
+                true
+            }
+            None => false,
+        });
+        if let Some(held) = upgraded.iter().find(|l| pair.is(l)) {
+            if held.token == token && held.confirm_if_held(until) {
+                return Arc::clone(held);
+            }
+            let superseded = Arc::as_ptr(held);
+            entry.leases.retain(|weak| weak.as_ptr() != superseded);
+            held.mark_lost();
+        }
+        let lease = Arc::new(Lease {
+            leases: Arc::clone(self),
+            hash: pair.hash,
+            key: pair.key.into(),
+            value: pair.val.into(),
+            token,
+            state: Mutex::new(State {
+                valid_until: until,
+                lost: false,
+            }),
+            changed: Notify::new(),
+            renewal: Mutex::new(None),
+        });
+        entry.leases.push(Arc::downgrade(&lease));
+        lease
+    }
+
+    /// Whether this client holds `key` for `val` (a lease not lost), or has an acquire
+    /// attempt of the pair in flight that may yet hold it: then the key must not be
+    /// released on behalf of an attempt that was given up on.
+    pub(crate) fn live(&self, key: &str, val: &str) -> bool {
+        let pair = Pair::new(key, val);
+        let mut upgraded = Vec::new(); // dropped after the lock, as in `hold`
+        let table = self.table.lock();
+        let Some(entry) = table.get(&pair.hash) else {
+            return false;
+        };
+        upgraded.extend(entry.leases.iter().filter_map(Weak::upgrade));
+        entry.in_flight > 0 || upgraded.iter().any(|l| pair.is(l) && !l.is_lost())
+    }
+
+    fn forget(&self, lease: &Lease) {
+        let mut table = self.table.lock();
+        if let Some(entry) = table.get_mut(&lease.hash) {
+            entry
+                .leases
+                .retain(|weak| !std::ptr::eq(weak.as_ptr(), lease) && weak.strong_count() > 0);
+            if entry.leases.is_empty() && entry.in_flight == 0 {
+                table.remove(&lease.hash);
+            }
+        }
+    }
+}
+
+/// An acquire attempt in flight, counted in its pair's entry until it ends (or is
+/// dropped with its cancelled caller).
+struct InFlight<'a> {
+    leases: &'a Leases,
+    hash: u64,
+}
+
+impl<'a> InFlight<'a> {
+    /// Count the attempt, and cap the lease this client holds on `pair` (if any) at
+    /// `until`: the attempt may land and re-arm the key to end then.
+    fn begin(leases: &'a Leases, pair: Pair<'_>, until: Instant) -> Self {
+        let mut upgraded = Vec::new(); // dropped after the lock, as in `hold`
+        {
+            let mut table = leases.table.lock();
+            let entry = table.entry(pair.hash).or_default();
+            entry.in_flight += 1;
+            upgraded.extend(entry.leases.iter().filter_map(Weak::upgrade));
+        }
+        if let Some(held) = upgraded.iter().find(|l| pair.is(l)) {
+            held.cap(until);
+        }
+        InFlight {
+            leases,
+            hash: pair.hash,
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut table = self.leases.table.lock();
+        if let Some(entry) = table.get_mut(&self.hash) {
+            entry.in_flight -= 1;
+            if entry.in_flight == 0 && entry.leases.iter().all(|w| w.strong_count() == 0) {
+                table.remove(&self.hash);
+            }
+        }
+    }
+}
+
+/// A lease on a key, shared by every [`Lock`](crate::Lock) handle of one key and value.
+pub(crate) struct Lease {
+    leases: Arc<Leases>,
+    hash: u64,
+    key: Box<str>,
+    value: Box<str>,
+    token: u64,
+    /// Every change (extended, capped, lost) is followed by a wake-up of `changed`.
+    state: Mutex<State>,
+    /// Wakes [`Lease::lost`] waiters when `state` changed. Part of the lease's own
+    /// allocation: a lock costs no channel.
+    changed: Notify,
+    /// The running auto-refresh task, if any; unlocking stops it first, and it ends
+    /// when the last handle of the lease is dropped.
+    renewal: Mutex<Option<Renewal>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct State {
+    /// The lease is certainly held until this instant (monotonic clock).
+    valid_until: Instant,
+    /// A store confirmed the key is gone or owned by someone else, or it was unlocked.
+    lost: bool,
+}
+
+/// A running renewal task: its id (so that only its own handle stops it) and the task.
+pub(crate) struct Renewal {
+    pub(crate) id: u64,
+    pub(crate) task: JoinHandle<()>,
+}
+
+impl Renewal {
+    /// Stop the task and wait until it is gone: nothing it sent can follow this.
+    pub(crate) async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+impl Lease {
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub(crate) fn value(&self) -> &str {
+        &self.value
+    }
+
+    pub(crate) fn token(&self) -> u64 {
+        self.token
+    }
+
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.leases.backend
+    }
+
+    /// How much longer the lease is certainly held; `None` once it may have lapsed or
+    /// was confirmed lost.
+    pub(crate) fn valid_for(&self) -> Option<Duration> {
+        let state = *self.state.lock();
+        if state.lost {
+            return None;
+        }
+        let left = state.valid_until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// Whether the lease must be considered lost (confirmed, or its validity ran out).
+    pub(crate) fn is_lost(&self) -> bool {
+        self.valid_for().is_none()
+    }
+
+    /// Resolves once the lease is confirmed lost or its validity deadline passes.
+    pub(crate) async fn lost(&self) {
+        loop {
+            // Registered before the state is read, so that a change made after the read
+            // (`notify_waiters` wakes only registered waiters) is not missed.
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            let state = *self.state.lock();
+            if state.lost || Instant::now() >= state.valid_until {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(state.valid_until) => {}
+                _ = changed => {}
+            }
+        }
+    }
+
+    /// A write that may re-arm the key to end at `until` (or later) is under way:
+    /// the lease is certainly held no longer than that.
+    fn cap(&self, until: Instant) {
+        let changed = {
+            let mut state = self.state.lock();
+            let change = until < state.valid_until;
+            if change {
+                state.valid_until = until;
+            }
+            change
+        };
+        if changed {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// A write sent when the lease would end at `until` was confirmed: that is what the
+    /// store holds now (`PEXPIRE` replaces the TTL, so a shorter expiration shortens the
+    /// lease too). `false` if the lease was already lost: a lost lease stays lost.
+    fn confirm_if_held(&self, until: Instant) -> bool {
+        let changed = {
+            let mut state = self.state.lock();
+            if state.lost {
+                return false;
+            }
+            let change = until != state.valid_until;
+            state.valid_until = until;
+            change
+        };
+        if changed {
+            self.changed.notify_waiters();
+        }
+        true
+    }
+
+    pub(crate) fn mark_lost(&self) {
+        let newly_lost = !std::mem::replace(&mut self.state.lock().lost, true);
+        if newly_lost {
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// One owner-checked refresh to `expiration`, bounded by `timeout`. While it is in
+    /// flight the lease is capped to what it would arm; once confirmed, the lease is what
+    /// it armed. `NotHeld` is returned without marking the lease lost: the caller does
+    /// that (after reporting it, for renewal).
+    pub(crate) async fn refresh(&self, expiration: Duration, timeout: Duration) -> Result<()> {
+        let sent = Instant::now();
+        let until = valid_until(sent, expiration);
+        self.cap(until);
+        let refreshed = self
+            .backend()
+            .refresh(&self.key, &self.value, expiration, timeout)
+            .await?;
+        if !refreshed {
+            return Err(Error::NotHeld);
+        }
+        self.confirm_if_held(until);
+        Ok(())
+    }
+
+    /// The key's remaining time to live; `None` (and the lease is lost) if this value no
+    /// longer holds it.
+    pub(crate) async fn ttl(&self, timeout: Duration) -> Result<Option<Duration>> {
+        let ttl = self.backend().pttl(&self.key, &self.value, timeout).await?;
+        if ttl.is_none() {
+            self.mark_lost();
+        }
+        Ok(ttl)
+    }
+
+    /// Stop renewal, then release the key if this value holds it; the lease is over
+    /// either way.
+    pub(crate) async fn release(&self, timeout: Duration) -> Result<()> {
+        let renewal = self.renewal.lock().take();
+        if let Some(renewal) = renewal {
+            renewal.stop().await;
+        }
+        let released = self
+            .backend()
+            .release(&self.key, &self.value, timeout)
+            .await;
+        self.mark_lost();
+        if released? {
+            Ok(())
+        } else {
+            Err(Error::NotHeld)
+        }
+    }
+
+    /// Fenced access with this lease's token, as its holder.
+    pub(crate) async fn fenced(
+        &self,
+        resource: &str,
+        write: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Option<String>> {
+        let access = Fence {
+            resource,
+            token: self.token,
+            holder: Some(&self.value),
+            write,
+        };
+        fenced(self.backend(), &access, timeout).await
+    }
+
+    /// Install `renewal` as the lease's renewal task, stopping the one before it.
+    pub(crate) fn set_renewal(&self, renewal: Renewal) {
+        if let Some(previous) = self.renewal.lock().replace(renewal) {
+            previous.task.abort();
+        }
+    }
+
+    /// The renewal task `id`, if it is still the lease's.
+    pub(crate) fn take_renewal(&self, id: u64) -> Option<Renewal> {
+        let mut slot = self.renewal.lock();
+        if slot.as_ref().is_some_and(|r| r.id == id) {
+            slot.take()
+        } else {
+            None
+        }
+    }
+
+    /// Whether renewal task `id` is the lease's and still running.
+    pub(crate) fn renewing(&self, id: u64) -> bool {
+        self.renewal
+            .lock()
+            .as_ref()
+            .is_some_and(|r| r.id == id && !r.task.is_finished())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn has_renewal(&self) -> bool {
+        self.renewal.lock().is_some()
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // The last handle is gone: nobody can unlock the key or read the renewal's
+        // failure any more, so renewal ends and the key expires by itself.
+        if let Some(renewal) = self.renewal.get_mut().take() {
+            renewal.task.abort();
+        }
+        self.leases.forget(self);
+    }
+}
+
+/// One fenced access, mapping a refusal to [`Error::Fenced`].
+pub(crate) async fn fenced(
+    backend: &Backend,
+    access: &Fence<'_>,
+    timeout: Duration,
+) -> Result<Option<String>> {
+    let outcome = backend.fenced(access, timeout).await?;
+    outcome.map_err(|highest| Error::Fenced {
+        token: access.token,
+        highest,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drift_allowance_is_one_percent_plus_two_ms() {
+        assert_eq!(
+            drift_allowance(Duration::from_secs(10)),
+            Duration::from_millis(102)
+        );
+        assert_eq!(
+            drift_allowance(Duration::from_millis(1)),
+            Duration::from_micros(2010)
+        );
+    }
+}

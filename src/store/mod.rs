@@ -1,0 +1,196 @@
+//! The stores a lock can live in, behind one crate-private interface.
+//!
+//! [`Store`] states the contract once; every store implements it with the same meaning,
+//! and the client, the retry loop, renewal and fencing are written once on top of it.
+//! [`Backend`] is the closed set of stores, dispatched statically (no boxed future per
+//! call: the memory store's lock+unlock is a fraction of a microsecond). A new store is
+//! a module here, a variant in [`Backend`] and an arm in [`dispatch!`].
+
+pub(crate) mod memory;
+pub(crate) mod redis;
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::Result;
+
+/// The contract every store keeps. Keys and values arrive validated (non-empty);
+/// durations are validated and whole milliseconds. Every operation that talks to a
+/// server is one round trip bounded by `timeout` ([`crate::Error::Timeout`] past it).
+/// Failures are classified by the store that saw them: [`crate::Error::is_transient`]
+/// tells a failure another attempt could fix from one it cannot.
+pub(crate) trait Store {
+    /// What the store grants for a requested expiration: the same, or rounded to the
+    /// store's granularity; [`crate::Error::InvalidArgument`] if it cannot be granted.
+    fn grant(&self, expiration: Duration) -> Result<Duration>;
+
+    /// Take `key` for `val` unless another value holds it. Idempotent: if `val` already
+    /// holds it, re-arm the expiration and return the existing token. `attempt` names
+    /// this attempt so that it can be [aborted](Store::abort) if its outcome is unknown.
+    async fn acquire(
+        &self,
+        key: &str,
+        val: &str,
+        expiration: Duration,
+        attempt: AttemptId,
+        timeout: Duration,
+    ) -> Result<Acquire>;
+
+    /// Re-arm the expiration if `val` holds `key`. `false`: not held, nothing changed.
+    async fn refresh(
+        &self,
+        key: &str,
+        val: &str,
+        expiration: Duration,
+        timeout: Duration,
+    ) -> Result<bool>;
+
+    /// Delete `key` if `val` holds it. `false`: not held, nothing changed.
+    async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool>;
+
+    /// Give up on acquire `attempts` of `key` for `val` whose outcome is unknown (their
+    /// caller stopped waiting, or their connection was replaced): any of them that
+    /// reaches the store later must be refused, and when `release` is set, the key is
+    /// deleted if `val` holds it (what one of them may have created).
+    async fn abort(
+        &self,
+        key: &str,
+        val: &str,
+        attempts: &[AttemptId],
+        release: bool,
+        timeout: Duration,
+    ) -> Result<()>;
+
+    /// Remaining time to live if `val` holds `key`; `None` if not held.
+    /// A key without expiry (set by hand) reports `Duration::MAX`.
+    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>>;
+
+    /// Fenced access to a resource; see [`Fence`].
+    async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced>;
+
+    /// Whether every operation completes without waiting (an in-process store): then an
+    /// attempt's outcome is never unknown and nothing needs aborting.
+    fn answers_at_once(&self) -> bool {
+        false
+    }
+}
+
+/// Outcome of one acquire attempt that reached the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acquire {
+    /// The key now holds our value; the fencing token of this acquisition.
+    Acquired(u64),
+    /// Another value holds the key.
+    Held,
+}
+
+/// The identity of one acquire attempt: the client that sent it and its sequence
+/// number there. Unique while the client lives (the client id is random).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct AttemptId {
+    pub(crate) client: u64,
+    pub(crate) seq: u64,
+}
+
+impl fmt::Display for AttemptId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}:{}", self.client, self.seq)
+    }
+}
+
+/// One fenced access to a resource: accepted when `token` is above the highest token
+/// the resource has seen, or equal to it and from the same `holder` (a different holder
+/// under an equal token — possible after a failover lost the counter — is refused). An
+/// accepted token becomes the highest. `write: Some(v)` sets the resource; `None` reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fence<'a> {
+    pub(crate) resource: &'a str,
+    pub(crate) token: u64,
+    /// The lock value of the holder; `None` for an anonymous (client-level) access.
+    pub(crate) holder: Option<&'a str>,
+    pub(crate) write: Option<&'a str>,
+}
+
+/// Outcome of a fenced access: the resource's value (for a read), or the highest token
+/// that made this access stale.
+pub(crate) type Fenced = std::result::Result<Option<String>, u64>;
+
+/// One of the supported stores.
+pub(crate) enum Backend {
+    Memory(memory::MemoryStore),
+    Redis(redis::RedisStore),
+}
+
+/// `dispatch!(backend, store => expression)`: the expression with `store` bound to the
+/// concrete store of `backend`.
+macro_rules! dispatch {
+    ($backend:expr, $store:ident => $call:expr) => {
+        match $backend {
+            Backend::Memory($store) => $call,
+            Backend::Redis($store) => $call,
+        }
+    };
+}
+
+impl Backend {
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Backend::Memory(_) => "memory",
+            Backend::Redis(_) => "redis",
+        }
+    }
+}
+
+impl Store for Backend {
+    fn grant(&self, expiration: Duration) -> Result<Duration> {
+        dispatch!(self, s => s.grant(expiration))
+    }
+
+    async fn acquire(
+        &self,
+        key: &str,
+        val: &str,
+        expiration: Duration,
+        attempt: AttemptId,
+        timeout: Duration,
+    ) -> Result<Acquire> {
+        dispatch!(self, s => s.acquire(key, val, expiration, attempt, timeout).await)
+    }
+
+    async fn refresh(
+        &self,
+        key: &str,
+        val: &str,
+        expiration: Duration,
+        timeout: Duration,
+    ) -> Result<bool> {
+        dispatch!(self, s => s.refresh(key, val, expiration, timeout).await)
+    }
+
+    async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
+        dispatch!(self, s => s.release(key, val, timeout).await)
+    }
+
+    async fn abort(
+        &self,
+        key: &str,
+        val: &str,
+        attempts: &[AttemptId],
+        release: bool,
+        timeout: Duration,
+    ) -> Result<()> {
+        dispatch!(self, s => s.abort(key, val, attempts, release, timeout).await)
+    }
+
+    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
+        dispatch!(self, s => s.pttl(key, val, timeout).await)
+    }
+
+    async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced> {
+        dispatch!(self, s => s.fenced(access, timeout).await)
+    }
+
+    fn answers_at_once(&self) -> bool {
+        dispatch!(self, s => s.answers_at_once())
+    }
+}

@@ -1,0 +1,32 @@
+-- Fenced, idempotent acquire.
+-- KEYS[1]: lock key; KEYS[2]: its fence counter; KEYS[3]: its aborted attempts (a hash).
+-- All three hash to one cluster slot.
+-- ARGV[1]: lock value; ARGV[2]: expiration in milliseconds; ARGV[3]: this attempt's id.
+-- Returns the fencing token when the key is now held by ARGV[1] (an integer, or its
+-- decimal text from 2^53 on: a Lua number is a double and would round it), 0 when another
+-- value holds the key, -1 when this attempt was aborted by its client (it reached the
+-- server after its caller gave up on it) and did nothing.
+if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then
+  return -1
+end
+local current = redis.call('GET', KEYS[1])
+if current == false then
+  local token = redis.call('INCR', KEYS[2])
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if token >= 9007199254740992 then
+    return redis.call('GET', KEYS[2])
+  end
+  return token
+end
+if current == ARGV[1] then
+  -- Same value: an earlier attempt (maybe one that timed out) landed. Re-arm, keep the token.
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  local token = redis.call('GET', KEYS[2])
+  if token == false then
+    -- The counter vanished (deleted by hand or lost in a restart): issue a fresh token.
+    redis.call('INCR', KEYS[2])
+    return redis.call('GET', KEYS[2])
+  end
+  return token
+end
+return 0

@@ -1,0 +1,208 @@
+//! The Lua scripts (kept as files next to this one) and the commands that call them.
+//!
+//! Calls go out as `EVALSHA`; a server that does not know the script (after a restart
+//! or `SCRIPT FLUSH`) gets the same call as `EVAL`, which runs and caches it in one
+//! round trip.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::{Arg, Cmd, RedisWrite, Script};
+
+use super::keys::{ABORTED, FENCE, SIDECAR_EXTRA, Sidecar, TOKEN};
+use crate::store::{AttemptId, Fence};
+
+pub(crate) static ACQUIRE: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("lua/acquire.lua")));
+pub(crate) static REFRESH: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("lua/refresh.lua")));
+pub(crate) static RELEASE: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("lua/release.lua")));
+pub(crate) static ABORT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/abort.lua")));
+pub(crate) static FENCED: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("lua/fenced.lua")));
+pub(crate) static PTTL: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/pttl.lua")));
+
+/// How long a record of aborted attempts is kept: an aborted attempt that reaches the
+/// server later than this (TCP gives up on undelivered data after about 15 minutes)
+/// would no longer be refused.
+pub(crate) const ABORT_MEMORY: Duration = Duration::from_secs(60 * 60);
+
+/// A script and its SHA1.
+pub(crate) struct Lua {
+    pub(crate) code: &'static str,
+    sha: String,
+}
+
+impl Lua {
+    fn new(code: &'static str) -> Self {
+        let sha = Script::new(code).get_hash().to_owned();
+        Lua { code, sha }
+    }
+
+    /// `EVALSHA <sha> <numkeys>`, with room reserved for the rest: `payload` bytes of
+    /// keys and values plus a few integers, so that building the command costs one
+    /// allocation per buffer and never regrows them.
+    fn evalsha(&self, numkeys: u8, payload: usize) -> Cmd {
+        // EVALSHA, sha1, numkeys, up to 4 keys, values and ids, two integers.
+        let mut cmd = Cmd::with_capacity(10, "EVALSHA".len() + 40 + 1 + payload + 40);
+        cmd.arg("EVALSHA").arg(&self.sha).arg(numkeys);
+        cmd
+    }
+
+    /// The same call as `EVAL <code> …`.
+    pub(crate) fn eval(&self, evalsha: &Cmd) -> Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(self.code);
+        for arg in evalsha.args_iter().skip(2) {
+            if let Arg::Simple(bytes) = arg {
+                cmd.arg(bytes);
+            }
+        }
+        cmd
+    }
+}
+
+/// Expirations travel as whole milliseconds (`PX`, `PEXPIRE`).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The longest attempt id: 16 hex digits, `:`, 20 digits.
+const ATTEMPT_ID_LEN: usize = 37;
+
+/// `EVALSHA <acquire> 3 <key> <fence> <aborted> <val> <ms> <attempt>`, the sidecar keys
+/// and the attempt id written in place.
+pub(crate) fn acquire(key: &str, val: &str, expiration: Duration, attempt: AttemptId) -> Cmd {
+    let payload = 3 * key.len() + 2 * SIDECAR_EXTRA + val.len() + ATTEMPT_ID_LEN;
+    let mut cmd = ACQUIRE.evalsha(3, payload);
+    let sidecar = Sidecar::of(key);
+    cmd.arg(key);
+    sidecar.write(FENCE, &mut cmd.writer_for_next_arg());
+    sidecar.write(ABORTED, &mut cmd.writer_for_next_arg());
+    cmd.arg(val).arg(millis(expiration));
+    write_attempt(attempt, &mut cmd);
+    cmd
+}
+
+fn write_attempt(attempt: AttemptId, cmd: &mut Cmd) {
+    use std::io::Write;
+    write!(cmd.writer_for_next_arg(), "{attempt}").expect("writing to memory");
+}
+
+pub(crate) fn refresh(key: &str, val: &str, expiration: Duration) -> Cmd {
+    let mut cmd = REFRESH.evalsha(1, key.len() + val.len());
+    cmd.arg(key).arg(val).arg(millis(expiration));
+    cmd
+}
+
+pub(crate) fn release(key: &str, val: &str) -> Cmd {
+    let mut cmd = RELEASE.evalsha(1, key.len() + val.len());
+    cmd.arg(key).arg(val);
+    cmd
+}
+
+pub(crate) fn abort(key: &str, val: &str, attempts: &[AttemptId], release: bool) -> Cmd {
+    let payload = 2 * key.len() + SIDECAR_EXTRA + val.len() + attempts.len() * ATTEMPT_ID_LEN;
+    let mut cmd = ABORT.evalsha(2, payload);
+    cmd.arg(key);
+    Sidecar::of(key).write(ABORTED, &mut cmd.writer_for_next_arg());
+    cmd.arg(val)
+        .arg(if release { "1" } else { "0" })
+        .arg(millis(ABORT_MEMORY));
+    for &attempt in attempts {
+        write_attempt(attempt, &mut cmd);
+    }
+    cmd
+}
+
+pub(crate) fn pttl(key: &str, val: &str) -> Cmd {
+    let mut cmd = PTTL.evalsha(1, key.len() + val.len());
+    cmd.arg(key).arg(val);
+    cmd
+}
+
+pub(crate) fn fenced(access: &Fence<'_>) -> Cmd {
+    let Fence {
+        resource,
+        token,
+        holder,
+        write,
+    } = *access;
+    let payload =
+        2 * resource.len() + SIDECAR_EXTRA + holder.map_or(0, str::len) + write.map_or(0, str::len);
+    let mut cmd = FENCED.evalsha(2, payload);
+    cmd.arg(resource);
+    Sidecar::of(resource).write(TOKEN, &mut cmd.writer_for_next_arg());
+    cmd.arg(token).arg(holder.unwrap_or(""));
+    match write {
+        Some(value) => cmd.arg("set").arg(value),
+        None => cmd.arg("get"),
+    };
+    cmd
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ATTEMPT: AttemptId = AttemptId {
+        client: 0xfeed,
+        seq: 7,
+    };
+
+    #[test]
+    fn commands_pack_to_the_plain_redis_rs_bytes() {
+        for key in ["job", "user:{42}:job", "a}b", "a{b", "ключ"] {
+            let sidecar = Sidecar::of(key);
+            let plain = redis::cmd("EVALSHA")
+                .arg(&ACQUIRE.sha)
+                .arg(3)
+                .arg(key)
+                .arg(sidecar.name(FENCE))
+                .arg(sidecar.name(ABORTED))
+                .arg("value")
+                .arg(30_000u64)
+                .arg("000000000000feed:7")
+                .get_packed_command();
+            let cmd = acquire(key, "value", Duration::from_secs(30), ATTEMPT);
+            assert_eq!(cmd.get_packed_command(), plain, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn the_eval_fallback_carries_the_same_keys_and_arguments() {
+        let cmd = acquire("job", "value", Duration::from_secs(30), ATTEMPT);
+        let eval = ACQUIRE.eval(&cmd);
+        let sidecar = Sidecar::of("job");
+        let plain = redis::cmd("EVAL")
+            .arg(ACQUIRE.code)
+            .arg(3)
+            .arg("job")
+            .arg(sidecar.name(FENCE))
+            .arg(sidecar.name(ABORTED))
+            .arg("value")
+            .arg(30_000u64)
+            .arg("000000000000feed:7")
+            .get_packed_command();
+        assert_eq!(eval.get_packed_command(), plain);
+    }
+
+    #[test]
+    fn an_abort_names_every_attempt() {
+        let second = AttemptId { seq: 8, ..ATTEMPT };
+        let cmd = abort("job", "value", &[ATTEMPT, second], true);
+        let plain = redis::cmd("EVALSHA")
+            .arg(&ABORT.sha)
+            .arg(2)
+            .arg("job")
+            .arg(Sidecar::of("job").name(ABORTED))
+            .arg("value")
+            .arg("1")
+            .arg(3_600_000u64)
+            .arg("000000000000feed:7")
+            .arg("000000000000feed:8")
+            .get_packed_command();
+        assert_eq!(cmd.get_packed_command(), plain);
+    }
+}

@@ -1,0 +1,385 @@
+//! Promises that broke under adversarial schedules ("Trust holes"), each written as the
+//! promise it keeps, against a real redis-server (and the memory store where the
+//! promise applies there too).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use leasehold::{Client, Error, FixedInterval, NoRetry};
+use support::{FaultProxy, RedisServer, ServerOptions, wait_until};
+
+const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
+
+/// 2^53: above it, a Lua number (a double) no longer holds every integer.
+const TWO_POW_53: u64 = 1 << 53;
+
+/// Load the scripts into the server's cache, so that an attempt under test is one
+/// `EVALSHA` round trip (a fresh server answers the first one with `NOSCRIPT`).
+async fn warm_up(client: &Client) {
+    let lock = client.try_lock("warm-up", "v", SEC).await.unwrap();
+    lock.unlock().await.unwrap();
+}
+
+/// Every key of the server matching `pattern` (test servers are tiny).
+fn keys(server: &RedisServer, pattern: &str) -> Vec<String> {
+    match server.cmd_sync(&["KEYS", pattern]) {
+        redis::Value::Array(keys) => keys
+            .into_iter()
+            .map(|k| match k {
+                redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// The remaining TTL of `key` on the server, in milliseconds (-2: no such key).
+fn pttl(server: &RedisServer, key: &str) -> i64 {
+    match server.cmd_sync(&["PTTL", key]) {
+        redis::Value::Int(ms) => ms,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. A cancelled same-value re-lock never deletes (or outlives) the lock the caller holds.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_same_value_relock_never_deletes_the_held_lock() {
+    let server = RedisServer::start();
+    let client = Client::open(&server.url()).await.unwrap();
+    warm_up(&client).await;
+    let held = client.try_lock("k", "v", 10 * SEC).await.unwrap();
+    server.client_pause(150 * MS);
+    // Same-value acquire is idempotent, so this is allowed; then it is given up on.
+    let cancelled =
+        tokio::time::timeout(50 * MS, client.lock("k", "v", 10 * SEC, 5 * SEC, NoRetry)).await;
+    assert!(cancelled.is_err(), "cancelled mid-flight");
+    tokio::time::sleep(500 * MS).await; // the pause is over; anything detached has run
+    assert_eq!(
+        server.get("k").as_deref(),
+        Some("v"),
+        "the lock the caller holds was deleted"
+    );
+    let rival = Client::open(&server.url()).await.unwrap();
+    let err = rival.try_lock("k", "rival", SEC).await.unwrap_err();
+    assert!(err.is_not_obtained(), "{err:?}");
+    assert!(held.valid_for().unwrap() > 9 * SEC);
+    held.refresh().await.expect("still held");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loser_of_a_select_between_same_value_locks_never_deletes_the_winner() {
+    let server = RedisServer::start();
+    let client = Client::open(&server.url()).await.unwrap();
+    warm_up(&client).await;
+    server.client_pause(100 * MS); // both attempts are in flight when the first answers
+    let won = tokio::select! {
+        a = client.lock("k", "v", 10 * SEC, 5 * SEC, NoRetry) => a,
+        b = client.lock("k", "v", 10 * SEC, 5 * SEC, NoRetry) => b,
+    }
+    .expect("one of them wins");
+    tokio::time::sleep(500 * MS).await;
+    assert_eq!(
+        server.get("k").as_deref(),
+        Some("v"),
+        "the winner was deleted"
+    );
+    let rival = Client::open(&server.url()).await.unwrap();
+    assert!(
+        rival
+            .try_lock("k", "rival", SEC)
+            .await
+            .unwrap_err()
+            .is_not_obtained()
+    );
+    assert!(won.valid_for().is_some());
+    won.unlock().await.expect("the winner still holds the key");
+}
+
+/// A same-value re-lock with a shorter expiration that may have landed re-arms the key
+/// to that expiration: the lock already held must not go on believing in its longer
+/// lease. `lost()` fires before a rival can take the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relock_that_may_have_landed_with_a_shorter_expiration_caps_the_held_lease() {
+    let server = RedisServer::start();
+    let client = Client::open(&server.url()).await.unwrap();
+    warm_up(&client).await;
+    let held = client.try_lock("k", "v", 10 * SEC).await.unwrap();
+    server.client_pause(150 * MS);
+    let cancelled =
+        tokio::time::timeout(50 * MS, client.lock("k", "v", SEC, 5 * SEC, NoRetry)).await;
+    assert!(cancelled.is_err());
+    assert!(
+        held.valid_for().is_none_or(|left| left < SEC),
+        "the held lease still claims {:?}",
+        held.valid_for()
+    );
+    let rival = Client::open(&server.url()).await.unwrap();
+    let started = Instant::now();
+    let (lost_at, rival_at) = tokio::join!(
+        async {
+            held.lost().await;
+            started.elapsed()
+        },
+        async {
+            let lock = rival
+                .lock(
+                    "k",
+                    "rival",
+                    10 * SEC,
+                    SEC,
+                    FixedInterval::new(5 * MS, 2000),
+                )
+                .await
+                .expect("the key expires");
+            drop(lock);
+            started.elapsed()
+        }
+    );
+    eprintln!("FIGURE relock-cap: lost() at {lost_at:?}, rival acquired at {rival_at:?}");
+    assert!(
+        lost_at <= rival_at,
+        "lost() fired at {lost_at:?}, after a rival took the key at {rival_at:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Attempts stalled on a replaced connection never land later.
+// ---------------------------------------------------------------------------------------
+
+/// The caller got `NotObtained`; its attempts that were stalled on the replaced
+/// connection must not create a lock nobody will release when the path heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_acquires_never_land_after_the_caller_got_not_obtained() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    let client = Client::open(&proxy.url()).await.unwrap();
+    warm_up(&client).await;
+    let holder = Client::open(&server.url()).await.unwrap();
+    let held = holder.try_lock("k", "other", 30 * SEC).await.unwrap();
+    proxy.stall_existing(); // three attempts time out, the connection is replaced
+    let err = client
+        .lock(
+            "k",
+            "v",
+            30 * SEC,
+            100 * MS,
+            FixedInterval::new(10 * MS, 10),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_not_obtained(), "{err:?}");
+    held.unlock().await.unwrap();
+    proxy.heal_existing(); // the stalled acquires reach the server now
+    tokio::time::sleep(500 * MS).await;
+    assert_eq!(
+        server.get("k"),
+        None,
+        "an acquire the caller had given up on created the lock"
+    );
+}
+
+/// A lock that was unlocked must not be re-created by an earlier attempt of the same
+/// call that was stalled on the connection the client replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_acquires_never_recreate_a_lock_after_unlock() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    let client = Client::open(&proxy.url()).await.unwrap();
+    warm_up(&client).await;
+    proxy.stall_existing();
+    let lock = client
+        .lock(
+            "k",
+            "v",
+            30 * SEC,
+            100 * MS,
+            FixedInterval::new(10 * MS, 10),
+        )
+        .await
+        .expect("granted on the replacement connection");
+    lock.unlock().await.unwrap();
+    proxy.heal_existing();
+    tokio::time::sleep(500 * MS).await;
+    assert_eq!(server.get("k"), None, "an unlocked lock was re-created");
+    // The key is free for anyone.
+    let other = Client::open(&server.url()).await.unwrap();
+    other.try_lock("k", "other", SEC).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. A short outage does not lose a long lease: reconnection is prompt.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_resumes_promptly_after_a_short_outage() {
+    let mut server = RedisServer::start_with(ServerOptions {
+        appendonly_always: true,
+        ..Default::default()
+    });
+    let client = Client::open(&server.url()).await.unwrap();
+    let lock = client.try_lock("k", "v", 10 * SEC).await.unwrap();
+    let mut renewal = lock
+        .auto_refresh(500 * MS, 10 * SEC, 200 * MS, u32::MAX)
+        .unwrap();
+    tokio::time::sleep(600 * MS).await;
+    server.stop();
+    tokio::time::sleep(6 * SEC).await;
+    server.start_again(); // the AOF brings the key back with under 4 s left
+    let back = Instant::now();
+    let left = pttl(&server, "k");
+    assert!((0..4500).contains(&left), "{left} ms left");
+    let renewed = wait_until(5 * SEC, || pttl(&server, "k") > 8000);
+    let lag = back.elapsed();
+    eprintln!(
+        "FIGURE outage-6s: renewal landed {lag:?} after the server was back ({left} ms were left)"
+    );
+    assert!(renewed, "no renewal landed");
+    assert!(lag < SEC, "renewal resumed only after {lag:?}");
+    assert!(renewal.try_error().is_none());
+    assert!(lock.valid_for().is_some());
+}
+
+/// Time from the server accepting connections again to the first successful `lock()`,
+/// under renewal traffic, after outages of 1, 5 and 30 seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_lag_after_outages_is_bounded() {
+    let mut server = RedisServer::start_with(ServerOptions {
+        appendonly_always: true,
+        ..Default::default()
+    });
+    let client = Client::open(&server.url()).await.unwrap();
+    // Renewal traffic: twenty locks renewed every 100 ms, retried at once when failing.
+    let mut held = Vec::new();
+    for i in 0..20 {
+        let lock = client
+            .try_lock(&format!("busy{i}"), "v", 120 * SEC)
+            .await
+            .unwrap();
+        let renewal = lock
+            .auto_refresh(100 * MS, 120 * SEC, 100 * MS, u32::MAX)
+            .unwrap();
+        held.push((lock, renewal));
+    }
+    for outage in [SEC, 5 * SEC, 30 * SEC] {
+        server.stop();
+        tokio::time::sleep(outage).await;
+        server.start_again();
+        let back = Instant::now();
+        let lock = client
+            .lock("probe", "v", SEC, 100 * MS, FixedInterval::new(MS, 10_000))
+            .await
+            .expect("recovered");
+        let lag = back.elapsed();
+        lock.unlock().await.unwrap();
+        eprintln!("FIGURE recovery-lag: {lag:?} after a {outage:?} outage");
+        assert!(lag < SEC, "{lag:?} after a {outage:?} outage");
+    }
+    for (lock, mut renewal) in held {
+        assert!(renewal.try_error().is_none());
+        assert!(lock.valid_for().is_some());
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. A fence never accepts two different holders under one token.
+// ---------------------------------------------------------------------------------------
+
+/// After a failover that lost the lock key and its fence counter (the replica had not
+/// received them), the next holder gets the same token. The fenced resource must refuse
+/// it: it has already seen that token from another holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_token_from_another_holder_is_refused() {
+    let server = RedisServer::start();
+    let client = Client::open(&server.url()).await.unwrap();
+    let a = client.try_lock("job", "holder-a", 30 * SEC).await.unwrap();
+    a.fenced_set("row", "from a").await.unwrap();
+    // What a failover to a replica that had not received the lock does: the lock key
+    // and its fence counter are gone (the resource, replicated earlier, is not).
+    let lost: Vec<String> = keys(&server, "job*");
+    assert!(lost.len() >= 2, "{lost:?}");
+    for key in &lost {
+        server.cmd_sync(&["DEL", key]);
+    }
+    let b = client.try_lock("job", "holder-b", 30 * SEC).await.unwrap();
+    assert_eq!(b.fencing_token(), a.fencing_token(), "the token repeats");
+    let err = b.fenced_set("row", "from b").await.unwrap_err();
+    assert!(
+        matches!(err, Error::Fenced { token, highest } if token == highest),
+        "{err:?}"
+    );
+    assert_eq!(server.get("row").as_deref(), Some("from a"));
+    // The first holder keeps writing under its token.
+    a.fenced_set("row", "from a again").await.unwrap();
+    assert_eq!(
+        a.fenced_get("row").await.unwrap().as_deref(),
+        Some("from a again")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Tokens above 2^53 are compared exactly.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencing_tokens_above_two_pow_53_stay_exact_and_distinct() {
+    let server = RedisServer::start();
+    let client = Client::open(&server.url()).await.unwrap();
+    client
+        .try_lock("k", "v", SEC)
+        .await
+        .unwrap()
+        .unlock()
+        .await
+        .unwrap();
+    let counter = keys(&server, "k:fence*");
+    assert_eq!(counter.len(), 1, "{counter:?}");
+    let start = TWO_POW_53 + 2;
+    server.cmd_sync(&["SET", &counter[0], &start.to_string()]);
+    let a = client.try_lock("k", "a", 10 * SEC).await.unwrap();
+    assert_eq!(a.fencing_token(), start + 1);
+    a.unlock().await.unwrap();
+    let b = client.try_lock("k", "b", 10 * SEC).await.unwrap();
+    assert_eq!(b.fencing_token(), start + 2);
+    // Idempotent re-acquire keeps the exact token.
+    let again = client.try_lock("k", "b", 10 * SEC).await.unwrap();
+    assert_eq!(again.fencing_token(), start + 2);
+}
+
+async fn stale_tokens_above_two_pow_53_are_refused(client: &Client) {
+    client
+        .fenced_set("row", "fresh", TWO_POW_53 + 1)
+        .await
+        .unwrap();
+    let err = client
+        .fenced_set("row", "stale", TWO_POW_53)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Fenced { token, highest } if token == TWO_POW_53 && highest == TWO_POW_53 + 1),
+        "{err:?}"
+    );
+    assert_eq!(
+        client.fenced_get("row", u64::MAX).await.unwrap().as_deref(),
+        Some("fresh")
+    );
+    let err = client.fenced_get("row", u64::MAX - 1).await.unwrap_err();
+    assert!(err.is_fenced(), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_refuses_stale_tokens_above_two_pow_53() {
+    let server = RedisServer::start();
+    let client = Client::open(&server.url()).await.unwrap();
+    stale_tokens_above_two_pow_53_are_refused(&client).await;
+}
+
+#[tokio::test]
+async fn memory_refuses_stale_tokens_above_two_pow_53() {
+    stale_tokens_above_two_pow_53_are_refused(&Client::memory()).await;
+}
