@@ -8,7 +8,7 @@ use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use crate::args::{check_duration, check_key, check_value};
-use crate::lease::{Leases, Pair};
+use crate::lease::Leases;
 use crate::lock::Lock;
 use crate::release::{Attempts, ReleaseLedger, Settled};
 use crate::retry::{NoRetry, RetryStrategy};
@@ -307,8 +307,8 @@ impl Client {
         let expiration = check_duration("expiration", expiration)?;
         let expiration = self.backend().grant(expiration)?;
         let timeout = check_duration("timeout", timeout)?;
-        let pair = Pair::new(key, val);
         let leases = &self.inner.leases;
+        let pair = leases.pair(key, val);
         let mut attempts = Attempts::new(
             leases,
             &self.inner.ledger,
@@ -336,17 +336,17 @@ impl Client {
                         let acquired = leases.acquire(pair, expiration, attempt, left, sent).await;
                         match acquired {
                             Ok(Some(lease)) => {
-                                attempts.answered(attempt);
+                                attempts.answered();
                                 attempts.granted();
                                 return Ok(Lock::new(lease, expiration, timeout));
                             }
                             Ok(None) => {
-                                attempts.answered(attempt);
+                                attempts.answered();
                                 Error::NotObtained
                             }
                             Err(e) if !e.is_transient() => {
                                 // Rejected by the server: this attempt did not run.
-                                attempts.answered(attempt);
+                                attempts.answered();
                                 return Err(e);
                             }
                             // A timeout or a dropped connection: the attempt may land.

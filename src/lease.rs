@@ -11,7 +11,7 @@
 //! [`Lock`]: crate::Lock
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::hash::{FastHash, Identity};
 use crate::store::{Acquire, AttemptId, Backend, Fence, Store};
 use crate::{Error, Result};
 
@@ -42,17 +43,58 @@ pub(crate) struct Leases {
     /// Random per client: names its acquire attempts (with `next_attempt`).
     client_id: u64,
     next_attempt: AtomicU64,
-    /// By [`pair_hash`] of key and value. Two pairs with one hash share an entry; each
-    /// lease there knows its own pair.
-    table: Mutex<HashMap<u64, Entry, BuildHasherDefault<IdentityHasher>>>,
+    hasher: FastHash,
+    table: Mutex<Table>,
 }
 
+/// The leases held, and the acquire attempts in flight, by [`Pair`] hash. A lease leaves
+/// lazily: dropping one costs nothing here, and dead entries are swept once as many
+/// leases were added since the last sweep as the table holds (O(1) per lease).
 #[derive(Default)]
-struct Entry {
-    /// The leases held under this hash (one, unless two pairs collide).
-    leases: Vec<Weak<Lease>>,
-    /// Acquire attempts under this hash that have not got their answer.
-    in_flight: u32,
+struct Table {
+    /// One lease per hash.
+    leases: HashMap<u64, Weak<Lease>, Identity>,
+    /// Leases whose hash is taken in `leases` by a lease of another pair (rare).
+    crowded: Vec<Weak<Lease>>,
+    /// Acquire attempts in flight per hash (only for stores that make callers wait).
+    in_flight: HashMap<u64, u32, Identity>,
+    added_since_sweep: usize,
+}
+
+impl Table {
+    /// The lease of `pair`, if one is alive.
+    fn find(&self, pair: Pair<'_>) -> Option<Arc<Lease>> {
+        match self.leases.get(&pair.hash).and_then(Weak::upgrade) {
+            Some(lease) if pair.is(&lease) => Some(lease),
+            Some(_) => self
+                .crowded
+                .iter()
+                .filter_map(Weak::upgrade)
+                .find(|lease| pair.is(lease)),
+            None => None,
+        }
+    }
+
+    /// Add `lease` for `pair`, in place of any lease of the pair before it.
+    fn add(&mut self, pair: Pair<'_>, lease: &Arc<Lease>) {
+        let weak = Arc::downgrade(lease);
+        match self.leases.get(&pair.hash).and_then(Weak::upgrade) {
+            Some(other) if !pair.is(&other) => {
+                self.crowded
+                    .retain(|w| w.upgrade().is_some_and(|l| !pair.is(&l)));
+                self.crowded.push(weak);
+            }
+            _ => {
+                self.leases.insert(pair.hash, weak);
+            }
+        }
+        self.added_since_sweep += 1;
+        if self.added_since_sweep >= self.leases.len().max(64) {
+            self.added_since_sweep = 0;
+            self.leases.retain(|_, w| w.strong_count() > 0);
+            self.crowded.retain(|w| w.strong_count() > 0);
+        }
+    }
 }
 
 /// A key and value, with the hash under which a client keeps their lease.
@@ -63,45 +105,9 @@ pub(crate) struct Pair<'a> {
     hash: u64,
 }
 
-impl<'a> Pair<'a> {
-    pub(crate) fn new(key: &'a str, val: &'a str) -> Self {
-        Pair {
-            key,
-            val,
-            hash: pair_hash(key, val),
-        }
-    }
-
+impl Pair<'_> {
     fn is(&self, lease: &Lease) -> bool {
-        *lease.key == *self.key && *lease.value == *self.val
-    }
-}
-
-/// The hash of a key and value under which a client keeps their lease.
-pub(crate) fn pair_hash(key: &str, val: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    key.hash(&mut h);
-    val.hash(&mut h);
-    h.finish()
-}
-
-/// The table's keys are hashes already.
-#[derive(Default)]
-struct IdentityHasher(u64);
-
-impl Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+        lease.key() == self.key && lease.value() == self.val
     }
 }
 
@@ -119,7 +125,17 @@ impl Leases {
             backend,
             client_id: u64::from_le_bytes(id),
             next_attempt: AtomicU64::new(1),
-            table: Mutex::new(HashMap::default()),
+            hasher: FastHash::new(),
+            table: Mutex::default(),
+        }
+    }
+
+    /// `key` and `val` with their hash in this client's table.
+    pub(crate) fn pair<'a>(&self, key: &'a str, val: &'a str) -> Pair<'a> {
+        Pair {
+            key,
+            val,
+            hash: self.hasher.hash_one((key, val)),
         }
     }
 
@@ -172,31 +188,17 @@ impl Leases {
     /// re-acquire), else a new one (an earlier lease with another token is over: its key
     /// expired or was released, and was taken afresh).
     fn hold(self: &Arc<Self>, pair: Pair<'_>, token: u64, until: Instant) -> Arc<Lease> {
-        // Upgraded leases are dropped after the table's lock: dropping the last handle of
-        // a lease takes that lock.
-        let mut upgraded = Vec::new();
         let mut table = self.table.lock();
-        let entry = table.entry(pair.hash).or_default();
-        entry.leases.retain(|weak| match weak.upgrade() {
-            Some(lease) => {
-                upgraded.push(lease);
-                true
-            }
-            None => false,
-        });
-        if let Some(held) = upgraded.iter().find(|l| pair.is(l)) {
+        if let Some(held) = table.find(pair) {
             if held.token == token && held.confirm_if_held(until) {
-                return Arc::clone(held);
+                return held;
             }
-            let superseded = Arc::as_ptr(held);
-            entry.leases.retain(|weak| weak.as_ptr() != superseded);
-            held.mark_lost();
+            held.mark_lost(); // superseded
         }
         let lease = Arc::new(Lease {
             leases: Arc::clone(self),
-            hash: pair.hash,
-            key: pair.key.into(),
-            value: pair.val.into(),
+            key_value: [pair.key, pair.val].concat().into(),
+            key_len: pair.key.len(),
             token,
             state: Mutex::new(State {
                 valid_until: until,
@@ -205,7 +207,7 @@ impl Leases {
             changed: Notify::new(),
             renewal: Mutex::new(None),
         });
-        entry.leases.push(Arc::downgrade(&lease));
+        table.add(pair, &lease);
         lease
     }
 
@@ -213,26 +215,10 @@ impl Leases {
     /// attempt of the pair in flight that may yet hold it: then the key must not be
     /// released on behalf of an attempt that was given up on.
     pub(crate) fn live(&self, key: &str, val: &str) -> bool {
-        let pair = Pair::new(key, val);
-        let mut upgraded = Vec::new(); // dropped after the lock, as in `hold`
+        let pair = self.pair(key, val);
         let table = self.table.lock();
-        let Some(entry) = table.get(&pair.hash) else {
-            return false;
-        };
-        upgraded.extend(entry.leases.iter().filter_map(Weak::upgrade));
-        entry.in_flight > 0 || upgraded.iter().any(|l| pair.is(l) && !l.is_lost())
-    }
-
-    fn forget(&self, lease: &Lease) {
-        let mut table = self.table.lock();
-        if let Some(entry) = table.get_mut(&lease.hash) {
-            entry
-                .leases
-                .retain(|weak| !std::ptr::eq(weak.as_ptr(), lease) && weak.strong_count() > 0);
-            if entry.leases.is_empty() && entry.in_flight == 0 {
-                table.remove(&lease.hash);
-            }
-        }
+        table.in_flight.get(&pair.hash).is_some_and(|&n| n > 0)
+            || table.find(pair).is_some_and(|lease| !lease.is_lost())
     }
 }
 
@@ -247,14 +233,12 @@ impl<'a> InFlight<'a> {
     /// Count the attempt, and cap the lease this client holds on `pair` (if any) at
     /// `until`: the attempt may land and re-arm the key to end then.
     fn begin(leases: &'a Leases, pair: Pair<'_>, until: Instant) -> Self {
-        let mut upgraded = Vec::new(); // dropped after the lock, as in `hold`
-        {
+        let held = {
             let mut table = leases.table.lock();
-            let entry = table.entry(pair.hash).or_default();
-            entry.in_flight += 1;
-            upgraded.extend(entry.leases.iter().filter_map(Weak::upgrade));
-        }
-        if let Some(held) = upgraded.iter().find(|l| pair.is(l)) {
+            *table.in_flight.entry(pair.hash).or_default() += 1;
+            table.find(pair)
+        };
+        if let Some(held) = held {
             held.cap(until);
         }
         InFlight {
@@ -267,10 +251,10 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let mut table = self.leases.table.lock();
-        if let Some(entry) = table.get_mut(&self.hash) {
-            entry.in_flight -= 1;
-            if entry.in_flight == 0 && entry.leases.iter().all(|w| w.strong_count() == 0) {
-                table.remove(&self.hash);
+        if let Some(n) = table.in_flight.get_mut(&self.hash) {
+            *n -= 1;
+            if *n == 0 {
+                table.in_flight.remove(&self.hash);
             }
         }
     }
@@ -279,9 +263,9 @@ impl Drop for InFlight<'_> {
 /// A lease on a key, shared by every [`Lock`](crate::Lock) handle of one key and value.
 pub(crate) struct Lease {
     leases: Arc<Leases>,
-    hash: u64,
-    key: Box<str>,
-    value: Box<str>,
+    /// The key followed by the value, in one allocation.
+    key_value: Box<str>,
+    key_len: usize,
     token: u64,
     /// Every change (extended, capped, lost) is followed by a wake-up of `changed`.
     state: Mutex<State>,
@@ -317,11 +301,11 @@ impl Renewal {
 
 impl Lease {
     pub(crate) fn key(&self) -> &str {
-        &self.key
+        &self.key_value[..self.key_len]
     }
 
     pub(crate) fn value(&self) -> &str {
-        &self.value
+        &self.key_value[self.key_len..]
     }
 
     pub(crate) fn token(&self) -> u64 {
@@ -419,7 +403,7 @@ impl Lease {
         self.cap(until);
         let refreshed = self
             .backend()
-            .refresh(&self.key, &self.value, expiration, timeout)
+            .refresh(self.key(), self.value(), expiration, timeout)
             .await?;
         if !refreshed {
             return Err(Error::NotHeld);
@@ -431,7 +415,10 @@ impl Lease {
     /// The key's remaining time to live; `None` (and the lease is lost) if this value no
     /// longer holds it.
     pub(crate) async fn ttl(&self, timeout: Duration) -> Result<Option<Duration>> {
-        let ttl = self.backend().pttl(&self.key, &self.value, timeout).await?;
+        let ttl = self
+            .backend()
+            .pttl(self.key(), self.value(), timeout)
+            .await?;
         if ttl.is_none() {
             self.mark_lost();
         }
@@ -447,7 +434,7 @@ impl Lease {
         }
         let released = self
             .backend()
-            .release(&self.key, &self.value, timeout)
+            .release(self.key(), self.value(), timeout)
             .await;
         self.mark_lost();
         if released? {
@@ -467,7 +454,7 @@ impl Lease {
         let access = Fence {
             resource,
             token: self.token,
-            holder: Some(&self.value),
+            holder: Some(self.value()),
             write,
         };
         fenced(self.backend(), &access, timeout).await
@@ -511,7 +498,6 @@ impl Drop for Lease {
         if let Some(renewal) = self.renewal.get_mut().take() {
             renewal.task.abort();
         }
-        self.leases.forget(self);
     }
 }
 

@@ -109,6 +109,7 @@ mod client;
 mod error;
 mod exclusive;
 pub mod fence;
+mod hash;
 mod lease;
 mod lock;
 mod refresh;

@@ -178,7 +178,10 @@ pub(crate) struct Attempts<'a> {
     val: &'a str,
     /// Bound on the abort's round trip.
     timeout: Duration,
-    unanswered: Vec<AttemptId>,
+    /// The attempts without an answer: the last one sent apart, so that the common case
+    /// (each attempt answered before the next is sent) allocates nothing.
+    last: Option<AttemptId>,
+    earlier: Vec<AttemptId>,
     /// Whether the call took over the release of a downgraded abort.
     covering: bool,
     /// Whether the call ends holding the key: then nothing is released.
@@ -199,7 +202,8 @@ impl<'a> Attempts<'a> {
             key,
             val,
             timeout,
-            unanswered: Vec::new(),
+            last: None,
+            earlier: Vec::new(),
             covering: false,
             granted: false,
         }
@@ -208,14 +212,15 @@ impl<'a> Attempts<'a> {
     /// `attempt` is about to be sent: until [`answered`](Attempts::answered), it may land
     /// unseen.
     pub(crate) fn sending(&mut self, attempt: AttemptId) {
-        self.unanswered.push(attempt);
+        if let Some(earlier) = self.last.replace(attempt) {
+            self.earlier.push(earlier);
+        }
     }
 
-    /// `attempt` got an answer (or was rejected without running): its outcome is known.
-    pub(crate) fn answered(&mut self, attempt: AttemptId) {
-        if let Some(at) = self.unanswered.iter().rposition(|&a| a == attempt) {
-            self.unanswered.swap_remove(at);
-        }
+    /// The last attempt sent got an answer (or was rejected without running): its
+    /// outcome is known.
+    pub(crate) fn answered(&mut self) {
+        self.last = None;
     }
 
     /// This call takes over the release of an abort it downgraded.
@@ -232,7 +237,7 @@ impl<'a> Attempts<'a> {
 impl Drop for Attempts<'_> {
     fn drop(&mut self) {
         let release = !self.granted;
-        if self.unanswered.is_empty() && !(release && self.covering) {
+        if self.last.is_none() && self.earlier.is_empty() && !(release && self.covering) {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -249,10 +254,12 @@ impl Drop for Attempts<'_> {
                 _done: done,
             }
         });
+        let mut attempts = std::mem::take(&mut self.earlier);
+        attempts.extend(self.last.take());
         let abort = Abort {
             leases: Arc::clone(self.leases),
             entry,
-            attempts: std::mem::take(&mut self.unanswered),
+            attempts,
             timeout: self.timeout,
         };
         runtime.spawn(abort.run(registration));

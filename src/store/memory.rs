@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::{Acquire, AttemptId, Fence, Fenced, Store};
 use crate::Result;
+use crate::hash::FastHash;
 
 /// The URL scheme of this store: `memory://` or `memory://NAME`.
 pub(crate) const SCHEME: &str = "memory://";
@@ -36,10 +37,10 @@ struct Slots {
     /// One slot per key ever locked: the lock (if any) and the key's fence counter, which
     /// outlives the locks it counts, as in Redis. One hash lookup per operation, and a
     /// key that is locked again reuses its slot and its value buffer.
-    slots: HashMap<String, Slot>,
+    slots: HashMap<String, Slot, FastHash>,
     since_sweep: u32,
     /// Fenced resources.
-    resources: HashMap<String, Resource>,
+    resources: HashMap<String, Resource, FastHash>,
 }
 
 /// A fenced resource: its value, the highest token seen and who used it.

@@ -97,7 +97,20 @@ impl Conn {
     /// Send a prepared `EVALSHA`, falling back to `EVAL` on `NOSCRIPT`, bounded by
     /// `timeout`. A timeout is [`Error::Timeout`], whether ours or the connection's own
     /// response timeout (a user's connection may have one).
+    ///
+    /// Boxed: the round trip's state is allocated only while it runs (a network round
+    /// trip dwarfs the allocation), which keeps every future that may call a store —
+    /// the memory store's included — small.
     pub(crate) async fn run<T: FromRedisValue>(
+        &self,
+        lua: &Lua,
+        cmd: &Cmd,
+        timeout: Duration,
+    ) -> Result<T> {
+        Box::pin(self.run_inline(lua, cmd, timeout)).await
+    }
+
+    async fn run_inline<T: FromRedisValue>(
         &self,
         lua: &Lua,
         cmd: &Cmd,
