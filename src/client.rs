@@ -8,7 +8,7 @@ use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use crate::args::{check_duration, check_key, check_value};
-use crate::lease::Leases;
+use crate::lease::{Attempted, Leases};
 use crate::lock::Lock;
 use crate::release::{Attempts, ReleaseLedger, Settled};
 use crate::retry::{NoRetry, RetryStrategy};
@@ -68,6 +68,7 @@ impl fmt::Debug for Client {
 pub struct ClientBuilder {
     default_timeout: Duration,
     connect_timeout: Duration,
+    min_replicas: Option<(u32, Duration)>,
     #[cfg(feature = "tls")]
     tls_root_certificate: Option<Vec<u8>>,
 }
@@ -84,6 +85,7 @@ impl ClientBuilder {
         ClientBuilder {
             default_timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            min_replicas: None,
             #[cfg(feature = "tls")]
             tls_root_certificate: None,
         }
@@ -103,6 +105,29 @@ impl ClientBuilder {
         self
     }
 
+    /// After every acquire and refresh, wait (at most `timeout`) until `replicas`
+    /// replicas of the key's master acknowledged it — `WAIT replicas timeout`, in the
+    /// same round trip, on the key's master (on a cluster, only that master). Default:
+    /// off.
+    ///
+    /// A lease lock on a primary with replicas can be lost in a failover: a replica
+    /// promoted before it received the acquisition knows nothing of it, and hands the key
+    /// (with the same fencing token) to the next client. Waiting for `replicas`
+    /// acknowledgements before handing out the lock narrows that window to failovers that
+    /// lose every acknowledging replica too. Fewer acknowledgements in time are
+    /// [`Error::NotReplicated`]: after an acquire, the key is released (owner-checked)
+    /// before the error is returned; after a refresh, renewal ends with it and the lease
+    /// is not extended. Each call's own `timeout` still bounds the whole round trip: make
+    /// it longer than `timeout` here.
+    ///
+    /// Redis stores only (one server, sentinel, cluster); the memory store ignores it.
+    /// Validated (`replicas` ≥ 1, `timeout` 1 ms ..= [`MAX_DURATION`](crate::MAX_DURATION))
+    /// when the client is built.
+    pub const fn min_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.min_replicas = Some((replicas, timeout));
+        self
+    }
+
     /// Trust this root certificate (PEM) for `rediss://` instead of the platform's
     /// root store — for a private CA. Default: the platform's roots.
     #[cfg(feature = "tls")]
@@ -112,20 +137,39 @@ impl ClientBuilder {
         self
     }
 
+    /// The validated settings: the default timeout, and how to open a Redis store.
+    fn settings(&self) -> Result<(Duration, redis_store::Options)> {
+        let default_timeout = check_duration("default_timeout", self.default_timeout)?;
+        let connect_timeout = check_duration("connect_timeout", self.connect_timeout)?;
+        let min_replicas = match self.min_replicas {
+            None => None,
+            Some((0, _)) => return Err(Error::invalid("min_replicas: must be at least 1")),
+            Some((replicas, timeout)) => {
+                Some((replicas, check_duration("min_replicas timeout", timeout)?))
+            }
+        };
+        let options = redis_store::Options {
+            connect_timeout,
+            min_replicas,
+            #[cfg(feature = "tls")]
+            tls_root_certificate: self.tls_root_certificate.clone(),
+        };
+        Ok((default_timeout, options))
+    }
+
     /// Open a client for `url`; see [`Client::open`] for the URL forms.
     ///
     /// # Errors
     ///
     /// * [`Error::InvalidArgument`] for an unparsable URL, an unsupported scheme or a bad
-    ///   duration set on the builder (before any I/O);
+    ///   setting on the builder (before any I/O);
     /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe: dropping the future drops the half-open connection; nothing is written.
     pub async fn open(self, url: &str) -> Result<Client> {
-        let default_timeout = check_duration("default_timeout", self.default_timeout)?;
-        let connect_timeout = check_duration("connect_timeout", self.connect_timeout)?;
+        let (default_timeout, options) = self.settings()?;
         if let Some(name) = url.strip_prefix(memory::SCHEME) {
             return Ok(Client::with_backend(
                 Backend::Memory(MemoryStore::named(name)),
@@ -134,11 +178,6 @@ impl ClientBuilder {
             ));
         }
         if redis_store::SCHEMES.iter().any(|s| url.starts_with(s)) {
-            let options = redis_store::Options {
-                connect_timeout,
-                #[cfg(feature = "tls")]
-                tls_root_certificate: self.tls_root_certificate,
-            };
             let (store, target) = RedisStore::open(url, &options).await?;
             return Ok(Client::with_backend(
                 Backend::Redis(store),
@@ -151,16 +190,80 @@ impl ClientBuilder {
         ))
     }
 
+    /// Open a client on the Redis Cluster that `urls` belong to; see
+    /// [`Client::open_cluster`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::open_cluster`], and [`Error::InvalidArgument`] for a bad setting on the
+    /// builder.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is written.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub async fn open_cluster(self, urls: &[&str]) -> Result<Client> {
+        let (default_timeout, options) = self.settings()?;
+        let (store, target) = RedisStore::open_cluster(urls, &options).await?;
+        Ok(Client::with_backend(
+            Backend::Redis(store),
+            default_timeout,
+            target,
+        ))
+    }
+
+    /// Build a client on a cluster connection you already have; see
+    /// [`Client::from_cluster`].
+    ///
+    /// # Panics
+    ///
+    /// If a setting on the builder is invalid (`default_timeout` outside 1 ms ..=
+    /// [`MAX_DURATION`](crate::MAX_DURATION), `min_replicas` of 0).
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub fn from_cluster(self, conn: redis::cluster_async::ClusterConnection) -> Client {
+        let (default_timeout, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
+        Client::with_backend(
+            Backend::Redis(RedisStore::from_cluster(conn, &options)),
+            default_timeout,
+            "redis cluster (user connection)".to_owned(),
+        )
+    }
+
+    /// Open a client on the master that the sentinels at `sentinels` call `master_name`;
+    /// see [`Client::open_sentinel`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::open_sentinel`], and [`Error::InvalidArgument`] for a bad setting on
+    /// the builder.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is written.
+    #[cfg(feature = "sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+    pub async fn open_sentinel(self, sentinels: &[&str], master_name: &str) -> Result<Client> {
+        let (default_timeout, options) = self.settings()?;
+        let (store, target) = RedisStore::open_sentinel(sentinels, master_name, &options).await?;
+        Ok(Client::with_backend(
+            Backend::Redis(store),
+            default_timeout,
+            target,
+        ))
+    }
+
     /// Build a client on a connection you already have; see [`Client::from_connection`].
     ///
     /// # Panics
     ///
-    /// If `default_timeout` was set outside 1 ms ..= [`MAX_DURATION`](crate::MAX_DURATION).
+    /// If a setting on the builder is invalid (`default_timeout` outside 1 ms ..=
+    /// [`MAX_DURATION`](crate::MAX_DURATION), `min_replicas` of 0).
     pub fn from_connection(self, conn: ConnectionManager) -> Client {
-        let default_timeout = check_duration("default_timeout", self.default_timeout)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (default_timeout, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
-            Backend::Redis(RedisStore::from_connection(conn)),
+            Backend::Redis(RedisStore::from_connection(conn, &options)),
             default_timeout,
             "redis (user connection)".to_owned(),
         )
@@ -173,8 +276,7 @@ impl ClientBuilder {
     ///
     /// If `default_timeout` was set outside 1 ms ..= [`MAX_DURATION`](crate::MAX_DURATION).
     pub fn memory(self) -> Client {
-        let default_timeout = check_duration("default_timeout", self.default_timeout)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (default_timeout, _) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
             Backend::Memory(MemoryStore::new()),
             default_timeout,
@@ -198,11 +300,15 @@ impl Client {
     ///   opened on the same URL in one process shares the same store, as clients of one
     ///   server would. For a store private to one client, use [`Client::memory`].
     ///
+    /// For Redis Cluster see [`open_cluster`](Client::open_cluster) (feature `cluster`);
+    /// for a sentinel-managed master, [`open_sentinel`](Client::open_sentinel) (feature
+    /// `sentinel`).
+    ///
     /// The Redis connection is one multiplexed connection that reconnects by itself
-    /// after a dropped connection or a server restart, and is replaced by a fresh one
-    /// after three calls in a row timed out on it (calls the caller cancelled do not
-    /// count): a half-open connection, whose peer vanished without a reset, would
-    /// otherwise stay silent for minutes.
+    /// after a dropped connection or a server restart (pausing at most 100 ms between
+    /// tries), and is replaced by a fresh one after three calls in a row timed out on it
+    /// (calls the caller cancelled do not count): a half-open connection, whose peer
+    /// vanished without a reset, would otherwise stay silent for minutes.
     ///
     /// # Errors
     ///
@@ -216,8 +322,94 @@ impl Client {
         ClientBuilder::new().open(url).await
     }
 
+    /// Open a client on a Redis Cluster: `urls` name one or more of its nodes
+    /// (`redis://host:port`, or `rediss://` with the `tls` feature); the rest of the
+    /// cluster is discovered from them.
+    ///
+    /// Every key the client writes for a lock (its fence counter, its record of aborted
+    /// attempts) and for a fenced resource hashes to the lock key's (or resource's) slot,
+    /// so every script runs on one node; keys with and without hash tags work alike. The
+    /// connection follows the cluster through resharding (`MOVED`, `ASK`, `TRYAGAIN`) and
+    /// reloads scripts on a node that does not know them yet (`NOSCRIPT`). The `timeout`
+    /// of each call stays the outer bound on everything redis-rs does for it (its own
+    /// retries are capped at 5, with waits of 10–100 ms).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> leasehold::Result<()> {
+    /// let client = leasehold::Client::open_cluster(&[
+    ///     "redis://10.0.0.1:7000",
+    ///     "redis://10.0.0.2:7000",
+    /// ])
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidArgument`] for no URL, or one that is not `redis://`/`rediss://`;
+    /// * [`Error::Redis`] when no node can be reached or the cluster is not serving;
+    /// * [`Error::Timeout`] when connecting took longer than the connect timeout.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is written to the store.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub async fn open_cluster(urls: &[&str]) -> Result<Client> {
+        ClientBuilder::new().open_cluster(urls).await
+    }
+
+    /// A client on a redis-rs cluster connection you already have. Its own response
+    /// timeouts and retries apply on top of each call's `timeout`.
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub fn from_cluster(conn: redis::cluster_async::ClusterConnection) -> Client {
+        ClientBuilder::new().from_cluster(conn)
+    }
+
+    /// Open a client on the Redis master that the sentinels at `sentinels`
+    /// (`redis://host:port` each) monitor as `master_name`, and follow it through
+    /// failovers: when the master stops answering as a master (connection refused or
+    /// dropped, `READONLY` after it was demoted, or three calls in a row timed out), the
+    /// next call asks the sentinels again and connects to the master they name.
+    ///
+    /// During a failover calls fail (`Error::Redis` or `Error::Timeout`) until the
+    /// sentinels have promoted a replica; a retry strategy rides it out. A failover can
+    /// lose a lock the old master had not replicated: see
+    /// [`ClientBuilder::min_replicas`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> leasehold::Result<()> {
+    /// let client = leasehold::Client::open_sentinel(
+    ///     &["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"],
+    ///     "mymaster",
+    /// )
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidArgument`] for no sentinel, an empty `master_name`, or a URL
+    ///   that is not `redis://`/`rediss://`;
+    /// * [`Error::Redis`] when no sentinel answers, none knows `master_name`, or the
+    ///   master cannot be reached;
+    /// * [`Error::Timeout`] when asking the sentinels took longer than the connect
+    ///   timeout.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is written to the store.
+    #[cfg(feature = "sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+    pub async fn open_sentinel(sentinels: &[&str], master_name: &str) -> Result<Client> {
+        ClientBuilder::new()
+            .open_sentinel(sentinels, master_name)
+            .await
+    }
+
     /// A client on a redis-rs connection you already have (your own TLS, auth, pool
-    /// settings or sentinel resolution). Clones of the manager share its connection.
+    /// settings). Clones of the manager share its connection.
     ///
     /// The manager's own response timeout (redis-rs defaults to 500 ms) bounds every
     /// round trip too, on top of the `timeout` you pass to [`lock`](Client::lock); it is
@@ -335,14 +527,23 @@ impl Client {
                         attempts.sending(attempt);
                         let acquired = leases.acquire(pair, expiration, attempt, left, sent).await;
                         match acquired {
-                            Ok(Some(lease)) => {
+                            Ok(Attempted::Granted(lease)) => {
                                 attempts.answered();
                                 attempts.granted();
                                 return Ok(Lock::new(lease, expiration, timeout));
                             }
-                            Ok(None) => {
+                            Ok(Attempted::Held) => {
                                 attempts.answered();
                                 Error::NotObtained
+                            }
+                            Ok(Attempted::Unreplicated { acked, wanted }) => {
+                                // Not handed out: released at once (owner-checked, and
+                                // never a lock this client holds under the same value).
+                                attempts.answered();
+                                if !leases.live(key, val) {
+                                    let _ = self.backend().release(key, val, left).await;
+                                }
+                                return Err(Error::NotReplicated { acked, wanted });
                             }
                             Err(e) if !e.is_transient() => {
                                 // Rejected by the server: this attempt did not run.

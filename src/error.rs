@@ -42,6 +42,17 @@ pub enum Error {
     /// attempt could succeed.
     #[error(transparent)]
     Store(StoreError),
+    /// Fewer replicas than `ClientBuilder::min_replicas` asked for acknowledged an acquire
+    /// or a refresh in time: a failover could lose it. After an acquire, the lock was
+    /// released (owner-checked); after a refresh, renewal ends with this error and the
+    /// lease is not extended.
+    #[error("lock write reached {acked} of {wanted} replicas in time")]
+    NotReplicated {
+        /// Replicas that acknowledged.
+        acked: u32,
+        /// Replicas asked for.
+        wanted: u32,
+    },
     /// A fenced resource refused this fencing token: it has already seen a higher one,
     /// so this holder's lease was superseded. Nothing was read or written.
     #[error("stale fencing token {token}: the resource has already seen token {highest}")]
@@ -82,6 +93,11 @@ impl Error {
     /// The input was rejected before any I/O ([`Error::InvalidArgument`]).
     pub fn is_invalid_argument(&self) -> bool {
         matches!(self, Error::InvalidArgument(_))
+    }
+
+    /// Too few replicas acknowledged a write ([`Error::NotReplicated`]).
+    pub fn is_not_replicated(&self) -> bool {
+        matches!(self, Error::NotReplicated { .. })
     }
 
     /// A fenced resource refused a stale fencing token ([`Error::Fenced`]).

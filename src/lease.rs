@@ -97,6 +97,16 @@ impl Table {
     }
 }
 
+/// How one acquire attempt went.
+pub(crate) enum Attempted {
+    /// The key is ours: the lease.
+    Granted(Arc<Lease>),
+    /// Another value holds the key.
+    Held,
+    /// The key is ours on the master, but too few replicas acknowledged it.
+    Unreplicated { acked: u32, wanted: u32 },
+}
+
 /// A key and value, with the hash under which a client keeps their lease.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Pair<'a> {
@@ -162,7 +172,7 @@ impl Leases {
         attempt: AttemptId,
         timeout: Duration,
         sent: Instant,
-    ) -> Result<Option<Arc<Lease>>> {
+    ) -> Result<Attempted> {
         let Pair { key, val, .. } = pair;
         let acquired = if self.backend.answers_at_once() {
             // No await in between: nothing can observe the attempt in flight.
@@ -175,12 +185,15 @@ impl Leases {
                 .acquire(key, val, expiration, attempt, timeout)
                 .await
         };
-        match acquired? {
+        Ok(match acquired? {
             Acquire::Acquired(token) => {
-                Ok(Some(self.hold(pair, token, valid_until(sent, expiration))))
+                Attempted::Granted(self.hold(pair, token, valid_until(sent, expiration)))
             }
-            Acquire::Held => Ok(None),
-        }
+            Acquire::Held => Attempted::Held,
+            Acquire::Unreplicated { acked, wanted, .. } => {
+                Attempted::Unreplicated { acked, wanted }
+            }
+        })
     }
 
     /// The lease of `pair` after an acquire was granted `token`, arming the key until at

@@ -82,6 +82,9 @@ pub(crate) enum Acquire {
     Acquired(u64),
     /// Another value holds the key.
     Held,
+    /// The key now holds our value on the master, but fewer replicas than asked for
+    /// acknowledged it (`min_replicas`): a failover could lose it.
+    Unreplicated { token: u64, acked: u32, wanted: u32 },
 }
 
 /// The identity of one acquire attempt: the client that sent it and its sequence

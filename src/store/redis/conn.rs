@@ -1,13 +1,21 @@
-//! The connection a Redis store talks through: one multiplexed [`ConnectionManager`]
-//! that reconnects by itself, replaced when it looks half-open, and every call bounded by
-//! the caller's timeout.
+//! The connection a Redis store talks through, and every call bounded by the caller's
+//! timeout.
+//!
+//! * One server (`redis://…`): one multiplexed [`ConnectionManager`] that reconnects by
+//!   itself with a bounded backoff, and is replaced when it looks half-open.
+//! * A sentinel-managed master: the same, on the master the sentinels name; when the
+//!   master stops answering as a master (connection refused, `READONLY` after a
+//!   demotion, three timeouts in a row) the sentinels are asked again and the connection
+//!   replaced, which is how a failover is followed.
+//! * Redis Cluster (feature `cluster`): redis-rs' cluster connection, which follows the
+//!   slot map (`MOVED`, `ASK`, `TRYAGAIN`) and reconnects to its nodes by itself.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Cmd, FromRedisValue, RedisError};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, Value};
 
 use super::scripts::Lua;
 use crate::{Error, Result};
@@ -37,61 +45,95 @@ pub(crate) fn manager_config(connect_timeout: Duration) -> ConnectionManagerConf
         .set_max_delay(RECONNECT_MAX_DELAY)
 }
 
-pub(crate) struct Conn {
-    conn: RwLock<ConnectionManager>,
-    /// How the current connection is doing; replaced together with `conn`.
-    health: Health,
-    /// How to build a fresh connection (absent for a user's own connection).
-    rebuild: Option<Box<(redis::Client, ConnectionManagerConfig)>>,
+/// A connection to one server, or to a cluster.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    Single(ConnectionManager),
+    #[cfg(feature = "cluster")]
+    Cluster(redis::cluster_async::ClusterConnection),
 }
 
-impl Conn {
-    /// A connection the client built, which it may replace.
-    pub(crate) fn new(
-        conn: ConnectionManager,
-        client: redis::Client,
-        config: ConnectionManagerConfig,
-    ) -> Self {
-        Conn {
-            conn: RwLock::new(conn),
-            health: Health::new(),
-            rebuild: Some(Box::new((client, config))),
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(c) => c.req_packed_command(cmd),
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
-    /// The user's own connection, used as it is.
-    pub(crate) fn user(conn: ConnectionManager) -> Self {
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(c) => c.get_db(),
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Where the connection came from, and so how to replace it.
+pub(crate) enum Source {
+    /// The user's own connection: used as it is, never replaced.
+    User,
+    /// A URL: replaced by a fresh connection to the same address.
+    Url(Box<(redis::Client, ConnectionManagerConfig)>),
+    /// Sentinels: replaced by a connection to the master they name now.
+    #[cfg(feature = "sentinel")]
+    Sentinel(
+        Box<(
+            tokio::sync::Mutex<redis::sentinel::SentinelClient>,
+            ConnectionManagerConfig,
+        )>,
+    ),
+    /// A cluster connection, which follows the cluster by itself.
+    #[cfg(feature = "cluster")]
+    Cluster,
+}
+
+pub(crate) struct Conn {
+    conn: RwLock<Connection>,
+    /// How the current connection is doing; replaced together with `conn`.
+    health: Health,
+    source: Source,
+    /// Serialises replacements that need I/O (asking the sentinels).
+    #[cfg(feature = "sentinel")]
+    resolving: tokio::sync::Mutex<()>,
+}
+
+/// A call's outcome before it is mapped to the crate's errors.
+enum Outcome<T> {
+    Answered(redis::RedisResult<T>),
+    TimedOut,
+}
+
+impl Conn {
+    pub(crate) fn new(conn: Connection, source: Source) -> Self {
         Conn {
             conn: RwLock::new(conn),
             health: Health::new(),
-            rebuild: None,
+            source,
+            #[cfg(feature = "sentinel")]
+            resolving: tokio::sync::Mutex::new(()),
         }
     }
 
     /// The current connection and its generation.
-    fn current(&self) -> (u32, ConnectionManager) {
+    fn current(&self) -> (u32, Connection) {
         let conn = self.conn.read();
         (self.health.generation(), conn.clone())
-    }
-
-    /// A call on connection `generation` timed out; replace that connection when enough
-    /// did in a row (and nobody replaced it meanwhile). Building the new connection is
-    /// lazy: it connects on its first use.
-    fn timed_out(&self, generation: u32) {
-        let Some((client, config)) = self.rebuild.as_deref() else {
-            return;
-        };
-        if !self.health.timed_out(generation) {
-            return;
-        }
-        let mut conn = self.conn.write();
-        if self.health.generation() != generation {
-            return; // replaced meanwhile
-        }
-        if let Ok(fresh) = ConnectionManager::new_lazy_with_config(client.clone(), config.clone()) {
-            *conn = fresh;
-            self.health.replaced(generation);
-        }
     }
 
     /// Send a prepared `EVALSHA`, falling back to `EVAL` on `NOSCRIPT`, bounded by
@@ -107,35 +149,167 @@ impl Conn {
         cmd: &Cmd,
         timeout: Duration,
     ) -> Result<T> {
-        Box::pin(self.run_inline(lua, cmd, timeout)).await
-    }
-
-    async fn run_inline<T: FromRedisValue>(
-        &self,
-        lua: &Lua,
-        cmd: &Cmd,
-        timeout: Duration,
-    ) -> Result<T> {
-        let (generation, mut conn) = self.current();
-        let call = async {
+        Box::pin(self.bounded(timeout, async |mut conn: Connection| {
             match cmd.query_async::<T>(&mut conn).await {
                 Err(e) if is_noscript(&e) => lua.eval(cmd).query_async(&mut conn).await,
                 other => other,
             }
+        }))
+        .await
+    }
+
+    /// [`run`](Conn::run), followed in the same round trip and on the same connection by
+    /// `WAIT replicas wait`: the script's reply and how many replicas acknowledged every
+    /// write made so far on that connection (this script's included).
+    pub(crate) async fn run_replicated<T: FromRedisValue>(
+        &self,
+        lua: &Lua,
+        cmd: &Cmd,
+        replicas: u32,
+        wait: Duration,
+        timeout: Duration,
+    ) -> Result<(T, u32)> {
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        let pipeline = |script: Cmd| {
+            let mut pipe = redis::pipe();
+            pipe.add_command(script)
+                .cmd("WAIT")
+                .arg(replicas)
+                .arg(wait_ms);
+            pipe
         };
-        match tokio::time::timeout(timeout, call).await {
-            Err(_) => {
+        Box::pin(self.bounded(timeout, async |mut conn: Connection| {
+            match pipeline(cmd.clone())
+                .query_async::<(T, u32)>(&mut conn)
+                .await
+            {
+                Err(e) if is_noscript(&e) => pipeline(lua.eval(cmd)).query_async(&mut conn).await,
+                other => other,
+            }
+        }))
+        .await
+    }
+
+    /// Run `call` on the current connection within `timeout`, and keep the connection's
+    /// health: replace it when it looks half-open, or (sentinels) when it no longer leads
+    /// to the master.
+    async fn bounded<T>(
+        &self,
+        timeout: Duration,
+        call: impl AsyncFnOnce(Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        // The generation the call went out on, once it went out.
+        let mut sent_on = None;
+        let outcome = tokio::time::timeout(timeout, async {
+            #[cfg(feature = "sentinel")]
+            self.resolve_if_stale().await;
+            let (generation, conn) = self.current();
+            sent_on = Some(generation);
+            call(conn).await
+        })
+        .await;
+        let answered = match outcome {
+            Ok(answered) => Outcome::Answered(answered),
+            Err(_) => Outcome::TimedOut,
+        };
+        let Some(generation) = sent_on else {
+            return Err(Error::Timeout); // the sentinels took all the time: nothing was sent
+        };
+        match answered {
+            Outcome::TimedOut => {
                 self.timed_out(generation);
                 Err(Error::Timeout)
             }
-            Ok(Err(e)) if e.is_timeout() => {
+            Outcome::Answered(Err(e)) if e.is_timeout() => {
                 self.timed_out(generation);
                 Err(Error::Timeout)
             }
-            Ok(answered) => {
+            Outcome::Answered(Err(e)) => {
+                self.failed(generation, &e);
+                Err(Error::Redis(e))
+            }
+            Outcome::Answered(Ok(reply)) => {
                 self.health.answered(generation);
-                Ok(answered?)
+                Ok(reply)
             }
+        }
+    }
+
+    /// A call on connection `generation` timed out; replace that connection when enough
+    /// did in a row (and nobody replaced it meanwhile).
+    fn timed_out(&self, generation: u32) {
+        if matches!(self.source, Source::User) || !self.health.timed_out(generation) {
+            return;
+        }
+        self.replace(generation);
+    }
+
+    /// A call on connection `generation` failed. A sentinel-managed connection that was
+    /// refused, dropped or told `READONLY` (its server was demoted) asks the sentinels
+    /// again; a plain one reconnects by itself.
+    #[cfg_attr(not(feature = "sentinel"), allow(unused_variables))]
+    fn failed(&self, generation: u32, e: &RedisError) {
+        #[cfg(feature = "sentinel")]
+        if matches!(self.source, Source::Sentinel(..))
+            && (e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
+        {
+            self.health.stale(generation);
+        }
+    }
+
+    /// Replace connection `generation` by a fresh one, unless it was replaced meanwhile.
+    fn replace(&self, generation: u32) {
+        match &self.source {
+            Source::User => {}
+            #[cfg(feature = "cluster")]
+            Source::Cluster => {}
+            Source::Url(source) => {
+                let (client, config) = &**source;
+                let mut conn = self.conn.write();
+                if self.health.generation() != generation {
+                    return;
+                }
+                // Lazy: it connects on its first use.
+                if let Ok(fresh) =
+                    ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+                {
+                    *conn = Connection::Single(fresh);
+                    self.health.replaced(generation);
+                }
+            }
+            // Needs I/O: the next call asks the sentinels first.
+            #[cfg(feature = "sentinel")]
+            Source::Sentinel(..) => self.health.stale(generation),
+        }
+    }
+
+    /// Ask the sentinels for the master and connect to it, if the current connection was
+    /// found stale; one caller at a time, the others wait for its result.
+    #[cfg(feature = "sentinel")]
+    async fn resolve_if_stale(&self) {
+        let Source::Sentinel(source) = &self.source else {
+            return;
+        };
+        let (sentinels, config) = &**source;
+        let generation = self.health.generation();
+        if !self.health.is_stale(generation) {
+            return;
+        }
+        let _one_at_a_time = self.resolving.lock().await;
+        if self.health.generation() != generation {
+            return; // resolved meanwhile
+        }
+        let client = sentinels.lock().await.async_get_client().await;
+        // Lazy: the master is connected to by the call that follows. When no master can
+        // be had yet (a failover in progress), the stale connection stays and fails fast.
+        if let Ok(fresh) =
+            client.and_then(|c| ConnectionManager::new_lazy_with_config(c, config.clone()))
+        {
+            *self.conn.write() = Connection::Single(fresh);
+            self.health.replaced(generation);
         }
     }
 }
@@ -146,11 +320,13 @@ fn is_noscript(e: &RedisError) -> bool {
 
 /// The health of the current connection, in one word so that every update is checked
 /// against the connection it is about: its generation (high 32 bits, bumped when it is
-/// replaced), whether it ever answered (bit 31), and its timeouts in a row (low bits).
+/// replaced), whether it is known stale (bit 30: replace before use), whether it ever
+/// answered (bit 31), and its timeouts in a row (low bits).
 struct Health(AtomicU64);
 
 const ANSWERED: u64 = 1 << 31;
-const TIMEOUTS: u64 = ANSWERED - 1;
+const STALE: u64 = 1 << 30;
+const TIMEOUTS: u64 = STALE - 1;
 
 impl Health {
     /// A connection that has answered (the handshake of the first one has).
@@ -185,6 +361,22 @@ impl Health {
                     .then_some(state + 1)
             })
             .is_ok_and(|before| (before & TIMEOUTS) + 1 >= UNANSWERED_BEFORE_RECONNECT)
+    }
+
+    /// `generation` must be replaced before its next use.
+    #[cfg_attr(not(feature = "sentinel"), allow(dead_code))]
+    fn stale(&self, generation: u32) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                (state >> 32 == u64::from(generation)).then_some(state | STALE)
+            });
+    }
+
+    #[cfg_attr(not(feature = "sentinel"), allow(dead_code))]
+    fn is_stale(&self, generation: u32) -> bool {
+        let state = self.0.load(Ordering::Acquire);
+        state >> 32 == u64::from(generation) && state & STALE != 0
     }
 
     /// `generation` was replaced by a fresh connection: not answered yet, no timeouts.
@@ -226,5 +418,20 @@ mod tests {
         assert!(!h.timed_out(1));
         assert!(!h.timed_out(1));
         assert!(h.timed_out(1));
+    }
+
+    #[test]
+    fn staleness_belongs_to_one_generation() {
+        let h = Health::new();
+        assert!(!h.is_stale(0));
+        h.stale(0);
+        assert!(h.is_stale(0));
+        h.stale(7); // another generation: ignored
+        h.replaced(0);
+        assert!(!h.is_stale(1));
+        h.answered(1);
+        h.stale(1);
+        assert!(h.is_stale(1));
+        assert_eq!(h.generation(), 1);
     }
 }

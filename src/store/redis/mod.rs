@@ -1,5 +1,6 @@
-//! A single Redis server (or a primary with replicas behind one address): the scripts
-//! of [`scripts`] over the connection of [`conn`], with the sidecar keys of [`keys`].
+//! Redis: one server, a sentinel-managed master, or a cluster — the scripts of
+//! [`scripts`] over a connection of [`conn`], with the sidecar keys of [`keys`], which
+//! share each lock key's cluster slot so that every script is slot-safe.
 
 mod conn;
 pub(crate) mod keys;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, RedisError, Value};
 
-use self::conn::Conn;
+use self::conn::{Conn, Connection, Source};
 use super::{Acquire, AttemptId, Fence, Fenced, Store};
 use crate::error::StoreError;
 use crate::{Error, Result};
@@ -19,14 +20,18 @@ use crate::{Error, Result};
 pub(crate) const SCHEMES: &[&str] = &["redis://", "rediss://", "redis+unix://", "unix://"];
 
 /// How to open a Redis store.
+#[derive(Clone)]
 pub(crate) struct Options {
     pub(crate) connect_timeout: Duration,
+    /// `WAIT` for this many replicas, at most this long, after every acquire and refresh.
+    pub(crate) min_replicas: Option<(u32, Duration)>,
     #[cfg(feature = "tls")]
     pub(crate) tls_root_certificate: Option<Vec<u8>>,
 }
 
 pub(crate) struct RedisStore {
     conn: Conn,
+    min_replicas: Option<(u32, Duration)>,
 }
 
 impl RedisStore {
@@ -37,51 +42,225 @@ impl RedisStore {
     /// first connection with backoff, while a wrong password or an untrusted certificate
     /// should be reported at once.
     pub(crate) async fn open(url: &str, options: &Options) -> Result<(RedisStore, String)> {
-        // redis-rs' own messages may quote the URL (and its password): use ours.
-        let client = redis_client(url, options).map_err(|e| match e.kind() {
-            redis::ErrorKind::InvalidClientConfig if url.starts_with("rediss://") => {
-                Error::invalid("url: rediss:// needs the `tls` feature of leasehold")
-            }
-            _ => Error::invalid("url: not a valid Redis URL"),
-        })?;
+        let client = redis_client(url, options)?;
         let info = client.get_connection_info();
         let target = format!("{}/{}", info.addr(), info.redis_settings().db());
-        let probe = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(options.connect_timeout))
-            .set_response_timeout(Some(options.connect_timeout));
-        drop(
-            client
-                .get_multiplexed_async_connection_with_config(&probe)
-                .await?,
-        );
         let config = conn::manager_config(options.connect_timeout);
-        let manager = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
+        let manager = connect(&client, &config, options.connect_timeout).await?;
         let store = RedisStore {
-            conn: Conn::new(manager, client, config),
+            conn: Conn::new(Connection::Single(manager), Source::Url(Box::new((client, config)))),
+            min_replicas: options.min_replicas,
         };
         Ok((store, target))
     }
 
     /// A store on the user's own connection, used as it is.
-    pub(crate) fn from_connection(conn: ConnectionManager) -> Self {
+    pub(crate) fn from_connection(conn: ConnectionManager, options: &Options) -> Self {
         RedisStore {
-            conn: Conn::user(conn),
+            conn: Conn::new(Connection::Single(conn), Source::User),
+            min_replicas: options.min_replicas,
+        }
+    }
+
+    /// Connect to the cluster that `urls` (any of its nodes) belong to.
+    #[cfg(feature = "cluster")]
+    pub(crate) async fn open_cluster(
+        urls: &[&str],
+        options: &Options,
+    ) -> Result<(RedisStore, String)> {
+        if urls.is_empty() {
+            return Err(Error::invalid(
+                "urls: name at least one node of the cluster",
+            ));
+        }
+        let mut nodes = Vec::with_capacity(urls.len());
+        for url in urls {
+            if !SCHEMES[..2].iter().any(|s| url.starts_with(s)) {
+                return Err(Error::invalid(
+                    "urls: a cluster node is redis://host:port or rediss://host:port",
+                ));
+            }
+            let info = redis::IntoConnectionInfo::into_connection_info(*url)
+                .map_err(|_| Error::invalid("urls: not a valid Redis URL"))?;
+            nodes.push(info);
+        }
+        let target = format!(
+            "cluster of {}",
+            nodes
+                .iter()
+                .map(|n| n.addr().to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let builder = redis::cluster::ClusterClientBuilder::new(nodes)
+            .connection_timeout(options.connect_timeout)
+            // Every call is bounded by the caller's timeout; within it, redis-rs follows
+            // MOVED/ASK and retries TRYAGAIN without a clock of its own.
+            .overall_response_timeout(None)
+            .retries(CLUSTER_RETRIES)
+            .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
+            .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS);
+        #[cfg(feature = "tls")]
+        let builder = match &options.tls_root_certificate {
+            Some(pem) => builder.certs(redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            }),
+            None => builder,
+        };
+        let client = builder.build().map_err(redacted)?;
+        let conn = tokio::time::timeout(options.connect_timeout, client.get_async_connection())
+            .await
+            .map_err(|_| Error::Timeout)??;
+        Ok((RedisStore::from_cluster(conn, options), target))
+    }
+
+    /// A store on the user's own cluster connection.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn from_cluster(
+        conn: redis::cluster_async::ClusterConnection,
+        options: &Options,
+    ) -> Self {
+        RedisStore {
+            conn: Conn::new(Connection::Cluster(conn), Source::Cluster),
+            min_replicas: options.min_replicas,
+        }
+    }
+
+    /// Connect to the master the sentinels at `sentinels` name `master`, following it
+    /// through failovers. Credentials and database in `master_url_like` (the first
+    /// sentinel URL's user, password and `/db`) apply to the master.
+    #[cfg(feature = "sentinel")]
+    pub(crate) async fn open_sentinel(
+        sentinels: &[&str],
+        master: &str,
+        options: &Options,
+    ) -> Result<(RedisStore, String)> {
+        use redis::sentinel::{SentinelClient, SentinelServerType};
+        if sentinels.is_empty() {
+            return Err(Error::invalid("sentinels: name at least one sentinel"));
+        }
+        if master.is_empty() {
+            return Err(Error::invalid("master_name: must not be empty"));
+        }
+        let mut infos = Vec::with_capacity(sentinels.len());
+        for url in sentinels {
+            if !SCHEMES[..2].iter().any(|s| url.starts_with(s)) {
+                return Err(Error::invalid(
+                    "sentinels: a sentinel is redis://host:port or rediss://host:port",
+                ));
+            }
+            infos.push(
+                redis::IntoConnectionInfo::into_connection_info(*url)
+                    .map_err(|_| Error::invalid("sentinels: not a valid Redis URL"))?,
+            );
+        }
+        let target = format!("master {master} of sentinels {}", {
+            let addrs: Vec<String> = infos.iter().map(|i| i.addr().to_string()).collect();
+            addrs.join(",")
+        });
+        // A `String` for every feature set: with `tls` the parameter is `impl AsRef<str>`.
+        #[allow(clippy::unnecessary_to_owned)]
+        let mut sentinel =
+            SentinelClient::build(infos, master.to_owned(), None, SentinelServerType::Master)
+                .map_err(redacted)?;
+        let client = tokio::time::timeout(options.connect_timeout, sentinel.async_get_client())
+            .await
+            .map_err(|_| Error::Timeout)??;
+        let config = conn::manager_config(options.connect_timeout);
+        let manager = connect(&client, &config, options.connect_timeout).await?;
+        let store = RedisStore {
+            conn: Conn::new(
+                Connection::Single(manager),
+                Source::Sentinel(Box::new((tokio::sync::Mutex::new(sentinel), config))),
+            ),
+            min_replicas: options.min_replicas,
+        };
+        Ok((store, target))
+    }
+
+    /// Run a script that writes; with `min_replicas`, wait for replicas in the same
+    /// round trip and fail with [`Error::NotReplicated`] if too few acknowledged.
+    async fn write<T: FromRedisValue>(
+        &self,
+        lua: &scripts::Lua,
+        cmd: &redis::Cmd,
+        timeout: Duration,
+    ) -> Result<(T, Option<Error>)> {
+        match self.min_replicas {
+            None => Ok((self.conn.run(lua, cmd, timeout).await?, None)),
+            Some((wanted, wait)) => {
+                let (reply, acked) = self
+                    .conn
+                    .run_replicated(lua, cmd, wanted, wait, timeout)
+                    .await?;
+                let short = (acked < wanted).then_some(Error::NotReplicated { acked, wanted });
+                Ok((reply, short))
+            }
         }
     }
 }
 
-fn redis_client(url: &str, options: &Options) -> redis::RedisResult<redis::Client> {
+/// redis-rs' cluster follows `MOVED`/`ASK` and retries `TRYAGAIN` and lost connections
+/// this many times (its default, 16, with waits of up to seconds, could outlast any
+/// caller's timeout by far: the caller's timeout is the bound that counts).
+#[cfg(feature = "cluster")]
+const CLUSTER_RETRIES: u32 = 5;
+#[cfg(feature = "cluster")]
+const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 10;
+#[cfg(feature = "cluster")]
+const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 100;
+
+/// The first connection: one direct attempt (so that a wrong password or an untrusted
+/// certificate is reported at once, instead of after the manager's retries), then the
+/// manager.
+async fn connect(
+    client: &redis::Client,
+    config: &redis::aio::ConnectionManagerConfig,
+    connect_timeout: Duration,
+) -> Result<ConnectionManager> {
+    let probe = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(connect_timeout))
+        .set_response_timeout(Some(connect_timeout));
+    drop(
+        client
+            .get_multiplexed_async_connection_with_config(&probe)
+            .await?,
+    );
+    Ok(ConnectionManager::new_with_config(client.clone(), config.clone()).await?)
+}
+
+/// redis-rs' own messages about a configuration may quote a URL (and its password): say
+/// what is wrong in our words.
+#[cfg(any(feature = "cluster", feature = "sentinel"))]
+fn redacted(e: RedisError) -> Error {
+    match e.kind() {
+        redis::ErrorKind::InvalidClientConfig => {
+            Error::invalid("url: not a valid Redis configuration (TLS needs the `tls` feature)")
+        }
+        _ => Error::Redis(e),
+    }
+}
+
+fn redis_client(url: &str, options: &Options) -> Result<redis::Client> {
+    // redis-rs' own messages may quote the URL (and its password): use ours.
+    let invalid = |e: RedisError| match e.kind() {
+        redis::ErrorKind::InvalidClientConfig if url.starts_with("rediss://") => {
+            Error::invalid("url: rediss:// needs the `tls` feature of leasehold")
+        }
+        _ => Error::invalid("url: not a valid Redis URL"),
+    };
     #[cfg(feature = "tls")]
     if let Some(pem) = &options.tls_root_certificate {
         let certs = redis::TlsCertificates {
             client_tls: None,
             root_cert: Some(pem.clone()),
         };
-        return redis::Client::build_with_tls(url, certs);
+        return redis::Client::build_with_tls(url, certs).map_err(invalid);
     }
     #[cfg(not(feature = "tls"))]
     let _ = options;
-    redis::Client::open(url)
+    redis::Client::open(url).map_err(invalid)
 }
 
 impl Store for RedisStore {
@@ -98,7 +277,7 @@ impl Store for RedisStore {
         timeout: Duration,
     ) -> Result<Acquire> {
         let cmd = scripts::acquire(key, val, expiration, attempt);
-        let reply: Value = self.conn.run(&scripts::ACQUIRE, &cmd, timeout).await?;
+        let (reply, short): (Value, _) = self.write(&scripts::ACQUIRE, &cmd, timeout).await?;
         match reply {
             Value::Int(0) => Ok(Acquire::Held),
             // Only an attempt its caller gave up on is ever aborted: nobody reads this.
@@ -107,7 +286,17 @@ impl Store for RedisStore {
                 false,
                 "the acquire attempt was aborted",
             ))),
-            token => Ok(Acquire::Acquired(token_from(token)?)),
+            token => {
+                let token = token_from(token)?;
+                Ok(match short {
+                    Some(Error::NotReplicated { acked, wanted }) => Acquire::Unreplicated {
+                        token,
+                        acked,
+                        wanted,
+                    },
+                    _ => Acquire::Acquired(token),
+                })
+            }
         }
     }
 
