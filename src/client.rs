@@ -472,7 +472,9 @@ impl Client {
     ///
     /// * the store refuses any of those attempts that arrives afterwards (for an hour:
     ///   TCP gives up on undelivered data well before that), so an attempt stalled on a
-    ///   connection the client replaced never creates a lock later;
+    ///   connection the client replaced never creates a lock later. When `lock` returns
+    ///   the lock after such attempts, it aborts them first (one more round trip), so
+    ///   that not even an `unlock` at once can be followed by a late arrival;
     /// * unless `lock` returned the lock, the key is released if it holds `val` (what one
     ///   of them may have created) — but never while this client holds `key` under `val`
     ///   or has another acquire of it in flight (a same-value re-lock never deletes the
@@ -529,7 +531,7 @@ impl Client {
                         match acquired {
                             Ok(Attempted::Granted(lease)) => {
                                 attempts.answered();
-                                attempts.granted();
+                                attempts.granted(timeout).await;
                                 return Ok(Lock::new(lease, expiration, timeout));
                             }
                             Ok(Attempted::Held) => {

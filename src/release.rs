@@ -228,8 +228,23 @@ impl<'a> Attempts<'a> {
         self.covering = true;
     }
 
-    /// The call ends holding the key.
-    pub(crate) fn granted(mut self) {
+    /// The call ends holding the key. Its earlier attempts that got no answer are
+    /// aborted before the lock is handed out (one round trip, only when there are any):
+    /// detached, that abort could be overtaken by the holder's own `unlock`, and an
+    /// attempt arriving in between would re-create the lock. If the abort fails it is
+    /// left to the detached retry; if this is cancelled, the drop aborts them all and
+    /// releases the key (the caller never got the lock).
+    pub(crate) async fn granted(mut self, timeout: Duration) {
+        if !self.earlier.is_empty() {
+            let aborted = self
+                .leases
+                .backend()
+                .abort(self.key, self.val, &self.earlier, false, timeout)
+                .await;
+            if aborted.is_ok() {
+                self.earlier.clear();
+            }
+        }
         self.granted = true;
     }
 }

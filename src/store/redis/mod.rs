@@ -48,7 +48,10 @@ impl RedisStore {
         let config = conn::manager_config(options.connect_timeout);
         let manager = connect(&client, &config, options.connect_timeout).await?;
         let store = RedisStore {
-            conn: Conn::new(Connection::Single(manager), Source::Url(Box::new((client, config)))),
+            conn: Conn::new(
+                Connection::Single(manager),
+                Source::Url(Box::new((client, config))),
+            ),
             min_replicas: options.min_replicas,
         };
         Ok((store, target))
