@@ -109,12 +109,20 @@ mod client;
 mod error;
 mod exclusive;
 pub mod fence;
+#[cfg(feature = "schedule")]
+mod leader;
 mod lock;
 mod refresh;
 mod retry;
+#[cfg(feature = "schedule")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
+pub mod schedule;
 
 pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT, MAX_DURATION};
 pub use error::{Error, Result};
+#[cfg(feature = "schedule")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
+pub use leader::Leadership;
 pub use lock::{Lock, drift_allowance};
 pub use refresh::AutoRefresh;
 pub use retry::*;
