@@ -17,3 +17,5 @@ pub use context::JobContext;
 pub use job::{DEFAULT_LOCK_AT_MOST_FOR, DEFAULT_MISFIRE_GRACE, Job, Misfire, Overlap};
 pub use report::{JobOutput, Outcome, Report, Reports, Skip};
 pub use scheduler::{DEFAULT_CLAIM_RETRY, DEFAULT_KEY_PREFIX, Scheduler, SchedulerHandle};
+#[cfg(test)]
+mod tests;
