@@ -109,25 +109,30 @@ impl Client {
     ///   own.
     ///
     /// ```
-    /// # async fn demo() -> leasehold::Result<()> {
     /// use std::time::Duration;
-    /// let client = leasehold::Client::open("memory://").await?;
-    /// let rounds = client
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> leasehold::Result<()> {
+    /// let client = leasehold::Client::open("memory://").await?; // or "redis://…"
+    /// let (term, rounds) = client
     ///     .run_while_leader(
     ///         "indexer-leader",
-    ///         Duration::from_secs(10),
-    ///         std::iter::repeat(Duration::from_millis(500)), // campaign forever
+    ///         Duration::from_secs(10),                        // lease, renewed every 3.3 s
+    ///         std::iter::repeat(Duration::from_millis(500)),  // campaign forever
     ///         |leadership| async move {
-    ///             let token = leadership.fencing_token();
-    ///             for round in 0..3 {
-    ///                 // ... one round of the loop, its writes fenced with `token` ...
+    ///             let token = leadership.fencing_token();     // fence the loop's writes
+    ///             let mut rounds = 0;
+    ///             while rounds < 3 {
+    ///                 // ... one round of the loop ...
     ///                 tokio::time::sleep(Duration::from_millis(10)).await;
+    ///                 rounds += 1;
     ///             }
-    ///             (leadership.term(), token)
+    ///             let _ = token;
+    ///             (leadership.term(), rounds)                 // done: release and return
     ///         },
     ///     )
     ///     .await?;
-    /// assert_eq!(rounds.0, 1);
+    /// assert_eq!((term, rounds), (1, 3));
     /// # Ok(()) }
     /// ```
     ///

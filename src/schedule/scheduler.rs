@@ -23,8 +23,10 @@ use crate::{Client, Error, FixedInterval, MAX_DURATION, Result, RetryStrategy};
 /// Default [`Scheduler::key_prefix`]: `"leasehold:schedule:"`.
 pub const DEFAULT_KEY_PREFIX: &str = "leasehold:schedule:";
 
-/// Default [`Scheduler::claim_retry`]: every 25 ms, up to 120 times (3 s).
-pub const DEFAULT_CLAIM_RETRY: FixedInterval = FixedInterval::new(Duration::from_millis(25), 120);
+/// Default [`Scheduler::claim_retry`]: every 25 ms, up to 200 times (5 s: longer than
+/// the claim lock's lease with the default client timeout, 3 s, so a claim lock left by
+/// a host that died mid-claim is waited out).
+pub const DEFAULT_CLAIM_RETRY: FixedInterval = FixedInterval::new(Duration::from_millis(25), 200);
 
 /// A job's run function, type-erased.
 pub(crate) type JobFn =
