@@ -68,6 +68,11 @@ impl Leadership {
     /// future at that moment anyway; this is for tasks the leader spawned. Also resolves
     /// once the term is over, for a `Leadership` kept beyond it.
     ///
+    /// # Errors
+    ///
+    /// None: it only waits. Why the term ended is logged, and handed to the next term
+    /// as [`previous_loss`](Leadership::previous_loss).
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only observes.

@@ -69,6 +69,10 @@ impl JobContext {
     /// lease released), for a context kept beyond it. Never resolves during an
     /// [`Overlap::Allow`](super::Overlap::Allow) run, which has no lease.
     ///
+    /// # Errors
+    ///
+    /// None: it only waits.
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: it only observes.

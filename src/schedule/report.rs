@@ -166,6 +166,11 @@ impl Reports {
     /// The next report; `None` once the scheduler is gone (shut down, its handle dropped
     /// and its last run ended) and every report was taken.
     ///
+    /// # Errors
+    ///
+    /// None: reports lost by falling behind are skipped and counted in
+    /// [`missed`](Reports::missed).
+    ///
     /// # Cancel safety
     ///
     /// Cancel safe: a report not returned stays for the next call.

@@ -236,6 +236,10 @@ impl SchedulerHandle {
     /// running lock kept for [`lock_at_least_for`](Job::lock_at_least_for) is left to be
     /// released when that time is up.
     ///
+    /// # Errors
+    ///
+    /// None: how each run ended is in its [`Report`].
+    ///
     /// # Cancel safety
     ///
     /// Firing stops as soon as the future is first polled (or dropped); dropping it
