@@ -65,6 +65,13 @@ async fn wait_for(log: &Log, who: &str, term: u32, event: Event) -> (u64, Instan
     }
 }
 
+/// `fut`, or a panic after 10 s: no wait in these tests is unbounded.
+async fn bounded<T>(fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .expect("timed out")
+}
+
 /// Records `Dropped` if the term's future is dropped before `done()`.
 struct DropGuard {
     log: Log,
@@ -113,7 +120,7 @@ async fn one_leader_at_a_time(url: &str) {
         }));
     }
     for t in tasks {
-        t.await.unwrap();
+        bounded(t).await.unwrap();
     }
     let mut terms: Vec<(u64, Instant, Instant, &str)> = Vec::new();
     let log = log.lock().unwrap().clone();
@@ -240,8 +247,8 @@ async fn a_cut_off_leader_learns_first_and_the_successor_takes_over() {
         "its term's future is dropped before the successor runs"
     );
 
-    let b_token = b_task.await.unwrap();
-    let ((a2, previous_loss), calls) = a_task.await.unwrap();
+    let b_token = bounded(b_task).await.unwrap();
+    let ((a2, previous_loss), calls) = bounded(a_task).await.unwrap();
     assert_eq!(b_token, b1);
     assert_eq!(calls, 2, "the closure is called again for the second term");
     assert!(
@@ -331,8 +338,8 @@ async fn a_leader_whose_key_is_deleted_is_replaced_and_learns_it_at_its_next_ren
         "{:?}",
         a_lost - deleted
     );
-    let b_token = b_task.await.unwrap();
-    let (term, a2, why) = a_task.await.unwrap();
+    let b_token = bounded(b_task).await.unwrap();
+    let (term, a2, why) = bounded(a_task).await.unwrap();
     assert_eq!(term, 2);
     assert!(why.unwrap().is_not_held());
     assert!(a1 < b_token && b_token < a2 && b_token == b1);

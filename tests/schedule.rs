@@ -99,6 +99,13 @@ async fn host(
     (scheduler.start(), reports)
 }
 
+/// `fut`, or a panic after `secs` seconds: no wait in these tests is unbounded.
+async fn bounded<T>(secs: u64, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .expect("timed out")
+}
+
 fn drain(reports: &mut Reports) -> Vec<leasehold::schedule::Report> {
     std::iter::from_fn(|| reports.try_recv()).collect()
 }
@@ -156,7 +163,10 @@ async fn three_hosts_each_tick_once(url: &str) {
     tokio::time::sleep(Duration::from_millis((end - now_ms()).max(0) as u64)).await;
     let stopped = now_ms();
     // Shut down together, so that no host alone fires the last ticks.
-    tokio::join!(h0.shutdown(), h1.shutdown(), h2.shutdown());
+    bounded(10, async {
+        tokio::join!(h0.shutdown(), h1.shutdown(), h2.shutdown())
+    })
+    .await;
 
     let runs = log.lock().unwrap().clone();
     // Every tick from the one due when host 0 started to the last before the stop.
@@ -266,7 +276,7 @@ async fn without_the_claim_a_late_host_reruns_finished_ticks() {
         }));
     }
     for h in hosts {
-        h.await.unwrap();
+        bounded(10, h).await.unwrap();
     }
     let runs = log.lock().unwrap().clone();
     let first = runs.iter().map(|r| r.tick).min().unwrap();
@@ -331,7 +341,7 @@ async fn process_host(url: &str, host: usize, delay: Duration, until_ms: i64) {
         .unwrap();
     let handle = scheduler.start();
     tokio::time::sleep(Duration::from_millis((until_ms - now_ms()).max(0) as u64)).await;
-    handle.shutdown().await;
+    bounded(10, handle.shutdown()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -452,7 +462,11 @@ async fn three_hosts_with(
     tokio::time::sleep(Duration::from_millis(3_000)).await;
     let mut reports = Vec::new();
     let (handles, mut subs): (Vec<_>, Vec<_>) = hosts.into_iter().unzip();
-    futures::future::join_all(handles.into_iter().map(SchedulerHandle::shutdown)).await;
+    bounded(
+        10,
+        futures::future::join_all(handles.into_iter().map(SchedulerHandle::shutdown)),
+    )
+    .await;
     for s in &mut subs {
         reports.extend(drain(s));
     }
@@ -526,7 +540,11 @@ async fn delayed_runs_start_right_after_the_previous(url: &str) {
     }
     tokio::time::sleep(Duration::from_millis(3_300)).await;
     let (handles, _subs): (Vec<_>, Vec<_>) = hosts.into_iter().unzip();
-    futures::future::join_all(handles.into_iter().map(SchedulerHandle::shutdown)).await;
+    bounded(
+        10,
+        futures::future::join_all(handles.into_iter().map(SchedulerHandle::shutdown)),
+    )
+    .await;
     let mut runs = log.lock().unwrap().clone();
     runs.sort_by_key(|r| r.started);
     assert!(overlaps(&runs).is_empty(), "{runs:#?}");

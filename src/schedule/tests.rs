@@ -25,6 +25,13 @@ fn rel(t: SystemTime) -> i64 {
     to_millis(t) - ORIGIN
 }
 
+/// Shut down, bounded (on the paused clock, a wait that never ends would hang the test).
+async fn stop(handle: SchedulerHandle) {
+    tokio::time::timeout(Duration::from_secs(60), handle.shutdown())
+        .await
+        .expect("shutdown hung");
+}
+
 fn drain(reports: &mut Reports) -> Vec<Report> {
     std::iter::from_fn(|| reports.try_recv()).collect()
 }
@@ -62,7 +69,7 @@ async fn ticks_fire_on_the_epoch_grid_at_their_instants() {
     s.add(Job::every("grid", 250 * MS), |_| async {}).unwrap();
     let handle = s.start();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    handle.shutdown().await;
+    stop(handle).await;
     let got: Vec<(i64, i64)> = drain(&mut reports)
         .iter()
         .map(|r| {
@@ -99,7 +106,7 @@ async fn schedulers_sharing_a_store_run_each_tick_once() {
     }
     tokio::time::sleep(Duration::from_millis(5_500)).await;
     for h in handles {
-        h.shutdown().await;
+        stop(h).await;
     }
     let ticks: Vec<i64> = runs.lock().iter().map(|r| r.0).collect();
     assert_eq!(
@@ -133,7 +140,7 @@ async fn run_once_catches_up_the_latest_missed_tick_and_skip_does_not() {
         .unwrap();
     let first = first.start();
     tokio::time::sleep(Duration::from_millis(2_500)).await; // runs 0, 1000, 2000
-    first.shutdown().await;
+    stop(first).await;
     // No host up for ticks 3000..=9000.
     tokio::time::sleep(Duration::from_millis(7_000)).await; // now 9_500
 
@@ -146,7 +153,7 @@ async fn run_once_catches_up_the_latest_missed_tick_and_skip_does_not() {
     .unwrap();
     let skip = skip.start();
     tokio::time::sleep(100 * MS).await;
-    skip.shutdown().await;
+    stop(skip).await;
     assert!(
         drain(&mut skip_reports).is_empty(),
         "Skip does not look back"
@@ -164,7 +171,7 @@ async fn run_once_catches_up_the_latest_missed_tick_and_skip_does_not() {
         .unwrap();
     let catch_up = catch_up.start();
     tokio::time::sleep(Duration::from_millis(1_000)).await; // now 10_600
-    catch_up.shutdown().await;
+    stop(catch_up).await;
     let got: Vec<(i64, i64, bool)> = drain(&mut reports)
         .iter()
         .map(|r| (rel(r.scheduled_for), rel(r.started_at.unwrap()), r.catch_up))
@@ -192,7 +199,7 @@ async fn a_job_that_never_ran_has_nothing_to_catch_up() {
     .unwrap();
     let h = s.start();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    h.shutdown().await;
+    stop(h).await;
     assert!(drain(&mut reports).is_empty());
 }
 
@@ -215,7 +222,7 @@ async fn a_host_that_wakes_too_late_applies_the_misfire_policy() {
         // 3000 pass unfired; it wakes at 3500, 500 ms after the latest.
         tokio::time::advance(Duration::from_millis(3_000)).await;
         tokio::time::sleep(100 * MS).await;
-        h.shutdown().await;
+        stop(h).await;
         let got: Vec<(i64, String)> = drain(&mut reports)
             .iter()
             .map(|r| (rel(r.scheduled_for), format!("{:?}", r.outcome)))
@@ -252,7 +259,7 @@ async fn skip_if_still_running_skips_ticks_while_a_run_lasts_or_is_held() {
     }
     tokio::time::sleep(Duration::from_millis(1_050)).await;
     for h in handles {
-        h.shutdown().await;
+        stop(h).await;
     }
     let runs = runs.lock().clone();
     assert_eq!(
@@ -287,7 +294,7 @@ async fn skip_if_still_running_skips_ticks_while_a_run_lasts_or_is_held() {
     .unwrap();
     let h = s.start();
     tokio::time::sleep(Duration::from_millis(650)).await;
-    h.shutdown().await;
+    stop(h).await;
     let ticks: Vec<i64> = runs.lock().iter().map(|r| r.0).collect();
     let gaps: Vec<i64> = ticks.windows(2).map(|p| p[1] - p[0]).collect();
     assert_eq!(
@@ -313,9 +320,9 @@ async fn delay_if_still_running_starts_the_next_run_when_the_previous_ends() {
         handles.push(s.start());
     }
     tokio::time::sleep(Duration::from_millis(1_050)).await;
-    let stop = Instant::now();
+    let stopping = Instant::now();
     for h in handles {
-        h.shutdown().await;
+        stop(h).await;
     }
     let runs = runs.lock().clone();
     assert_eq!(
@@ -330,7 +337,7 @@ async fn delay_if_still_running_starts_the_next_run_when_the_previous_ends() {
         );
     }
     assert!(
-        stop.elapsed() >= 150 * MS,
+        stopping.elapsed() >= 150 * MS,
         "shutdown waited for the run in progress"
     );
 }
@@ -369,7 +376,7 @@ async fn allow_overlaps_and_failures_and_panics_are_reported_not_fatal() {
         h.last_report("flaky").map(|r| format!("{:?}", r.outcome)),
         Some("Completed".into())
     );
-    h.shutdown().await;
+    stop(h).await;
     let runs = runs.lock().clone();
     assert!(
         runs.windows(2).any(|p| p[1].1 < p[0].2),
@@ -410,7 +417,7 @@ async fn shutdown_waits_for_running_jobs_and_abandons_waiting_ticks() {
     tokio::time::sleep(Duration::from_millis(150)).await; // tick 0 runs, tick 100 waits
     assert_eq!(h.in_flight(), 2);
     let started = Instant::now();
-    h.shutdown().await;
+    stop(h).await;
     assert_eq!(started.elapsed(), 550 * MS, "returned when the run ended");
     assert_eq!(runs.lock().clone(), [(0, 0, 700)]);
     let got: Vec<String> = drain(&mut reports)
