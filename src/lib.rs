@@ -94,12 +94,25 @@
 //! job when the lease is lost and releases when it is done — the scheduled-job case in
 //! one call.
 //!
+//! # Scheduled jobs and leader loops (feature `schedule`)
+//!
+//! `schedule::Scheduler` runs cron (`"0 3 * * *"`, or 6 fields with seconds first) and
+//! fixed-period jobs so that **every tick runs on exactly one host** among all the
+//! schedulers sharing a store — even a host whose timer fires late, or that starts after
+//! the run finished, does not run the tick again — with the overlap modes *allow*, *skip
+//! if still running* and *delay if still running* enforced across hosts, runs aborted
+//! when their lease is lost, and every failure reported. `Client::run_while_leader`
+//! runs a loop on one node at a time and campaigns again after losing the lease. The
+//! `schedule` module documents the design and its limits, and maps the options of other
+//! schedulers (key prefix, lock duration, retries, singleton mode) onto it.
+//!
 //! # Features
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `tls` | off | `rediss://` URLs (rustls, ring provider), `ClientBuilder::tls_root_certificate` |
 //! | `backoff` | off | `BackoffAdapter` for strategies of the `backoff` crate (unmaintained, RUSTSEC-2025-0012) |
+//! | `schedule` | off | `schedule` (exclusive cron and fixed-period jobs, every tick once across hosts) and `Client::run_while_leader`; adds `croner` and `jiff` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
@@ -110,16 +123,24 @@ mod error;
 mod exclusive;
 pub mod fence;
 mod hash;
+#[cfg(feature = "schedule")]
+mod leader;
 mod lease;
 mod lock;
 mod refresh;
 mod release;
 mod retry;
+#[cfg(feature = "schedule")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
+pub mod schedule;
 mod store;
 
 pub use args::MAX_DURATION;
 pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 pub use error::{Error, Result, StoreError};
+#[cfg(feature = "schedule")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
+pub use leader::Leadership;
 pub use lease::drift_allowance;
 pub use lock::Lock;
 pub use refresh::AutoRefresh;
