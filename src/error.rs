@@ -154,7 +154,6 @@ impl StoreError {
         }
     }
 
-    #[allow(dead_code)] // used by stores behind features
     pub(crate) fn with_source(
         mut self,
         source: impl std::error::Error + Send + Sync + 'static,

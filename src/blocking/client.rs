@@ -86,6 +86,14 @@ impl ClientBuilder {
         }
     }
 
+    /// Wait for `replicas` replicas (at most `timeout`) after every acquire and refresh;
+    /// see [`crate::ClientBuilder::min_replicas`].
+    pub fn min_replicas(self, replicas: u32, timeout: Duration) -> Self {
+        ClientBuilder {
+            inner: self.inner.min_replicas(replicas, timeout),
+        }
+    }
+
     /// Trust this root certificate (PEM) for `rediss://`; see
     /// [`crate::ClientBuilder::tls_root_certificate`].
     #[cfg(feature = "tls")]
@@ -102,8 +110,8 @@ impl ClientBuilder {
     ///
     /// * [`Error::InvalidArgument`] for an unparsable URL, an unsupported scheme or a bad
     ///   duration set on the builder (before any I/O);
-    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials,
-    ///   or when the runtime thread cannot be started.
+    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials;
+    /// * [`Error::Store`] when the runtime thread cannot be started.
     ///
     /// # Panics
     ///
@@ -111,13 +119,73 @@ impl ClientBuilder {
     #[track_caller]
     pub fn open(self, url: &str) -> Result<Client> {
         wait::enter("ClientBuilder::open");
-        let rt = Arc::new(Runtime::start().map_err(|e| Error::Redis(e.into()))?);
+        let rt = Arc::new(Runtime::start().map_err(runtime_failed)?);
         let (builder, url) = (self.inner, url.to_owned());
         // The connection manager spawns its tasks where it is created: on the runtime.
         let inner = rt.run(
             "ClientBuilder::open",
             async move { builder.open(&url).await },
         )?;
+        Ok(Client { inner, rt })
+    }
+
+    /// Start a runtime thread and open a client on the Redis Cluster that `urls` belong
+    /// to; see [`crate::Client::open_cluster`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::open_cluster`], and [`Error::InvalidArgument`] for a bad
+    /// setting on the builder.
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async runtime (see the [module docs](super#panics)).
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    #[track_caller]
+    pub fn open_cluster(self, urls: &[&str]) -> Result<Client> {
+        let urls: Vec<String> = urls.iter().map(|u| (*u).to_owned()).collect();
+        self.open_with("ClientBuilder::open_cluster", async move |builder| {
+            let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+            builder.open_cluster(&urls).await
+        })
+    }
+
+    /// Start a runtime thread and open a client on the master that the sentinels at
+    /// `sentinels` call `master_name`; see [`crate::Client::open_sentinel`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::open_sentinel`], and [`Error::InvalidArgument`] for a bad
+    /// setting on the builder.
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async runtime (see the [module docs](super#panics)).
+    #[cfg(feature = "sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+    #[track_caller]
+    pub fn open_sentinel(self, sentinels: &[&str], master_name: &str) -> Result<Client> {
+        let sentinels: Vec<String> = sentinels.iter().map(|u| (*u).to_owned()).collect();
+        let master_name = master_name.to_owned();
+        self.open_with("ClientBuilder::open_sentinel", async move |builder| {
+            let sentinels: Vec<&str> = sentinels.iter().map(String::as_str).collect();
+            builder.open_sentinel(&sentinels, &master_name).await
+        })
+    }
+
+    /// Start a runtime thread, and open the async client with `open` on it (the
+    /// connection spawns its tasks where it is created: on the runtime).
+    #[cfg(any(feature = "cluster", feature = "sentinel"))]
+    #[track_caller]
+    fn open_with(
+        self,
+        what: &str,
+        open: impl AsyncFnOnce(crate::ClientBuilder) -> Result<crate::Client>,
+    ) -> Result<Client> {
+        wait::enter(what);
+        let rt = Arc::new(Runtime::start().map_err(runtime_failed)?);
+        let inner = rt.run(what, open(self.inner))?;
         Ok(Client { inner, rt })
     }
 
@@ -154,8 +222,8 @@ impl Client {
     /// # Errors
     ///
     /// * [`Error::InvalidArgument`] for an unparsable URL or an unsupported scheme;
-    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials,
-    ///   or when the runtime thread cannot be started.
+    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials;
+    /// * [`Error::Store`] when the runtime thread cannot be started.
     ///
     /// # Panics
     ///
@@ -164,6 +232,40 @@ impl Client {
     pub fn open(url: &str) -> Result<Client> {
         wait::enter("Client::open");
         ClientBuilder::new().open(url)
+    }
+
+    /// Start a runtime thread and open a client on a Redis Cluster with default settings;
+    /// see [`crate::Client::open_cluster`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::open_cluster`].
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async runtime (see the [module docs](super#panics)).
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    #[track_caller]
+    pub fn open_cluster(urls: &[&str]) -> Result<Client> {
+        ClientBuilder::new().open_cluster(urls)
+    }
+
+    /// Start a runtime thread and open a client on a sentinel-managed master with
+    /// default settings; see [`crate::Client::open_sentinel`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Client::open_sentinel`].
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async runtime (see the [module docs](super#panics)).
+    #[cfg(feature = "sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+    #[track_caller]
+    pub fn open_sentinel(sentinels: &[&str], master_name: &str) -> Result<Client> {
+        ClientBuilder::new().open_sentinel(sentinels, master_name)
     }
 
     /// Start a runtime thread for a client on a fresh, private in-process store, shared
@@ -268,6 +370,19 @@ impl Client {
             self.inner.fenced_set(resource, value, token),
         )
     }
+}
+
+/// The runtime thread could not be started (the OS refused a thread): not a store
+/// failure, but reported the same way.
+fn runtime_failed(e: io::Error) -> Error {
+    Error::Store(
+        crate::StoreError::new(
+            "runtime",
+            false,
+            "cannot start the leasehold-runtime thread",
+        )
+        .with_source(e),
+    )
 }
 
 /// A tokio `current_thread` runtime running on its own named thread until the last
