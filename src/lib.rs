@@ -144,7 +144,9 @@ pub use leader::Leadership;
 pub use lease::drift_allowance;
 pub use lock::Lock;
 pub use refresh::AutoRefresh;
-pub use retry::*;
+#[cfg(feature = "backoff")]
+pub use retry::BackoffAdapter;
+pub use retry::{ExponentialBackoff, FixedInterval, NoRetry, NonFixedInterval, RetryStrategy};
 
 /// A fresh lock value: 128 random bits from the operating system's generator, as 32
 /// lowercase hex characters. Use it when the holder has no natural unique value.
