@@ -81,7 +81,7 @@ impl RetryStrategy for FixedInterval {
 /// `Duration::MAX * 2 / 3` the range is cut at the top and the mean is below `interval`), and
 /// [`Duration::ZERO`] yields zero delays.
 ///
-/// The random numbers come from a fast non-cryptographic generator ([`SmallRng`]), seeded from
+/// The random numbers come from a fast non-cryptographic generator ([`SmallRng`](rand::rngs::SmallRng)), seeded from
 /// the operating system the first time a delay is drawn (or, if the OS generator fails, from
 /// the clock), so independent copies made with [`Clone`] *before* first use draw independent
 /// sequences. Use [`with_seed`](Self::with_seed) for a reproducible sequence.
