@@ -60,7 +60,11 @@
 
 mod client;
 mod lock;
+mod refresh;
+mod runtime;
 mod wait;
 
-pub use client::{Client, ClientBuilder, RUNTIME_THREAD_NAME};
-pub use lock::{AutoRefresh, Lock};
+pub use client::{Client, ClientBuilder};
+pub use lock::Lock;
+pub use refresh::AutoRefresh;
+pub use runtime::RUNTIME_THREAD_NAME;
