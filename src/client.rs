@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use crate::args::{check_duration, check_key, check_value};
 use crate::lease::{Attempted, Leases};
 use crate::lock::Lock;
+use crate::pause::{Last, Pause};
 use crate::release::{Attempts, ReleaseLedger, Settled};
 use crate::retry::{NoRetry, RetryStrategy};
 use crate::store::memory::{self, MemoryStore};
@@ -38,6 +39,8 @@ struct ClientInner {
     /// Aborts of attempts given up on that may still delete a key (see `release.rs`).
     ledger: Arc<ReleaseLedger>,
     default_timeout: Duration,
+    /// Whether waiters wake when a key is released or expires (`ClientBuilder::notify`).
+    notify: bool,
     /// Where the client points, without credentials (for `Debug`).
     target: String,
 }
@@ -68,9 +71,17 @@ impl fmt::Debug for Client {
 pub struct ClientBuilder {
     default_timeout: Duration,
     connect_timeout: Duration,
+    notify: bool,
+    notifier: Option<redis::Client>,
     min_replicas: Option<(u32, Duration)>,
     #[cfg(feature = "tls")]
     tls_root_certificate: Option<Vec<u8>>,
+}
+
+/// A builder's validated settings that belong to the client (not to its store).
+struct Settings {
+    default_timeout: Duration,
+    notify: bool,
 }
 
 impl Default for ClientBuilder {
@@ -85,6 +96,8 @@ impl ClientBuilder {
         ClientBuilder {
             default_timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            notify: true,
+            notifier: None,
             min_replicas: None,
             #[cfg(feature = "tls")]
             tls_root_certificate: None,
@@ -102,6 +115,32 @@ impl ClientBuilder {
     /// Default: [`DEFAULT_CONNECT_TIMEOUT`] (5 s). Validated like `default_timeout`.
     pub const fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Whether a `lock` call waiting for a key wakes as soon as the key is released or
+    /// its holder's lease runs out, instead of sleeping out its retry strategy's delay.
+    /// Default: on. The strategy still bounds the wait: an early wake is one more attempt
+    /// within the same delay, and the total wait never exceeds the sum of the delays. One
+    /// release wakes one waiter per client (the one that waited longest), not all.
+    ///
+    /// On Redis, a release publishes on a channel in the key's slot (`SPUBLISH` on a
+    /// cluster) and each client keeps one subscriber connection, subscribed to the keys
+    /// it is waiting for; a miss also reports the holder's remaining time to live, so a
+    /// waiter wakes when the holder's key expires (which pub/sub cannot report). A client
+    /// on your own connection ([`Client::from_connection`]) polls unless given a
+    /// [`notifier`](ClientBuilder::notifier). `false`: waiters poll under their
+    /// strategy, and releases publish nothing.
+    pub const fn notify(mut self, on: bool) -> Self {
+        self.notify = on;
+        self
+    }
+
+    /// The Redis client to open the subscriber connection with, for a client built on
+    /// your own connection ([`ClientBuilder::from_connection`]), which otherwise polls.
+    /// It must lead to the same server.
+    pub fn notifier(mut self, client: redis::Client) -> Self {
+        self.notifier = Some(client);
         self
     }
 
@@ -137,8 +176,8 @@ impl ClientBuilder {
         self
     }
 
-    /// The validated settings: the default timeout, and how to open a Redis store.
-    fn settings(&self) -> Result<(Duration, redis_store::Options)> {
+    /// The validated settings: the client's, and how to open a Redis store.
+    fn settings(&self) -> Result<(Settings, redis_store::Options)> {
         let default_timeout = check_duration("default_timeout", self.default_timeout)?;
         let connect_timeout = check_duration("connect_timeout", self.connect_timeout)?;
         let min_replicas = match self.min_replicas {
@@ -151,10 +190,16 @@ impl ClientBuilder {
         let options = redis_store::Options {
             connect_timeout,
             min_replicas,
+            notify: self.notify,
+            notifier: self.notifier.clone(),
             #[cfg(feature = "tls")]
             tls_root_certificate: self.tls_root_certificate.clone(),
         };
-        Ok((default_timeout, options))
+        let settings = Settings {
+            default_timeout,
+            notify: self.notify,
+        };
+        Ok((settings, options))
     }
 
     /// Open a client for `url`; see [`Client::open`] for the URL forms.
@@ -169,11 +214,11 @@ impl ClientBuilder {
     ///
     /// Cancel safe: dropping the future drops the half-open connection; nothing is written.
     pub async fn open(self, url: &str) -> Result<Client> {
-        let (default_timeout, options) = self.settings()?;
+        let (settings, options) = self.settings()?;
         if let Some(name) = url.strip_prefix(memory::SCHEME) {
             return Ok(Client::with_backend(
                 Backend::Memory(MemoryStore::named(name)),
-                default_timeout,
+                &settings,
                 format!("{}{name}", memory::SCHEME),
             ));
         }
@@ -181,7 +226,7 @@ impl ClientBuilder {
             let (store, target) = RedisStore::open(url, &options).await?;
             return Ok(Client::with_backend(
                 Backend::Redis(store),
-                default_timeout,
+                &settings,
                 target,
             ));
         }
@@ -204,11 +249,11 @@ impl ClientBuilder {
     #[cfg(feature = "cluster")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub async fn open_cluster(self, urls: &[&str]) -> Result<Client> {
-        let (default_timeout, options) = self.settings()?;
+        let (settings, options) = self.settings()?;
         let (store, target) = RedisStore::open_cluster(urls, &options).await?;
         Ok(Client::with_backend(
             Backend::Redis(store),
-            default_timeout,
+            &settings,
             target,
         ))
     }
@@ -223,10 +268,10 @@ impl ClientBuilder {
     #[cfg(feature = "cluster")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub fn from_cluster(self, conn: redis::cluster_async::ClusterConnection) -> Client {
-        let (default_timeout, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
+        let (settings, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
             Backend::Redis(RedisStore::from_cluster(conn, &options)),
-            default_timeout,
+            &settings,
             "redis cluster (user connection)".to_owned(),
         )
     }
@@ -245,11 +290,11 @@ impl ClientBuilder {
     #[cfg(feature = "sentinel")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
     pub async fn open_sentinel(self, sentinels: &[&str], master_name: &str) -> Result<Client> {
-        let (default_timeout, options) = self.settings()?;
+        let (settings, options) = self.settings()?;
         let (store, target) = RedisStore::open_sentinel(sentinels, master_name, &options).await?;
         Ok(Client::with_backend(
             Backend::Redis(store),
-            default_timeout,
+            &settings,
             target,
         ))
     }
@@ -261,10 +306,10 @@ impl ClientBuilder {
     /// If a setting on the builder is invalid (`default_timeout` outside 1 ms ..=
     /// [`MAX_DURATION`](crate::MAX_DURATION), `min_replicas` of 0).
     pub fn from_connection(self, conn: ConnectionManager) -> Client {
-        let (default_timeout, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
+        let (settings, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
             Backend::Redis(RedisStore::from_connection(conn, &options)),
-            default_timeout,
+            &settings,
             "redis (user connection)".to_owned(),
         )
     }
@@ -276,10 +321,10 @@ impl ClientBuilder {
     ///
     /// If `default_timeout` was set outside 1 ms ..= [`MAX_DURATION`](crate::MAX_DURATION).
     pub fn memory(self) -> Client {
-        let (default_timeout, _) = self.settings().unwrap_or_else(|e| panic!("{e}"));
+        let (settings, _) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
             Backend::Memory(MemoryStore::new()),
-            default_timeout,
+            &settings,
             "memory (private)".to_owned(),
         )
     }
@@ -427,12 +472,13 @@ impl Client {
         ClientBuilder::new().memory()
     }
 
-    fn with_backend(backend: Backend, default_timeout: Duration, target: String) -> Client {
+    fn with_backend(backend: Backend, settings: &Settings, target: String) -> Client {
         Client {
             inner: Arc::new(ClientInner {
                 leases: Arc::new(Leases::new(backend)),
                 ledger: Arc::default(),
-                default_timeout,
+                default_timeout: settings.default_timeout,
+                notify: settings.notify,
                 target,
             }),
         }
@@ -494,7 +540,7 @@ impl Client {
         val: &str,
         expiration: Duration,
         timeout: Duration,
-        mut retry: impl RetryStrategy,
+        retry: impl RetryStrategy,
     ) -> Result<Lock> {
         check_key(key)?;
         check_value(val)?;
@@ -510,20 +556,22 @@ impl Client {
             val,
             self.inner.default_timeout,
         );
+        let mut pause = Pause::new(retry, self.inner.notify);
         loop {
             let sent = Instant::now();
             let deadline = sent + timeout;
-            let error = match self.inner.ledger.settle(key, val, deadline).await {
+            let (error, last) = match self.inner.ledger.settle(key, val, deadline).await {
                 // An earlier release of this key and value is still unanswered: sending
                 // now could be undone by it. Nothing was sent.
-                Settled::Unanswered => Error::Timeout,
+                Settled::Unanswered => (Error::Timeout, Last::Failed),
                 settled => {
                     if settled == Settled::TookOver {
                         attempts.take_over();
                     }
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left < Duration::from_millis(1) {
-                        Error::Timeout // the wait used the attempt's time; nothing sent
+                        // The wait used the attempt's time; nothing sent.
+                        (Error::Timeout, Last::Failed)
                     } else {
                         let attempt = leases.next_attempt();
                         attempts.sending(attempt);
@@ -534,9 +582,9 @@ impl Client {
                                 attempts.granted(timeout).await;
                                 return Ok(Lock::new(lease, expiration, timeout));
                             }
-                            Ok(Attempted::Held) => {
+                            Ok(Attempted::Held(ttl)) => {
                                 attempts.answered();
-                                Error::NotObtained
+                                (Error::NotObtained, Last::Missed(ttl))
                             }
                             Ok(Attempted::Unreplicated { acked, wanted }) => {
                                 // Not handed out: released at once (owner-checked, and
@@ -553,14 +601,13 @@ impl Client {
                                 return Err(e);
                             }
                             // A timeout or a dropped connection: the attempt may land.
-                            Err(e) => e,
+                            Err(e) => (e, Last::Failed),
                         }
                     }
                 }
             };
-            match retry.next_delay() {
-                Some(delay) => tokio::time::sleep(delay).await,
-                None => return Err(error),
+            if !pause.wait(last, || self.backend().watch(key)).await {
+                return Err(error);
             }
         }
     }

@@ -101,8 +101,8 @@ impl Table {
 pub(crate) enum Attempted {
     /// The key is ours: the lease.
     Granted(Arc<Lease>),
-    /// Another value holds the key.
-    Held,
+    /// Another value holds the key (for this much longer, if the store said).
+    Held(Option<Duration>),
     /// The key is ours on the master, but too few replicas acknowledged it.
     Unreplicated { acked: u32, wanted: u32 },
 }
@@ -189,7 +189,7 @@ impl Leases {
             Acquire::Acquired(token) => {
                 Attempted::Granted(self.hold(pair, token, valid_until(sent, expiration)))
             }
-            Acquire::Held => Attempted::Held,
+            Acquire::Held(ttl) => Attempted::Held(ttl),
             Acquire::Unreplicated { acked, wanted, .. } => {
                 Attempted::Unreplicated { acked, wanted }
             }

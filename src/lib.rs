@@ -127,6 +127,7 @@ mod hash;
 mod leader;
 mod lease;
 mod lock;
+mod pause;
 mod refresh;
 mod release;
 mod retry;
@@ -134,6 +135,7 @@ mod retry;
 #[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
 pub mod schedule;
 mod store;
+mod wake;
 
 pub use args::MAX_DURATION;
 pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};

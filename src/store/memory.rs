@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::{Acquire, AttemptId, Fence, Fenced, Store};
 use crate::Result;
 use crate::hash::FastHash;
+use crate::wake::{Waiters, Watch};
 
 /// The URL scheme of this store: `memory://` or `memory://NAME`.
 pub(crate) const SCHEME: &str = "memory://";
@@ -30,6 +31,8 @@ static NAMED: LazyLock<Mutex<HashMap<String, MemoryStore>>> =
 #[derive(Clone, Default)]
 pub(crate) struct MemoryStore {
     store: Arc<Mutex<Slots>>,
+    /// `lock` calls waiting for a key of this store to be released.
+    waiters: Arc<Waiters>,
 }
 
 #[derive(Default)]
@@ -107,7 +110,7 @@ impl MemoryStore {
             return Acquire::Acquired(1);
         };
         match slot.holder(now) {
-            Some(holder) if holder != val => Acquire::Held,
+            Some(holder) if holder != val => Acquire::Held(Some(slot.deadline - now)),
             Some(_) => {
                 slot.deadline = deadline;
                 Acquire::Acquired(slot.fence)
@@ -137,14 +140,20 @@ impl MemoryStore {
 
     fn release_now(&self, key: &str, val: &str) -> bool {
         let now = Instant::now();
-        let mut store = self.store.lock();
-        match store.slots.get_mut(key) {
-            Some(slot) if slot.holder(now) == Some(val) => {
-                slot.held = false;
-                true
+        let released = {
+            let mut store = self.store.lock();
+            match store.slots.get_mut(key) {
+                Some(slot) if slot.holder(now) == Some(val) => {
+                    slot.held = false;
+                    true
+                }
+                _ => false,
             }
-            _ => false,
+        };
+        if released {
+            self.waiters.released(key);
         }
+        released
     }
 
     fn pttl_now(&self, key: &str, val: &str) -> Option<Duration> {
@@ -249,6 +258,11 @@ impl Store for MemoryStore {
         Ok(self.fenced_now(access))
     }
 
+    /// Releases are seen as they happen, in this process: a waiter is queued at once.
+    fn watch(&self, key: &str) -> Option<Watch> {
+        Some(self.waiters.watch(key).0)
+    }
+
     fn answers_at_once(&self) -> bool {
         true
     }
@@ -273,7 +287,7 @@ mod tests {
         );
         assert_eq!(
             m.acquire_now("k", "b", Duration::from_millis(100)),
-            Acquire::Held
+            Acquire::Held(Some(Duration::from_millis(100)))
         );
         tokio::time::advance(Duration::from_millis(99)).await;
         assert_eq!(m.pttl_now("k", "a"), Some(Duration::from_millis(1)));

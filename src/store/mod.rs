@@ -13,6 +13,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::Result;
+use crate::wake::Watch;
 
 /// The contract every store keeps. Keys and values arrive validated (non-empty);
 /// durations are validated and whole milliseconds. Every operation that talks to a
@@ -68,6 +69,15 @@ pub(crate) trait Store {
     /// Fenced access to a resource; see [`Fence`].
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced>;
 
+    /// Watch `key` for its release, for a `lock` call that missed and will wait: its
+    /// [`Watch`] is woken when the key is released (one waiter per release), and every
+    /// waiter of the key is woken once when the store's notifications for it are set up
+    /// (or set up again after being lost), so that a release in between is not missed.
+    /// `None`: this store does not notify; waiters poll under their retry strategy.
+    fn watch(&self, _key: &str) -> Option<Watch> {
+        None
+    }
+
     /// Whether every operation completes without waiting (an in-process store): then an
     /// attempt's outcome is never unknown and nothing needs aborting.
     fn answers_at_once(&self) -> bool {
@@ -80,8 +90,9 @@ pub(crate) trait Store {
 pub(crate) enum Acquire {
     /// The key now holds our value; the fencing token of this acquisition.
     Acquired(u64),
-    /// Another value holds the key.
-    Held,
+    /// Another value holds the key, for this much longer if the store said (its
+    /// expiry cannot be notified: a waiter wakes for it by the clock).
+    Held(Option<Duration>),
     /// The key now holds our value on the master, but fewer replicas than asked for
     /// acknowledged it (`min_replicas`): a failover could lose it.
     Unreplicated { token: u64, acked: u32, wanted: u32 },
@@ -191,6 +202,10 @@ impl Store for Backend {
 
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced> {
         dispatch!(self, s => s.fenced(access, timeout).await)
+    }
+
+    fn watch(&self, key: &str) -> Option<Watch> {
+        dispatch!(self, s => s.watch(key))
     }
 
     fn answers_at_once(&self) -> bool {

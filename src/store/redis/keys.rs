@@ -19,6 +19,9 @@ pub(crate) const FENCE: &str = "fence";
 pub(crate) const ABORTED: &str = "aborted";
 /// The suffix of a fenced resource's highest-token record.
 pub(crate) const TOKEN: &str = "token";
+/// The suffix of a lock key's release channel (a pub/sub channel, not a key: in the
+/// key's slot so that `SPUBLISH` reaches the shard that owns the key).
+pub(crate) const RELEASED: &str = "released";
 
 /// Room for what [`Sidecar::write`] adds to a key: `:` + a suffix of up to 7 bytes +
 /// `{…}` with up to 6 digits. Only a capacity hint.
@@ -68,7 +71,6 @@ impl<'a> Sidecar<'a> {
     }
 
     /// The sidecar `suffix` as a `String`.
-    #[cfg(test)]
     pub(crate) fn name(&self, suffix: &str) -> String {
         let mut out = Vec::with_capacity(self.key.len() + SIDECAR_EXTRA);
         self.write(suffix, &mut out);
@@ -183,7 +185,7 @@ mod tests {
             "a{b",
             "ключ",
         ] {
-            for suffix in [FENCE, ABORTED, TOKEN] {
+            for suffix in [FENCE, ABORTED, TOKEN, RELEASED] {
                 let sidecar = Sidecar::of(key).name(suffix);
                 if !key.contains('{') || hash_tag(key.as_bytes()).is_some() {
                     assert!(sidecar.starts_with(key), "{sidecar:?}");

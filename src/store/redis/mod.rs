@@ -4,6 +4,7 @@
 
 mod conn;
 pub(crate) mod keys;
+mod notify;
 mod scripts;
 
 use std::time::Duration;
@@ -12,8 +13,10 @@ use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, RedisError, Value};
 
 use self::conn::{Conn, Connection, Source};
+use self::notify::{Notifier, Publish, Subscriber};
 use super::{Acquire, AttemptId, Fence, Fenced, Store};
 use crate::error::StoreError;
+use crate::wake::Watch;
 use crate::{Error, Result};
 
 /// The URL schemes this store opens.
@@ -25,6 +28,10 @@ pub(crate) struct Options {
     pub(crate) connect_timeout: Duration,
     /// `WAIT` for this many replicas, at most this long, after every acquire and refresh.
     pub(crate) min_replicas: Option<(u32, Duration)>,
+    /// Publish releases and wake waiters (`ClientBuilder::notify`).
+    pub(crate) notify: bool,
+    /// The client for the subscriber connection of a store on a user's connection.
+    pub(crate) notifier: Option<redis::Client>,
     #[cfg(feature = "tls")]
     pub(crate) tls_root_certificate: Option<Vec<u8>>,
 }
@@ -32,6 +39,8 @@ pub(crate) struct Options {
 pub(crate) struct RedisStore {
     conn: Conn,
     min_replicas: Option<(u32, Duration)>,
+    /// Release notifications (`None`: off, or no way to subscribe).
+    notifier: Option<Notifier>,
 }
 
 impl RedisStore {
@@ -47,21 +56,33 @@ impl RedisStore {
         let target = format!("{}/{}", info.addr(), info.redis_settings().db());
         let config = conn::manager_config(options.connect_timeout);
         let manager = connect(&client, &config, options.connect_timeout).await?;
+        let notifier = options
+            .notify
+            .then(|| Notifier::new(Publish::Plain, Subscriber::Single(client.clone())));
         let store = RedisStore {
             conn: Conn::new(
                 Connection::Single(manager),
                 Source::Url(Box::new((client, config))),
             ),
             min_replicas: options.min_replicas,
+            notifier,
         };
         Ok((store, target))
     }
 
     /// A store on the user's own connection, used as it is.
     pub(crate) fn from_connection(conn: ConnectionManager, options: &Options) -> Self {
+        let notifier = match &options.notifier {
+            Some(client) if options.notify => Some(Notifier::new(
+                Publish::Plain,
+                Subscriber::Single(client.clone()),
+            )),
+            _ => None,
+        };
         RedisStore {
             conn: Conn::new(Connection::Single(conn), Source::User),
             min_replicas: options.min_replicas,
+            notifier,
         }
     }
 
@@ -95,6 +116,8 @@ impl RedisStore {
                 .collect::<Vec<_>>()
                 .join(",")
         );
+        let subscriber = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+            .connection_timeout(options.connect_timeout);
         let builder = redis::cluster::ClusterClientBuilder::new(nodes)
             .connection_timeout(options.connect_timeout)
             // Every call is bounded by the caller's timeout; within it, redis-rs follows
@@ -104,18 +127,25 @@ impl RedisStore {
             .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
             .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS);
         #[cfg(feature = "tls")]
-        let builder = match &options.tls_root_certificate {
-            Some(pem) => builder.certs(redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.clone()),
-            }),
-            None => builder,
+        let (builder, subscriber) = match &options.tls_root_certificate {
+            Some(pem) => {
+                let certs = || redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                };
+                (builder.certs(certs()), subscriber.certs(certs()))
+            }
+            None => (builder, subscriber),
         };
         let client = builder.build().map_err(redacted)?;
         let conn = tokio::time::timeout(options.connect_timeout, client.get_async_connection())
             .await
             .map_err(|_| Error::Timeout)??;
-        Ok((RedisStore::from_cluster(conn, options), target))
+        let mut store = RedisStore::from_cluster(conn, options);
+        store.notifier = options
+            .notify
+            .then(|| Notifier::new(Publish::Sharded, Subscriber::Cluster(subscriber)));
+        Ok((store, target))
     }
 
     /// A store on the user's own cluster connection.
@@ -127,6 +157,8 @@ impl RedisStore {
         RedisStore {
             conn: Conn::new(Connection::Cluster(conn), Source::Cluster),
             min_replicas: options.min_replicas,
+            // A user's cluster connection: its nodes are not known here to subscribe.
+            notifier: None,
         }
     }
 
@@ -178,8 +210,15 @@ impl RedisStore {
                 Source::Sentinel(Box::new((tokio::sync::Mutex::new(sentinel), config))),
             ),
             min_replicas: options.min_replicas,
+            // A subscriber would not follow a failover: waiters poll, and wake when the
+            // holder's lease runs out.
+            notifier: None,
         };
         Ok((store, target))
+    }
+
+    fn publish(&self) -> Option<Publish> {
+        self.notifier.as_ref().map(Notifier::publish)
     }
 
     /// Run a script that writes; with `min_replicas`, wait for replicas in the same
@@ -271,6 +310,10 @@ impl Store for RedisStore {
         Ok(expiration)
     }
 
+    fn watch(&self, key: &str) -> Option<Watch> {
+        self.notifier.as_ref()?.watch(key)
+    }
+
     async fn acquire(
         &self,
         key: &str,
@@ -282,7 +325,10 @@ impl Store for RedisStore {
         let cmd = scripts::acquire(key, val, expiration, attempt);
         let (reply, short): (Value, _) = self.write(&scripts::ACQUIRE, &cmd, timeout).await?;
         match reply {
-            Value::Int(0) => Ok(Acquire::Held),
+            Value::Int(0) => Ok(Acquire::Held(None)),
+            Value::Int(held) if held <= -2 => Ok(Acquire::Held(Some(Duration::from_millis(
+                held.unsigned_abs() - 2,
+            )))),
             // Only an attempt its caller gave up on is ever aborted: nobody reads this.
             Value::Int(-1) => Err(Error::Store(StoreError::new(
                 "redis",
@@ -319,7 +365,7 @@ impl Store for RedisStore {
     }
 
     async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
-        let cmd = scripts::release(key, val);
+        let cmd = scripts::release(key, val, self.publish());
         Ok(self
             .conn
             .run::<i64>(&scripts::RELEASE, &cmd, timeout)
@@ -335,7 +381,7 @@ impl Store for RedisStore {
         release: bool,
         timeout: Duration,
     ) -> Result<()> {
-        let cmd = scripts::abort(key, val, attempts, release);
+        let cmd = scripts::abort(key, val, attempts, release, self.publish());
         self.conn.run::<i64>(&scripts::ABORT, &cmd, timeout).await?;
         Ok(())
     }

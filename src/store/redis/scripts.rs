@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use redis::{Arg, Cmd, RedisWrite, Script};
 
-use super::keys::{ABORTED, FENCE, SIDECAR_EXTRA, Sidecar, TOKEN};
+use super::keys::{ABORTED, FENCE, RELEASED, SIDECAR_EXTRA, Sidecar, TOKEN};
+use super::notify::Publish;
 use crate::store::{AttemptId, Fence};
 
 pub(crate) static ACQUIRE: LazyLock<Lua> =
@@ -96,20 +97,44 @@ pub(crate) fn refresh(key: &str, val: &str, expiration: Duration) -> Cmd {
     cmd
 }
 
-pub(crate) fn release(key: &str, val: &str) -> Cmd {
-    let mut cmd = RELEASE.evalsha(1, key.len() + val.len());
+/// Write how a release is announced, and on which channel (nothing without
+/// notifications).
+fn write_announcement(key: &str, sidecar: &Sidecar<'_>, publish: Option<Publish>, cmd: &mut Cmd) {
+    match publish {
+        Some(publish) => {
+            cmd.arg(publish.arg());
+            sidecar.write(RELEASED, &mut cmd.writer_for_next_arg());
+        }
+        None => {
+            cmd.arg("").arg(key);
+        }
+    }
+}
+
+pub(crate) fn release(key: &str, val: &str, publish: Option<Publish>) -> Cmd {
+    let mut cmd = RELEASE.evalsha(1, 2 * key.len() + SIDECAR_EXTRA + val.len());
     cmd.arg(key).arg(val);
+    write_announcement(key, &Sidecar::of(key), publish, &mut cmd);
     cmd
 }
 
-pub(crate) fn abort(key: &str, val: &str, attempts: &[AttemptId], release: bool) -> Cmd {
-    let payload = 2 * key.len() + SIDECAR_EXTRA + val.len() + attempts.len() * ATTEMPT_ID_LEN;
+pub(crate) fn abort(
+    key: &str,
+    val: &str,
+    attempts: &[AttemptId],
+    release: bool,
+    publish: Option<Publish>,
+) -> Cmd {
+    let payload =
+        3 * key.len() + 2 * SIDECAR_EXTRA + val.len() + attempts.len() * ATTEMPT_ID_LEN;
     let mut cmd = ABORT.evalsha(2, payload);
+    let sidecar = Sidecar::of(key);
     cmd.arg(key);
-    Sidecar::of(key).write(ABORTED, &mut cmd.writer_for_next_arg());
+    sidecar.write(ABORTED, &mut cmd.writer_for_next_arg());
     cmd.arg(val)
         .arg(if release { "1" } else { "0" })
         .arg(millis(ABORT_MEMORY));
+    write_announcement(key, &sidecar, publish, &mut cmd);
     for &attempt in attempts {
         write_attempt(attempt, &mut cmd);
     }
@@ -191,7 +216,7 @@ mod tests {
     #[test]
     fn an_abort_names_every_attempt() {
         let second = AttemptId { seq: 8, ..ATTEMPT };
-        let cmd = abort("job", "value", &[ATTEMPT, second], true);
+        let cmd = abort("job", "value", &[ATTEMPT, second], true, Some(Publish::Sharded));
         let plain = redis::cmd("EVALSHA")
             .arg(&ABORT.sha)
             .arg(2)
@@ -200,6 +225,8 @@ mod tests {
             .arg("value")
             .arg("1")
             .arg(3_600_000u64)
+            .arg("s")
+            .arg(Sidecar::of("job").name(RELEASED))
             .arg("000000000000feed:7")
             .arg("000000000000feed:8")
             .get_packed_command();

@@ -3,9 +3,10 @@
 -- All three hash to one cluster slot.
 -- ARGV[1]: lock value; ARGV[2]: expiration in milliseconds; ARGV[3]: this attempt's id.
 -- Returns the fencing token when the key is now held by ARGV[1] (an integer, or its
--- decimal text from 2^53 on: a Lua number is a double and would round it), 0 when another
--- value holds the key, -1 when this attempt was aborted by its client (it reached the
--- server after its caller gave up on it) and did nothing.
+-- decimal text from 2^53 on: a Lua number is a double and would round it); when another
+-- value holds the key, -2 - its remaining time to live in milliseconds (0 if it has no
+-- expiry); -1 when this attempt was aborted by its client (it reached the server after
+-- its caller gave up on it) and did nothing.
 if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then
   return -1
 end
@@ -29,4 +30,8 @@ if current == ARGV[1] then
   end
   return token
 end
-return 0
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  return 0
+end
+return -2 - ttl
