@@ -5,6 +5,7 @@
 //! | --- | --- | --- |
 //! | [`RedisServer`], [`ServerOptions`] | `server.rs` | one throw-away `redis-server` |
 //! | [`FaultProxy`] | `proxy.rs` | an in-process fault-injecting TCP proxy |
+//! | [`RedisCluster`] | `cluster.rs` | a Redis Cluster (masters, replicas, failover, slot migration) |
 //!
 //! `process.rs` spawns every child so that it dies with the test binary (see
 //! [`process`]); this file keeps the small helpers.
@@ -21,13 +22,17 @@
 //! time) and benches alike. The server methods block the calling thread
 //! (process spawn, sync connections).
 //!
-//! Binaries come from `PATH`, or from `LEASEHOLD_REDIS_SERVER`.
+//! Binaries come from `PATH`, or from `LEASEHOLD_REDIS_SERVER` and
+//! `LEASEHOLD_REDIS_CLI`.
 
+mod cluster;
 mod process;
 mod proxy;
 mod server;
 
 // Not every test binary uses every harness.
+#[allow(unused_imports)]
+pub use cluster::{ClusterNode, RedisCluster, Role, SlotMigration};
 #[allow(unused_imports)]
 pub use proxy::FaultProxy;
 #[allow(unused_imports)]
