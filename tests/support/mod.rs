@@ -6,6 +6,7 @@
 //! | [`RedisServer`], [`ServerOptions`] | `server.rs` | one throw-away `redis-server` |
 //! | [`FaultProxy`] | `proxy.rs` | an in-process fault-injecting TCP proxy |
 //! | [`RedisCluster`] | `cluster.rs` | a Redis Cluster (masters, replicas, failover, slot migration) |
+//! | [`RedisSentinel`] | `sentinel.rs` | a master, a replica and three sentinels |
 //!
 //! `process.rs` spawns every child so that it dies with the test binary (see
 //! [`process`]); this file keeps the small helpers.
@@ -28,6 +29,7 @@
 mod cluster;
 mod process;
 mod proxy;
+mod sentinel;
 mod server;
 
 // Not every test binary uses every harness.
@@ -35,6 +37,8 @@ mod server;
 pub use cluster::{ClusterNode, RedisCluster, Role, SlotMigration};
 #[allow(unused_imports)]
 pub use proxy::FaultProxy;
+#[allow(unused_imports)]
+pub use sentinel::RedisSentinel;
 #[allow(unused_imports)]
 pub use server::{RedisServer, ServerOptions};
 
