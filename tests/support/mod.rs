@@ -7,6 +7,7 @@
 //! | [`FaultProxy`] | `proxy.rs` | an in-process fault-injecting TCP proxy |
 //! | [`RedisCluster`] | `cluster.rs` | a Redis Cluster (masters, replicas, failover, slot migration) |
 //! | [`RedisSentinel`] | `sentinel.rs` | a master, a replica and three sentinels |
+//! | [`EtcdServer`], [`EtcdCluster`] | `etcd.rs` | a single etcd member, or three |
 //!
 //! `process.rs` spawns every child so that it dies with the test binary (see
 //! [`process`]); this file keeps the small helpers.
@@ -23,10 +24,12 @@
 //! time) and benches alike. The server methods block the calling thread
 //! (process spawn, sync connections).
 //!
-//! Binaries come from `PATH`, or from `LEASEHOLD_REDIS_SERVER` and
-//! `LEASEHOLD_REDIS_CLI`.
+//! Binaries come from `PATH`, or from `LEASEHOLD_REDIS_SERVER`,
+//! `LEASEHOLD_REDIS_CLI` and `LEASEHOLD_ETCD` (Debian packages `redis-server`,
+//! `redis-tools`, `etcd-server`).
 
 mod cluster;
+mod etcd;
 mod process;
 mod proxy;
 mod sentinel;
@@ -35,6 +38,8 @@ mod server;
 // Not every test binary uses every harness.
 #[allow(unused_imports)]
 pub use cluster::{ClusterNode, RedisCluster, Role, SlotMigration};
+#[allow(unused_imports)]
+pub use etcd::{EtcdCluster, EtcdServer};
 #[allow(unused_imports)]
 pub use proxy::FaultProxy;
 #[allow(unused_imports)]
