@@ -1,5 +1,7 @@
 //! [`EtcdServer`] (one member) and [`EtcdCluster`] (several): throw-away
-//! `etcd` children on 127.0.0.1, data in temp dirs.
+//! `etcd` children on 127.0.0.1, data in temp dirs in memory (`/dev/shm`
+//! where there is one: etcd fsyncs every write, and an fsync on a disk shared
+//! with parallel builds can take seconds).
 //!
 //! Readiness and the helpers speak plain HTTP/1.0 over a std `TcpStream` to
 //! etcd's `/health` and its v3 JSON gateway (`/v3/kv/put`, `/v3/kv/range`,
@@ -12,13 +14,19 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::process::{self, Service};
-use super::{free_port, temp_dir, wait_for};
+use super::{free_port, memory_temp_dir, wait_for};
 
+/// What etcd (3.4, 3.5) logs once it has passed its bootstrap checks and
+/// serves its peer port.
+const SERVING_PEERS: &str = "serving peer traffic";
 /// Path of the etcd binary; override with `LEASEHOLD_ETCD`.
 const DEFAULT_ETCD: &str = "etcd";
 /// Bound on start-up, restarts and leader elections.
 const TIMEOUT: Duration = Duration::from_secs(30);
-/// Connect and I/O timeout of one HTTP request.
+/// Connect and I/O timeout of one HTTP request. Readiness probes use
+/// shorter ones ([`Probe`]): a connection accepted while etcd is
+/// still starting can stay unanswered even once etcd serves (seen with etcd
+/// 3.4), so a probe gives up early and tries again on a new connection.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Raft timers, in milliseconds: short, so that a single member is healthy in
@@ -74,17 +82,24 @@ impl Members {
         loop {
             attempt += 1;
             let members = Members::create(n, timers);
+            // One after the other, each once it serves its peer port: a new
+            // member first asks every peer whether it was bootstrapped
+            // already, and a peer that listens but does not serve yet holds
+            // that question for a whole second (etcd's bootstrap timeout),
+            // while peers not listening yet refuse at once. Its log says when
+            // it serves (an HTTP probe would be held the same way); after
+            // 2 s without that line, go on regardless: this only saves time.
             for m in &members.members {
                 m.service.spawn();
+                super::wait_until(Duration::from_secs(2), || {
+                    !m.service.is_running() || m.service.log_contains(SERVING_PEERS)
+                });
             }
-            let mut result = Ok(());
-            for m in &members.members {
-                let port = m.client_port;
-                result = m.service.wait_ready(deadline, || healthy(port));
-                if result.is_err() {
-                    break;
-                }
-            }
+            let result = members.members.iter().try_for_each(|m| {
+                let (port, mut probe) = (m.client_port, Probe::new());
+                m.service
+                    .wait_ready(deadline, || probe.check(|t| healthy(port, t)))
+            });
             match result {
                 Ok(()) => return members,
                 // Most likely a port clash: start over on fresh ports.
@@ -98,7 +113,7 @@ impl Members {
     }
 
     fn create(n: usize, timers: Timers) -> Members {
-        let dir = temp_dir("etcd");
+        let dir = memory_temp_dir("etcd");
         let token = dir
             .path()
             .file_name()
@@ -205,11 +220,10 @@ impl Members {
         let m = self.member(i);
         m.service.kill();
         m.service.spawn();
-        let port = m.client_port;
-        if let Err(why) = m
-            .service
-            .wait_ready(Instant::now() + TIMEOUT, || healthy(port))
-        {
+        let (port, mut probe) = (m.client_port, Probe::new());
+        if let Err(why) = m.service.wait_ready(Instant::now() + TIMEOUT, || {
+            probe.check(|t| healthy(port, t))
+        }) {
             panic!("etcd: restarting {}: {why}\n{}", m.name, self.diagnostics());
         }
     }
@@ -443,10 +457,20 @@ impl EtcdCluster {
 /// One HTTP/1.0 request (so the reply is neither chunked nor kept alive) on a
 /// fresh connection; `(status, body)`.
 fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    http_with_timeout(port, method, path, body, HTTP_TIMEOUT)
+}
+
+fn http_with_timeout(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    timeout: Duration,
+) -> std::io::Result<(u16, String)> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut s = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
-    s.set_read_timeout(Some(HTTP_TIMEOUT))?;
-    s.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
     let req = format!(
         "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{body}",
@@ -476,8 +500,39 @@ fn post_ok(port: u16, path: &str, json: &str) -> String {
 }
 
 /// `GET /health` answers `"health":"true"`.
-fn healthy(port: u16) -> bool {
-    matches!(http(port, "GET", "/health", ""), Ok((200, body)) if body.contains(r#""health":"true""#))
+fn healthy(port: u16, timeout: Duration) -> std::io::Result<bool> {
+    let (status, body) = http_with_timeout(port, "GET", "/health", "", timeout)?;
+    Ok(status == 200 && body.contains(r#""health":"true""#))
+}
+
+/// A readiness probe with an adaptive timeout: it starts at 50 ms and
+/// doubles (up to 1 s) each time a probe times out, so that a stuck
+/// connection is given up early while a slow machine still gets its answers.
+struct Probe {
+    timeout: Duration,
+}
+
+impl Probe {
+    fn new() -> Probe {
+        Probe {
+            timeout: Duration::from_millis(50),
+        }
+    }
+
+    fn check(&mut self, probe: impl FnOnce(Duration) -> std::io::Result<bool>) -> bool {
+        match probe(self.timeout) {
+            Ok(ready) => ready,
+            Err(e) => {
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) {
+                    self.timeout = (self.timeout * 2).min(Duration::from_secs(1));
+                }
+                false
+            }
+        }
+    }
 }
 
 struct Status {

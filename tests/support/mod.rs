@@ -104,6 +104,22 @@ fn temp_dir(what: &str) -> tempfile::TempDir {
         .unwrap_or_else(|e| panic!("creating a temp dir for {what}: {e}"))
 }
 
+/// Like [`temp_dir`], but in memory (`/dev/shm`) where there is one, for
+/// servers that fsync every write (etcd): an fsync on a disk shared with
+/// parallel builds can take seconds, on tmpfs it is free.
+fn memory_temp_dir(what: &str) -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    let in_memory = || {
+        tempfile::Builder::new()
+            .prefix(&format!("leasehold-{what}-"))
+            .tempdir_in(shm)
+    };
+    match shm.is_dir().then(in_memory) {
+        Some(Ok(dir)) => dir,
+        _ => temp_dir(what),
+    }
+}
+
 /// Percent-encodes everything but RFC 3986 unreserved characters.
 fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

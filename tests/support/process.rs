@@ -364,6 +364,11 @@ impl Service {
         freeze(child, stop);
     }
 
+    /// True if the log contains `needle`.
+    pub fn log_contains(&self, needle: &str) -> bool {
+        std::fs::read_to_string(&self.log).is_ok_and(|log| log.contains(needle))
+    }
+
     /// The last `n` lines of the log.
     pub fn log_tail(&self, n: usize) -> String {
         log_tail(&self.log, n)
