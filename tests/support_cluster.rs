@@ -187,12 +187,16 @@ fn failover_promotes_the_replica_and_the_old_master_rejoins_as_replica() {
     let master = cluster.master_of_key(key);
     let replicas = cluster.replicas_of(master.port);
     assert_eq!(replicas.len(), 1);
-    cluster.cmd(master.port, &["SET", key, "kept"]);
-    // The write reached the replica before the crash.
-    assert_eq!(
-        cluster.cmd(master.port, &["WAIT", "1", "5000"]),
-        Value::Int(1)
-    );
+    // The write reached the replica before the crash. (WAIT on the connection
+    // that wrote: on a fresh one it has nothing to wait for.)
+    let mut con = cluster.connect(master.port);
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg("kept")
+        .query(&mut con)
+        .unwrap();
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut con).unwrap();
+    assert_eq!(acked, 1);
 
     cluster.kill(master.port);
     assert!(!cluster.is_running(master.port));

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use super::process::{self, Service};
 use super::server::DEFAULT_REDIS_SERVER;
-use super::{free_port, info_field, lock, ping_ready, redis_cmd, temp_dir, value_text, wait_for};
+use super::{
+    free_port, info_field, lock, memory_temp_dir, ping_ready, redis_cmd, value_text, wait_for,
+};
 
 /// Number of hash slots.
 pub const SLOTS: u16 = 16384;
@@ -154,7 +156,7 @@ impl RedisCluster {
             "RedisCluster::start: redis-cli --cluster create needs at least 3 masters, got {masters}"
         );
         let deadline = Instant::now() + CREATE_TIMEOUT;
-        let dir = temp_dir("cluster");
+        let dir = memory_temp_dir("cluster");
         let count = masters * (1 + replicas_per_master);
         let mut nodes: Vec<Node> = (0..count)
             .map(|i| Node::new(dir.path().join(format!("node-{i}"))))
@@ -358,10 +360,19 @@ impl RedisCluster {
 
     /// Runs one command on the node on `port` (fresh sync connection, no
     /// redirection). Panics on connection and server errors (a MOVED reply is
-    /// an error).
+    /// an error). A fresh connection per call: for `WAIT` use
+    /// [`connect`](Self::connect).
     pub fn cmd(&self, port: u16, args: &[&str]) -> redis::Value {
         self.try_cmd(port, args)
             .unwrap_or_else(|e| panic!("RedisCluster: {args:?} on node {port} failed: {e}"))
+    }
+
+    /// A sync connection to the node on `port` (no redirection), for
+    /// several commands on one connection (`WAIT` after a write, `MULTI`).
+    pub fn connect(&self, port: u16) -> redis::Connection {
+        redis::Client::open(self.node_url(port))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+            .unwrap_or_else(|e| panic!("RedisCluster: connecting to node {port}: {e}"))
     }
 
     /// Like [`cmd`](Self::cmd), with errors returned.

@@ -228,6 +228,8 @@ pub struct Service {
     /// The child writes its log to stdout/stderr (etcd) instead of a file of its own.
     capture_output: bool,
     child: Mutex<Option<Child>>,
+    /// How the last child ended, once reaped by a status check.
+    last_exit: Mutex<Option<ExitStatus>>,
 }
 
 impl Service {
@@ -250,6 +252,7 @@ impl Service {
             log,
             capture_output,
             child: Mutex::new(None),
+            last_exit: Mutex::new(None),
         }
     }
 
@@ -286,17 +289,23 @@ impl Service {
             )
         });
         *guard = Some(child);
+        *lock(&self.last_exit) = None;
     }
 
-    /// Polls `ready` until it holds (-> `Ok`), the process exits (-> `Err`
-    /// with the log tail) or `deadline` passes (the process is killed, `Err`).
+    /// Polls `ready` until it holds (-> `Ok`), the process is gone (-> `Err`
+    /// with the log tail; also when it had exited before the call) or
+    /// `deadline` passes (the process is killed, `Err`).
     pub fn wait_ready(
         &self,
         deadline: Instant,
         mut ready: impl FnMut() -> bool,
     ) -> Result<(), String> {
         loop {
-            if let Some(status) = self.exit_status() {
+            if !self.is_running() {
+                let status = match *lock(&self.last_exit) {
+                    Some(status) => status.to_string(),
+                    None => "killed".to_string(),
+                };
                 return Err(format!(
                     "{} exited early ({status}); log tail:\n{}",
                     self.name,
@@ -318,21 +327,14 @@ impl Service {
         }
     }
 
-    /// `Some(status)` once the child has exited (it is then forgotten);
-    /// `None` while it runs or when there is none.
-    fn exit_status(&self) -> Option<ExitStatus> {
-        let mut guard = lock(&self.child);
-        let status = guard.as_mut()?.try_wait().ok().flatten()?;
-        *guard = None;
-        Some(status)
-    }
-
     /// True while the child process is alive (a frozen one counts as alive).
+    /// A child found dead is reaped; its status is kept for `wait_ready`.
     pub fn is_running(&self) -> bool {
         let mut guard = lock(&self.child);
         match guard.as_mut().map(|c| c.try_wait()) {
             Some(Ok(None)) => true,
-            Some(_) => {
+            Some(result) => {
+                *lock(&self.last_exit) = result.ok().flatten();
                 *guard = None;
                 false
             }
