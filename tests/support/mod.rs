@@ -105,18 +105,50 @@ fn temp_dir(what: &str) -> tempfile::TempDir {
 }
 
 /// Like [`temp_dir`], but in memory (`/dev/shm`) where there is one, for
-/// servers that fsync every write (etcd): an fsync on a disk shared with
-/// parallel builds can take seconds, on tmpfs it is free.
+/// servers that fsync every write (etcd, cluster and sentinel configs): an
+/// fsync on a disk shared with parallel builds can take seconds, on tmpfs it
+/// is free. Named `leasehold-<what>-<pid>-XXXXXX`: memory left behind by a
+/// test binary that was SIGKILLed (Drop and `atexit` never ran) is swept by
+/// the next one, once its process is gone.
 fn memory_temp_dir(what: &str) -> tempfile::TempDir {
     let shm = std::path::Path::new("/dev/shm");
-    let in_memory = || {
-        tempfile::Builder::new()
-            .prefix(&format!("leasehold-{what}-"))
-            .tempdir_in(shm)
+    if !shm.is_dir() {
+        return temp_dir(what);
+    }
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| sweep_dead_memory_dirs(shm));
+    tempfile::Builder::new()
+        .prefix(&format!("leasehold-{what}-{}-", std::process::id()))
+        .tempdir_in(shm)
+        .unwrap_or_else(|_| temp_dir(what))
+}
+
+/// Removes `<shm>/leasehold-<what>-<pid>-*` directories whose process no
+/// longer exists (checked through `/proc`; nothing is removed without it).
+fn sweep_dead_memory_dirs(shm: &std::path::Path) {
+    if !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(shm) else {
+        return;
     };
-    match shm.is_dir().then(in_memory) {
-        Some(Ok(dir)) => dir,
-        _ => temp_dir(what),
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("leasehold-") else {
+            continue;
+        };
+        // `<what>-<pid>-<random>`: the pid is the second-to-last field.
+        let fields: Vec<&str> = rest.split('-').collect();
+        let Some(pid) = fields
+            .len()
+            .checked_sub(2)
+            .and_then(|i| fields[i].parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
