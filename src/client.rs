@@ -13,6 +13,8 @@ use crate::lock::Lock;
 use crate::pause::{Last, Pause};
 use crate::release::{Attempts, ReleaseLedger, Settled};
 use crate::retry::{NoRetry, RetryStrategy};
+#[cfg(feature = "etcd")]
+use crate::store::etcd::{self as etcd_store, EtcdStore};
 use crate::store::memory::{self, MemoryStore};
 use crate::store::redis::{self as redis_store, RedisStore};
 use crate::store::{Backend, Store};
@@ -222,6 +224,14 @@ impl ClientBuilder {
                 format!("{}{name}", memory::SCHEME),
             ));
         }
+        #[cfg(feature = "etcd")]
+        if url.starts_with(etcd_store::SCHEME) {
+            let options = etcd_store::Options {
+                connect_timeout: check_duration("connect_timeout", self.connect_timeout)?,
+            };
+            let (store, target) = EtcdStore::open(url, &options).await?;
+            return Ok(Client::with_backend(Backend::Etcd(store), &settings, target));
+        }
         if redis_store::SCHEMES.iter().any(|s| url.starts_with(s)) {
             let (store, target) = RedisStore::open(url, &options).await?;
             return Ok(Client::with_backend(
@@ -230,9 +240,12 @@ impl ClientBuilder {
                 target,
             ));
         }
-        Err(Error::invalid(
-            "url: expected redis://, rediss://, redis+unix://, unix:// or memory://",
-        ))
+        Err(Error::invalid(if cfg!(feature = "etcd") {
+            "url: expected redis://, rediss://, redis+unix://, unix://, etcd:// or memory://"
+        } else {
+            "url: expected redis://, rediss://, redis+unix://, unix:// or memory:// \
+             (etcd:// needs the `etcd` feature)"
+        }))
     }
 
     /// Open a client on the Redis Cluster that `urls` belong to; see
@@ -583,7 +596,9 @@ impl Client {
                                 return Ok(Lock::new(lease, expiration, timeout));
                             }
                             Ok(Attempted::Held(ttl)) => {
-                                attempts.answered();
+                                // A queueing store keeps this call's place in line: it is
+                                // withdrawn when the call ends without the lock.
+                                attempts.missed(self.backend().queues());
                                 (Error::NotObtained, Last::Missed(ttl))
                             }
                             Ok(Attempted::Unreplicated { acked, wanted }) => {
@@ -606,7 +621,11 @@ impl Client {
                     }
                 }
             };
-            if !pause.wait(last, || self.backend().watch(key)).await {
+            if !pause
+                .wait(last, || self.backend().watch_waiter(key, val))
+                .await
+            {
+                attempts.withdraw().await;
                 return Err(error);
             }
         }

@@ -416,7 +416,7 @@ impl Lease {
         self.cap(until);
         let refreshed = self
             .backend()
-            .refresh(self.key(), self.value(), expiration, timeout)
+            .refresh_owned(self.key(), self.value(), self.token, expiration, timeout)
             .await?;
         if !refreshed {
             return Err(Error::NotHeld);
@@ -430,7 +430,7 @@ impl Lease {
     pub(crate) async fn ttl(&self, timeout: Duration) -> Result<Option<Duration>> {
         let ttl = self
             .backend()
-            .pttl(self.key(), self.value(), timeout)
+            .pttl_owned(self.key(), self.value(), self.token, timeout)
             .await?;
         if ttl.is_none() {
             self.mark_lost();
@@ -447,7 +447,7 @@ impl Lease {
         }
         let released = self
             .backend()
-            .release(self.key(), self.value(), timeout)
+            .release_owned(self.key(), self.value(), self.token, timeout)
             .await;
         self.mark_lost();
         if released? {

@@ -182,6 +182,9 @@ pub(crate) struct Attempts<'a> {
     /// (each attempt answered before the next is sent) allocates nothing.
     last: Option<AttemptId>,
     earlier: Vec<AttemptId>,
+    /// Answered misses that left a place in line (a queueing store): withdrawn unless
+    /// the call ends holding the key.
+    queued: Vec<AttemptId>,
     /// Whether the call took over the release of a downgraded abort.
     covering: bool,
     /// Whether the call ends holding the key: then nothing is released.
@@ -204,6 +207,7 @@ impl<'a> Attempts<'a> {
             timeout,
             last: None,
             earlier: Vec::new(),
+            queued: Vec::new(),
             covering: false,
             granted: false,
         }
@@ -221,6 +225,41 @@ impl<'a> Attempts<'a> {
     /// outcome is known.
     pub(crate) fn answered(&mut self) {
         self.last = None;
+    }
+
+    /// The last attempt sent found the key held. On a store that `queues`, its place in
+    /// line stays until the call ends: withdrawn with the abort unless the call ends
+    /// holding the key (then it became the key).
+    pub(crate) fn missed(&mut self, queues: bool) {
+        if queues {
+            self.queued.extend(self.last.take());
+        }
+        self.last = None;
+    }
+
+    /// The call ends without the key: withdraw its place in line at once (one round
+    /// trip, only on a queueing store that gave it one), so that the place cannot come
+    /// first after the call returned. On failure, the drop's detached abort retries.
+    pub(crate) async fn withdraw(&mut self) {
+        if self.queued.is_empty() {
+            return;
+        }
+        let mut attempts = std::mem::take(&mut self.earlier);
+        attempts.extend(self.last.take());
+        attempts.append(&mut self.queued);
+        let release = !self.leases.live(self.key, self.val);
+        let aborted = self
+            .leases
+            .backend()
+            .abort(self.key, self.val, &attempts, release, self.timeout)
+            .await;
+        if aborted.is_ok() {
+            // Nothing of this call is left in the store (a release it took over is done
+            // too, unless a lock of the pair is live: then it is not this call's to do).
+            self.covering = false;
+        } else {
+            self.earlier = attempts;
+        }
     }
 
     /// This call takes over the release of an abort it downgraded.
@@ -252,7 +291,15 @@ impl<'a> Attempts<'a> {
 impl Drop for Attempts<'_> {
     fn drop(&mut self) {
         let release = !self.granted;
-        if self.last.is_none() && self.earlier.is_empty() && !(release && self.covering) {
+        if !release {
+            // Answered misses of a call that got the key: their place became the key.
+            self.queued.clear();
+        }
+        if self.last.is_none()
+            && self.earlier.is_empty()
+            && self.queued.is_empty()
+            && !(release && self.covering)
+        {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -271,6 +318,7 @@ impl Drop for Attempts<'_> {
         });
         let mut attempts = std::mem::take(&mut self.earlier);
         attempts.extend(self.last.take());
+        attempts.append(&mut self.queued);
         let abort = Abort {
             leases: Arc::clone(self.leases),
             entry,

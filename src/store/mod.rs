@@ -6,6 +6,8 @@
 //! call: the memory store's lock+unlock is a fraction of a microsecond). A new store is
 //! a module here, a variant in [`Backend`] and an arm in [`dispatch!`].
 
+#[cfg(feature = "etcd")]
+pub(crate) mod etcd;
 pub(crate) mod memory;
 pub(crate) mod redis;
 
@@ -46,8 +48,34 @@ pub(crate) trait Store {
         timeout: Duration,
     ) -> Result<bool>;
 
+    /// [`refresh`](Store::refresh) by the holder of the acquisition that got `token`:
+    /// a store that can tell acquisitions of one value apart refuses a later one (etcd
+    /// compares the key's create revision). Default: as `refresh`.
+    async fn refresh_owned(
+        &self,
+        key: &str,
+        val: &str,
+        _token: u64,
+        expiration: Duration,
+        timeout: Duration,
+    ) -> Result<bool> {
+        self.refresh(key, val, expiration, timeout).await
+    }
+
     /// Delete `key` if `val` holds it. `false`: not held, nothing changed.
     async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool>;
+
+    /// [`release`](Store::release) by the holder of the acquisition that got `token`
+    /// (see [`refresh_owned`](Store::refresh_owned)). Default: as `release`.
+    async fn release_owned(
+        &self,
+        key: &str,
+        val: &str,
+        _token: u64,
+        timeout: Duration,
+    ) -> Result<bool> {
+        self.release(key, val, timeout).await
+    }
 
     /// Give up on acquire `attempts` of `key` for `val` whose outcome is unknown (their
     /// caller stopped waiting, or their connection was replaced): any of them that
@@ -66,6 +94,18 @@ pub(crate) trait Store {
     /// A key without expiry (set by hand) reports `Duration::MAX`.
     async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>>;
 
+    /// [`pttl`](Store::pttl) of the acquisition that got `token` (see
+    /// [`refresh_owned`](Store::refresh_owned)). Default: as `pttl`.
+    async fn pttl_owned(
+        &self,
+        key: &str,
+        val: &str,
+        _token: u64,
+        timeout: Duration,
+    ) -> Result<Option<Duration>> {
+        self.pttl(key, val, timeout).await
+    }
+
     /// Fenced access to a resource; see [`Fence`].
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced>;
 
@@ -76,6 +116,19 @@ pub(crate) trait Store {
     /// `None`: this store does not notify; waiters poll under their retry strategy.
     fn watch(&self, _key: &str) -> Option<Watch> {
         None
+    }
+
+    /// [`watch`](Store::watch) for the waiter `val` of `key`: a store that keeps waiters
+    /// in line wakes each for its own turn. Default: `watch(key)`.
+    fn watch_waiter(&self, key: &str, _val: &str) -> Option<Watch> {
+        self.watch(key)
+    }
+
+    /// Whether a miss leaves the attempt's place in line in the store (etcd: its key,
+    /// queued behind the holder): then a `lock` call that ends without the lock must
+    /// withdraw it, with the abort of its attempts — including those that got an answer.
+    fn queues(&self) -> bool {
+        false
     }
 
     /// Whether every operation completes without waiting (an in-process store): then an
@@ -133,6 +186,8 @@ pub(crate) type Fenced = std::result::Result<Option<String>, u64>;
 pub(crate) enum Backend {
     Memory(memory::MemoryStore),
     Redis(redis::RedisStore),
+    #[cfg(feature = "etcd")]
+    Etcd(etcd::EtcdStore),
 }
 
 /// `dispatch!(backend, store => expression)`: the expression with `store` bound to the
@@ -142,6 +197,8 @@ macro_rules! dispatch {
         match $backend {
             Backend::Memory($store) => $call,
             Backend::Redis($store) => $call,
+            #[cfg(feature = "etcd")]
+            Backend::Etcd($store) => $call,
         }
     };
 }
@@ -151,6 +208,8 @@ impl Backend {
         match self {
             Backend::Memory(_) => "memory",
             Backend::Redis(_) => "redis",
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(_) => "etcd",
         }
     }
 }
@@ -181,8 +240,39 @@ impl Store for Backend {
         dispatch!(self, s => s.refresh(key, val, expiration, timeout).await)
     }
 
+    async fn refresh_owned(
+        &self,
+        key: &str,
+        val: &str,
+        token: u64,
+        expiration: Duration,
+        timeout: Duration,
+    ) -> Result<bool> {
+        dispatch!(self, s => s.refresh_owned(key, val, token, expiration, timeout).await)
+    }
+
     async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
         dispatch!(self, s => s.release(key, val, timeout).await)
+    }
+
+    async fn release_owned(
+        &self,
+        key: &str,
+        val: &str,
+        token: u64,
+        timeout: Duration,
+    ) -> Result<bool> {
+        dispatch!(self, s => s.release_owned(key, val, token, timeout).await)
+    }
+
+    async fn pttl_owned(
+        &self,
+        key: &str,
+        val: &str,
+        token: u64,
+        timeout: Duration,
+    ) -> Result<Option<Duration>> {
+        dispatch!(self, s => s.pttl_owned(key, val, token, timeout).await)
     }
 
     async fn abort(
@@ -206,6 +296,14 @@ impl Store for Backend {
 
     fn watch(&self, key: &str) -> Option<Watch> {
         dispatch!(self, s => s.watch(key))
+    }
+
+    fn watch_waiter(&self, key: &str, val: &str) -> Option<Watch> {
+        dispatch!(self, s => s.watch_waiter(key, val))
+    }
+
+    fn queues(&self) -> bool {
+        dispatch!(self, s => s.queues())
     }
 
     fn answers_at_once(&self) -> bool {
