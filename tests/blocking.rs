@@ -1,5 +1,7 @@
 //! The blocking facade: the core conformance lines through `leasehold::blocking`, against
-//! a real `redis-server` (spawned per test) and against `memory://`, plus what only the
+//! a real `redis-server` (spawned per test), against `memory://` and, with the `etcd`
+//! feature, against a real etcd (spawned per test; whole-second leases, as documented:
+//! the cases wait out `Lock::expiration()`), plus what only the
 //! facade has — renewal while the caller's thread sleeps, OS-thread contention, misuse
 //! inside an async runtime, and the runtime thread's lifetime.
 //!
@@ -66,11 +68,24 @@ struct Store {
     client: Client,
     url: String,
     server: Option<RedisServer>,
+    /// How long a key may outlive its expiration (the store's expiry sweep).
+    expiry_lag: Duration,
+    /// Tokens count per key from 1 (etcd: one revision counter for every key).
+    tokens_per_key: bool,
+    /// The first token on a fresh store.
+    first_token: u64,
+    #[cfg(feature = "etcd")]
+    _etcd: Option<support::EtcdServer>,
 }
 
 impl Store {
     fn second_client(&self) -> Client {
         Client::open(&self.url).expect("a second client")
+    }
+
+    /// Sleep until `lock` (acquired just before) surely expired on the store.
+    fn outlive(&self, lock: &Lock) {
+        thread::sleep(lock.expiration() + self.expiry_lag);
     }
 }
 
@@ -81,6 +96,26 @@ fn redis_store() -> Store {
         client: Client::open(&url).expect("connect"),
         url,
         server: Some(server),
+        expiry_lag: 50 * MS,
+        tokens_per_key: true,
+        first_token: 1,
+        #[cfg(feature = "etcd")]
+        _etcd: None,
+    }
+}
+
+#[cfg(feature = "etcd")]
+fn etcd_store() -> Store {
+    let server = support::EtcdServer::start();
+    let url = server.url();
+    Store {
+        client: Client::open(&url).expect("connect"),
+        url,
+        server: None,
+        expiry_lag: 700 * MS,
+        tokens_per_key: false,
+        first_token: 2,
+        _etcd: Some(server),
     }
 }
 
@@ -91,6 +126,11 @@ fn memory_store() -> Store {
         client: Client::open(&url).expect("open memory"),
         url,
         server: None,
+        expiry_lag: 50 * MS,
+        tokens_per_key: true,
+        first_token: 1,
+        #[cfg(feature = "etcd")]
+        _etcd: None,
     }
 }
 
@@ -114,6 +154,18 @@ macro_rules! conformance {
                 fn $case() {
                     super::bounded(super::SEC * 20, || {
                         let store = super::memory_store();
+                        super::cases::$case(&store);
+                    });
+                }
+            )*
+        }
+        #[cfg(feature = "etcd")]
+        mod etcd {
+            $(
+                #[test]
+                fn $case() {
+                    super::bounded(super::SEC * 30, || {
+                        let store = super::etcd_store();
                         super::cases::$case(&store);
                     });
                 }
@@ -166,7 +218,7 @@ mod cases {
         let again = c.try_lock("k", "a", 10 * SEC).unwrap();
         assert_eq!(again.fencing_token(), first.fencing_token());
         let after = first.ttl().unwrap().unwrap();
-        assert!(after > 9 * SEC, "re-armed to the new expiration: {after:?}");
+        assert!(after >= 9 * SEC, "re-armed to the new expiration: {after:?}");
     }
 
     pub fn fencing_tokens_rise_across_acquisitions_and_survive_expiry(s: &Store) {
@@ -186,12 +238,15 @@ mod cases {
         let expiring = c.try_lock("k", "short", 50 * MS).unwrap();
         assert!(expiring.fencing_token() > last);
         last = expiring.fencing_token();
-        thread::sleep(120 * MS);
+        s.outlive(&expiring);
         let next = c.try_lock("k", "after-expiry", 10 * SEC).unwrap();
         assert!(next.fencing_token() > last);
-        // Tokens are per key.
         let fresh = c.try_lock("another-key", "v", 10 * SEC).unwrap();
-        assert_eq!(fresh.fencing_token(), 1);
+        if s.tokens_per_key {
+            assert_eq!(fresh.fencing_token(), 1);
+        } else {
+            assert!(fresh.fencing_token() > next.fencing_token());
+        }
     }
 
     pub fn refresh_rearms_the_original_expiration(s: &Store) {
@@ -201,7 +256,9 @@ mod cases {
         assert!(lock.ttl().unwrap().unwrap() <= 700 * MS);
         lock.refresh().unwrap();
         let ttl = lock.ttl().unwrap().unwrap();
-        assert!(ttl > 900 * MS && ttl <= SEC, "{ttl:?}");
+        // Whole seconds, rounded down, on etcd.
+        let floor = if s.tokens_per_key { 900 * MS } else { Duration::ZERO };
+        assert!(ttl >= floor && ttl <= SEC, "{ttl:?}");
         assert!(lock.valid_for().unwrap() > 900 * MS);
         assert!(!lock.wait_lost_timeout(20 * MS), "not lost while valid");
     }
@@ -209,7 +266,7 @@ mod cases {
     pub fn refresh_ttl_unlock_after_loss_are_not_held_and_leave_the_new_owner_alone(s: &Store) {
         let c = &s.client;
         let lock = c.try_lock("k", "a", 50 * MS).unwrap();
-        thread::sleep(100 * MS);
+        s.outlive(&lock);
         let owner = c.try_lock("k", "b", 10 * SEC).unwrap();
         let owner_ttl = owner.ttl().unwrap().unwrap();
         assert!(lock.refresh().unwrap_err().is_not_held());
@@ -220,7 +277,7 @@ mod cases {
         assert!(lock.unlock().unwrap_err().is_not_held());
         let still = owner.ttl().unwrap().unwrap();
         assert!(
-            still <= owner_ttl && still > 9 * SEC,
+            still <= owner_ttl && still >= 9 * SEC,
             "untouched: {still:?}"
         );
         owner.refresh().expect("the new owner still holds the key");
@@ -248,7 +305,7 @@ mod cases {
         assert!(c.try_lock("", "v", SEC).unwrap_err().is_invalid_argument());
         // Nothing was written.
         let lock = c.try_lock("k", "probe", SEC).unwrap();
-        assert_eq!(lock.fencing_token(), 1);
+        assert_eq!(lock.fencing_token(), s.first_token);
         for (interval, expiration, timeout, retry, name) in [
             (Duration::ZERO, SEC, 100 * MS, 3, "interval"),
             (SEC, SEC, 100 * MS, 3, "interval"),
@@ -280,7 +337,10 @@ mod cases {
             "renewals extended the local lease"
         );
         let ttl = lock.ttl().unwrap().expect("still held");
-        assert!(ttl > Duration::ZERO && ttl <= 300 * MS, "{ttl:?}");
+        assert!(ttl <= lock.expiration(), "{ttl:?}");
+        if s.tokens_per_key {
+            assert!(ttl > Duration::ZERO, "{ttl:?}");
+        }
         if let Some(server) = &s.server {
             let ::redis::Value::Int(pttl) = server.cmd_sync(&["PTTL", "k"]) else {
                 panic!("PTTL");
@@ -307,7 +367,7 @@ mod cases {
 
         // A lock that expired and was taken over: its first renewal finds NotHeld.
         let stale = c.try_lock("s", "a", 50 * MS).unwrap();
-        thread::sleep(100 * MS);
+        s.outlive(&stale);
         let thief = c.try_lock("s", "thief", 10 * SEC).unwrap();
         let mut renewal = stale.auto_refresh(20 * MS, 50 * MS, 100 * MS, 3).unwrap();
         let started = Instant::now();
@@ -318,7 +378,7 @@ mod cases {
         assert!(renewal.try_error().is_none());
         assert!(!renewal.is_running());
         assert!(stale.wait_lost_timeout(SEC));
-        assert!(thief.ttl().unwrap().unwrap() > 9 * SEC, "untouched");
+        assert!(thief.ttl().unwrap().unwrap() >= 9 * SEC, "untouched");
     }
 
     pub fn unlock_and_stop_end_renewal_cleanly(s: &Store) {
@@ -335,7 +395,7 @@ mod cases {
         let lock = c.try_lock("k", "b", 300 * MS).unwrap();
         let renewal = lock.auto_refresh(100 * MS, 300 * MS, 100 * MS, 3).unwrap();
         renewal.stop();
-        thread::sleep(400 * MS);
+        s.outlive(&lock);
         assert_eq!(
             lock.ttl().unwrap(),
             None,
@@ -344,7 +404,7 @@ mod cases {
 
         let lock = c.try_lock("k", "c", 300 * MS).unwrap();
         drop(lock.auto_refresh(100 * MS, 300 * MS, 100 * MS, 3).unwrap());
-        thread::sleep(400 * MS);
+        s.outlive(&lock);
         assert_eq!(
             lock.ttl().unwrap(),
             None,
@@ -362,7 +422,7 @@ mod cases {
         let c = &s.client;
         let old = c.try_lock("k", "old", 50 * MS).unwrap();
         old.fenced_set("row", "from-old").unwrap();
-        std::thread::sleep(100 * MS); // the old lease runs out
+        s.outlive(&old); // the old lease runs out
         let new = c.try_lock("k", "new", 10 * SEC).unwrap();
         assert_eq!(new.fenced_get("row").unwrap().as_deref(), Some("from-old"));
         let err = old.fenced_set("row", "stale").unwrap_err();
