@@ -157,12 +157,16 @@ impl EtcdStore {
 
     async fn grant_lease(&self, id: i64, ttl: i64) -> Result<i64> {
         let options = etcd::LeaseGrantOptions::new().with_id(id);
-        let granted = self
-            .client
-            .lease_client()
-            .grant(ttl, Some(options))
-            .await
-            .map_err(failure)?;
+        let granted = match self.client.lease_client().grant(ttl, Some(options)).await {
+            Ok(granted) => granted,
+            // An earlier try of this attempt was granted: the lease is ours.
+            Err(etcd::Error::GRpcStatus(status))
+                if id != 0 && status.message().contains("lease already exists") =>
+            {
+                return Ok(id);
+            }
+            Err(e) => return Err(failure(e)),
+        };
         if !granted.error().is_empty() {
             return Err(Error::Store(StoreError::new(
                 STORE,
@@ -791,7 +795,7 @@ impl Store for EtcdStore {
         attempt: AttemptId,
         timeout: Duration,
     ) -> Result<Acquire> {
-        within(timeout, self.acquire_now(key, val, expiration, attempt)).await
+        within(timeout, Retry::Transient, || self.acquire_now(key, val, expiration, attempt)).await
     }
 
     async fn refresh(
@@ -801,7 +805,7 @@ impl Store for EtcdStore {
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool> {
-        within(timeout, self.refresh_now(key, val, None, expiration)).await
+        within(timeout, Retry::Transient, || self.refresh_now(key, val, None, expiration)).await
     }
 
     async fn refresh_owned(
@@ -812,11 +816,11 @@ impl Store for EtcdStore {
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool> {
-        within(timeout, self.refresh_now(key, val, Some(token), expiration)).await
+        within(timeout, Retry::Transient, || self.refresh_now(key, val, Some(token), expiration)).await
     }
 
     async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
-        within(timeout, self.release_now(key, val, None)).await
+        within(timeout, Retry::NoLeader, || self.release_now(key, val, None)).await
     }
 
     async fn release_owned(
@@ -826,7 +830,7 @@ impl Store for EtcdStore {
         token: u64,
         timeout: Duration,
     ) -> Result<bool> {
-        within(timeout, self.release_now(key, val, Some(token))).await
+        within(timeout, Retry::NoLeader, || self.release_now(key, val, Some(token))).await
     }
 
     async fn abort(
@@ -837,11 +841,11 @@ impl Store for EtcdStore {
         release: bool,
         timeout: Duration,
     ) -> Result<()> {
-        within(timeout, self.abort_now(key, val, attempts, release)).await
+        within(timeout, Retry::Transient, || self.abort_now(key, val, attempts, release)).await
     }
 
     async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
-        within(timeout, self.pttl_now(key, val, None)).await
+        within(timeout, Retry::Transient, || self.pttl_now(key, val, None)).await
     }
 
     async fn pttl_owned(
@@ -851,11 +855,11 @@ impl Store for EtcdStore {
         token: u64,
         timeout: Duration,
     ) -> Result<Option<Duration>> {
-        within(timeout, self.pttl_now(key, val, Some(token))).await
+        within(timeout, Retry::Transient, || self.pttl_now(key, val, Some(token))).await
     }
 
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced> {
-        within(timeout, self.fenced_now(access)).await
+        within(timeout, Retry::Transient, || self.fenced_now(access)).await
     }
 
     /// The waiter `val` of `key` waits for its predecessor's deletion.
@@ -876,10 +880,46 @@ impl Store for EtcdStore {
     }
 }
 
-async fn within<T>(timeout: Duration, op: impl Future<Output = Result<T>>) -> Result<T> {
-    tokio::time::timeout(timeout, op)
+/// Which failures of an operation may be tried again within its timeout.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// Any transient failure: the operation is idempotent (acquire, refresh, abort,
+    /// reads, fenced access).
+    Transient,
+    /// Only a refusal for want of a leader (it was not proposed): a release whose
+    /// answer was lost may have deleted the key, and trying again would report
+    /// `NotHeld`.
+    NoLeader,
+}
+
+/// Run `op` within `timeout`, trying again after the failures `retry` allows (a leader
+/// election, a member that went away: the balanced channel moves to another member),
+/// pausing 10 ms, doubling up to 100 ms. The caller's `timeout` stays the bound on
+/// everything.
+async fn within<T, F, Fut>(timeout: Duration, retry: Retry, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let retrying = async {
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match op().await {
+                Err(Error::Store(e)) if retryable(&e, retry) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                done => return done,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, retrying)
         .await
         .map_err(|_| Error::Timeout)?
+}
+
+fn retryable(e: &StoreError, retry: Retry) -> bool {
+    e.is_transient() && (retry == Retry::Transient || e.to_string().contains("no leader"))
 }
 
 /// `etcd://h1:p1[,h2:p2…]` → `["http://h1:p1", …]`.
