@@ -119,17 +119,16 @@ impl EtcdStore {
         .await
         .map_err(|_| Error::Timeout)?
         .map_err(failure)?;
-        let min_ttl = tokio::time::timeout(options.connect_timeout, {
+        // Any member that answers will do: a dead one is tried again on another.
+        let min_ttl = within(options.connect_timeout, Retry::Transient, || {
             let mut lease = client.lease_client();
             async move {
-                let granted = lease.grant(1, None).await?;
+                let granted = lease.grant(1, None).await.map_err(failure)?;
                 let _ = lease.revoke(granted.id()).await;
-                Ok::<_, etcd::Error>(granted.ttl())
+                Ok(granted.ttl())
             }
         })
-        .await
-        .map_err(|_| Error::Timeout)?
-        .map_err(failure)?;
+        .await?;
         let watching: Arc<Mutex<HashMap<String, AbortHandle>>> = Arc::default();
         let waiters = Arc::new(Waiters::with_idle({
             let watching = Arc::clone(&watching);
