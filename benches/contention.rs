@@ -3,6 +3,10 @@
 //! `ExponentialBackoff` — leasehold against `SET NX PX` + release by hand sleeping the
 //! same strategy's delays.
 //!
+//! With the `etcd` feature, `contention/etcd_8_tasks`: leasehold on etcd (waiters in
+//! line, woken by their predecessor's deletion) against leasehold on Redis polling
+//! (`notify(false)`), same strategy.
+//!
 //! One iteration = one acquisition (time per acquisition = 1 / acquisitions per second).
 //! Hand-off latency percentiles and fairness are in `examples/bench_report.rs`.
 
@@ -62,12 +66,52 @@ fn contention(c: &mut Criterion) {
     }
 }
 
+/// The fair wait on etcd against polling Redis, 8 tasks, `FixedInterval(2 ms)`.
+#[cfg(feature = "etcd")]
+fn etcd(c: &mut Criterion) {
+    let redis = RedisServer::start();
+    let etcd = support::EtcdServer::start();
+    let rt = common::multi_thread_runtime();
+    let sides = rt.block_on(async {
+        vec![
+            ContentionSide::Leasehold(Client::open(&etcd.url()).await.expect("etcd client")),
+            ContentionSide::Leasehold(
+                Client::builder()
+                    .notify(false)
+                    .open(&redis.url())
+                    .await
+                    .expect("redis client"),
+            ),
+        ]
+    });
+    let run = AtomicU64::new(0);
+    let mut group = c.benchmark_group("contention/etcd_8_tasks");
+    group.sampling_mode(SamplingMode::Flat);
+    for (side, id) in sides.iter().zip(["etcd_fair_wait", "redis_polling"]) {
+        group.bench_function(id, |b| {
+            b.to_async(&rt).iter_custom(|acquisitions| {
+                let key = format!("ct:{}", run.fetch_add(1, Ordering::Relaxed));
+                async move {
+                    let until = Until::Acquisitions(acquisitions);
+                    common::contention_run(side, &key, 8, Strategy::Fixed, HOLD, THINK, until)
+                        .await
+                        .elapsed
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+#[cfg(not(feature = "etcd"))]
+fn etcd(_: &mut Criterion) {}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
-    targets = contention
+    targets = contention, etcd
 }
 criterion_main!(benches);

@@ -7,6 +7,9 @@
 //!   `release.lua`), by hand.
 //! * `blocking/*`: `try_lock` + `unlock` through `leasehold::blocking` against the async
 //!   client, on Redis and on `memory://`.
+//! * `etcd_lock_unlock/*` (feature `etcd`): leasehold on a local single-member etcd
+//!   against etcd's own lock service (`Lock`/`Unlock` through etcd-client), with a lease
+//!   per lock and on one shared session lease.
 //!
 //! A current-thread runtime drives everything: the figure is round trips plus per-call
 //! overhead, without cross-thread wake-ups.
@@ -82,12 +85,45 @@ fn blocking(c: &mut Criterion) {
     group.finish();
 }
 
+/// leasehold on etcd against etcd's lock service, same server, same run.
+#[cfg(feature = "etcd")]
+fn etcd(c: &mut Criterion) {
+    use common::etcd::{LockService, leasehold_lock_unlock};
+    let server = support::EtcdServer::start();
+    let rt = common::current_thread_runtime();
+    let client = rt
+        .block_on(leasehold::Client::open(&server.url()))
+        .expect("leasehold on etcd");
+    let service = rt.block_on(LockService::connect(&server.endpoint()));
+    let mut group = c.benchmark_group("etcd_lock_unlock");
+    group.bench_function("leasehold", |b| {
+        b.to_async(&rt)
+            .iter(|| leasehold_lock_unlock(&client, "lu:leasehold"))
+    });
+    group.bench_function("lock_service_lease_per_lock", |b| {
+        b.to_async(&rt)
+            .iter(|| service.lock_unlock_own_lease("lu:service"))
+    });
+    group.bench_function("lock_service_plain", |b| {
+        b.to_async(&rt)
+            .iter(|| service.lock_unlock_plain("lu:plain"))
+    });
+    group.bench_function("lock_service_session_lease", |b| {
+        b.to_async(&rt)
+            .iter(|| service.lock_unlock_session("lu:session"))
+    });
+    group.finish();
+}
+
+#[cfg(not(feature = "etcd"))]
+fn etcd(_: &mut Criterion) {}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(20);
-    targets = lock_unlock, blocking
+    targets = lock_unlock, blocking, etcd
 }
 criterion_main!(benches);

@@ -285,21 +285,27 @@ impl EtcdStore {
                 predecessor: line.get(1).map(|kv| kv.key().to_vec()),
             });
         }
-        let ours = gets.next().unwrap_or_default().into_iter().next();
-        let line = gets.next().unwrap_or_default();
-        let Some(ours) = ours.filter(|kv| kv.value() == val.as_bytes()) else {
-            // Another value under the same hash (or gone meanwhile): not ours.
-            return Ok(Placed::Other);
-        };
-        let at = line
-            .iter()
-            .position(|kv| kv.key() == contender.as_bytes())
-            .unwrap_or(0);
-        Ok(Placed::Found {
-            revision,
-            predecessor: at.checked_sub(1).map(|i| line[i].key().to_vec()),
-            ours,
-        })
+        Ok(found(reply, contender, val).unwrap_or(Placed::Other))
+    }
+
+    /// Our place in line if `val`'s key is there: a read-only transaction (served
+    /// without a Raft write). `None`: not there (or another value's).
+    async fn look(&self, key: &str, contender: &str, val: &str) -> Result<Option<Placed>> {
+        let (start, end) = range(key);
+        let txn = Txn::new().and_then([
+            TxnOp::get(contender, None),
+            TxnOp::get(
+                start,
+                Some(
+                    GetOptions::new()
+                        .with_range(end)
+                        .with_sort(SortTarget::Create, SortOrder::Ascend)
+                        .with_keys_only(),
+                ),
+            ),
+        ]);
+        let reply = self.client.kv_client().txn(txn).await.map_err(failure)?;
+        Ok(found(reply, contender, val))
     }
 
     /// Move `val`'s key (created at `created`) onto `lease`; `false` if the key no longer
@@ -359,15 +365,23 @@ impl EtcdStore {
             Some(lease) => (lease, false),
             None => (self.grant_lease(lease_id(attempt), ttl).await?, true),
         };
-        let placed = match self.place(key, &contender, val, lease).await {
-            // The remembered lease ran out: get in line afresh.
-            Err(Error::Store(e)) if !granted && e.to_string().contains("lease not found") => {
-                self.forget(&contender);
-                lease = self.grant_lease(lease_id(attempt), ttl).await?;
-                granted = true;
-                self.place(key, &contender, val, lease).await?
-            }
-            placed => placed?,
+        // In line already: a read (no Raft write) tells whether our turn came.
+        let looked = match granted {
+            true => None,
+            false => self.look(key, &contender, val).await?,
+        };
+        let placed = match looked {
+            Some(placed) => placed,
+            None => match self.place(key, &contender, val, lease).await {
+                // The remembered lease ran out: get in line afresh.
+                Err(Error::Store(e)) if !granted && e.to_string().contains("lease not found") => {
+                    self.forget(&contender);
+                    lease = self.grant_lease(lease_id(attempt), ttl).await?;
+                    granted = true;
+                    self.place(key, &contender, val, lease).await?
+                }
+                placed => placed?,
+            },
         };
         match placed {
             Placed::Created {
@@ -649,6 +663,28 @@ impl EtcdStore {
             previous.abort();
         }
     }
+}
+
+/// Our key and our place in line, from a transaction whose gets are our key and the
+/// whole line in create-revision order; `None` if our key is not there with `val`.
+fn found(reply: etcd::TxnResponse, contender: &str, val: &str) -> Option<Placed> {
+    let revision = reply.header().map_or(0, |h| h.revision());
+    let mut gets = reply.op_responses().into_iter().filter_map(|r| match r {
+        TxnOpResponse::Get(mut got) => Some(got.take_kvs()),
+        _ => None,
+    });
+    let ours = gets.next().unwrap_or_default().into_iter().next();
+    let line = gets.next().unwrap_or_default();
+    let ours = ours.filter(|kv| kv.value() == val.as_bytes())?;
+    let at = line
+        .iter()
+        .position(|kv| kv.key() == contender.as_bytes())
+        .unwrap_or(0);
+    Some(Placed::Found {
+        revision,
+        predecessor: at.checked_sub(1).map(|i| line[i].key().to_vec()),
+        ours,
+    })
 }
 
 /// What one placing transaction found.
