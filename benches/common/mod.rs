@@ -897,7 +897,9 @@ pub mod etcd {
             let mut client = etcd_client::Client::connect([endpoint], None)
                 .await
                 .expect("etcd-client");
-            let session = client.lease_grant(TTL, None).await.expect("lease").id();
+            // A session's lease lives as long as its client keeps it alive: an hour
+            // stands in for the keep-alives.
+            let session = client.lease_grant(3600, None).await.expect("lease").id();
             LockService { client, session }
         }
 

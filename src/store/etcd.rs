@@ -365,10 +365,17 @@ impl EtcdStore {
             Some(lease) => (lease, false),
             None => (self.grant_lease(lease_id(attempt), ttl).await?, true),
         };
-        // In line already: a read (no Raft write) tells whether our turn came.
-        let looked = match granted {
-            true => None,
-            false => self.look(key, &contender, val).await?,
+        // In line already: a read (no Raft write) tells whether our turn came, and our
+        // lease is re-armed at the same time (sent after this attempt started: if it is
+        // our turn, the key is ours for a full TTL from now; if not, it keeps our place).
+        let (looked, rearmed) = match granted {
+            true => (None, false),
+            false => {
+                let (looked, kept) =
+                    futures::future::join(self.look(key, &contender, val), self.keep_alive(lease))
+                        .await;
+                (looked?, kept?)
+            }
         };
         let placed = match looked {
             Some(placed) => placed,
@@ -449,7 +456,7 @@ impl EtcdStore {
                 let created = ours.create_revision();
                 // A lease of ours (this attempt's, or our place's) has the TTL we gave it.
                 let known = ours.lease() == lease;
-                if self.rearm(ours.lease(), ttl, known).await? {
+                if (known && rearmed) || self.rearm(ours.lease(), ttl, known).await? {
                     if granted && ours.lease() != lease {
                         self.revoke_detached(lease);
                     }
