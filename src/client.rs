@@ -357,10 +357,40 @@ impl Client {
     /// * `memory://` or `memory://NAME` — the embedded in-process store. Every client
     ///   opened on the same URL in one process shares the same store, as clients of one
     ///   server would. For a store private to one client, use [`Client::memory`].
+    /// * `etcd://host:port[,host:port…]` — etcd v3, any members of one cluster (feature
+    ///   `etcd`; plain HTTP/2, no TLS or credentials yet). See below.
     ///
     /// For Redis Cluster see [`open_cluster`](Client::open_cluster) (feature `cluster`);
     /// for a sentinel-managed master, [`open_sentinel`](Client::open_sentinel) (feature
     /// `sentinel`).
+    ///
+    /// # etcd
+    ///
+    /// A lock is a key under the lock name (`KEY\0` + a hash of the value) holding the
+    /// value, on an etcd lease of its own; its [fencing token](Lock::fencing_token) is that
+    /// key's **create revision** — strictly rising across every key of the cluster and every
+    /// leader change, never reused. Owner checks compare the value and the create revision
+    /// in a transaction. Writes go through Raft: a lock survives the loss of any minority
+    /// of members, and a leader election within the call's `timeout` (operations retry
+    /// inside it). What differs from the other stores:
+    ///
+    /// * **Whole seconds.** etcd leases count whole seconds and have a server minimum (at
+    ///   least 1 s; `3/2 ×` the election timeout, rounded up). An expiration is rounded
+    ///   **up** to that: 50 ms is granted as 1 s, 1.5 s as 2 s. [`Lock::expiration`]
+    ///   reports what was granted, and [`Lock::valid_for`] and [`Lock::lost`] count from
+    ///   it; [`Lock::ttl`] reports whole seconds, rounded down. An expired key goes at the
+    ///   server's next expiry sweep (every 500 ms): up to 0.5 s after its lease ran out.
+    /// * **A fair wait.** A miss leaves the caller's key in line behind the holder (etcd's
+    ///   own mutex: the lowest create revision holds). While `lock` waits, its key's lease
+    ///   is kept alive and it watches the key just before its own; that key's deletion
+    ///   (release, expiry, a waiter giving up) wakes it at once, and one deletion wakes one
+    ///   waiter. Waiters acquire in arrival order, with no herd. The retry strategy still
+    ///   bounds the wait exactly as on the other stores; when it runs out, `lock` withdraws
+    ///   the caller's key (one more round trip) and returns [`Error::NotObtained`].
+    /// * **Tokens** are revisions of the whole cluster: they rise across all keys, not per
+    ///   key, and start above 1.
+    /// * **Keys** may not contain `\0` ([`Error::InvalidArgument`]); failures are
+    ///   [`Error::Store`] (never [`Error::Redis`]), transient ones marked so.
     ///
     /// The Redis connection is one multiplexed connection that reconnects by itself
     /// after a dropped connection or a server restart (pausing at most 100 ms between
@@ -371,11 +401,14 @@ impl Client {
     /// # Errors
     ///
     /// * [`Error::InvalidArgument`] for an unparsable URL or an unsupported scheme;
-    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials.
+    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials;
+    /// * [`Error::Store`] or [`Error::Timeout`] when no etcd member answers within the
+    ///   connect timeout.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: nothing is written to the store.
+    /// Cancel safe: nothing is written to the store (on etcd, a 1 s lease granted to
+    /// measure the server's minimum may be left to expire).
     pub async fn open(url: &str) -> Result<Client> {
         ClientBuilder::new().open(url).await
     }
@@ -547,6 +580,13 @@ impl Client {
     /// pair is capped to the attempt's `expiration` ([`Lock::valid_for`]): it may land and
     /// re-arm the key. Without a tokio runtime to run the abort on, the key is left to
     /// expire.
+    ///
+    /// On etcd, every attempt's key hangs on a lease of the attempt's own, and the abort
+    /// revokes those leases: an attempt that arrives after it fails (its lease is gone), one
+    /// that landed before it is deleted with its lease. A caller waiting in line has a key
+    /// there even after an answered miss: dropping `lock` withdraws it the same way (a
+    /// detached abort); a `lock` that ends with `NotObtained` has withdrawn it before it
+    /// returns.
     pub async fn lock(
         &self,
         key: &str,

@@ -13,8 +13,12 @@
 //! * **Renewal that reports.** [`Lock::auto_refresh`] renews in the background and sends
 //!   the failure that ended it to the business code; [`Lock::lost`] fires before any other
 //!   client could have taken the key.
-//! * **Stores:** Redis (`redis://`, `rediss://` with the `tls` feature) and an embedded
-//!   in-process store (`memory://`) with the same semantics.
+//! * **Stores:** Redis (`redis://`, `rediss://` with the `tls` feature), etcd
+//!   (`etcd://h1:p1,h2:p2`, feature `etcd`) and an embedded in-process store
+//!   (`memory://`) with the same semantics. On etcd a lock is a key on a lease, its fencing
+//!   token is the key's create revision, and waiters queue in arrival order, each woken by
+//!   its predecessor's release — within the bound of its retry strategy, as everywhere;
+//!   expirations count whole seconds there (see [`Client::open`]).
 //!
 //! # Example
 //!
@@ -113,6 +117,7 @@
 //! | `tls` | off | `rediss://` URLs (rustls, ring provider), `ClientBuilder::tls_root_certificate` |
 //! | `backoff` | off | `BackoffAdapter` for strategies of the `backoff` crate (unmaintained, RUSTSEC-2025-0012) |
 //! | `schedule` | off | `schedule` (exclusive cron and fixed-period jobs, every tick once across hosts) and `Client::run_while_leader`; adds `croner` and `jiff` |
+//! | `etcd` | off | the etcd store (`etcd://…`); adds `etcd-client` (tonic, prost), whose build compiles etcd's protobuf files with `protoc` (Debian/Ubuntu: `apt-get install protobuf-compiler`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 

@@ -602,6 +602,8 @@ impl EtcdStore {
     async fn fenced_now(&self, access: &Fence<'_>) -> Result<Fenced> {
         check_name("resource", access.resource)?;
         let record_key = format!("{}{RESOURCE_SUFFIX}", access.resource);
+        // The holder's digest, not its value: a lock value never rests in clear here.
+        let holder = access.holder.map(|h| format!("{:016x}", value_hash(h.as_bytes())));
         loop {
             let current = self.get(&record_key).await?;
             let (record, mod_revision) = match &current {
@@ -609,13 +611,13 @@ impl EtcdStore {
                 None => (
                     Record {
                         highest: access.token,
-                        holder: access.holder.map(str::to_owned),
+                        holder: holder.clone(),
                         value: None,
                     },
                     0,
                 ),
             };
-            let same_holder = record.holder.as_deref() == access.holder;
+            let same_holder = record.holder == holder;
             if access.token < record.highest || (access.token == record.highest && !same_holder)
             {
                 return Ok(Err(record.highest));
@@ -626,7 +628,7 @@ impl EtcdStore {
             }
             let next = Record {
                 highest: access.token,
-                holder: access.holder.map(str::to_owned),
+                holder: holder.clone(),
                 value: match access.write {
                     Some(v) => Some(v.to_owned()),
                     None => record.value.clone(),
@@ -789,7 +791,8 @@ async fn keep_alive(client: &etcd::Client, lease: i64) -> Result<bool> {
     }
 }
 
-/// A fenced resource's record: the highest token, its holder, the value.
+/// A fenced resource's record: the highest token, a digest of the holder that used it
+/// (`None`: an anonymous access), the value.
 struct Record {
     highest: u64,
     holder: Option<String>,
