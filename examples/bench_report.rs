@@ -1328,7 +1328,9 @@ fn etcd_section(settings: &Settings) -> String {
         "leasehold on Redis, pub/sub wake",
     ];
     let rt = common::multi_thread_runtime();
-    let handoff: Vec<(usize, Vec<(f64, Vec<Duration>, Vec<u64>)>)> = rt.block_on(async {
+    // Per task count, per side: acquisitions/s, sorted hand-offs, acquisitions per task.
+    type Side = (f64, Vec<Duration>, Vec<u64>);
+    let handoff: Vec<(usize, Vec<Side>)> = rt.block_on(async {
         let sides = [
             ContentionSide::Leasehold(Client::open(&etcd.url()).await.expect("etcd")),
             ContentionSide::Leasehold(
@@ -1384,7 +1386,10 @@ fn etcd_section(settings: &Settings) -> String {
          Lock + unlock: {rounds} rounds × {ops} cycles per variant, interleaved; medians over \
          rounds, ratios are medians of per-round ratios.\n"
     );
-    let _ = writeln!(w, "| lock + unlock | µs | ÷ leasehold |\n| --- | ---: | ---: |");
+    let _ = writeln!(
+        w,
+        "| lock + unlock | µs | ÷ leasehold |\n| --- | ---: | ---: |"
+    );
     for (v, name) in VARIANTS.iter().enumerate() {
         let _ = writeln!(
             w,
@@ -1427,7 +1432,11 @@ fn etcd_section(settings: &Settings) -> String {
                 "| {tasks} | {name} | {:.2} ms | {:.2} ms | {rate:.0} | {:.2} |",
                 percentile(handoffs, 50.0).as_secs_f64() * 1e3,
                 percentile(handoffs, 99.0).as_secs_f64() * 1e3,
-                if max == 0 { 0.0 } else { min as f64 / max as f64 }
+                if max == 0 {
+                    0.0
+                } else {
+                    min as f64 / max as f64
+                }
             );
         }
     }

@@ -230,7 +230,11 @@ impl ClientBuilder {
                 connect_timeout: check_duration("connect_timeout", self.connect_timeout)?,
             };
             let (store, target) = EtcdStore::open(url, &options).await?;
-            return Ok(Client::with_backend(Backend::Etcd(store), &settings, target));
+            return Ok(Client::with_backend(
+                Backend::Etcd(store),
+                &settings,
+                target,
+            ));
         }
         if redis_store::SCHEMES.iter().any(|s| url.starts_with(s)) {
             let (store, target) = RedisStore::open(url, &options).await?;

@@ -218,7 +218,10 @@ mod cases {
         let again = c.try_lock("k", "a", 10 * SEC).unwrap();
         assert_eq!(again.fencing_token(), first.fencing_token());
         let after = first.ttl().unwrap().unwrap();
-        assert!(after >= 9 * SEC, "re-armed to the new expiration: {after:?}");
+        assert!(
+            after >= 9 * SEC,
+            "re-armed to the new expiration: {after:?}"
+        );
     }
 
     pub fn fencing_tokens_rise_across_acquisitions_and_survive_expiry(s: &Store) {
@@ -257,7 +260,11 @@ mod cases {
         lock.refresh().unwrap();
         let ttl = lock.ttl().unwrap().unwrap();
         // Whole seconds, rounded down, on etcd.
-        let floor = if s.tokens_per_key { 900 * MS } else { Duration::ZERO };
+        let floor = if s.tokens_per_key {
+            900 * MS
+        } else {
+            Duration::ZERO
+        };
         assert!(ttl >= floor && ttl <= SEC, "{ttl:?}");
         assert!(lock.valid_for().unwrap() > 900 * MS);
         assert!(!lock.wait_lost_timeout(20 * MS), "not lost while valid");

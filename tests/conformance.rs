@@ -181,7 +181,10 @@ mod cases {
         let again = c.try_lock("k", "a", 10 * SEC).await.unwrap();
         assert_eq!(again.fencing_token(), first.fencing_token());
         let after = first.ttl().await.unwrap().unwrap();
-        assert!(t.above(after, 9 * SEC), "re-armed to the new expiration: {after:?}");
+        assert!(
+            t.above(after, 9 * SEC),
+            "re-armed to the new expiration: {after:?}"
+        );
     }
 
     pub async fn fencing_tokens_rise_across_acquisitions_and_survive_expiry(s: &Store) {

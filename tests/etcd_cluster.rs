@@ -19,7 +19,13 @@ async fn the_lock_survives_a_leader_kill_with_its_token_and_no_renewal_failure()
     let cluster = EtcdCluster::start(3);
     let client = Client::open(&cluster.url()).await.unwrap();
     let lock = client
-        .lock("k", "holder", 2 * SEC, SEC, FixedInterval::new(100 * MS, 10))
+        .lock(
+            "k",
+            "holder",
+            2 * SEC,
+            SEC,
+            FixedInterval::new(100 * MS, 10),
+        )
         .await
         .unwrap();
     let token = lock.fencing_token();
@@ -34,7 +40,10 @@ async fn the_lock_survives_a_leader_kill_with_its_token_and_no_renewal_failure()
     assert!(renewal.try_error().is_none(), "no renewal failure reported");
     assert!(lock.valid_for().is_some(), "still valid");
     assert_eq!(lock.fencing_token(), token);
-    assert!(lock.ttl().await.unwrap().is_some(), "still held on the cluster");
+    assert!(
+        lock.ttl().await.unwrap().is_some(),
+        "still held on the cluster"
+    );
     let contender = Client::open(&cluster.url()).await.unwrap();
     let err = contender
         .try_lock("k", "contender", 2 * SEC)
@@ -56,7 +65,13 @@ async fn losing_quorum_ends_renewal_and_lost_fires_before_a_contender_acquires()
     let cluster = EtcdCluster::start(3);
     let client = Client::open(&cluster.url()).await.unwrap();
     let lock = client
-        .lock("k", "holder", 2 * SEC, SEC, FixedInterval::new(100 * MS, 10))
+        .lock(
+            "k",
+            "holder",
+            2 * SEC,
+            SEC,
+            FixedInterval::new(100 * MS, 10),
+        )
         .await
         .unwrap();
     let token = lock.fencing_token();
@@ -97,7 +112,13 @@ async fn losing_quorum_ends_renewal_and_lost_fires_before_a_contender_acquires()
     .unwrap();
     let contender = Client::open(&restarted.url()).await.unwrap();
     let next = contender
-        .lock("k", "contender", 2 * SEC, SEC, FixedInterval::new(50 * MS, 400))
+        .lock(
+            "k",
+            "contender",
+            2 * SEC,
+            SEC,
+            FixedInterval::new(50 * MS, 400),
+        )
         .await
         .unwrap();
     let acquired_at = Instant::now();

@@ -99,7 +99,10 @@ async fn waiters_acquire_in_arrival_order(separate: bool) {
         gaps,
         started.elapsed()
     );
-    assert!(*worst < 500 * MS, "woken by the release, not the 10 s poll: {gaps:?}");
+    assert!(
+        *worst < 500 * MS,
+        "woken by the release, not the 10 s poll: {gaps:?}"
+    );
     assert!(line(&server, "k").await.is_empty(), "nothing left behind");
 }
 
@@ -121,7 +124,13 @@ async fn a_waiter_whose_strategy_runs_out_withdraws_within_the_bound() {
     let other = Client::open(&server.url()).await.unwrap();
     let started = Instant::now();
     let err = other
-        .lock("k", "waiter", 30 * SEC, SEC, FixedInterval::new(150 * MS, 2))
+        .lock(
+            "k",
+            "waiter",
+            30 * SEC,
+            SEC,
+            FixedInterval::new(150 * MS, 2),
+        )
         .await
         .unwrap_err();
     let waited = started.elapsed();
@@ -170,7 +179,10 @@ async fn a_cancelled_waiter_leaves_no_key_and_the_line_moves_past_it() {
     middle.abort();
     let deadline = Instant::now() + 5 * SEC;
     while line(&server, "k").await.contains(&"middle".to_owned()) {
-        assert!(Instant::now() < deadline, "the cancelled waiter's key stayed");
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled waiter's key stayed"
+        );
         tokio::time::sleep(5 * MS).await;
     }
     holder.unlock().await.unwrap();
@@ -199,7 +211,13 @@ async fn a_waiter_wakes_when_the_holders_lease_runs_out() {
     let expires = Instant::now() + holder.expiration();
     let waiter = Client::open(&server.url()).await.unwrap();
     let lock = waiter
-        .lock("k", "waiter", 10 * SEC, SEC, FixedInterval::new(10 * SEC, 1))
+        .lock(
+            "k",
+            "waiter",
+            10 * SEC,
+            SEC,
+            FixedInterval::new(10 * SEC, 1),
+        )
         .await
         .unwrap();
     let late = Instant::now().saturating_duration_since(expires);

@@ -80,7 +80,8 @@ pub(crate) struct Options {
 }
 
 pub(crate) struct EtcdStore {
-    client: etcd::Client,
+    /// Boxed: the client is a few KiB, and every `Backend` would be as large.
+    client: Box<etcd::Client>,
     /// The server's minimum lease TTL, in seconds.
     min_ttl: u64,
     /// The waiters of this client, by contender key.
@@ -139,7 +140,7 @@ impl EtcdStore {
             }
         }));
         let store = EtcdStore {
-            client,
+            client: Box::new(client),
             min_ttl: u64::try_from(min_ttl).unwrap_or(1).max(1),
             waiters,
             places: Arc::default(),
@@ -222,8 +223,7 @@ impl EtcdStore {
         if lease == 0 {
             return Ok(false);
         }
-        if !known && !matches!(self.lease_ttl(lease).await?, Some((granted, _)) if granted == ttl)
-        {
+        if !known && !matches!(self.lease_ttl(lease).await?, Some((granted, _)) if granted == ttl) {
             return Ok(false);
         }
         self.keep_alive(lease).await
@@ -553,12 +553,7 @@ impl EtcdStore {
         Ok(true)
     }
 
-    async fn pttl_now(
-        &self,
-        key: &str,
-        val: &str,
-        token: Option<u64>,
-    ) -> Result<Option<Duration>> {
+    async fn pttl_now(&self, key: &str, val: &str, token: Option<u64>) -> Result<Option<Duration>> {
         let Some(kv) = self.held(key, val, token).await? else {
             return Ok(None);
         };
@@ -603,7 +598,9 @@ impl EtcdStore {
         check_name("resource", access.resource)?;
         let record_key = format!("{}{RESOURCE_SUFFIX}", access.resource);
         // The holder's digest, not its value: a lock value never rests in clear here.
-        let holder = access.holder.map(|h| format!("{:016x}", value_hash(h.as_bytes())));
+        let holder = access
+            .holder
+            .map(|h| format!("{:016x}", value_hash(h.as_bytes())));
         loop {
             let current = self.get(&record_key).await?;
             let (record, mod_revision) = match &current {
@@ -618,8 +615,7 @@ impl EtcdStore {
                 ),
             };
             let same_holder = record.holder == holder;
-            if access.token < record.highest || (access.token == record.highest && !same_holder)
-            {
+            if access.token < record.highest || (access.token == record.highest && !same_holder) {
                 return Ok(Err(record.highest));
             }
             let unchanged = current.is_some() && access.token == record.highest;
@@ -659,7 +655,7 @@ impl EtcdStore {
             return;
         };
         let task = runtime.spawn(watch_line(
-            self.client.clone(),
+            (*self.client).clone(),
             Arc::clone(&self.waiters),
             contender.to_owned(),
             place,
@@ -802,13 +798,30 @@ struct Record {
 impl Record {
     /// `highest \n holder-flag holder \n value-flag value`.
     fn encode(&self) -> String {
-        let holder = self.holder.as_deref().map_or("-".to_owned(), |h| format!("+{h}"));
-        let value = self.value.as_deref().map_or("-".to_owned(), |v| format!("+{v}"));
-        format!("{}\n{}\n{}", self.highest, holder.len(), [holder, value].concat())
+        let holder = self
+            .holder
+            .as_deref()
+            .map_or("-".to_owned(), |h| format!("+{h}"));
+        let value = self
+            .value
+            .as_deref()
+            .map_or("-".to_owned(), |v| format!("+{v}"));
+        format!(
+            "{}\n{}\n{}",
+            self.highest,
+            holder.len(),
+            [holder, value].concat()
+        )
     }
 
     fn decode(bytes: &[u8]) -> Result<Record> {
-        let bad = || Error::Store(StoreError::new(STORE, false, "not a fenced resource record"));
+        let bad = || {
+            Error::Store(StoreError::new(
+                STORE,
+                false,
+                "not a fenced resource record",
+            ))
+        };
         let text = std::str::from_utf8(bytes).map_err(|_| bad())?;
         let mut parts = text.splitn(3, '\n');
         let highest = parts.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
@@ -840,7 +853,10 @@ impl Store for EtcdStore {
         attempt: AttemptId,
         timeout: Duration,
     ) -> Result<Acquire> {
-        within(timeout, Retry::Transient, || self.acquire_now(key, val, expiration, attempt)).await
+        within(timeout, Retry::Transient, || {
+            self.acquire_now(key, val, expiration, attempt)
+        })
+        .await
     }
 
     async fn refresh(
@@ -850,7 +866,10 @@ impl Store for EtcdStore {
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool> {
-        within(timeout, Retry::Transient, || self.refresh_now(key, val, None, expiration)).await
+        within(timeout, Retry::Transient, || {
+            self.refresh_now(key, val, None, expiration)
+        })
+        .await
     }
 
     async fn refresh_owned(
@@ -861,11 +880,17 @@ impl Store for EtcdStore {
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool> {
-        within(timeout, Retry::Transient, || self.refresh_now(key, val, Some(token), expiration)).await
+        within(timeout, Retry::Transient, || {
+            self.refresh_now(key, val, Some(token), expiration)
+        })
+        .await
     }
 
     async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
-        within(timeout, Retry::NoLeader, || self.release_now(key, val, None)).await
+        within(timeout, Retry::NoLeader, || {
+            self.release_now(key, val, None)
+        })
+        .await
     }
 
     async fn release_owned(
@@ -875,7 +900,10 @@ impl Store for EtcdStore {
         token: u64,
         timeout: Duration,
     ) -> Result<bool> {
-        within(timeout, Retry::NoLeader, || self.release_now(key, val, Some(token))).await
+        within(timeout, Retry::NoLeader, || {
+            self.release_now(key, val, Some(token))
+        })
+        .await
     }
 
     async fn abort(
@@ -886,7 +914,10 @@ impl Store for EtcdStore {
         release: bool,
         timeout: Duration,
     ) -> Result<()> {
-        within(timeout, Retry::Transient, || self.abort_now(key, val, attempts, release)).await
+        within(timeout, Retry::Transient, || {
+            self.abort_now(key, val, attempts, release)
+        })
+        .await
     }
 
     async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
@@ -900,7 +931,10 @@ impl Store for EtcdStore {
         token: u64,
         timeout: Duration,
     ) -> Result<Option<Duration>> {
-        within(timeout, Retry::Transient, || self.pttl_now(key, val, Some(token))).await
+        within(timeout, Retry::Transient, || {
+            self.pttl_now(key, val, Some(token))
+        })
+        .await
     }
 
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced> {
@@ -912,7 +946,11 @@ impl Store for EtcdStore {
         let contender = contender(key, val);
         let (watch, first) = self.waiters.watch(&contender);
         if first {
-            let place = self.places.lock().get(&contender).map(watch::Sender::subscribe);
+            let place = self
+                .places
+                .lock()
+                .get(&contender)
+                .map(watch::Sender::subscribe);
             if let Some(place) = place {
                 self.spawn_watcher(&contender, place);
             }

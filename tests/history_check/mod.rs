@@ -113,7 +113,10 @@ pub async fn run_everywhere(lock_url: &str, data_url: &str, locked: bool) -> (i6
         .map(|process| {
             Command::new(&exe)
                 .args(["history_worker", "--exact", "--ignored", "--test-threads=1"])
-                .env(WORKER_ENV, format!("{lock_url} {data_url} {process} {mode}"))
+                .env(
+                    WORKER_ENV,
+                    format!("{lock_url} {data_url} {process} {mode}"),
+                )
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -177,4 +180,3 @@ pub fn violations(counter: i64, mut holds: Vec<Hold>) -> Vec<String> {
     }
     found
 }
-

@@ -43,6 +43,8 @@ impl Publish {
 }
 
 /// Where the subscriber connection goes.
+// One per client, built once: the size of the cluster builder costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Subscriber {
     Single(redis::Client),
     #[cfg(feature = "cluster")]
@@ -100,9 +102,7 @@ impl Notifier {
         let (watch, first) = self.waiters.watch(key);
         if first {
             let channel = Sidecar::of(key).name(RELEASED);
-            self.channels
-                .lock()
-                .insert(channel.clone(), key.to_owned());
+            self.channels.lock().insert(channel.clone(), key.to_owned());
             let _ = commands.send(Command::Subscribe(channel));
         }
         Some(watch)
