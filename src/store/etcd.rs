@@ -887,7 +887,7 @@ impl Store for EtcdStore {
     }
 
     async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
-        within(timeout, Retry::NoLeader, || {
+        within(timeout, Retry::Unsent, || {
             self.release_now(key, val, None)
         })
         .await
@@ -900,7 +900,7 @@ impl Store for EtcdStore {
         token: u64,
         timeout: Duration,
     ) -> Result<bool> {
-        within(timeout, Retry::NoLeader, || {
+        within(timeout, Retry::Unsent, || {
             self.release_now(key, val, Some(token))
         })
         .await
@@ -969,10 +969,11 @@ enum Retry {
     /// Any transient failure: the operation is idempotent (acquire, refresh, abort,
     /// reads, fenced access).
     Transient,
-    /// Only a refusal for want of a leader (it was not proposed): a release whose
-    /// answer was lost may have deleted the key, and trying again would report
-    /// `NotHeld`.
-    NoLeader,
+    /// Only a failure that says the request was never carried out: no connection to
+    /// the member could be made, or it was refused for want of a leader (not proposed).
+    /// A release whose answer was lost may have deleted the key, and trying it again
+    /// would report `NotHeld`.
+    Unsent,
 }
 
 /// Run `op` within `timeout`, trying again after the failures `retry` allows (a leader
@@ -1002,7 +1003,11 @@ where
 }
 
 fn retryable(e: &StoreError, retry: Retry) -> bool {
-    e.is_transient() && (retry == Retry::Transient || e.to_string().contains("no leader"))
+    let unsent = || {
+        let message = e.to_string();
+        message.contains("no leader") || message.contains("connect error")
+    };
+    e.is_transient() && (retry == Retry::Transient || unsent())
 }
 
 /// `etcd://h1:p1[,h2:p2…]` → `["http://h1:p1", …]`.
