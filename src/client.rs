@@ -555,9 +555,9 @@ impl Client {
     ///   or `timeout` under 1 ms or over [`MAX_DURATION`](crate::MAX_DURATION);
     /// * [`Error::NotObtained`] when the last attempt found another value holding the key;
     /// * [`Error::Timeout`] when the last attempt exceeded `timeout`;
-    /// * [`Error::Redis`] when the last attempt failed on the connection or the server.
-    ///   Errors that retrying cannot fix (authentication, permissions, wrong type,
-    ///   script errors) end the attempts at once.
+    /// * [`Error::Redis`] when the last attempt failed on the connection or the server
+    ///   ([`Error::Store`] on etcd). Errors that retrying cannot fix (authentication,
+    ///   permissions, wrong type, script errors) end the attempts at once.
     ///
     /// # Cancel safety
     ///

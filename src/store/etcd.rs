@@ -887,10 +887,7 @@ impl Store for EtcdStore {
     }
 
     async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
-        within(timeout, Retry::Unsent, || {
-            self.release_now(key, val, None)
-        })
-        .await
+        within(timeout, Retry::Unsent, || self.release_now(key, val, None)).await
     }
 
     async fn release_owned(
