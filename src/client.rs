@@ -225,7 +225,7 @@ impl ClientBuilder {
         if redis_store::SCHEMES.iter().any(|s| url.starts_with(s)) {
             let (store, target) = RedisStore::open(url, &options).await?;
             return Ok(Client::with_backend(
-                Backend::Redis(store),
+                Backend::Redis(Box::new(store)),
                 &settings,
                 target,
             ));
@@ -252,7 +252,7 @@ impl ClientBuilder {
         let (settings, options) = self.settings()?;
         let (store, target) = RedisStore::open_cluster(urls, &options).await?;
         Ok(Client::with_backend(
-            Backend::Redis(store),
+            Backend::Redis(Box::new(store)),
             &settings,
             target,
         ))
@@ -270,7 +270,7 @@ impl ClientBuilder {
     pub fn from_cluster(self, conn: redis::cluster_async::ClusterConnection) -> Client {
         let (settings, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
-            Backend::Redis(RedisStore::from_cluster(conn, &options)),
+            Backend::Redis(Box::new(RedisStore::from_cluster(conn, &options))),
             &settings,
             "redis cluster (user connection)".to_owned(),
         )
@@ -293,7 +293,7 @@ impl ClientBuilder {
         let (settings, options) = self.settings()?;
         let (store, target) = RedisStore::open_sentinel(sentinels, master_name, &options).await?;
         Ok(Client::with_backend(
-            Backend::Redis(store),
+            Backend::Redis(Box::new(store)),
             &settings,
             target,
         ))
@@ -308,7 +308,7 @@ impl ClientBuilder {
     pub fn from_connection(self, conn: ConnectionManager) -> Client {
         let (settings, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
-            Backend::Redis(RedisStore::from_connection(conn, &options)),
+            Backend::Redis(Box::new(RedisStore::from_connection(conn, &options))),
             &settings,
             "redis (user connection)".to_owned(),
         )
@@ -497,7 +497,21 @@ impl Client {
     /// already holds `key` (an earlier attempt that timed out may have landed), the
     /// expiration is re-armed and the existing fencing token is kept.
     ///
+    /// **Hand-off.** A call that found the key held does not sleep out the whole delay
+    /// when the key becomes free earlier: it wakes for one more attempt as soon as the
+    /// holder releases the key (the store notifies it: Redis pub/sub, or in process) or
+    /// the holder's lease runs out (the miss reported the holder's remaining time). The
+    /// strategy still bounds the wait: an early wake is an extra attempt within the same
+    /// delay (a miss goes back to waiting until that delay's end), `next_delay()` is asked
+    /// only when a delay has run out, the total time waited never exceeds the sum of the
+    /// strategy's delays, and no attempt follows its `None`. One release wakes one waiter
+    /// per client — the one that has waited longest — not all of them. Turn it off with
+    /// [`ClientBuilder::notify`].
+    ///
     /// `val` must be unique to this holder; [`random_value`](crate::random_value) makes one.
+    /// An attempt's `timeout` may exceed `expiration`: the lease then counts from when the
+    /// attempt was sent, so a slow answer can arrive with little or none of the lease
+    /// left — check [`Lock::valid_for`] before relying on it.
     ///
     /// # Errors
     ///

@@ -13,12 +13,14 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+/// Told when a key's last waiter left (a store stops listening for it).
+type Idle = Box<dyn Fn(&str) + Send + Sync>;
+
 /// The waiters of every key being waited for, by key.
 #[derive(Default)]
 pub(crate) struct Waiters {
     keys: Mutex<HashMap<Box<str>, VecDeque<Arc<Notify>>>>,
-    /// Told when a key's last waiter left (a store stops listening for it).
-    idle: Option<Box<dyn Fn(&str) + Send + Sync>>,
+    idle: Option<Idle>,
 }
 
 /// One waiting `lock` call's place in its key's queue; leaves it when dropped.

@@ -132,7 +132,9 @@ pub(crate) type Fenced = std::result::Result<Option<String>, u64>;
 /// One of the supported stores.
 pub(crate) enum Backend {
     Memory(memory::MemoryStore),
-    Redis(redis::RedisStore),
+    // Boxed: a network store's state is large, and a pointer away costs nothing next to
+    // a round trip.
+    Redis(Box<redis::RedisStore>),
 }
 
 /// `dispatch!(backend, store => expression)`: the expression with `store` bound to the

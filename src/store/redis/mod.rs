@@ -58,7 +58,7 @@ impl RedisStore {
         let manager = connect(&client, &config, options.connect_timeout).await?;
         let notifier = options
             .notify
-            .then(|| Notifier::new(Publish::Plain, Subscriber::Single(client.clone())));
+            .then(|| Notifier::new(Publish::Plain, Subscriber::Single(Box::new(client.clone()))));
         let store = RedisStore {
             conn: Conn::new(
                 Connection::Single(manager),
@@ -75,7 +75,7 @@ impl RedisStore {
         let notifier = match &options.notifier {
             Some(client) if options.notify => Some(Notifier::new(
                 Publish::Plain,
-                Subscriber::Single(client.clone()),
+                Subscriber::Single(Box::new(client.clone())),
             )),
             _ => None,
         };
@@ -144,7 +144,7 @@ impl RedisStore {
         let mut store = RedisStore::from_cluster(conn, options);
         store.notifier = options
             .notify
-            .then(|| Notifier::new(Publish::Sharded, Subscriber::Cluster(subscriber)));
+            .then(|| Notifier::new(Publish::Sharded, Subscriber::Cluster(Box::new(subscriber))));
         Ok((store, target))
     }
 

@@ -44,9 +44,9 @@ impl Publish {
 
 /// Where the subscriber connection goes.
 pub(crate) enum Subscriber {
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     #[cfg(feature = "cluster")]
-    Cluster(redis::cluster::ClusterClientBuilder),
+    Cluster(Box<redis::cluster::ClusterClientBuilder>),
 }
 
 pub(crate) struct Notifier {
@@ -100,9 +100,7 @@ impl Notifier {
         let (watch, first) = self.waiters.watch(key);
         if first {
             let channel = Sidecar::of(key).name(RELEASED);
-            self.channels
-                .lock()
-                .insert(channel.clone(), key.to_owned());
+            self.channels.lock().insert(channel.clone(), key.to_owned());
             let _ = commands.send(Command::Subscribe(channel));
         }
         Some(watch)

@@ -125,8 +125,7 @@ pub(crate) fn abort(
     release: bool,
     publish: Option<Publish>,
 ) -> Cmd {
-    let payload =
-        3 * key.len() + 2 * SIDECAR_EXTRA + val.len() + attempts.len() * ATTEMPT_ID_LEN;
+    let payload = 3 * key.len() + 2 * SIDECAR_EXTRA + val.len() + attempts.len() * ATTEMPT_ID_LEN;
     let mut cmd = ABORT.evalsha(2, payload);
     let sidecar = Sidecar::of(key);
     cmd.arg(key);
@@ -216,7 +215,13 @@ mod tests {
     #[test]
     fn an_abort_names_every_attempt() {
         let second = AttemptId { seq: 8, ..ATTEMPT };
-        let cmd = abort("job", "value", &[ATTEMPT, second], true, Some(Publish::Sharded));
+        let cmd = abort(
+            "job",
+            "value",
+            &[ATTEMPT, second],
+            true,
+            Some(Publish::Sharded),
+        );
         let plain = redis::cmd("EVALSHA")
             .arg(&ABORT.sha)
             .arg(2)
