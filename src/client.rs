@@ -73,6 +73,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     notify: bool,
     notifier: Option<redis::Client>,
+    key_prefix: String,
     min_replicas: Option<(u32, Duration)>,
     #[cfg(feature = "tls")]
     tls_root_certificate: Option<Vec<u8>>,
@@ -82,6 +83,7 @@ pub struct ClientBuilder {
 struct Settings {
     default_timeout: Duration,
     notify: bool,
+    key_prefix: Box<str>,
 }
 
 impl Default for ClientBuilder {
@@ -98,6 +100,7 @@ impl ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             notify: true,
             notifier: None,
+            key_prefix: String::new(),
             min_replicas: None,
             #[cfg(feature = "tls")]
             tls_root_certificate: None,
@@ -115,6 +118,20 @@ impl ClientBuilder {
     /// Default: [`DEFAULT_CONNECT_TIMEOUT`] (5 s). Validated like `default_timeout`.
     pub const fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Start every key this client writes with `prefix`: lock keys (and so their fence
+    /// counters, records of aborted attempts and release channels, which are named after
+    /// them) and fenced resources. [`Lock::key`] still returns the key as you named it.
+    /// Default: none.
+    ///
+    /// Use it to share one store between applications or environments (`"billing:"`,
+    /// `"staging:"`), and to confine a Redis ACL user to `~billing:*`. A prefix must not
+    /// contain `{` or `}` ([`Error::InvalidArgument`] when the client is built): a key's
+    /// hash tag is what keeps it and its companions in one Redis Cluster slot.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
         self
     }
 
@@ -195,9 +212,16 @@ impl ClientBuilder {
             #[cfg(feature = "tls")]
             tls_root_certificate: self.tls_root_certificate.clone(),
         };
+        if self.key_prefix.contains(['{', '}']) {
+            return Err(Error::invalid(
+                "key_prefix: must not contain `{` or `}` (it would change which part of a \
+                 key Redis Cluster hashes)",
+            ));
+        }
         let settings = Settings {
             default_timeout,
             notify: self.notify,
+            key_prefix: self.key_prefix.as_str().into(),
         };
         Ok((settings, options))
     }
@@ -475,7 +499,7 @@ impl Client {
     fn with_backend(backend: Backend, settings: &Settings, target: String) -> Client {
         Client {
             inner: Arc::new(ClientInner {
-                leases: Arc::new(Leases::new(backend)),
+                leases: Arc::new(Leases::new(backend, &settings.key_prefix)),
                 ledger: Arc::default(),
                 default_timeout: settings.default_timeout,
                 notify: settings.notify,
@@ -487,6 +511,11 @@ impl Client {
     /// The store this client talks to.
     pub(crate) fn backend(&self) -> &Backend {
         self.inner.leases.backend()
+    }
+
+    /// `key` as the store knows it: with the client's key prefix.
+    pub(crate) fn store_key<'a>(&self, key: &'a str) -> std::borrow::Cow<'a, str> {
+        self.inner.leases.store_key(key)
     }
 
     /// Acquire `key` for `val`, retrying under `retry` while another value holds it.
@@ -562,6 +591,7 @@ impl Client {
         let expiration = self.backend().grant(expiration)?;
         let timeout = check_duration("timeout", timeout)?;
         let leases = &self.inner.leases;
+        let key = &*leases.store_key(key);
         let pair = leases.pair(key, val);
         let mut attempts = Attempts::new(
             leases,

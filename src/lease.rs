@@ -40,6 +40,8 @@ pub(crate) fn valid_until(sent: Instant, expiration: Duration) -> Instant {
 /// A client's store, and the leases the client holds on it by key and value.
 pub(crate) struct Leases {
     backend: Backend,
+    /// What every key this client writes starts with (`ClientBuilder::key_prefix`).
+    prefix: Box<str>,
     /// Random per client: names its acquire attempts (with `next_attempt`).
     client_id: u64,
     next_attempt: AtomicU64,
@@ -122,7 +124,7 @@ impl Pair<'_> {
 }
 
 impl Leases {
-    pub(crate) fn new(backend: Backend) -> Self {
+    pub(crate) fn new(backend: Backend, prefix: &str) -> Self {
         let mut id = [0u8; 8];
         // A clock-derived id would do as well: it only has to differ between clients.
         if getrandom::fill(&mut id).is_err() {
@@ -133,6 +135,7 @@ impl Leases {
         }
         Leases {
             backend,
+            prefix: prefix.into(),
             client_id: u64::from_le_bytes(id),
             next_attempt: AtomicU64::new(1),
             hasher: FastHash::new(),
@@ -151,6 +154,20 @@ impl Leases {
 
     pub(crate) fn backend(&self) -> &Backend {
         &self.backend
+    }
+
+    /// `key` as the store knows it: with the client's key prefix.
+    pub(crate) fn store_key<'a>(&self, key: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.prefix.is_empty() {
+            key.into()
+        } else {
+            [&*self.prefix, key].concat().into()
+        }
+    }
+
+    /// `key` as the caller named it: without the client's key prefix.
+    pub(crate) fn user_key<'a>(&self, key: &'a str) -> &'a str {
+        &key[self.prefix.len()..]
     }
 
     /// A fresh attempt id.
@@ -313,8 +330,14 @@ impl Renewal {
 }
 
 impl Lease {
+    /// The key as the store knows it (with the client's key prefix).
     pub(crate) fn key(&self) -> &str {
         &self.key_value[..self.key_len]
+    }
+
+    /// The key as the caller named it.
+    pub(crate) fn user_key(&self) -> &str {
+        self.leases.user_key(self.key())
     }
 
     pub(crate) fn value(&self) -> &str {
@@ -464,8 +487,9 @@ impl Lease {
         write: Option<&str>,
         timeout: Duration,
     ) -> Result<Option<String>> {
+        let resource = self.leases.store_key(resource);
         let access = Fence {
-            resource,
+            resource: &resource,
             token: self.token,
             holder: Some(self.value()),
             write,

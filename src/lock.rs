@@ -49,7 +49,7 @@ impl Lock {
 
     /// The locked key.
     pub fn key(&self) -> &str {
-        self.lease.key()
+        self.lease.user_key()
     }
 
     /// The value this lock holds the key with. Treat it as a secret: whoever knows it
