@@ -52,21 +52,27 @@
 //! # Invariants (checked in every reachable state)
 //!
 //! 1. While a call holds a lock (a handle the user can use) whose lease believes itself
-//!    valid and not lost, the store holds the key for `v` under that lease's token.
+//!    valid and not lost, the store holds the key for `v` (no abort, release or expiry
+//!    removed it, no rival holds it).
 //! 2. In a quiescent state (every call ended or holding, every command processed, every
 //!    answer taken, every abort done) where no call holds a lock, the store does not
 //!    hold the key for `v`: no ghost lock.
 //! 3. Nothing the client itself sent (a detached abort, a release) deletes the key while
 //!    a lock that a `lock` call returned is held and believed valid.
+//! 4. Such a lock's fencing token is the token of the key's current incarnation (when
+//!    `v` holds it): a lock never believes in an incarnation that is gone.
 //!
 //! A `sometimes` property (a lock held after a connection swap) guards against a vacuous
 //! model.
 //!
 //! # Rule sets and findings
 //!
-//! [`Rules::CURRENT`] is the design of `src/` at the time of writing. It keeps the
-//! invariants on one connection without rival or unlock (see the negative control), but
-//! the checker finds shortest counterexamples (printed by the tests) to all three:
+//! [`Rules::CURRENT`] is the design of `src/` at the time of writing (with the one rule
+//! of the proposal already in: `Lease::release` marks the lease lost before it sends,
+//! which the model showed, and `an_unlock_in_flight_ends_the_lease_for_every_handle`
+//! confirmed, was needed). It keeps the invariants on one connection without rival or
+//! unlock (see the negative control), but the checker finds shortest counterexamples
+//! (printed by the tests) to all three:
 //!
 //! * a try of an abort that timed out keeps its release: it can land after a later
 //!   `lock` of the pair was granted on a replacement connection and delete it (1, 3) —
@@ -77,8 +83,10 @@
 //! * an abort that withheld its release because another call's attempt was in flight,
 //!   when that call ends without the lock; or a newer abort that downgraded an older one
 //!   and released before the older one's attempt landed: a ghost lock (2);
-//! * with time, on one connection: a lapsed lease is not live, so a concurrent abort's
-//!   release goes out and lands after the refresh that revives the lease (1).
+//! * with time, on one connection: a refresh checks the value only, so it revives a
+//!   lapsed lease whose incarnation expired and was re-created by another call (4); and
+//!   a lapsed lease is not live, so a concurrent abort's release goes out and lands
+//!   after the refresh that revives the lease (1).
 //!
 //! [`Rules::PROPOSED`] keeps every invariant in every configuration below. The store
 //! decides, at the moment a destructive command lands, instead of the client before it
@@ -90,7 +98,7 @@
 //!   refused) and deletes the key if `v` holds it and every claimant is retired;
 //! * an unlock retires its lease's own attempts (every grant the lease holds) and
 //!   deletes the key on the same condition; the lease is marked lost before the release
-//!   is sent;
+//!   is sent (now done);
 //! * a refresh re-arms only the lease's own incarnation (fence counter = its token).
 //!
 //! Then neither `Leases::live` nor the ledger's settling is needed (the model checks
@@ -118,11 +126,13 @@ use stateright::{Checker, HasDiscoveries, Model, Path, Property};
 struct Rules {
     /// `Abort::run` withholds the release while `Leases::live` (rule 1 of `release.rs`).
     abort_checks_live: bool,
-    /// `acquire.lua` refuses an attempt id recorded by `abort.lua`.
+    /// `acquire.lua` refuses an attempt id recorded by `abort.lua` (off: the record is
+    /// kept, but a late attempt is processed as any other).
     store_refuses_aborted: bool,
     /// A later `lock` settles with pending aborts of its key and value (rule 2).
     settle: bool,
-    /// `Lease::release` marks the lease lost before it sends (instead of after).
+    /// `Lease::release` marks the lease lost before it sends (instead of once answered,
+    /// as before this change).
     unlock_marks_lost_first: bool,
     /// Proposed: the store keeps the ids of the attempts that armed the key since it was
     /// created (its claimants); an abort always asks for the release, and the store
@@ -144,7 +154,7 @@ impl Rules {
         abort_checks_live: true,
         store_refuses_aborted: true,
         settle: true,
-        unlock_marks_lost_first: false,
+        unlock_marks_lost_first: true,
         abort_claimants: false,
         release_claimants: false,
         refresh_checks_token: false,
@@ -640,9 +650,7 @@ impl State {
                 attempts,
                 release,
             } => {
-                if rules.store_refuses_aborted {
-                    self.store.aborted |= attempts;
-                }
+                self.store.aborted |= attempts;
                 let release = if rules.abort_claimants {
                     self.store.claimants & !self.store.aborted == 0
                 } else {
@@ -1050,6 +1058,7 @@ impl Model for Leasehold {
             Property::always(HELD, |_, s| held_lease_is_held(s)),
             Property::always(NO_GHOST, |_, s| no_ghost(s)),
             Property::always(NOT_UNDONE, |_, s: &State| !s.undone),
+            Property::always(TOKEN, |_, s| held_lease_names_the_token(s)),
             // Not vacuous: the schedules that matter are reached.
             Property::sometimes(REACHED_LATE_GRANT, |_, s: &State| {
                 s.conns.len() > 1
@@ -1061,21 +1070,32 @@ impl Model for Leasehold {
     }
 }
 
-const HELD: &str = "(1) a lock believed valid is held in the store";
+const HELD: &str = "(1) a lock believed valid is held in the store for v";
 const NO_GHOST: &str = "(2) no ghost lock once quiescent";
 const NOT_UNDONE: &str = "(3) own client never undoes a returned lock";
 const REACHED_LATE_GRANT: &str = "a lock is held after a connection was replaced";
-const INVARIANTS: [&str; 3] = [HELD, NO_GHOST, NOT_UNDONE];
+const TOKEN: &str = "(4) a lock believed valid names the key's current token";
+const INVARIANTS: [&str; 4] = [HELD, NO_GHOST, NOT_UNDONE, TOKEN];
 
-fn held_lease_is_held(s: &State) -> bool {
+/// Every lock a call holds and believes valid passes `check` with its lease's token.
+fn believed_locks(s: &State, check: impl Fn(u8) -> bool) -> bool {
     s.calls.iter().all(|c| match c.phase {
         Phase::Holding { lease } | Phase::Refreshing { lease, .. } if s.believed(lease) => {
-            let token = s.leases[usize::from(lease)].token;
-            s.store
-                .key
-                .is_some_and(|k| k.val == Val::V && k.token == token)
+            check(s.leases[usize::from(lease)].token)
         }
         _ => true,
+    })
+}
+
+fn held_lease_is_held(s: &State) -> bool {
+    believed_locks(s, |_| s.v_holds())
+}
+
+fn held_lease_names_the_token(s: &State) -> bool {
+    believed_locks(s, |token| {
+        s.store
+            .key
+            .is_none_or(|k| k.val != Val::V || k.token == token)
     })
 }
 
@@ -1291,7 +1311,7 @@ fn negative_controls_each_rule_is_needed() {
         change(&mut rules);
         rules
     };
-    // No record of aborted attempts: an attempt that arrives after its abort creates a
+    // Aborted attempts not refused: an attempt that arrives after its abort creates a
     // lock nobody holds.
     breaks(
         "proposed-aborted-record/relocks",
@@ -1371,9 +1391,11 @@ fn current_rules_fail_when_a_lapsed_lease_is_refreshed() {
     // One connection: a lapsed lease is not live, so an abort's release is sent; it
     // lands after the refresh that revives the lease.
     let cfg = Config {
+        calls: vec![call(2, 0, 1, false); 2],
         conns: 1,
         ..timed(Rules::CURRENT, 2, 2)
     };
+    breaks("current/timed-one-connection", cfg.clone(), TOKEN);
     breaks("current/timed-one-connection", cfg, HELD);
 }
 

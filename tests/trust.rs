@@ -457,3 +457,27 @@ async fn a_relock_answered_after_an_unlock_never_believes_in_the_deleted_key() {
         relocked.valid_for()
     );
 }
+
+/// Two handles share one lease (a same-value re-lock). Once one of them unlocks, the
+/// other must not go on believing in the lease while the release may land — not after
+/// the answer, and not at all if the unlock is given up on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlock_in_flight_ends_the_lease_for_every_handle() {
+    let server = RedisServer::start();
+    let client = Client::open(&server.url()).await.unwrap();
+    warm_up(&client).await;
+    let first = client.try_lock("k", "v", 10 * SEC).await.unwrap();
+    let second = client.try_lock("k", "v", 10 * SEC).await.unwrap();
+    assert_eq!(first.fencing_token(), second.fencing_token());
+    server.client_pause(300 * MS);
+    // Given up on while in flight: the release lands when the pause ends.
+    let unlocked = tokio::time::timeout(50 * MS, first.unlock()).await;
+    assert!(unlocked.is_err(), "the unlock was in flight");
+    assert_eq!(
+        second.valid_for(),
+        None,
+        "the other handle still believes in a lease being released"
+    );
+    tokio::time::sleep(500 * MS).await;
+    assert_eq!(server.get("k"), None, "the release landed");
+}
