@@ -462,17 +462,19 @@ impl Lease {
     }
 
     /// Stop renewal, then release the key if this value holds it; the lease is over
-    /// either way.
+    /// either way. It is over before the release is sent: once the release may land,
+    /// no handle of the lease may go on believing in it (whether or not the caller waits
+    /// for the answer).
     pub(crate) async fn release(&self, timeout: Duration) -> Result<()> {
         let renewal = self.renewal.lock().take();
         if let Some(renewal) = renewal {
             renewal.stop().await;
         }
+        self.mark_lost();
         let released = self
             .backend()
             .release(self.key(), self.value(), timeout)
             .await;
-        self.mark_lost();
         if released? {
             Ok(())
         } else {
