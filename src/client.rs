@@ -11,7 +11,7 @@ use crate::args::{check_duration, check_key, check_value};
 use crate::lease::{Attempted, Leases};
 use crate::lock::Lock;
 use crate::pause::{Last, Pause};
-use crate::release::{Attempts, ReleaseLedger, Settled};
+use crate::release::Attempts;
 use crate::retry::{NoRetry, RetryStrategy};
 use crate::store::memory::{self, MemoryStore};
 use crate::store::redis::{self as redis_store, RedisStore};
@@ -36,8 +36,6 @@ pub struct Client {
 struct ClientInner {
     /// The store, and the leases this client holds on it.
     leases: Arc<Leases>,
-    /// Aborts of attempts given up on that may still delete a key (see `release.rs`).
-    ledger: Arc<ReleaseLedger>,
     default_timeout: Duration,
     /// Whether waiters wake when a key is released or expires (`ClientBuilder::notify`).
     notify: bool,
@@ -500,7 +498,6 @@ impl Client {
         Client {
             inner: Arc::new(ClientInner {
                 leases: Arc::new(Leases::new(backend, &settings.key_prefix)),
-                ledger: Arc::default(),
                 default_timeout: settings.default_timeout,
                 notify: settings.notify,
                 target,
@@ -557,26 +554,21 @@ impl Client {
     /// An attempt that got no answer — the future was dropped while it was in flight, or
     /// it timed out or lost its connection — may still reach the store, even much later.
     /// When `lock` ends (or is dropped) with such attempts behind it, it sends a detached
-    /// owner-checked **abort** on the client's connection:
+    /// owner-checked **abort** naming them:
     ///
-    /// * the store refuses any of those attempts that arrives afterwards (for an hour:
-    ///   TCP gives up on undelivered data well before that), so an attempt stalled on a
-    ///   connection the client replaced never creates a lock later. When `lock` returns
-    ///   the lock after such attempts, it aborts them first (one more round trip), so
-    ///   that not even an `unlock` at once can be followed by a late arrival;
-    /// * unless `lock` returned the lock, the key is released if it holds `val` (what one
-    ///   of them may have created) — but never while this client holds `key` under `val`
-    ///   or has another acquire of it in flight (a same-value re-lock never deletes the
-    ///   lock it re-locks);
-    /// * a later `lock` of the same key and value through this client first settles with
-    ///   a pending release: one not sent yet is taken over, one in flight is waited for
-    ///   within the attempt's `timeout` (an attempt that cannot wait long enough ends as
-    ///   [`Error::Timeout`] without sending anything).
+    /// * the store refuses any of them that arrives afterwards (for an hour: TCP gives
+    ///   up on undelivered data well before that), so an attempt stalled on a connection
+    ///   the client replaced never creates a lock later;
+    /// * each attempt that armed the key is one of its *claims*; the abort retires the
+    ///   aborted attempts' claims, and the key is deleted only when it holds `val` and no
+    ///   claim is left. So the abort removes what those attempts may have created, and
+    ///   never a lock held under the same value — by this call (the attempt that was
+    ///   granted), by another `lock` call still in flight, or by a [`Lock`] this client
+    ///   holds (a same-value re-lock that is given up on never deletes the lock it
+    ///   re-locks). [`Lock::unlock`] retires its lock's claims the same way.
     ///
-    /// While a same-value attempt is in flight, a lock this client already holds on the
-    /// pair is capped to the attempt's `expiration` ([`Lock::valid_for`]): it may land and
-    /// re-arm the key. Without a tokio runtime to run the abort on, the key is left to
-    /// expire.
+    /// Without a tokio runtime to run the abort on, what an attempt may have created
+    /// stays until it expires.
     pub async fn lock(
         &self,
         key: &str,
@@ -593,62 +585,39 @@ impl Client {
         let leases = &self.inner.leases;
         let key = &*leases.store_key(key);
         let pair = leases.pair(key, val);
-        let mut attempts = Attempts::new(
-            leases,
-            &self.inner.ledger,
-            key,
-            val,
-            self.inner.default_timeout,
-        );
+        let mut attempts = Attempts::new(leases, key, val, self.inner.default_timeout);
         let mut pause = Pause::new(retry, self.inner.notify);
         loop {
             let sent = Instant::now();
-            let deadline = sent + timeout;
-            let (error, last) = match self.inner.ledger.settle(key, val, deadline).await {
-                // An earlier release of this key and value is still unanswered: sending
-                // now could be undone by it. Nothing was sent.
-                Settled::Unanswered => (Error::Timeout, Last::Failed),
-                settled => {
-                    if settled == Settled::TookOver {
-                        attempts.take_over();
-                    }
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left < Duration::from_millis(1) {
-                        // The wait used the attempt's time; nothing sent.
-                        (Error::Timeout, Last::Failed)
-                    } else {
-                        let attempt = leases.next_attempt();
-                        attempts.sending(attempt);
-                        let acquired = leases.acquire(pair, expiration, attempt, left, sent).await;
-                        match acquired {
-                            Ok(Attempted::Granted(lease)) => {
-                                attempts.answered();
-                                attempts.granted(timeout).await;
-                                return Ok(Lock::new(lease, expiration, timeout));
-                            }
-                            Ok(Attempted::Held(ttl)) => {
-                                attempts.answered();
-                                (Error::NotObtained, Last::Missed(ttl))
-                            }
-                            Ok(Attempted::Unreplicated { acked, wanted }) => {
-                                // Not handed out: released at once (owner-checked, and
-                                // never a lock this client holds under the same value).
-                                attempts.answered();
-                                if !leases.live(key, val) {
-                                    let _ = self.backend().release(key, val, left).await;
-                                }
-                                return Err(Error::NotReplicated { acked, wanted });
-                            }
-                            Err(e) if !e.is_transient() => {
-                                // Rejected by the server: this attempt did not run.
-                                attempts.answered();
-                                return Err(e);
-                            }
-                            // A timeout or a dropped connection: the attempt may land.
-                            Err(e) => (e, Last::Failed),
-                        }
-                    }
+            let attempt = leases.next_attempt();
+            attempts.sending(attempt);
+            let (error, last) = match leases
+                .acquire(pair, expiration, attempt, timeout, sent)
+                .await
+            {
+                Ok(Attempted::Granted(lease)) => {
+                    attempts.answered();
+                    // Earlier attempts without an answer are aborted, detached: the
+                    // claim of this one keeps the key.
+                    return Ok(Lock::new(lease, expiration, timeout));
                 }
+                Ok(Attempted::Held(ttl)) => {
+                    attempts.answered();
+                    (Error::NotObtained, Last::Missed(ttl))
+                }
+                Ok(Attempted::Unreplicated { acked, wanted }) => {
+                    // Not handed out: aborted before the error is returned (the key is
+                    // deleted unless another acquire of the value still claims it).
+                    attempts.abort_now(timeout).await;
+                    return Err(Error::NotReplicated { acked, wanted });
+                }
+                Err(e) if !e.is_transient() => {
+                    // Rejected by the server: this attempt did not run.
+                    attempts.answered();
+                    return Err(e);
+                }
+                // A timeout or a dropped connection: the attempt may land.
+                Err(e) => (e, Last::Failed),
             };
             if !pause.wait(last, || self.backend().watch(key)).await {
                 return Err(error);
@@ -676,17 +645,43 @@ impl Client {
     pub fn default_timeout(&self) -> Duration {
         self.inner.default_timeout
     }
+
+    /// Delete the lock on `key`, whoever holds it: an operator's tool for a lock whose
+    /// holder is gone and that must not wait out its expiration. `false` when no lock was
+    /// there. Waiters are woken as by an unlock.
+    ///
+    /// The holder is not told: its next refresh or renewal finds the key gone
+    /// ([`Error::NotHeld`]), and until then it may go on working. Its fencing token stays
+    /// the highest the key has issued, so a resource it fenced refuses only older tokens;
+    /// the next holder's token is higher. Bounded by the client's default timeout.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidArgument`] for an empty `key`, before any I/O;
+    /// * [`Error::Timeout`], [`Error::Redis`] or [`Error::Store`] when the store failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may or may not have deleted the lock.
+    pub async fn force_release(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        let key = self.store_key(key);
+        self.backend()
+            .force_release(&key, self.inner.default_timeout)
+            .await
+    }
 }
 
 #[cfg(test)]
 impl Client {
-    /// Release `key` held by `val` behind its `Lock`'s back (a test playing someone
-    /// else); `true` if it was held by `val`.
+    /// Release `key` behind its `Lock`'s back (a test playing someone else); `true` if
+    /// `val` held it.
     pub(crate) async fn release_behind_the_back(&self, key: &str, val: &str) -> bool {
-        self.backend()
-            .release(key, val, Duration::from_secs(1))
-            .await
-            .expect("the release got an answer")
+        let held = match self.backend() {
+            Backend::Memory(m) => m.value_of(key).as_deref() == Some(val),
+            _ => true,
+        };
+        held && self.force_release(key).await.expect("answered")
     }
 }
 
@@ -712,8 +707,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again.fencing_token(), first.fencing_token());
-        // The store re-armed the key to 1 s: both handles know it.
-        assert!(first.valid_for().unwrap() < Duration::from_secs(1));
+        // A re-arm never shortens the key: both handles still count on 10 s.
+        assert!(first.valid_for().unwrap() > Duration::from_secs(9));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let renewed = client
+            .try_lock("k", "v", Duration::from_secs(10))
+            .await
+            .unwrap();
+        // Confirmed through a third handle: every handle sees the longer lease.
+        assert!(first.valid_for().unwrap() > Duration::from_secs(9));
+        drop(renewed);
         again.unlock().await.unwrap();
         assert_eq!(first.valid_for(), None, "unlocked through the other handle");
         // A fresh acquisition is a fresh lease.

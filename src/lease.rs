@@ -3,10 +3,12 @@
 //!
 //! A client keeps one [`Lease`] per key and value it holds ([`Leases`]): every [`Lock`]
 //! handle of that key and value — the first acquisition and every same-value re-acquire
-//! — shares it, because the store holds one key with one expiration. Whatever any handle
-//! confirms (an acquire, a refresh) moves that one lease; whatever may have re-armed the
-//! key to a shorter expiration (a same-value acquire or a refresh that is still in flight,
-//! or was given up on) caps it at once. Unlocking through one handle ends it for all.
+//! of the same incarnation (same fencing token) — shares it, because the store holds one
+//! key with one expiration. Whatever any handle confirms (an acquire, a refresh) extends
+//! that one lease (a re-arm never shortens a key, so a confirmed write can only move it
+//! later); unlocking through one handle ends it for all. The lease carries the ids of the
+//! attempts that armed it — its *claims* on the key: an unlock retires them, and the store
+//! deletes the key only when no claim is left.
 //!
 //! [`Lock`]: crate::Lock
 
@@ -58,8 +60,6 @@ struct Table {
     leases: HashMap<u64, Weak<Lease>, Identity>,
     /// Leases whose hash is taken in `leases` by a lease of another pair (rare).
     crowded: Vec<Weak<Lease>>,
-    /// Acquire attempts in flight per hash (only for stores that make callers wait).
-    in_flight: HashMap<u64, u32, Identity>,
     added_since_sweep: usize,
 }
 
@@ -179,9 +179,7 @@ impl Leases {
     }
 
     /// One acquire attempt of `key` for `val`, sent at `sent`: the lease if the store
-    /// granted it. While the attempt is in flight, a lease this client already holds on
-    /// the pair is capped to what the attempt would arm (it may land and re-arm the key),
-    /// and a detached release of the pair does not delete the key (see [`Leases::live`]).
+    /// granted it.
     pub(crate) async fn acquire(
         self: &Arc<Self>,
         pair: Pair<'_>,
@@ -190,21 +188,14 @@ impl Leases {
         timeout: Duration,
         sent: Instant,
     ) -> Result<Attempted> {
-        let Pair { key, val, .. } = pair;
-        let acquired = if self.backend.answers_at_once() {
-            // No await in between: nothing can observe the attempt in flight.
-            self.backend
-                .acquire(key, val, expiration, attempt, timeout)
-                .await
-        } else {
-            let _in_flight = InFlight::begin(self, pair, valid_until(sent, expiration));
-            self.backend
-                .acquire(key, val, expiration, attempt, timeout)
-                .await
-        };
-        Ok(match acquired? {
+        let acquired = self
+            .backend
+            .acquire(pair.key, pair.val, expiration, attempt, timeout)
+            .await?;
+        Ok(match acquired {
             Acquire::Acquired(token) => {
-                Attempted::Granted(self.hold(pair, token, valid_until(sent, expiration)))
+                let until = valid_until(sent, expiration);
+                Attempted::Granted(self.hold(pair, token, until, attempt))
             }
             Acquire::Held(ttl) => Attempted::Held(ttl),
             Acquire::Unreplicated { acked, wanted, .. } => {
@@ -213,14 +204,22 @@ impl Leases {
         })
     }
 
-    /// The lease of `pair` after an acquire was granted `token`, arming the key until at
+    /// The lease of `pair` after `attempt` was granted `token`, arming the key until at
     /// least `until`: the lease already held if it has that token (a same-value
-    /// re-acquire), else a new one (an earlier lease with another token is over: its key
-    /// expired or was released, and was taken afresh).
-    fn hold(self: &Arc<Self>, pair: Pair<'_>, token: u64, until: Instant) -> Arc<Lease> {
+    /// re-acquire: the attempt becomes one more of its claims), else a new one (an
+    /// earlier lease with another token is over: its incarnation expired or was released,
+    /// and the key was taken afresh).
+    fn hold(
+        self: &Arc<Self>,
+        pair: Pair<'_>,
+        token: u64,
+        until: Instant,
+        attempt: AttemptId,
+    ) -> Arc<Lease> {
         let mut table = self.table.lock();
         if let Some(held) = table.find(pair) {
-            if held.token == token && held.confirm_if_held(until) {
+            if held.token == token && held.confirm(until) {
+                held.claims.lock().push(attempt);
                 return held;
             }
             held.mark_lost(); // superseded
@@ -235,58 +234,12 @@ impl Leases {
                 lost: false,
             }),
             changed: Notify::new(),
+            first_claim: attempt,
+            claims: Mutex::new(Vec::new()),
             renewal: Mutex::new(None),
         });
         table.add(pair, &lease);
         lease
-    }
-
-    /// Whether this client holds `key` for `val` (a lease not lost), or has an acquire
-    /// attempt of the pair in flight that may yet hold it: then the key must not be
-    /// released on behalf of an attempt that was given up on.
-    pub(crate) fn live(&self, key: &str, val: &str) -> bool {
-        let pair = self.pair(key, val);
-        let table = self.table.lock();
-        table.in_flight.get(&pair.hash).is_some_and(|&n| n > 0)
-            || table.find(pair).is_some_and(|lease| !lease.is_lost())
-    }
-}
-
-/// An acquire attempt in flight, counted in its pair's entry until it ends (or is
-/// dropped with its cancelled caller).
-struct InFlight<'a> {
-    leases: &'a Leases,
-    hash: u64,
-}
-
-impl<'a> InFlight<'a> {
-    /// Count the attempt, and cap the lease this client holds on `pair` (if any) at
-    /// `until`: the attempt may land and re-arm the key to end then.
-    fn begin(leases: &'a Leases, pair: Pair<'_>, until: Instant) -> Self {
-        let held = {
-            let mut table = leases.table.lock();
-            *table.in_flight.entry(pair.hash).or_default() += 1;
-            table.find(pair)
-        };
-        if let Some(held) = held {
-            held.cap(until);
-        }
-        InFlight {
-            leases,
-            hash: pair.hash,
-        }
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        let mut table = self.leases.table.lock();
-        if let Some(n) = table.in_flight.get_mut(&self.hash) {
-            *n -= 1;
-            if *n == 0 {
-                table.in_flight.remove(&self.hash);
-            }
-        }
     }
 }
 
@@ -297,11 +250,15 @@ pub(crate) struct Lease {
     key_value: Box<str>,
     key_len: usize,
     token: u64,
-    /// Every change (extended, capped, lost) is followed by a wake-up of `changed`.
+    /// Every change (extended, lost) is followed by a wake-up of `changed`.
     state: Mutex<State>,
     /// Wakes [`Lease::lost`] waiters when `state` changed. Part of the lease's own
     /// allocation: a lock costs no channel.
     changed: Notify,
+    /// The attempt that created the lease, and the same-value re-acquires that joined it
+    /// since: its claims on the key.
+    first_claim: AttemptId,
+    claims: Mutex<Vec<AttemptId>>,
     /// The running auto-refresh task, if any; unlocking stops it first, and it ends
     /// when the last handle of the lease is dropped.
     renewal: Mutex<Option<Renewal>>,
@@ -387,33 +344,19 @@ impl Lease {
         }
     }
 
-    /// A write that may re-arm the key to end at `until` (or later) is under way:
-    /// the lease is certainly held no longer than that.
-    fn cap(&self, until: Instant) {
-        let changed = {
-            let mut state = self.state.lock();
-            let change = until < state.valid_until;
-            if change {
-                state.valid_until = until;
-            }
-            change
-        };
-        if changed {
-            self.changed.notify_waiters();
-        }
-    }
-
-    /// A write sent when the lease would end at `until` was confirmed: that is what the
-    /// store holds now (`PEXPIRE` replaces the TTL, so a shorter expiration shortens the
-    /// lease too). `false` if the lease was already lost: a lost lease stays lost.
-    fn confirm_if_held(&self, until: Instant) -> bool {
+    /// A write sent when the lease would end at `until` was confirmed: the store holds
+    /// the key at least until then (a re-arm never shortens it). `false` if the lease was
+    /// already lost: a lost lease stays lost.
+    fn confirm(&self, until: Instant) -> bool {
         let changed = {
             let mut state = self.state.lock();
             if state.lost {
                 return false;
             }
-            let change = until != state.valid_until;
-            state.valid_until = until;
+            let change = until > state.valid_until;
+            if change {
+                state.valid_until = until;
+            }
             change
         };
         if changed {
@@ -429,22 +372,20 @@ impl Lease {
         }
     }
 
-    /// One owner-checked refresh to `expiration`, bounded by `timeout`. While it is in
-    /// flight the lease is capped to what it would arm; once confirmed, the lease is what
-    /// it armed. `NotHeld` is returned without marking the lease lost: the caller does
+    /// One owner-checked refresh of this incarnation to `expiration` (never shortening
+    /// the key), bounded by `timeout`; once confirmed, the lease lasts at least as long
+    /// as it armed. `NotHeld` is returned without marking the lease lost: the caller does
     /// that (after reporting it, for renewal).
     pub(crate) async fn refresh(&self, expiration: Duration, timeout: Duration) -> Result<()> {
         let sent = Instant::now();
-        let until = valid_until(sent, expiration);
-        self.cap(until);
         let refreshed = self
             .backend()
-            .refresh(self.key(), self.value(), expiration, timeout)
+            .refresh(self.key(), self.value(), self.token, expiration, timeout)
             .await?;
         if !refreshed {
             return Err(Error::NotHeld);
         }
-        self.confirm_if_held(until);
+        self.confirm(valid_until(sent, expiration));
         Ok(())
     }
 
@@ -453,7 +394,7 @@ impl Lease {
     pub(crate) async fn ttl(&self, timeout: Duration) -> Result<Option<Duration>> {
         let ttl = self
             .backend()
-            .pttl(self.key(), self.value(), timeout)
+            .pttl(self.key(), self.value(), self.token, timeout)
             .await?;
         if ttl.is_none() {
             self.mark_lost();
@@ -461,19 +402,21 @@ impl Lease {
         Ok(ttl)
     }
 
-    /// Stop renewal, then release the key if this value holds it; the lease is over
-    /// either way. It is over before the release is sent: once the release may land,
-    /// no handle of the lease may go on believing in it (whether or not the caller waits
-    /// for the answer).
+    /// Stop renewal, then retire the lease's claims on the key (the store deletes it
+    /// once no claim is left); the lease is over either way. It is over before the
+    /// release is sent: once the release may land, no handle of the lease may go on
+    /// believing in it (whether or not the caller waits for the answer).
     pub(crate) async fn release(&self, timeout: Duration) -> Result<()> {
         let renewal = self.renewal.lock().take();
         if let Some(renewal) = renewal {
             renewal.stop().await;
         }
         self.mark_lost();
+        let mut claims = vec![self.first_claim];
+        claims.extend_from_slice(&self.claims.lock());
         let released = self
             .backend()
-            .release(self.key(), self.value(), timeout)
+            .release(self.key(), self.value(), &claims, timeout)
             .await;
         if released? {
             Ok(())

@@ -67,6 +67,10 @@
 //!
 //! # Rule sets and findings
 //!
+//! **Status.** `src/` now ships [`Rules::SHIPPED`]: the proposal below, with re-arms that
+//! never shorten a key. [`Rules::CURRENT`] is kept as the design before it — the
+//! counterexamples that motivated the change stay checked.
+//!
 //! [`Rules::CURRENT`] is the design of `src/` at the time of writing (with the one rule
 //! of the proposal already in: `Lease::release` marks the lease lost before it sends,
 //! which the model showed, and `an_unlock_in_flight_ends_the_lease_for_every_handle`
@@ -169,6 +173,11 @@ impl Rules {
         release_claimants: true,
         refresh_checks_token: true,
         rearm_never_shortens: false,
+    };
+    /// What `src/` ships: the proposed rules, and re-arms that never shorten a key.
+    const SHIPPED: Rules = Rules {
+        rearm_never_shortens: true,
+        ..Rules::PROPOSED
     };
 }
 
@@ -1256,28 +1265,29 @@ fn trace(path: Path<State, Action>) -> String {
 }
 
 // ---------------------------------------------------------------------------------------
-// The proposed rules keep every invariant.
+// The shipped rules (the proposal, with re-arms that never shorten) keep every invariant.
 // ---------------------------------------------------------------------------------------
 
 #[test]
-fn proposed_rules_hold_under_relocks_unlocks_and_connection_swaps() {
-    holds("proposed/relocks", relocks(Rules::PROPOSED));
+fn shipped_rules_hold_under_relocks_unlocks_and_connection_swaps() {
+    holds("shipped/relocks", relocks(Rules::SHIPPED));
 }
 
 #[test]
-fn proposed_rules_hold_with_retries_and_retried_aborts() {
-    holds("proposed/retries", retries(Rules::PROPOSED));
-    holds("proposed/retried-aborts", retried_aborts(Rules::PROPOSED));
+fn shipped_rules_hold_with_retries_and_retried_aborts() {
+    holds("shipped/retries", retries(Rules::SHIPPED));
+    holds("shipped/retried-aborts", retried_aborts(Rules::SHIPPED));
 }
 
 #[test]
-fn proposed_rules_hold_with_three_concurrent_calls() {
-    holds("proposed/three-calls", three_calls(Rules::PROPOSED));
+fn shipped_rules_hold_with_three_concurrent_calls() {
+    holds("shipped/three-calls", three_calls(Rules::SHIPPED));
 }
 
 #[test]
-fn proposed_rules_hold_when_keys_expire_and_leases_lapse() {
-    holds("proposed/timed", timed(Rules::PROPOSED, 2, 2));
+fn shipped_rules_hold_when_keys_expire_and_leases_lapse_with_mixed_expirations() {
+    holds("shipped/timed", timed(Rules::SHIPPED, 2, 2));
+    holds("shipped/mixed-expirations", timed(Rules::SHIPPED, 2, 1));
 }
 
 /// An abandoned write with a shorter expiration can land after a longer one was
@@ -1290,13 +1300,9 @@ fn mixed_expirations_need_rearms_that_never_shorten() {
         timed(Rules::PROPOSED, 2, 1),
         HELD,
     );
-    let rules = Rules {
-        rearm_never_shortens: true,
-        ..Rules::PROPOSED
-    };
     holds(
         "proposed+never-shorten/mixed-expirations",
-        timed(rules, 2, 1),
+        timed(Rules::SHIPPED, 2, 1),
     );
 }
 

@@ -367,10 +367,10 @@ async fn retrying_with_the_same_value_through_a_stall_keeps_the_granted_lock() {
     assert!(lock.ttl().await.unwrap().is_some());
 }
 
-/// Re-review finding: the attempt that skipped a pending release takes over its job, even
-/// when that attempt then fails with an error retrying cannot fix.
-#[tokio::test] // current_thread: the pending release cannot run before the second call
-async fn a_skipped_release_is_taken_over_when_the_next_attempt_is_rejected() {
+/// The abort of an attempt that landed fails (scripts are denied for a while): it is
+/// tried again until the store takes it, and what the attempt created is released.
+#[tokio::test] // current_thread: the abort runs while the second call is refused too
+async fn an_abort_that_fails_is_tried_again_until_it_lands() {
     let server = RedisServer::start();
     let client = Client::open(&server.url()).await.unwrap();
     warm_up(&client).await;

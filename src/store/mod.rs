@@ -26,8 +26,10 @@ pub(crate) trait Store {
     fn grant(&self, expiration: Duration) -> Result<Duration>;
 
     /// Take `key` for `val` unless another value holds it. Idempotent: if `val` already
-    /// holds it, re-arm the expiration and return the existing token. `attempt` names
-    /// this attempt so that it can be [aborted](Store::abort) if its outcome is unknown.
+    /// holds it, re-arm the expiration (never shortening it) and return the existing
+    /// token. `attempt` names this attempt: it becomes one of the key's *claims* (retired
+    /// by [`release`](Store::release) or [`abort`](Store::abort); the key is deleted once
+    /// none is left), and it can be aborted if its outcome is unknown.
     async fn acquire(
         &self,
         key: &str,
@@ -37,34 +39,54 @@ pub(crate) trait Store {
         timeout: Duration,
     ) -> Result<Acquire>;
 
-    /// Re-arm the expiration if `val` holds `key`. `false`: not held, nothing changed.
+    /// Re-arm the expiration (never shortening it) if `val` holds `key` in the
+    /// incarnation of fencing token `token`. `false`: not held (gone, another value, or
+    /// re-created since), nothing changed.
     async fn refresh(
         &self,
         key: &str,
         val: &str,
+        token: u64,
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool>;
 
-    /// Delete `key` if `val` holds it. `false`: not held, nothing changed.
-    async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool>;
+    /// Retire a lock's `claims` (the attempts that armed it) if `val` holds `key`, and
+    /// delete the key once no claim is left (another acquire of the same value may still
+    /// hold it). `false`: none of the claims held the key, nothing changed.
+    async fn release(
+        &self,
+        key: &str,
+        val: &str,
+        claims: &[AttemptId],
+        timeout: Duration,
+    ) -> Result<bool>;
 
     /// Give up on acquire `attempts` of `key` for `val` whose outcome is unknown (their
     /// caller stopped waiting, or their connection was replaced): any of them that
-    /// reaches the store later must be refused, and when `release` is set, the key is
-    /// deleted if `val` holds it (what one of them may have created).
+    /// reaches the store later is refused, their claims are retired, and the key is
+    /// deleted if `val` holds it and no claim is left (what they may have created, never
+    /// what another acquire of the value holds).
     async fn abort(
         &self,
         key: &str,
         val: &str,
         attempts: &[AttemptId],
-        release: bool,
         timeout: Duration,
     ) -> Result<()>;
 
-    /// Remaining time to live if `val` holds `key`; `None` if not held.
-    /// A key without expiry (set by hand) reports `Duration::MAX`.
-    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>>;
+    /// Remaining time to live if `val` holds `key` in the incarnation of `token`; `None`
+    /// if not. A key without expiry (set by hand) reports `Duration::MAX`.
+    async fn pttl(
+        &self,
+        key: &str,
+        val: &str,
+        token: u64,
+        timeout: Duration,
+    ) -> Result<Option<Duration>>;
+
+    /// Delete `key` whoever holds it (an operator's decision). `false`: no lock there.
+    async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool>;
 
     /// Fenced access to a resource; see [`Fence`].
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced>;
@@ -76,12 +98,6 @@ pub(crate) trait Store {
     /// `None`: this store does not notify; waiters poll under their retry strategy.
     fn watch(&self, _key: &str) -> Option<Watch> {
         None
-    }
-
-    /// Whether every operation completes without waiting (an in-process store): then an
-    /// attempt's outcome is never unknown and nothing needs aborting.
-    fn answers_at_once(&self) -> bool {
-        false
     }
 }
 
@@ -177,14 +193,21 @@ impl Store for Backend {
         &self,
         key: &str,
         val: &str,
+        token: u64,
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool> {
-        dispatch!(self, s => s.refresh(key, val, expiration, timeout).await)
+        dispatch!(self, s => s.refresh(key, val, token, expiration, timeout).await)
     }
 
-    async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
-        dispatch!(self, s => s.release(key, val, timeout).await)
+    async fn release(
+        &self,
+        key: &str,
+        val: &str,
+        claims: &[AttemptId],
+        timeout: Duration,
+    ) -> Result<bool> {
+        dispatch!(self, s => s.release(key, val, claims, timeout).await)
     }
 
     async fn abort(
@@ -192,14 +215,23 @@ impl Store for Backend {
         key: &str,
         val: &str,
         attempts: &[AttemptId],
-        release: bool,
         timeout: Duration,
     ) -> Result<()> {
-        dispatch!(self, s => s.abort(key, val, attempts, release, timeout).await)
+        dispatch!(self, s => s.abort(key, val, attempts, timeout).await)
     }
 
-    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
-        dispatch!(self, s => s.pttl(key, val, timeout).await)
+    async fn pttl(
+        &self,
+        key: &str,
+        val: &str,
+        token: u64,
+        timeout: Duration,
+    ) -> Result<Option<Duration>> {
+        dispatch!(self, s => s.pttl(key, val, token, timeout).await)
+    }
+
+    async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool> {
+        dispatch!(self, s => s.force_release(key, timeout).await)
     }
 
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced> {
@@ -208,9 +240,5 @@ impl Store for Backend {
 
     fn watch(&self, key: &str) -> Option<Watch> {
         dispatch!(self, s => s.watch(key))
-    }
-
-    fn answers_at_once(&self) -> bool {
-        dispatch!(self, s => s.answers_at_once())
     }
 }

@@ -17,6 +17,9 @@ use std::io::Write;
 pub(crate) const FENCE: &str = "fence";
 /// The suffix of a lock key's record of aborted acquire attempts.
 pub(crate) const ABORTED: &str = "aborted";
+/// The suffix of a lock key's claims: its incarnation's token and the attempts that armed
+/// it (it lives and dies with the lock key).
+pub(crate) const CLAIMS: &str = "claims";
 /// The suffix of a fenced resource's highest-token record.
 pub(crate) const TOKEN: &str = "token";
 /// The suffix of a lock key's release channel (a pub/sub channel, not a key: in the
@@ -185,7 +188,7 @@ mod tests {
             "a{b",
             "ключ",
         ] {
-            for suffix in [FENCE, ABORTED, TOKEN, RELEASED] {
+            for suffix in [FENCE, ABORTED, CLAIMS, TOKEN, RELEASED] {
                 let sidecar = Sidecar::of(key).name(suffix);
                 if !key.contains('{') || hash_tag(key.as_bytes()).is_some() {
                     assert!(sidecar.starts_with(key), "{sidecar:?}");

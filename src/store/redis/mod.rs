@@ -353,19 +353,29 @@ impl Store for RedisStore {
         &self,
         key: &str,
         val: &str,
+        token: u64,
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool> {
-        let cmd = scripts::refresh(key, val, expiration);
-        Ok(self
-            .conn
-            .run::<i64>(&scripts::REFRESH, &cmd, timeout)
-            .await?
-            == 1)
+        let cmd = scripts::refresh(key, val, token, expiration);
+        let (refreshed, short): (i64, _) = self.write(&scripts::REFRESH, &cmd, timeout).await?;
+        if refreshed != 1 {
+            return Ok(false);
+        }
+        match short {
+            Some(e) => Err(e),
+            None => Ok(true),
+        }
     }
 
-    async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
-        let cmd = scripts::release(key, val, self.publish());
+    async fn release(
+        &self,
+        key: &str,
+        val: &str,
+        claims: &[AttemptId],
+        timeout: Duration,
+    ) -> Result<bool> {
+        let cmd = scripts::release(key, val, claims, self.publish());
         Ok(self
             .conn
             .run::<i64>(&scripts::RELEASE, &cmd, timeout)
@@ -378,22 +388,36 @@ impl Store for RedisStore {
         key: &str,
         val: &str,
         attempts: &[AttemptId],
-        release: bool,
         timeout: Duration,
     ) -> Result<()> {
-        let cmd = scripts::abort(key, val, attempts, release, self.publish());
+        let cmd = scripts::abort(key, val, attempts, self.publish());
         self.conn.run::<i64>(&scripts::ABORT, &cmd, timeout).await?;
         Ok(())
     }
 
-    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
-        let cmd = scripts::pttl(key, val);
+    async fn pttl(
+        &self,
+        key: &str,
+        val: &str,
+        token: u64,
+        timeout: Duration,
+    ) -> Result<Option<Duration>> {
+        let cmd = scripts::pttl(key, val, token);
         let ms: i64 = self.conn.run(&scripts::PTTL, &cmd, timeout).await?;
         Ok(match ms {
             -1 => Some(Duration::MAX),
             ms if ms >= 0 => Some(Duration::from_millis(ms as u64)),
             _ => None,
         })
+    }
+
+    async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool> {
+        let cmd = scripts::force_release(key, self.publish());
+        Ok(self
+            .conn
+            .run::<i64>(&scripts::FORCE_RELEASE, &cmd, timeout)
+            .await?
+            == 1)
     }
 
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced> {
