@@ -412,8 +412,12 @@ impl Lease {
             renewal.stop().await;
         }
         self.mark_lost();
-        let mut claims = vec![self.first_claim];
-        claims.extend_from_slice(&self.claims.lock());
+        let more = std::mem::take(&mut *self.claims.lock());
+        let claims = if more.is_empty() {
+            std::borrow::Cow::Borrowed(std::slice::from_ref(&self.first_claim))
+        } else {
+            std::borrow::Cow::Owned([&[self.first_claim][..], &more].concat())
+        };
         let released = self
             .backend()
             .release(self.key(), self.value(), &claims, timeout)
