@@ -452,9 +452,11 @@ fn token_from(reply: Value) -> Result<u64> {
 }
 
 /// Whether another attempt could succeed where this one failed: connection-level
-/// failures a retry (possibly after a reconnect) can fix, and a server that is loading,
-/// failing over or asks to try again. Authentication, permission, wrong-type and script
-/// errors are not transient: retrying cannot fix them.
+/// failures a retry (possibly after a reconnect) can fix, a server that is loading,
+/// failing over or asks to try again, and a cluster redirect redis-rs gave up following
+/// (`MOVED`/`ASK` while the slot map settles after a failover or a resharding).
+/// Authentication, permission, wrong-type and script errors are not transient: retrying
+/// cannot fix them.
 pub(crate) fn is_transient(e: &RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
     if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
@@ -464,6 +466,8 @@ pub(crate) fn is_transient(e: &RedisError) -> bool {
         e.kind(),
         ErrorKind::Server(
             ServerErrorKind::BusyLoading
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask
                 | ServerErrorKind::TryAgain
                 | ServerErrorKind::ClusterDown
                 | ServerErrorKind::MasterDown
