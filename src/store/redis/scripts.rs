@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use redis::{Arg, Cmd, RedisWrite, Script};
 
-use super::keys::{ABORTED, CLAIMS, FENCE, RELEASED, SIDECAR_EXTRA, Sidecar, TOKEN};
+use super::keys::{
+    ABORTED, CLAIMS, FENCE, RELEASED, SIDECAR_EXTRA, Sidecar, TOKEN, write_fence_counter,
+};
 use super::notify::Publish;
 use crate::store::{AttemptId, Fence};
 
@@ -74,16 +76,24 @@ fn millis(d: Duration) -> u64 {
 /// The longest attempt id: 16 hex digits, `:`, 20 digits.
 const ATTEMPT_ID_LEN: usize = 37;
 
-/// `EVALSHA <acquire> 4 <key> <fence> <aborted> <claims> <val> <ms> <attempt>`, the
-/// sidecar keys and the attempt id written in place.
-pub(crate) fn acquire(key: &str, val: &str, expiration: Duration, attempt: AttemptId) -> Cmd {
-    let payload = 4 * key.len() + 3 * SIDECAR_EXTRA + val.len() + ATTEMPT_ID_LEN;
-    let mut cmd = ACQUIRE.evalsha(4, payload);
+/// `EVALSHA <acquire> 5 <key> <fence> <aborted> <claims> <legacy fence> <val> <ms>
+/// <attempt>`, the companion keys and the attempt id written in place; `prefix_len`: the
+/// length of the client's key prefix at the start of `key`.
+pub(crate) fn acquire(
+    key: &str,
+    prefix_len: usize,
+    val: &str,
+    expiration: Duration,
+    attempt: AttemptId,
+) -> Cmd {
+    let payload = 5 * key.len() + 4 * SIDECAR_EXTRA + val.len() + ATTEMPT_ID_LEN;
+    let mut cmd = ACQUIRE.evalsha(5, payload);
     let sidecar = Sidecar::of(key);
     cmd.arg(key);
-    sidecar.write(FENCE, &mut cmd.writer_for_next_arg());
+    write_fence_counter(key, prefix_len, &mut cmd.writer_for_next_arg());
     sidecar.write(ABORTED, &mut cmd.writer_for_next_arg());
     sidecar.write(CLAIMS, &mut cmd.writer_for_next_arg());
+    sidecar.write(FENCE, &mut cmd.writer_for_next_arg());
     cmd.arg(val).arg(millis(expiration));
     write_attempt(attempt, &mut cmd);
     cmd
@@ -192,36 +202,38 @@ mod tests {
 
     #[test]
     fn commands_pack_to_the_plain_redis_rs_bytes() {
-        for key in ["job", "user:{42}:job", "a}b", "a{b", "ключ"] {
+        for key in ["job", "app:job", "user:{42}:job", "a}b", "a{b", "ключ"] {
             let sidecar = Sidecar::of(key);
             let plain = redis::cmd("EVALSHA")
                 .arg(&ACQUIRE.sha)
-                .arg(4)
+                .arg(5)
                 .arg(key)
-                .arg(sidecar.name(FENCE))
+                .arg(super::super::keys::fence_counter(key, 0))
                 .arg(sidecar.name(ABORTED))
                 .arg(sidecar.name(CLAIMS))
+                .arg(sidecar.name(FENCE))
                 .arg("value")
                 .arg(30_000u64)
                 .arg("000000000000feed:7")
                 .get_packed_command();
-            let cmd = acquire(key, "value", Duration::from_secs(30), ATTEMPT);
+            let cmd = acquire(key, 0, "value", Duration::from_secs(30), ATTEMPT);
             assert_eq!(cmd.get_packed_command(), plain, "{key:?}");
         }
     }
 
     #[test]
     fn the_eval_fallback_carries_the_same_keys_and_arguments() {
-        let cmd = acquire("job", "value", Duration::from_secs(30), ATTEMPT);
+        let cmd = acquire("job", 0, "value", Duration::from_secs(30), ATTEMPT);
         let eval = ACQUIRE.eval(&cmd);
         let sidecar = Sidecar::of("job");
         let plain = redis::cmd("EVAL")
             .arg(ACQUIRE.code)
-            .arg(4)
+            .arg(5)
             .arg("job")
             .arg(sidecar.name(FENCE))
             .arg(sidecar.name(ABORTED))
             .arg(sidecar.name(CLAIMS))
+            .arg(sidecar.name(FENCE))
             .arg("value")
             .arg(30_000u64)
             .arg("000000000000feed:7")

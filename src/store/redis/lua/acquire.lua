@@ -1,8 +1,9 @@
 -- Fenced, idempotent acquire.
 -- KEYS[1]: lock key; KEYS[2]: its fence counter; KEYS[3]: its aborted attempts (a hash);
 -- KEYS[4]: its claims (a hash: '#' = the token of the key's current incarnation, and one
--- field per attempt that armed it since it was created and was not retired since). All
--- in one cluster slot.
+-- field per attempt that armed it since it was created and was not retired since);
+-- KEYS[5]: the key's own fence counter of earlier versions (KEYS[2] itself when that is
+-- still the layout). All in one cluster slot.
 -- ARGV[1]: lock value; ARGV[2]: expiration in milliseconds; ARGV[3]: this attempt's id.
 -- Returns the fencing token when the key is now held by ARGV[1] (an integer, or its
 -- decimal text from 2^53 on: a Lua number is a double and would round it); when another
@@ -15,6 +16,17 @@ if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then
 end
 local current = redis.call('GET', KEYS[1])
 if current == false then
+  if KEYS[5] ~= KEYS[2] then
+    -- Tokens never go back across an upgrade: a counter of the earlier layout is merged.
+    local legacy = redis.call('GET', KEYS[5])
+    if legacy then
+      local now = redis.call('GET', KEYS[2]) or '0'
+      if #legacy > #now or (#legacy == #now and legacy > now) then
+        redis.call('SET', KEYS[2], legacy)
+      end
+      redis.call('DEL', KEYS[5])
+    end
+  end
   local token = redis.call('INCR', KEYS[2])
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   redis.call('DEL', KEYS[4])
