@@ -516,6 +516,11 @@ impl Client {
         self.inner.leases.store_key(key)
     }
 
+    /// `key` as the caller named it: without the client's key prefix.
+    pub(crate) fn user_key<'a>(&self, key: &'a str) -> &'a str {
+        self.inner.leases.user_key(key)
+    }
+
     /// Acquire `key` for `val`, retrying under `retry` while another value holds it.
     ///
     /// Each attempt is one round trip bounded by `timeout`. Between attempts the strategy
@@ -645,31 +650,6 @@ impl Client {
     /// The bound on one round trip for operations without a timeout argument.
     pub fn default_timeout(&self) -> Duration {
         self.inner.default_timeout
-    }
-
-    /// Delete the lock on `key`, whoever holds it: an operator's tool for a lock whose
-    /// holder is gone and that must not wait out its expiration. `false` when no lock was
-    /// there. Waiters are woken as by an unlock.
-    ///
-    /// The holder is not told: its next refresh or renewal finds the key gone
-    /// ([`Error::NotHeld`]), and until then it may go on working. Its fencing token stays
-    /// the highest the key has issued, so a resource it fenced refuses only older tokens;
-    /// the next holder's token is higher. Bounded by the client's default timeout.
-    ///
-    /// # Errors
-    ///
-    /// * [`Error::InvalidArgument`] for an empty `key`, before any I/O;
-    /// * [`Error::Timeout`], [`Error::Redis`] or [`Error::Store`] when the store failed.
-    ///
-    /// # Cancel safety
-    ///
-    /// Dropping the future may or may not have deleted the lock.
-    pub async fn force_release(&self, key: &str) -> Result<bool> {
-        check_key(key)?;
-        let key = self.store_key(key);
-        self.backend()
-            .force_release(&key, self.inner.default_timeout)
-            .await
     }
 }
 

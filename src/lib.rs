@@ -123,6 +123,7 @@ mod error;
 mod exclusive;
 pub mod fence;
 mod hash;
+mod inspect;
 #[cfg(feature = "schedule")]
 mod leader;
 mod lease;
@@ -140,6 +141,7 @@ mod wake;
 pub use args::MAX_DURATION;
 pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 pub use error::{Error, Result, StoreError};
+pub use inspect::LockInfo;
 #[cfg(feature = "schedule")]
 #[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
 pub use leader::Leadership;

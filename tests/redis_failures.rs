@@ -144,7 +144,10 @@ async fn the_fence_counter_lives_next_to_the_lock_key_and_outlives_it() {
     // Namespaced keys share one counter per slot: 100 per-entity keys leave at most one
     // counter per slot they fall in, and nothing else once unlocked.
     for i in 0..100 {
-        let lock = client.try_lock(&format!("order:{i}"), "v", SEC).await.unwrap();
+        let lock = client
+            .try_lock(&format!("order:{i}"), "v", SEC)
+            .await
+            .unwrap();
         lock.unlock().await.unwrap();
     }
     let left = keys(&server, "order:*");
@@ -168,7 +171,13 @@ async fn tokens_continue_from_a_counter_of_the_earlier_layout() {
     let client = Client::open(&server.url()).await.unwrap();
     // Lock `app:job` once, then rename the shared counter to the earlier layout's
     // per-key name (`key:fence{N}`, the same slot tag), as an earlier version left it.
-    client.try_lock("app:job", "v", SEC).await.unwrap().unlock().await.unwrap();
+    client
+        .try_lock("app:job", "v", SEC)
+        .await
+        .unwrap()
+        .unlock()
+        .await
+        .unwrap();
     let shared = keys(&server, "app:leasehold:fence*").pop().unwrap();
     let old = format!("app:job:fence{}", &shared["app:leasehold:fence".len()..]);
     server.cmd_sync(&["RENAME", &shared, &old]);

@@ -11,7 +11,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::{Acquire, AttemptId, Fence, Fenced, Store};
+use super::{Acquire, AttemptId, Fence, Fenced, Inspected, Store};
 use crate::Result;
 use crate::hash::FastHash;
 use crate::wake::{Waiters, Watch};
@@ -221,6 +221,20 @@ impl MemoryStore {
 }
 
 impl MemoryStore {
+    /// What an operator may see of `slot`, if a lock holds it at `now`: a digest of the
+    /// holder's value, never the value.
+    fn inspected(key: &str, slot: &Slot, now: Instant) -> Option<Inspected> {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let value = slot.holder(now)?;
+        let digest = BuildHasherDefault::<DefaultHasher>::default().hash_one(value);
+        Some(Inspected {
+            key: key.to_owned(),
+            ttl: Some(slot.deadline - now),
+            token: slot.fence,
+            holder: format!("{digest:016x}"),
+        })
+    }
+
     /// The value holding `key`, for tests that play a thief.
     #[cfg(test)]
     pub(crate) fn value_of(&self, key: &str) -> Option<String> {
@@ -324,6 +338,28 @@ impl Store for MemoryStore {
 
     async fn fenced(&self, access: &Fence<'_>, _timeout: Duration) -> Result<Fenced> {
         Ok(self.fenced_now(access))
+    }
+
+    async fn inspect(&self, key: &str, _timeout: Duration) -> Result<Option<Inspected>> {
+        let now = Instant::now();
+        let store = self.store.lock();
+        Ok(store
+            .slots
+            .get(key)
+            .and_then(|slot| Self::inspected(key, slot, now)))
+    }
+
+    async fn list(&self, prefix: &str, _timeout: Duration) -> Result<Vec<Inspected>> {
+        let now = Instant::now();
+        let store = self.store.lock();
+        let mut locks: Vec<Inspected> = store
+            .slots
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .filter_map(|(key, slot)| Self::inspected(key, slot, now))
+            .collect();
+        locks.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(locks)
     }
 
     /// Releases are seen as they happen, in this process: a waiter is queued at once.

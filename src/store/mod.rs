@@ -88,6 +88,14 @@ pub(crate) trait Store {
     /// Delete `key` whoever holds it (an operator's decision). `false`: no lock there.
     async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool>;
 
+    /// What an operator may see of the lock on `key`, if there is one. Each round trip
+    /// is bounded by `timeout`.
+    async fn inspect(&self, key: &str, timeout: Duration) -> Result<Option<Inspected>>;
+
+    /// Every lock whose key starts with `prefix`, walking the whole keyspace in steps
+    /// (never `KEYS`; on a cluster, every master), each round trip bounded by `timeout`.
+    async fn list(&self, prefix: &str, timeout: Duration) -> Result<Vec<Inspected>>;
+
     /// Fenced access to a resource; see [`Fence`].
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced>;
 
@@ -99,6 +107,18 @@ pub(crate) trait Store {
     fn watch(&self, _key: &str) -> Option<Watch> {
         None
     }
+}
+
+/// A lock as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Inspected {
+    /// The key, as the store knows it.
+    pub(crate) key: String,
+    /// `None`: no expiry (set by hand).
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) token: u64,
+    /// A digest of the holder's value (the value itself is a secret).
+    pub(crate) holder: String,
 }
 
 /// Outcome of one acquire attempt that reached the store.
@@ -232,6 +252,14 @@ impl Store for Backend {
 
     async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool> {
         dispatch!(self, s => s.force_release(key, timeout).await)
+    }
+
+    async fn inspect(&self, key: &str, timeout: Duration) -> Result<Option<Inspected>> {
+        dispatch!(self, s => s.inspect(key, timeout).await)
+    }
+
+    async fn list(&self, prefix: &str, timeout: Duration) -> Result<Vec<Inspected>> {
+        dispatch!(self, s => s.list(prefix, timeout).await)
     }
 
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced> {

@@ -248,6 +248,44 @@ impl<S: RetryStrategy> RetryStrategy for Counting<S> {
 /// Runs `workers` tasks that each take the lock `rounds` times through `acquire`, hold it
 /// for a moment, and unlock. Returns how many times a task entered the critical section
 /// while another was inside it.
+pub async fn inspection_lists_locks_by_prefix_and_force_release_frees_them(c: &Client) {
+    let a = c.try_lock("jobs:a", "secret-a", 30 * SEC).await.unwrap();
+    let b = c
+        .try_lock("jobs:{t}:b", "secret-b", 30 * SEC)
+        .await
+        .unwrap();
+    let _other = c.try_lock("reports:x", "v", 30 * SEC).await.unwrap();
+    // Companion keys (counters, claims) and fenced resources are not locks.
+    a.fenced_set("jobs:row", "x").await.unwrap();
+    let listed = c.list("jobs:").await.unwrap();
+    let keys: Vec<&str> = listed.iter().map(|l| l.key()).collect();
+    assert_eq!(keys, ["jobs:a", "jobs:{t}:b"]);
+    assert_eq!(listed[0].fencing_token(), a.fencing_token());
+    assert_eq!(listed[1].fencing_token(), b.fencing_token());
+    let ttl = listed[0].ttl().unwrap();
+    assert!(ttl > 29 * SEC && ttl <= 30 * SEC, "{ttl:?}");
+    assert_ne!(listed[0].holder(), listed[1].holder());
+    for shown in [format!("{listed:?}"), listed[0].holder().to_owned()] {
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+    let info = c.inspect("jobs:a").await.unwrap().expect("held");
+    assert_eq!(
+        (info.key(), info.fencing_token(), info.holder()),
+        (
+            listed[0].key(),
+            listed[0].fencing_token(),
+            listed[0].holder()
+        )
+    );
+    assert_eq!(c.inspect("jobs:none").await.unwrap(), None);
+    assert_eq!(c.inspect("jobs:row").await.unwrap(), None, "not a lock");
+    assert!(c.force_release("jobs:a").await.unwrap());
+    assert!(!c.force_release("jobs:a").await.unwrap());
+    assert!(a.refresh().await.unwrap_err().is_not_held());
+    let next = c.try_lock("jobs:a", "next", 30 * SEC).await.unwrap();
+    assert!(next.fencing_token() > info.fencing_token());
+}
+
 pub async fn exclusion_workload<F, Fut>(workers: usize, rounds: usize, acquire: F) -> usize
 where
     F: Fn(usize) -> Fut,

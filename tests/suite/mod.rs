@@ -232,6 +232,7 @@ macro_rules! conformance {
                     bad_input_is_rejected_before_any_io,
                     many_tasks_never_hold_one_key_at_once,
                     debug_output_never_shows_the_lock_value,
+                    inspection_lists_locks_by_prefix_and_force_release_frees_them,
                 );
             }
             mod blocking {

@@ -270,7 +270,10 @@ mod tests {
         assert!(p.starts_with("tenant-1:leasehold:fence{"), "{p}");
         // No namespace, or braces in it: a counter of its own, as before.
         assert_eq!(fence_counter("job", 0), Sidecar::of("job").name(FENCE));
-        assert_eq!(fence_counter("a{b:job", 0), Sidecar::of("a{b:job").name(FENCE));
+        assert_eq!(
+            fence_counter("a{b:job", 0),
+            Sidecar::of("a{b:job").name(FENCE)
+        );
         assert_eq!(
             fence_counter("{t}:job", 0),
             Sidecar::of("{t}:job").name(FENCE)

@@ -14,7 +14,7 @@ use redis::{FromRedisValue, RedisError, Value};
 
 use self::conn::{Conn, Connection, Source};
 use self::notify::{Notifier, Publish, Subscriber};
-use super::{Acquire, AttemptId, Fence, Fenced, Store};
+use super::{Acquire, AttemptId, Fence, Fenced, Inspected, Store};
 use crate::error::StoreError;
 use crate::wake::Watch;
 use crate::{Error, Result};
@@ -419,6 +419,39 @@ impl Store for RedisStore {
         })
     }
 
+    async fn inspect(&self, key: &str, timeout: Duration) -> Result<Option<Inspected>> {
+        let cmd = scripts::inspect(key);
+        let reply: Option<(String, i64, Value)> =
+            self.conn.run(&scripts::INSPECT, &cmd, timeout).await?;
+        let Some((holder, ms, token)) = reply else {
+            return Ok(None);
+        };
+        Ok(Some(Inspected {
+            key: key.to_owned(),
+            ttl: u64::try_from(ms).ok().map(Duration::from_millis),
+            token: token_from(token)?,
+            holder,
+        }))
+    }
+
+    async fn list(&self, prefix: &str, timeout: Duration) -> Result<Vec<Inspected>> {
+        let keys = self
+            .conn
+            .scan(&format!("{}*", glob_escape(prefix)), timeout)
+            .await?;
+        let mut locks = Vec::new();
+        // A few at a time: a listing must not crowd out the locks' own traffic.
+        for batch in keys.chunks(64) {
+            let inspected =
+                futures::future::join_all(batch.iter().map(|key| self.inspect(key, timeout))).await;
+            for lock in inspected {
+                locks.extend(lock?);
+            }
+        }
+        locks.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(locks)
+    }
+
     async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool> {
         let cmd = scripts::force_release(key, self.publish());
         Ok(self
@@ -438,6 +471,18 @@ impl Store for RedisStore {
         }
         Ok(Err(token_from(payload)?))
     }
+}
+
+/// `text` as a `SCAN MATCH` pattern that matches it literally.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A token from a script: an integer, or decimal text where a Lua number would have
@@ -487,6 +532,12 @@ pub(crate) fn is_transient(e: &RedisError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scan_patterns_match_the_prefix_literally() {
+        assert_eq!(glob_escape("app:"), "app:");
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
 
     #[test]
     fn tokens_come_as_integers_or_exact_text() {

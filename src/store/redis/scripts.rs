@@ -25,6 +25,8 @@ pub(crate) static ABORT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!(
 pub(crate) static FENCED: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(include_str!("lua/fenced.lua")));
 pub(crate) static PTTL: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/pttl.lua")));
+pub(crate) static INSPECT: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("lua/inspect.lua")));
 pub(crate) static FORCE_RELEASE: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(include_str!("lua/force_release.lua")));
 
@@ -163,6 +165,10 @@ pub(crate) fn pttl(key: &str, val: &str, token: u64) -> Cmd {
     let (mut cmd, _) = key_and_claims(&PTTL, key, val.len());
     cmd.arg(val).arg(token);
     cmd
+}
+
+pub(crate) fn inspect(key: &str) -> Cmd {
+    key_and_claims(&INSPECT, key, 0).0
 }
 
 pub(crate) fn force_release(key: &str, publish: Option<Publish>) -> Cmd {
