@@ -16,7 +16,9 @@ use crate::retry::{NoRetry, RetryStrategy};
 use crate::store::memory::{self, MemoryStore};
 use crate::store::redis::{self as redis_store, RedisStore};
 use crate::store::{Backend, Store};
+use crate::telemetry;
 use crate::{Error, Result};
+use tracing::Instrument;
 
 /// Default bound on one round trip for operations that take no timeout argument
 /// ([`Client::try_lock`]): 1 second.
@@ -588,6 +590,41 @@ impl Client {
         let expiration = check_duration("expiration", expiration)?;
         let expiration = self.backend().grant(expiration)?;
         let timeout = check_duration("timeout", timeout)?;
+        let store = self.backend().kind();
+        let span = telemetry::lock_span(store, key);
+        let mut attempts = 0;
+        if !telemetry::observed(&span) {
+            // Nobody listens: not even a clock read.
+            return self
+                .lock_attempts(key, val, expiration, timeout, retry, &mut attempts)
+                .await;
+        }
+        let started = Instant::now();
+        let locked = self
+            .lock_attempts(key, val, expiration, timeout, retry, &mut attempts)
+            .instrument(span.clone())
+            .await;
+        let outcome = match &locked {
+            Ok(_) => telemetry::Acquired::Acquired,
+            Err(e) if e.is_not_obtained() => telemetry::Acquired::NotObtained,
+            Err(_) => telemetry::Acquired::Error,
+        };
+        let token = locked.as_ref().ok().map(Lock::fencing_token);
+        let waited = started.elapsed();
+        telemetry::lock_ended(&span, store, key, outcome, attempts, waited, token);
+        locked
+    }
+
+    /// The attempts of [`lock`](Client::lock), counted in `count`.
+    async fn lock_attempts(
+        &self,
+        key: &str,
+        val: &str,
+        expiration: Duration,
+        timeout: Duration,
+        retry: impl RetryStrategy,
+        count: &mut u32,
+    ) -> Result<Lock> {
         let leases = &self.inner.leases;
         let key = &*leases.store_key(key);
         let pair = leases.pair(key, val);
@@ -597,6 +634,7 @@ impl Client {
             let sent = Instant::now();
             let attempt = leases.next_attempt();
             attempts.sending(attempt);
+            *count += 1;
             let (error, last) = match leases
                 .acquire(pair, expiration, attempt, timeout, sent)
                 .await

@@ -25,7 +25,9 @@ use tokio::time::Instant;
 
 use crate::hash::{FastHash, Identity};
 use crate::store::{Acquire, AttemptId, Backend, Fence, Store};
+use crate::telemetry;
 use crate::{Error, Result};
+use tracing::Instrument;
 
 /// The drift allowance subtracted from every lease, as in the Redlock algorithm:
 /// 1% of the expiration (clock-rate difference between this host and the server) plus
@@ -239,6 +241,7 @@ impl Leases {
             renewal: Mutex::new(None),
         });
         table.add(pair, &lease);
+        telemetry::held(self.backend.kind(), 1.0);
         lease
     }
 }
@@ -365,11 +368,21 @@ impl Lease {
         true
     }
 
+    /// The store confirmed the lease's key is gone or held by another value (or
+    /// another incarnation superseded it): the lease is over.
     pub(crate) fn mark_lost(&self) {
-        let newly_lost = !std::mem::replace(&mut self.state.lock().lost, true);
-        if newly_lost {
+        if self.end() {
+            telemetry::lost(self.backend().kind(), self.user_key(), self.token);
+        }
+    }
+
+    /// The lease is over (lost, or unlocked); `true` if it was not already.
+    fn end(&self) -> bool {
+        let newly = !std::mem::replace(&mut self.state.lock().lost, true);
+        if newly {
             self.changed.notify_waiters();
         }
+        newly
     }
 
     /// One owner-checked refresh of this incarnation to `expiration` (never shortening
@@ -377,6 +390,19 @@ impl Lease {
     /// as it armed. `NotHeld` is returned without marking the lease lost: the caller does
     /// that (after reporting it, for renewal).
     pub(crate) async fn refresh(&self, expiration: Duration, timeout: Duration) -> Result<()> {
+        let span = telemetry::op_span(
+            self.backend().kind(),
+            "refresh",
+            self.user_key(),
+            self.token,
+        );
+        if span.is_disabled() {
+            return self.refresh_in(expiration, timeout).await;
+        }
+        self.refresh_in(expiration, timeout).instrument(span).await
+    }
+
+    async fn refresh_in(&self, expiration: Duration, timeout: Duration) -> Result<()> {
         let sent = Instant::now();
         let refreshed = self
             .backend()
@@ -407,11 +433,19 @@ impl Lease {
     /// release is sent: once the release may land, no handle of the lease may go on
     /// believing in it (whether or not the caller waits for the answer).
     pub(crate) async fn release(&self, timeout: Duration) -> Result<()> {
+        let span = telemetry::op_span(self.backend().kind(), "unlock", self.user_key(), self.token);
+        if span.is_disabled() {
+            return self.release_in(timeout).await;
+        }
+        self.release_in(timeout).instrument(span).await
+    }
+
+    async fn release_in(&self, timeout: Duration) -> Result<()> {
         let renewal = self.renewal.lock().take();
         if let Some(renewal) = renewal {
             renewal.stop().await;
         }
-        self.mark_lost();
+        self.end();
         let more = std::mem::take(&mut *self.claims.lock());
         let claims = if more.is_empty() {
             std::borrow::Cow::Borrowed(std::slice::from_ref(&self.first_claim))
@@ -484,6 +518,7 @@ impl Drop for Lease {
         if let Some(renewal) = self.renewal.get_mut().take() {
             renewal.task.abort();
         }
+        telemetry::held(self.backend().kind(), -1.0);
     }
 }
 

@@ -136,6 +136,7 @@ mod retry;
 #[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
 pub mod schedule;
 mod store;
+mod telemetry;
 mod wake;
 
 pub use args::MAX_DURATION;

@@ -12,7 +12,9 @@ use crate::args::check_duration;
 use crate::lease::{Lease, Renewal};
 use crate::lock::Lock;
 use crate::store::Store;
+use crate::telemetry;
 use crate::{Error, Result};
+use tracing::Instrument;
 
 static NEXT_RENEWAL_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -105,7 +107,13 @@ impl Lock {
             timeout,
             max_retry,
         };
-        let task = tokio::spawn(renewal.run(failure_tx));
+        let span = telemetry::renewal_span(
+            self.lease.backend().kind(),
+            self.key(),
+            self.fencing_token(),
+            interval,
+        );
+        let task = tokio::spawn(renewal.run(failure_tx).instrument(span));
         self.lease.set_renewal(Renewal { id, task });
         Ok(AutoRefresh {
             lease: Arc::downgrade(&self.lease),
@@ -141,17 +149,24 @@ impl Renewing {
                 // Boxed: the in-flight round trip is allocated only while it runs,
                 // instead of inline in every idle renewal task.
                 let renewed = Box::pin(lease.refresh(self.expiration, self.timeout)).await;
+                let store = lease.backend().kind();
                 match renewed {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        telemetry::renewed(store, None, false);
+                        break;
+                    }
                     // Timed out or hit a dropped connection: retried at once.
                     Err(e) if e.is_transient() => {
                         failures += 1;
-                        if failures >= self.max_retry {
+                        let retrying = failures < self.max_retry;
+                        telemetry::renewed(store, Some(&e), retrying);
+                        if !retrying {
                             let _ = failure.send(Error::MaxRetryExceeded);
                             return;
                         }
                     }
                     Err(e) => {
+                        telemetry::renewed(store, Some(&e), false);
                         let not_held = e.is_not_held();
                         // Report first, then wake `lost()`: whoever reacts to the loss
                         // finds its reason already on the channel.
