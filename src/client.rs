@@ -605,9 +605,9 @@ impl Client {
             .instrument(span.clone())
             .await;
         let outcome = match &locked {
-            Ok(_) => telemetry::Acquired::Acquired,
-            Err(e) if e.is_not_obtained() => telemetry::Acquired::NotObtained,
-            Err(_) => telemetry::Acquired::Error,
+            Ok(_) => telemetry::Outcome::Acquired,
+            Err(e) if e.is_not_obtained() => telemetry::Outcome::NotObtained,
+            Err(_) => telemetry::Outcome::Error,
         };
         let token = locked.as_ref().ok().map(Lock::fencing_token);
         let waited = started.elapsed();

@@ -33,18 +33,18 @@ pub(crate) fn observed(span: &tracing::Span) -> bool {
 
 /// How a `lock` call ended, for its span and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Acquired {
+pub(crate) enum Outcome {
     Acquired,
     NotObtained,
     Error,
 }
 
-impl Acquired {
+impl Outcome {
     fn as_str(self) -> &'static str {
         match self {
-            Acquired::Acquired => "acquired",
-            Acquired::NotObtained => "not_obtained",
-            Acquired::Error => "error",
+            Outcome::Acquired => "acquired",
+            Outcome::NotObtained => "not_obtained",
+            Outcome::Error => "error",
         }
     }
 }
@@ -68,7 +68,7 @@ pub(crate) fn lock_ended(
     span: &tracing::Span,
     store: &'static str,
     key: &str,
-    outcome: Acquired,
+    outcome: Outcome,
     attempts: u32,
     waited: Duration,
     token: Option<u64>,
