@@ -131,6 +131,7 @@ mod lock;
 mod pause;
 mod refresh;
 mod release;
+mod request;
 mod retry;
 #[cfg(feature = "schedule")]
 #[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
@@ -138,6 +139,12 @@ pub mod schedule;
 mod store;
 mod telemetry;
 mod wake;
+
+/// The redis-rs crate this crate is built on, re-exported so that
+/// [`Client::from_connection`], [`ClientBuilder::notifier`] and [`Error::Redis`] are used
+/// with the very same version (a second `redis` in your `Cargo.toml` may resolve to
+/// another one, whose types do not match).
+pub use redis;
 
 pub use args::MAX_DURATION;
 pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
@@ -149,6 +156,7 @@ pub use leader::Leadership;
 pub use lease::drift_allowance;
 pub use lock::Lock;
 pub use refresh::AutoRefresh;
+pub use request::{DEFAULT_EXPIRATION, DEFAULT_MAX_RETRY, LockRequest};
 #[cfg(feature = "backoff")]
 pub use retry::BackoffAdapter;
 pub use retry::{ExponentialBackoff, FixedInterval, NoRetry, NonFixedInterval, RetryStrategy};
