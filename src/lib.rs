@@ -39,6 +39,13 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The same request with named options instead of positions: [`Client::lock_request`].
+//!
+//! **Durations** are honoured to the millisecond, the precision every store keeps: a
+//! sub-millisecond part is truncated (1.9 ms is 1 ms), and an expiration, interval or
+//! timeout under 1 ms or over [`MAX_DURATION`] is an [`Error::InvalidArgument`] before any
+//! I/O. A timeout may exceed the expiration (see [`Client::lock`]).
+//!
 //! # Blocking API
 //!
 //! For code without an async runtime, [`blocking`] has the same client, lock and
