@@ -184,7 +184,8 @@ pub struct MinReplicas {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum RetryConfig {
-    /// `kind = "none"`: a single attempt.
+    /// `kind = "none"`: a single attempt. (A struct variant without fields, so that a
+    /// parameter given to it is refused as an unknown field.)
     #[serde(rename = "none")]
     NoRetry {},
     /// `kind = "fixed"`: `max_retries` delays of `interval`.

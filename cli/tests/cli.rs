@@ -363,20 +363,87 @@ fn watch_ends_cleanly_on_ctrl_c() {
         first.starts_with("leasehold watch: any key, 0 locks held"),
         "{first}"
     );
-    let killed = Command::new("kill")
+    let status = interrupt(&mut child);
+    assert_eq!(status.code(), Some(0), "exited, not killed by the signal");
+}
+
+/// Ctrl-C (SIGINT) to `child`; how it exited (within 5 s, or the test fails).
+#[cfg(unix)]
+fn interrupt(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let sent = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
-    assert!(killed.success());
+    assert!(sent.success());
     let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
+    loop {
         if let Some(status) = child.try_wait().unwrap() {
-            break status;
+            return status;
         }
-        assert!(Instant::now() < deadline, "watch did not stop on SIGINT");
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("watch did not stop on SIGINT");
+        }
         std::thread::sleep(Duration::from_millis(10));
-    };
-    assert_eq!(status.code(), Some(0), "exited, not killed by the signal");
+    }
+}
+
+/// Lines of a child's pipe, as they come, on a channel.
+fn lines_of(pipe: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// The next line starting with `start`, within 10 s.
+#[track_caller]
+fn next_line(lines: &std::sync::mpsc::Receiver<String>, start: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.starts_with(start) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no line starting with {start:?}: {e}"),
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn watch_reports_a_store_outage_and_carries_on() {
+    let mut server = RedisServer::start();
+    let client = app(&server);
+    let _lock = hold(&client, "jobs:a", "a");
+    let mut child = leasehold()
+        .args(["--url", &server.url(), "--key-prefix", PREFIX, "watch"])
+        .args(["--interval", "100ms", "--timeout", "300ms"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = lines_of(child.stdout.take().unwrap());
+    let err = lines_of(child.stderr.take().unwrap());
+    next_line(&out, "leasehold watch: any key, 1 lock held");
+
+    server.stop();
+    let reported = next_line(&err, "leasehold: store: ");
+    assert!(!reported.is_empty());
+    server.start_again();
+    // The server lost its data (no persistence): an empty view, then the lock again.
+    next_line(&out, "leasehold watch: any key, 0 locks held");
+    let _again = hold(&app(&server), "jobs:a", "a");
+    next_line(&out, "leasehold watch: any key, 1 lock held");
+
+    let status = interrupt(&mut child);
+    assert_eq!(status.code(), Some(0), "the last refresh succeeded");
 }
 
 #[test]
