@@ -376,9 +376,8 @@ impl Client {
     ///   opened on the same URL in one process shares the same store, as clients of one
     ///   server would. For a store private to one client, use [`Client::memory`].
     ///
-    /// For Redis Cluster see [`open_cluster`](Client::open_cluster) (feature `cluster`);
-    /// for a sentinel-managed master, [`open_sentinel`](Client::open_sentinel) (feature
-    /// `sentinel`).
+    /// For Redis Cluster see `Client::open_cluster` (feature `cluster`); for a
+    /// sentinel-managed master, `Client::open_sentinel` (feature `sentinel`).
     ///
     /// The Redis connection is one multiplexed connection that reconnects by itself
     /// after a dropped connection or a server restart (pausing at most 100 ms between

@@ -13,8 +13,12 @@
 //! * **Renewal that reports.** [`Lock::auto_refresh`] renews in the background and sends
 //!   the failure that ended it to the business code; [`Lock::lost`] fires before any other
 //!   client could have taken the key.
-//! * **Stores:** Redis (`redis://`, `rediss://` with the `tls` feature) and an embedded
-//!   in-process store (`memory://`) with the same semantics.
+//! * **Stores:** Redis (`redis://`, `rediss://` with the `tls` feature), Redis Sentinel
+//!   and Redis Cluster (features `sentinel`, `cluster`), and an embedded in-process store
+//!   (`memory://`) with the same semantics. A lock waiting for a key wakes when the holder
+//!   releases it (hand-off), within the bounds of its retry strategy.
+//! * **Operable:** [`ClientBuilder::key_prefix`], [`Client::inspect`], [`Client::list`],
+//!   [`Client::force_release`], `tracing` spans and events, metrics (feature `metrics`).
 //!
 //! # Example
 //!
@@ -120,6 +124,9 @@
 //! | `tls` | off | `rediss://` URLs (rustls, ring provider), `ClientBuilder::tls_root_certificate` |
 //! | `backoff` | off | `BackoffAdapter` for strategies of the `backoff` crate (unmaintained, RUSTSEC-2025-0012) |
 //! | `schedule` | off | `schedule` (exclusive cron and fixed-period jobs, every tick once across hosts) and `Client::run_while_leader`; adds `croner` and `jiff` |
+//! | `cluster` | off | Redis Cluster: `Client::open_cluster`, `Client::from_cluster` |
+//! | `sentinel` | off | a sentinel-managed Redis master: `Client::open_sentinel` |
+//! | `metrics` | off | counters, histograms and a gauge through the `metrics` facade (names in the README) |
 //! | `serde` | off | `Config` (module `config`): the client's settings (store, key prefix, timeouts, retry strategy, renewal) from TOML, YAML or any serde format; adds `serde` and `humantime` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
