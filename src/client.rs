@@ -11,14 +11,16 @@ use crate::args::{check_duration, check_key, check_value};
 use crate::lease::{Attempted, Leases};
 use crate::lock::Lock;
 use crate::pause::{Last, Pause};
-use crate::release::{Attempts, ReleaseLedger, Settled};
+use crate::release::Attempts;
 use crate::retry::{NoRetry, RetryStrategy};
 #[cfg(feature = "etcd")]
 use crate::store::etcd::{self as etcd_store, EtcdStore};
 use crate::store::memory::{self, MemoryStore};
 use crate::store::redis::{self as redis_store, RedisStore};
 use crate::store::{Backend, Store};
+use crate::telemetry;
 use crate::{Error, Result};
+use tracing::Instrument;
 
 /// Default bound on one round trip for operations that take no timeout argument
 /// ([`Client::try_lock`]): 1 second.
@@ -38,8 +40,6 @@ pub struct Client {
 struct ClientInner {
     /// The store, and the leases this client holds on it.
     leases: Arc<Leases>,
-    /// Aborts of attempts given up on that may still delete a key (see `release.rs`).
-    ledger: Arc<ReleaseLedger>,
     default_timeout: Duration,
     /// Whether waiters wake when a key is released or expires (`ClientBuilder::notify`).
     notify: bool,
@@ -75,6 +75,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     notify: bool,
     notifier: Option<redis::Client>,
+    key_prefix: String,
     min_replicas: Option<(u32, Duration)>,
     #[cfg(feature = "tls")]
     tls_root_certificate: Option<Vec<u8>>,
@@ -84,6 +85,7 @@ pub struct ClientBuilder {
 struct Settings {
     default_timeout: Duration,
     notify: bool,
+    key_prefix: Box<str>,
 }
 
 impl Default for ClientBuilder {
@@ -100,6 +102,7 @@ impl ClientBuilder {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             notify: true,
             notifier: None,
+            key_prefix: String::new(),
             min_replicas: None,
             #[cfg(feature = "tls")]
             tls_root_certificate: None,
@@ -117,6 +120,20 @@ impl ClientBuilder {
     /// Default: [`DEFAULT_CONNECT_TIMEOUT`] (5 s). Validated like `default_timeout`.
     pub const fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Start every key this client writes with `prefix`: lock keys (and so their fence
+    /// counters, records of aborted attempts and release channels, which are named after
+    /// them) and fenced resources. [`Lock::key`] still returns the key as you named it.
+    /// Default: none.
+    ///
+    /// Use it to share one store between applications or environments (`"billing:"`,
+    /// `"staging:"`), and to confine a Redis ACL user to `~billing:*`. A prefix must not
+    /// contain `{` or `}` ([`Error::InvalidArgument`] when the client is built): a key's
+    /// hash tag is what keeps it and its companions in one Redis Cluster slot.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
         self
     }
 
@@ -178,6 +195,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Check every setting as opening a client would, before any I/O.
+    #[cfg(feature = "serde")]
+    pub(crate) fn check(&self) -> Result<()> {
+        self.settings().map(drop)
+    }
+
     /// The validated settings: the client's, and how to open a Redis store.
     fn settings(&self) -> Result<(Settings, redis_store::Options)> {
         let default_timeout = check_duration("default_timeout", self.default_timeout)?;
@@ -194,12 +217,20 @@ impl ClientBuilder {
             min_replicas,
             notify: self.notify,
             notifier: self.notifier.clone(),
+            prefix_len: self.key_prefix.len(),
             #[cfg(feature = "tls")]
             tls_root_certificate: self.tls_root_certificate.clone(),
         };
+        if self.key_prefix.contains(['{', '}']) {
+            return Err(Error::invalid(
+                "key_prefix: must not contain `{` or `}` (it would change which part of a \
+                 key Redis Cluster hashes)",
+            ));
+        }
         let settings = Settings {
             default_timeout,
             notify: self.notify,
+            key_prefix: self.key_prefix.as_str().into(),
         };
         Ok((settings, options))
     }
@@ -227,11 +258,12 @@ impl ClientBuilder {
         #[cfg(feature = "etcd")]
         if url.starts_with(etcd_store::SCHEME) {
             let options = etcd_store::Options {
-                connect_timeout: check_duration("connect_timeout", self.connect_timeout)?,
+                connect_timeout: options.connect_timeout,
+                queue: settings.notify,
             };
             let (store, target) = EtcdStore::open(url, &options).await?;
             return Ok(Client::with_backend(
-                Backend::Etcd(store),
+                Backend::Etcd(Box::new(store)),
                 &settings,
                 target,
             ));
@@ -239,7 +271,7 @@ impl ClientBuilder {
         if redis_store::SCHEMES.iter().any(|s| url.starts_with(s)) {
             let (store, target) = RedisStore::open(url, &options).await?;
             return Ok(Client::with_backend(
-                Backend::Redis(store),
+                Backend::Redis(Box::new(store)),
                 &settings,
                 target,
             ));
@@ -269,7 +301,7 @@ impl ClientBuilder {
         let (settings, options) = self.settings()?;
         let (store, target) = RedisStore::open_cluster(urls, &options).await?;
         Ok(Client::with_backend(
-            Backend::Redis(store),
+            Backend::Redis(Box::new(store)),
             &settings,
             target,
         ))
@@ -287,7 +319,7 @@ impl ClientBuilder {
     pub fn from_cluster(self, conn: redis::cluster_async::ClusterConnection) -> Client {
         let (settings, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
-            Backend::Redis(RedisStore::from_cluster(conn, &options)),
+            Backend::Redis(Box::new(RedisStore::from_cluster(conn, &options))),
             &settings,
             "redis cluster (user connection)".to_owned(),
         )
@@ -310,7 +342,7 @@ impl ClientBuilder {
         let (settings, options) = self.settings()?;
         let (store, target) = RedisStore::open_sentinel(sentinels, master_name, &options).await?;
         Ok(Client::with_backend(
-            Backend::Redis(store),
+            Backend::Redis(Box::new(store)),
             &settings,
             target,
         ))
@@ -325,7 +357,7 @@ impl ClientBuilder {
     pub fn from_connection(self, conn: ConnectionManager) -> Client {
         let (settings, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
-            Backend::Redis(RedisStore::from_connection(conn, &options)),
+            Backend::Redis(Box::new(RedisStore::from_connection(conn, &options))),
             &settings,
             "redis (user connection)".to_owned(),
         )
@@ -361,40 +393,9 @@ impl Client {
     /// * `memory://` or `memory://NAME` — the embedded in-process store. Every client
     ///   opened on the same URL in one process shares the same store, as clients of one
     ///   server would. For a store private to one client, use [`Client::memory`].
-    /// * `etcd://host:port[,host:port…]` — etcd v3, any members of one cluster (feature
-    ///   `etcd`; plain HTTP/2, no TLS or credentials yet). See below.
     ///
-    /// For Redis Cluster see [`open_cluster`](Client::open_cluster) (feature `cluster`);
-    /// for a sentinel-managed master, [`open_sentinel`](Client::open_sentinel) (feature
-    /// `sentinel`).
-    ///
-    /// # etcd
-    ///
-    /// A lock is a key under the lock name (`KEY\0` + a hash of the value) holding the
-    /// value, on an etcd lease of its own; its [fencing token](Lock::fencing_token) is that
-    /// key's **create revision** — strictly rising across every key of the cluster and every
-    /// leader change, never reused. Owner checks compare the value and the create revision
-    /// in a transaction. Writes go through Raft: a lock survives the loss of any minority
-    /// of members, and a leader election within the call's `timeout` (operations retry
-    /// inside it). What differs from the other stores:
-    ///
-    /// * **Whole seconds.** etcd leases count whole seconds and have a server minimum (at
-    ///   least 1 s; `3/2 ×` the election timeout, rounded up). An expiration is rounded
-    ///   **up** to that: 50 ms is granted as 1 s, 1.5 s as 2 s. [`Lock::expiration`]
-    ///   reports what was granted, and [`Lock::valid_for`] and [`Lock::lost`] count from
-    ///   it; [`Lock::ttl`] reports whole seconds, rounded down. An expired key goes at the
-    ///   server's next expiry sweep (every 500 ms): up to 0.5 s after its lease ran out.
-    /// * **A fair wait.** A miss leaves the caller's key in line behind the holder (etcd's
-    ///   own mutex: the lowest create revision holds). While `lock` waits, its key's lease
-    ///   is kept alive and it watches the key just before its own; that key's deletion
-    ///   (release, expiry, a waiter giving up) wakes it at once, and one deletion wakes one
-    ///   waiter. Waiters acquire in arrival order, with no herd. The retry strategy still
-    ///   bounds the wait exactly as on the other stores; when it runs out, `lock` withdraws
-    ///   the caller's key (one more round trip) and returns [`Error::NotObtained`].
-    /// * **Tokens** are revisions of the whole cluster: they rise across all keys, not per
-    ///   key, and start above 1.
-    /// * **Keys** may not contain `\0` ([`Error::InvalidArgument`]); failures are
-    ///   [`Error::Store`] (never [`Error::Redis`]), transient ones marked so.
+    /// For Redis Cluster see `Client::open_cluster` (feature `cluster`); for a
+    /// sentinel-managed master, `Client::open_sentinel` (feature `sentinel`).
     ///
     /// The Redis connection is one multiplexed connection that reconnects by itself
     /// after a dropped connection or a server restart (pausing at most 100 ms between
@@ -405,14 +406,11 @@ impl Client {
     /// # Errors
     ///
     /// * [`Error::InvalidArgument`] for an unparsable URL or an unsupported scheme;
-    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials;
-    /// * [`Error::Store`] or [`Error::Timeout`] when no etcd member answers within the
-    ///   connect timeout.
+    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: nothing is written to the store (on etcd, a 1 s lease granted to
-    /// measure the server's minimum may be left to expire).
+    /// Cancel safe: nothing is written to the store.
     pub async fn open(url: &str) -> Result<Client> {
         ClientBuilder::new().open(url).await
     }
@@ -525,8 +523,7 @@ impl Client {
     fn with_backend(backend: Backend, settings: &Settings, target: String) -> Client {
         Client {
             inner: Arc::new(ClientInner {
-                leases: Arc::new(Leases::new(backend)),
-                ledger: Arc::default(),
+                leases: Arc::new(Leases::new(backend, &settings.key_prefix)),
                 default_timeout: settings.default_timeout,
                 notify: settings.notify,
                 target,
@@ -539,6 +536,16 @@ impl Client {
         self.inner.leases.backend()
     }
 
+    /// `key` as the store knows it: with the client's key prefix.
+    pub(crate) fn store_key<'a>(&self, key: &'a str) -> std::borrow::Cow<'a, str> {
+        self.inner.leases.store_key(key)
+    }
+
+    /// `key` as the caller named it: without the client's key prefix.
+    pub(crate) fn user_key<'a>(&self, key: &'a str) -> &'a str {
+        self.inner.leases.user_key(key)
+    }
+
     /// Acquire `key` for `val`, retrying under `retry` while another value holds it.
     ///
     /// Each attempt is one round trip bounded by `timeout`. Between attempts the strategy
@@ -547,7 +554,21 @@ impl Client {
     /// already holds `key` (an earlier attempt that timed out may have landed), the
     /// expiration is re-armed and the existing fencing token is kept.
     ///
+    /// **Hand-off.** A call that found the key held does not sleep out the whole delay
+    /// when the key becomes free earlier: it wakes for one more attempt as soon as the
+    /// holder releases the key (the store notifies it: Redis pub/sub, or in process) or
+    /// the holder's lease runs out (the miss reported the holder's remaining time). The
+    /// strategy still bounds the wait: an early wake is an extra attempt within the same
+    /// delay (a miss goes back to waiting until that delay's end), `next_delay()` is asked
+    /// only when a delay has run out, the total time waited never exceeds the sum of the
+    /// strategy's delays, and no attempt follows its `None`. One release wakes one waiter
+    /// per client — the one that has waited longest — not all of them. Turn it off with
+    /// [`ClientBuilder::notify`].
+    ///
     /// `val` must be unique to this holder; [`random_value`](crate::random_value) makes one.
+    /// An attempt's `timeout` may exceed `expiration`: the lease then counts from when the
+    /// attempt was sent, so a slow answer can arrive with little or none of the lease
+    /// left — check [`Lock::valid_for`] before relying on it.
     ///
     /// # Errors
     ///
@@ -555,42 +576,30 @@ impl Client {
     ///   or `timeout` under 1 ms or over [`MAX_DURATION`](crate::MAX_DURATION);
     /// * [`Error::NotObtained`] when the last attempt found another value holding the key;
     /// * [`Error::Timeout`] when the last attempt exceeded `timeout`;
-    /// * [`Error::Redis`] when the last attempt failed on the connection or the server
-    ///   ([`Error::Store`] on etcd). Errors that retrying cannot fix (authentication,
-    ///   permissions, wrong type, script errors) end the attempts at once.
+    /// * [`Error::Redis`] when the last attempt failed on the connection or the server.
+    ///   Errors that retrying cannot fix (authentication, permissions, wrong type,
+    ///   script errors) end the attempts at once.
     ///
     /// # Cancel safety
     ///
     /// An attempt that got no answer — the future was dropped while it was in flight, or
     /// it timed out or lost its connection — may still reach the store, even much later.
     /// When `lock` ends (or is dropped) with such attempts behind it, it sends a detached
-    /// owner-checked **abort** on the client's connection:
+    /// owner-checked **abort** naming them:
     ///
-    /// * the store refuses any of those attempts that arrives afterwards (for an hour:
-    ///   TCP gives up on undelivered data well before that), so an attempt stalled on a
-    ///   connection the client replaced never creates a lock later. When `lock` returns
-    ///   the lock after such attempts, it aborts them first (one more round trip), so
-    ///   that not even an `unlock` at once can be followed by a late arrival;
-    /// * unless `lock` returned the lock, the key is released if it holds `val` (what one
-    ///   of them may have created) — but never while this client holds `key` under `val`
-    ///   or has another acquire of it in flight (a same-value re-lock never deletes the
-    ///   lock it re-locks);
-    /// * a later `lock` of the same key and value through this client first settles with
-    ///   a pending release: one not sent yet is taken over, one in flight is waited for
-    ///   within the attempt's `timeout` (an attempt that cannot wait long enough ends as
-    ///   [`Error::Timeout`] without sending anything).
+    /// * the store refuses any of them that arrives afterwards (for an hour: TCP gives
+    ///   up on undelivered data well before that), so an attempt stalled on a connection
+    ///   the client replaced never creates a lock later;
+    /// * each attempt that armed the key is one of its *claims*; the abort retires the
+    ///   aborted attempts' claims, and the key is deleted only when it holds `val` and no
+    ///   claim is left. So the abort removes what those attempts may have created, and
+    ///   never a lock held under the same value — by this call (the attempt that was
+    ///   granted), by another `lock` call still in flight, or by a [`Lock`] this client
+    ///   holds (a same-value re-lock that is given up on never deletes the lock it
+    ///   re-locks). [`Lock::unlock`] retires its lock's claims the same way.
     ///
-    /// While a same-value attempt is in flight, a lock this client already holds on the
-    /// pair is capped to the attempt's `expiration` ([`Lock::valid_for`]): it may land and
-    /// re-arm the key. Without a tokio runtime to run the abort on, the key is left to
-    /// expire.
-    ///
-    /// On etcd, every attempt's key hangs on a lease of the attempt's own, and the abort
-    /// revokes those leases: an attempt that arrives after it fails (its lease is gone), one
-    /// that landed before it is deleted with its lease. A caller waiting in line has a key
-    /// there even after an answered miss: dropping `lock` withdraws it the same way (a
-    /// detached abort); a `lock` that ends with `NotObtained` has withdrawn it before it
-    /// returns.
+    /// Without a tokio runtime to run the abort on, what an attempt may have created
+    /// stays until it expires.
     pub async fn lock(
         &self,
         key: &str,
@@ -604,71 +613,87 @@ impl Client {
         let expiration = check_duration("expiration", expiration)?;
         let expiration = self.backend().grant(expiration)?;
         let timeout = check_duration("timeout", timeout)?;
+        let store = self.backend().kind();
+        let span = telemetry::lock_span(store, key);
+        let mut attempts = 0;
+        if !telemetry::observed(&span) {
+            // Nobody listens: not even a clock read.
+            return self
+                .lock_attempts(key, val, expiration, timeout, retry, &mut attempts)
+                .await;
+        }
+        let started = Instant::now();
+        let locked = self
+            .lock_attempts(key, val, expiration, timeout, retry, &mut attempts)
+            .instrument(span.clone())
+            .await;
+        let outcome = match &locked {
+            Ok(_) => telemetry::Outcome::Acquired,
+            Err(e) if e.is_not_obtained() => telemetry::Outcome::NotObtained,
+            Err(_) => telemetry::Outcome::Error,
+        };
+        let token = locked.as_ref().ok().map(Lock::fencing_token);
+        let waited = started.elapsed();
+        telemetry::lock_ended(&span, store, key, outcome, attempts, waited, token);
+        locked
+    }
+
+    /// The attempts of [`lock`](Client::lock), counted in `count`.
+    async fn lock_attempts(
+        &self,
+        key: &str,
+        val: &str,
+        expiration: Duration,
+        timeout: Duration,
+        retry: impl RetryStrategy,
+        count: &mut u32,
+    ) -> Result<Lock> {
         let leases = &self.inner.leases;
+        let key = &*leases.store_key(key);
         let pair = leases.pair(key, val);
-        let mut attempts = Attempts::new(
-            leases,
-            &self.inner.ledger,
-            key,
-            val,
-            self.inner.default_timeout,
-        );
+        let mut attempts = Attempts::new(leases, key, val, self.inner.default_timeout);
         let mut pause = Pause::new(retry, self.inner.notify);
         loop {
             let sent = Instant::now();
-            let deadline = sent + timeout;
-            let (error, last) = match self.inner.ledger.settle(key, val, deadline).await {
-                // An earlier release of this key and value is still unanswered: sending
-                // now could be undone by it. Nothing was sent.
-                Settled::Unanswered => (Error::Timeout, Last::Failed),
-                settled => {
-                    if settled == Settled::TookOver {
-                        attempts.take_over();
-                    }
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left < Duration::from_millis(1) {
-                        // The wait used the attempt's time; nothing sent.
-                        (Error::Timeout, Last::Failed)
-                    } else {
-                        let attempt = leases.next_attempt();
-                        attempts.sending(attempt);
-                        let acquired = leases.acquire(pair, expiration, attempt, left, sent).await;
-                        match acquired {
-                            Ok(Attempted::Granted(lease)) => {
-                                attempts.answered();
-                                attempts.granted(timeout).await;
-                                return Ok(Lock::new(lease, expiration, timeout));
-                            }
-                            Ok(Attempted::Held(ttl)) => {
-                                // A queueing store keeps this call's place in line: it is
-                                // withdrawn when the call ends without the lock.
-                                attempts.missed(self.backend().queues());
-                                (Error::NotObtained, Last::Missed(ttl))
-                            }
-                            Ok(Attempted::Unreplicated { acked, wanted }) => {
-                                // Not handed out: released at once (owner-checked, and
-                                // never a lock this client holds under the same value).
-                                attempts.answered();
-                                if !leases.live(key, val) {
-                                    let _ = self.backend().release(key, val, left).await;
-                                }
-                                return Err(Error::NotReplicated { acked, wanted });
-                            }
-                            Err(e) if !e.is_transient() => {
-                                // Rejected by the server: this attempt did not run.
-                                attempts.answered();
-                                return Err(e);
-                            }
-                            // A timeout or a dropped connection: the attempt may land.
-                            Err(e) => (e, Last::Failed),
-                        }
-                    }
+            let attempt = leases.next_attempt();
+            attempts.sending(attempt);
+            *count += 1;
+            let (error, last) = match leases
+                .acquire(pair, expiration, attempt, timeout, sent)
+                .await
+            {
+                Ok(Attempted::Granted(lease)) => {
+                    attempts.granted();
+                    // Earlier attempts without an answer are aborted, detached: the
+                    // claim of this one keeps the key.
+                    return Ok(Lock::new(lease, expiration, timeout));
                 }
+                Ok(Attempted::Held(ttl)) => {
+                    // On a store that queues (etcd), the miss left this call's place in
+                    // line: withdrawn when the call ends without the key.
+                    attempts.missed(self.backend().queues());
+                    (Error::NotObtained, Last::Missed(ttl))
+                }
+                Ok(Attempted::Unreplicated { acked, wanted }) => {
+                    // Not handed out: aborted before the error is returned (the key is
+                    // deleted unless another acquire of the value still claims it).
+                    attempts.abort_now(timeout).await;
+                    return Err(Error::NotReplicated { acked, wanted });
+                }
+                Err(e) if !e.is_transient() => {
+                    // Rejected by the server: this attempt did not run.
+                    attempts.answered();
+                    return Err(e);
+                }
+                // A timeout or a dropped connection: the attempt may land.
+                Err(e) => (e, Last::Failed),
             };
             if !pause
                 .wait(last, || self.backend().watch_waiter(key, val))
                 .await
             {
+                // No attempt follows: a place in line is withdrawn before the caller
+                // hears `NotObtained`, so that it cannot come first afterwards.
                 attempts.withdraw().await;
                 return Err(error);
             }
@@ -699,13 +724,14 @@ impl Client {
 
 #[cfg(test)]
 impl Client {
-    /// Release `key` held by `val` behind its `Lock`'s back (a test playing someone
-    /// else); `true` if it was held by `val`.
+    /// Release `key` behind its `Lock`'s back (a test playing someone else); `true` if
+    /// `val` held it.
     pub(crate) async fn release_behind_the_back(&self, key: &str, val: &str) -> bool {
-        self.backend()
-            .release(key, val, Duration::from_secs(1))
-            .await
-            .expect("the release got an answer")
+        let held = match self.backend() {
+            Backend::Memory(m) => m.value_of(key).as_deref() == Some(val),
+            _ => true,
+        };
+        held && self.force_release(key).await.expect("answered")
     }
 }
 
@@ -731,8 +757,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again.fencing_token(), first.fencing_token());
-        // The store re-armed the key to 1 s: both handles know it.
-        assert!(first.valid_for().unwrap() < Duration::from_secs(1));
+        // A re-arm never shortens the key: both handles still count on 10 s.
+        assert!(first.valid_for().unwrap() > Duration::from_secs(9));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let renewed = client
+            .try_lock("k", "v", Duration::from_secs(10))
+            .await
+            .unwrap();
+        // Confirmed through a third handle: every handle sees the longer lease.
+        assert!(first.valid_for().unwrap() > Duration::from_secs(9));
+        drop(renewed);
         again.unlock().await.unwrap();
         assert_eq!(first.valid_for(), None, "unlocked through the other handle");
         // A fresh acquisition is a fresh lease.

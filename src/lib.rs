@@ -13,12 +13,12 @@
 //! * **Renewal that reports.** [`Lock::auto_refresh`] renews in the background and sends
 //!   the failure that ended it to the business code; [`Lock::lost`] fires before any other
 //!   client could have taken the key.
-//! * **Stores:** Redis (`redis://`, `rediss://` with the `tls` feature), etcd
-//!   (`etcd://h1:p1,h2:p2`, feature `etcd`) and an embedded in-process store
-//!   (`memory://`) with the same semantics. On etcd a lock is a key on a lease, its fencing
-//!   token is the key's create revision, and waiters queue in arrival order, each woken by
-//!   its predecessor's release — within the bound of its retry strategy, as everywhere;
-//!   expirations count whole seconds there (see [`Client::open`]).
+//! * **Stores:** Redis (`redis://`, `rediss://` with the `tls` feature), Redis Sentinel
+//!   and Redis Cluster (features `sentinel`, `cluster`), and an embedded in-process store
+//!   (`memory://`) with the same semantics. A lock waiting for a key wakes when the holder
+//!   releases it (hand-off), within the bounds of its retry strategy.
+//! * **Operable:** [`ClientBuilder::key_prefix`], [`Client::inspect`], [`Client::list`],
+//!   [`Client::force_release`], `tracing` spans and events, metrics (feature `metrics`).
 //!
 //! # Example
 //!
@@ -42,6 +42,13 @@
 //! lock.unlock().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! The same request with named options instead of positions: [`Client::lock_request`].
+//!
+//! **Durations** are honoured to the millisecond, the precision every store keeps: a
+//! sub-millisecond part is truncated (1.9 ms is 1 ms), and an expiration, interval or
+//! timeout under 1 ms or over [`MAX_DURATION`] is an [`Error::InvalidArgument`] before any
+//! I/O. A timeout may exceed the expiration (see [`Client::lock`]).
 //!
 //! # Blocking API
 //!
@@ -117,17 +124,24 @@
 //! | `tls` | off | `rediss://` URLs (rustls, ring provider), `ClientBuilder::tls_root_certificate` |
 //! | `backoff` | off | `BackoffAdapter` for strategies of the `backoff` crate (unmaintained, RUSTSEC-2025-0012) |
 //! | `schedule` | off | `schedule` (exclusive cron and fixed-period jobs, every tick once across hosts) and `Client::run_while_leader`; adds `croner` and `jiff` |
-//! | `etcd` | off | the etcd store (`etcd://…`); adds `etcd-client` (tonic, prost), whose build compiles etcd's protobuf files with `protoc` (Debian/Ubuntu: `apt-get install protobuf-compiler`) |
+//! | `cluster` | off | Redis Cluster: `Client::open_cluster`, `Client::from_cluster` |
+//! | `sentinel` | off | a sentinel-managed Redis master: `Client::open_sentinel` |
+//! | `metrics` | off | counters, histograms and a gauge through the `metrics` facade (names in the README) |
+//! | `serde` | off | `Config` (module `config`): the client's settings (store, key prefix, timeouts, retry strategy, renewal) from TOML, YAML or any serde format; adds `serde` and `humantime` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 mod args;
 pub mod blocking;
 mod client;
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub mod config;
 mod error;
 mod exclusive;
 pub mod fence;
 mod hash;
+mod inspect;
 #[cfg(feature = "schedule")]
 mod leader;
 mod lease;
@@ -135,22 +149,35 @@ mod lock;
 mod pause;
 mod refresh;
 mod release;
+mod request;
 mod retry;
 #[cfg(feature = "schedule")]
 #[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
 pub mod schedule;
 mod store;
+mod telemetry;
 mod wake;
+
+/// The redis-rs crate this crate is built on, re-exported so that
+/// [`Client::from_connection`], [`ClientBuilder::notifier`] and [`Error::Redis`] are used
+/// with the very same version (a second `redis` in your `Cargo.toml` may resolve to
+/// another one, whose types do not match).
+pub use redis;
 
 pub use args::MAX_DURATION;
 pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+pub use config::Config;
 pub use error::{Error, Result, StoreError};
+pub use inspect::LockInfo;
 #[cfg(feature = "schedule")]
 #[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
 pub use leader::Leadership;
 pub use lease::drift_allowance;
 pub use lock::Lock;
 pub use refresh::AutoRefresh;
+pub use request::{DEFAULT_EXPIRATION, DEFAULT_MAX_RETRY, LockRequest};
 #[cfg(feature = "backoff")]
 pub use retry::BackoffAdapter;
 pub use retry::{ExponentialBackoff, FixedInterval, NoRetry, NonFixedInterval, RetryStrategy};

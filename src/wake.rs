@@ -13,14 +13,13 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-/// Told when a key's last waiter left.
+/// Told when a key's last waiter left (a store stops listening for it).
 type Idle = Box<dyn Fn(&str) + Send + Sync>;
 
 /// The waiters of every key being waited for, by key.
 #[derive(Default)]
 pub(crate) struct Waiters {
     keys: Mutex<HashMap<Box<str>, VecDeque<Arc<Notify>>>>,
-    /// Told when a key's last waiter left (a store stops listening for it).
     idle: Option<Idle>,
 }
 

@@ -20,8 +20,8 @@ use crate::{Result, RetryStrategy};
 /// See the [module documentation](super) for the threading model.
 #[derive(Clone)]
 pub struct Client {
-    inner: crate::Client,
-    rt: Arc<Runtime>,
+    pub(super) inner: crate::Client,
+    pub(super) rt: Arc<Runtime>,
 }
 
 impl fmt::Debug for Client {
@@ -70,6 +70,30 @@ impl ClientBuilder {
     pub fn connect_timeout(self, timeout: Duration) -> Self {
         ClientBuilder {
             inner: self.inner.connect_timeout(timeout),
+        }
+    }
+
+    /// Start every key this client writes with `prefix`; see
+    /// [`crate::ClientBuilder::key_prefix`].
+    pub fn key_prefix(self, prefix: impl Into<String>) -> Self {
+        ClientBuilder {
+            inner: self.inner.key_prefix(prefix),
+        }
+    }
+
+    /// Whether waiters wake when a key is released or its holder's lease runs out; see
+    /// [`crate::ClientBuilder::notify`].
+    pub fn notify(self, on: bool) -> Self {
+        ClientBuilder {
+            inner: self.inner.notify(on),
+        }
+    }
+
+    /// The Redis client for the subscriber connection of a client on your own
+    /// connection; see [`crate::ClientBuilder::notifier`].
+    pub fn notifier(self, client: redis::Client) -> Self {
+        ClientBuilder {
+            inner: self.inner.notifier(client),
         }
     }
 
@@ -190,6 +214,13 @@ impl ClientBuilder {
             inner: self.inner.memory(),
             rt: Arc::new(rt),
         }
+    }
+}
+
+impl From<crate::ClientBuilder> for ClientBuilder {
+    /// The blocking builder with the async builder's settings.
+    fn from(inner: crate::ClientBuilder) -> Self {
+        ClientBuilder { inner }
     }
 }
 

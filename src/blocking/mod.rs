@@ -61,10 +61,12 @@
 mod client;
 mod lock;
 mod refresh;
+mod request;
 mod runtime;
 mod wait;
 
 pub use client::{Client, ClientBuilder};
 pub use lock::Lock;
 pub use refresh::AutoRefresh;
+pub use request::LockRequest;
 pub use runtime::RUNTIME_THREAD_NAME;

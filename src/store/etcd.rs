@@ -1,58 +1,83 @@
 //! etcd v3 (`etcd://h1:p1[,h2:p2…]`, feature `etcd`): consensus-backed leases, the
-//! create revision as the fencing token, and a fair wait in line behind the holder.
+//! create revision as the fencing token, a lock's claims as keys, and a fair wait in
+//! line behind the holder.
 //!
 //! # Keys
 //!
-//! A lock `K` is one etcd key per contender under `K`: `K \0 H(val)`, where `H` is a
-//! 64-bit hash of the lock value in 16 hex digits, holding the value itself. The holder
-//! is the contender with the **lowest create revision**; the others wait in line, in the
-//! order they arrived (etcd's own mutex). Lock keys may not contain `\0`
-//! ([`crate::Error::InvalidArgument`]): it ends the lock name.
+//! For a lock `K` held or wanted by a value `v`, with `H` a 64-bit hash of `v` in 16
+//! lowercase hex digits (the same in every process and build):
+//!
+//! | key | value | lease | what it is |
+//! |---|---|---|---|
+//! | `K \0 H` | `v` | the incarnation's | `v`'s key in the lock's line (etcd's own mutex: the key with the lowest create revision holds the lock) |
+//! | `K \0 ~c H \0 A` | `h` or `w` | the same | a *claim*: attempt `A` armed `v`'s key (`w`: while it waited in line) |
+//! | `K \0 ~a A` | empty | an hour's | attempt `A` was aborted: refused if it arrives later |
+//! | `R \x01 token` | a record | none | fenced resource `R`: the highest token, a digest of its holder, the value |
+//!
+//! Lock keys (and resource names) may not contain `\0` ([`crate::Error::InvalidArgument`]):
+//! it ends the lock name. The line is the range `[K\0 0, K\0 g)` (contender keys only).
 //!
 //! * **Token:** the holder's key's create revision — cluster-wide, strictly rising, never
-//!   reused (it survives deletion, compaction and leader changes). A contender's create
-//!   revision is fixed when it gets in line; the line is served in create-revision
-//!   order, so tokens rise in grant order.
-//! * **Owner checks:** refresh, ttl and release compare the value *and* the create
-//!   revision (the lock's token) in a transaction: a stale handle never acts on a newer
-//!   key of the same value.
-//! * **Idempotent acquire:** the same value maps to the same contender key, so an
-//!   attempt that finds its own key keeps its token (and re-arms it).
+//!   reused (it survives deletion, compaction and leader changes). The line is served in
+//!   create-revision order, so tokens rise in grant order. They rise across all keys,
+//!   not per key, and the first is above 1.
+//! * **Owner checks:** refresh and ttl compare the value *and* the create revision (the
+//!   lock's token): a stale handle never acts on a newer incarnation of the same value.
+//! * **Inspection:** the holder is the first key in line; its digest is `H` (never the
+//!   value), its time to live its lease's, in whole seconds.
 //!
-//! # Leases
+//! # Claims
 //!
-//! Every key hangs on an etcd lease of the lock's expiration in whole seconds (rounded
-//! up, at least the server's minimum, which [`EtcdStore::open`] measures). An acquire
-//! attempt grants a lease whose id is derived from the attempt's id, then creates its key
-//! on it. An attempt is therefore revocable by id: [`Store::abort`] revokes the leases of
-//! the attempts it names. A late transaction of an aborted attempt then fails (its lease
-//! is gone) and one that landed first is deleted with the lease: nothing is left behind.
-//! Refresh is a keep-alive of the key's lease (a new lease when the expiration changes).
+//! Every attempt that armed `v`'s key is one of its claims, a key of its own on the key's
+//! lease (so claims live and expire with the key, as the claims hash does on Redis). An
+//! acquire writes the key and its claim in one transaction; a re-arm of a key `v` holds
+//! adds its claim and re-arms the lease, never shortening it: a lease granted a TTL at
+//! least the asked one is kept alive, else the key and its claims move to a longer lease.
+//! A release deletes its claims and, in the same transaction, the key if no other claim
+//! is left (one nested transaction per claim named, each comparing the ranges between
+//! them empty: etcd's compares are ANDed, the nesting makes the OR). An abort records its
+//! attempts (an hour, on a lease shared by the client's aborts; every acquire compares
+//! its record absent), retires their claims, and deletes the key if it holds `v` and no
+//! claim is left.
 //!
 //! # The wait
 //!
-//! A miss leaves the attempt's key in line ([`Store::queues`]). A waiting `lock` call
-//! watches its predecessor — the contender just before it — for deletion (released,
-//! expired or withdrawn), from the revision its attempt saw, so no deletion is missed; it
-//! is woken (its [`Watch`]) and its next attempt finds it the holder or names the next
-//! predecessor. One deletion wakes one waiter: no herd. While it waits, its lease is kept
-//! alive. When its retry strategy runs out, the call withdraws its key (the abort of its
-//! attempts) before it returns [`crate::Error::NotObtained`].
+//! A miss puts `v`'s key in line ([`Store::queues`]) with a *waiting* claim (`w`) of the
+//! attempt: the call's place. A waiting `lock` call watches its predecessor — the key
+//! just before its own — for deletion (released, expired or withdrawn), from the revision
+//! its attempt saw, so no deletion is missed; it is woken (its [`Watch`]) and its next
+//! attempt finds its key first (one transaction: the claim of that attempt replaces the
+//! waiting claim, and the lease is re-armed in parallel) or names the next predecessor.
+//! One deletion wakes one waiter: no herd. While it waits, its key's lease is kept alive.
+//! When the call ends without the key, it withdraws its place (the abort of its attempts)
+//! before it returns [`crate::Error::NotObtained`]. A client with `notify(false)` does not
+//! queue: a miss leaves nothing, and waiters poll.
+//!
+//! # Leases
+//!
+//! A key hangs on an etcd lease of the lock's expiration in whole seconds (rounded up, at
+//! least the server's minimum, which [`EtcdStore::open`] measures). An attempt that may
+//! create a key first grants a lease whose id is derived from the attempt's (a retry of
+//! the attempt finds it granted); a lease that ends up holding nothing is revoked in the
+//! background. An expired lease's keys go at the server's next expiry sweep (every
+//! 500 ms).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client as etcd;
 use etcd_client::{
-    Compare, CompareOp, DeleteOptions, EventType, GetOptions, KeyValue, PutOptions, SortOrder,
-    SortTarget, Txn, TxnOp, TxnOpResponse, WatchFilterType, WatchOptions,
+    Compare, CompareOp, DeleteOptions, EventType, GetOptions, KeyValue, LeaseTimeToLiveOptions,
+    PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchFilterType,
+    WatchOptions,
 };
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
-use super::{Acquire, AttemptId, Fence, Fenced, Store};
+use super::{Acquire, AttemptId, Fence, Fenced, Inspected, Store};
 use crate::error::StoreError;
 use crate::wake::{Waiters, Watch};
 use crate::{Error, Result};
@@ -62,43 +87,174 @@ pub(crate) const SCHEME: &str = "etcd://";
 
 const STORE: &str = "etcd";
 
-/// Ends a lock name; what follows is the contender's hash.
+/// Ends a lock name; what follows is a contender's hash, or `~` and a companion key.
 const SEP: char = '\0';
 
-/// Ends a fenced resource's name in its record's key (outside every lock's contender
-/// range, which is `K\0 .. K\x01`).
+/// Ends a fenced resource's name in its record's key (outside every lock's keys, which
+/// are `K\0 .. K\x01`).
 const RESOURCE_SUFFIX: &str = "\u{1}token";
+
+/// The value of a claim of an attempt that armed a key first in line.
+const HOLDING: &str = "h";
+/// The value of a claim of an attempt that put a key in line behind another.
+const WAITING: &str = "w";
 
 /// A waiter whose watch failed tries again after this long (and retries an attempt
 /// meanwhile, under its strategy).
 const REWATCH_PAUSE: Duration = Duration::from_millis(100);
 
+/// How long an aborted attempt is refused, as on Redis: TCP gives up on undelivered data
+/// well before that. The records' lease is granted for twice as long and used for new
+/// records while it has at least this long left.
+const ABORT_MEMORY: Duration = Duration::from_secs(3600);
+
+/// A release naming up to this many claims is one transaction (a nested one per claim);
+/// more (many same-value re-locks sharing one lease) take two.
+const CHAIN_MAX: usize = 8;
+
+/// Attempts recorded and retired per transaction by an abort.
+const ABORT_CHUNK: usize = 32;
+
+/// Locks listed per range request.
+const LIST_PAGE: i64 = 512;
+
 /// How to open an etcd store.
 #[derive(Clone)]
 pub(crate) struct Options {
     pub(crate) connect_timeout: Duration,
+    /// Whether a miss puts the caller in line (`ClientBuilder::notify`).
+    pub(crate) queue: bool,
 }
 
 pub(crate) struct EtcdStore {
-    /// Boxed: the client is a few KiB, and every `Backend` would be as large.
-    client: Box<etcd::Client>,
+    client: etcd::Client,
     /// The server's minimum lease TTL, in seconds.
     min_ttl: u64,
+    /// Whether a miss puts the caller in line.
+    queue: bool,
     /// The waiters of this client, by contender key.
     waiters: Arc<Waiters>,
     /// This client's places in line, by contender key: what a waiting call watches.
     places: Arc<Mutex<HashMap<String, watch::Sender<Place>>>>,
     /// The watching task of each contender key that has waiters.
     watching: Arc<Mutex<HashMap<String, AbortHandle>>>,
+    /// The lease of this client's records of aborted attempts, and when it was granted.
+    abort_lease: Mutex<Option<(i64, Instant)>>,
 }
 
-/// A place in line: the lease of our key, and the contender before it as of `revision`.
+/// A place in line: our key, its lease, the claim that keeps it in line, and the
+/// contender before it as of `revision`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Place {
     lease: i64,
+    /// The TTL `lease` was granted with.
     ttl: i64,
+    /// Our key's create revision: its token once it is first.
+    created: i64,
+    /// The waiting claim that keeps the key in line, if this client made it.
+    claim: Option<AttemptId>,
     predecessor: Vec<u8>,
     revision: i64,
+}
+
+/// The etcd keys of one lock and one value.
+struct Keys {
+    /// The lock's name (its key, with the client's key prefix).
+    name: String,
+    /// `K\0H`: the value's key in the lock's line.
+    contender: String,
+    /// `K\0~cH\0`: the prefix of the value's claims.
+    claims: String,
+}
+
+impl Keys {
+    fn new(key: &str, val: &str) -> Keys {
+        let hash = format!("{:016x}", value_hash(val.as_bytes()));
+        Keys::of_hash(key, &hash)
+    }
+
+    fn of_hash(key: &str, hash: &str) -> Keys {
+        Keys {
+            name: key.to_owned(),
+            contender: format!("{key}{SEP}{hash}"),
+            claims: format!("{key}{SEP}~c{hash}{SEP}"),
+        }
+    }
+
+    /// The claim of `attempt`.
+    fn claim(&self, attempt: AttemptId) -> String {
+        format!("{}{attempt}", self.claims)
+    }
+
+    /// The end of the claims' range.
+    fn claims_end(&self) -> String {
+        let mut end = self.claims.clone();
+        end.pop();
+        end.push('\u{1}');
+        end
+    }
+
+    /// The record of aborted `attempt`.
+    fn aborted(&self, attempt: AttemptId) -> String {
+        format!("{}{SEP}~a{attempt}", self.name)
+    }
+
+    /// The line: `[K\0 0, K\0 g)`, every contender key of the lock and nothing else.
+    fn line(&self) -> (String, String) {
+        line(&self.name)
+    }
+
+    fn claims_range(&self) -> GetOptions {
+        GetOptions::new().with_range(self.claims_end())
+    }
+}
+
+fn line(name: &str) -> (String, String) {
+    (format!("{name}{SEP}0"), format!("{name}{SEP}g"))
+}
+
+/// The line's first key (the holder), by create revision.
+fn first_in_line(end: String) -> GetOptions {
+    GetOptions::new()
+        .with_range(end)
+        .with_sort(SortTarget::Create, SortOrder::Ascend)
+        .with_limit(1)
+        .with_keys_only()
+}
+
+/// The last key of the line created at or before `revision` (`0`: any).
+fn last_in_line(end: String, revision: i64, limit: i64) -> GetOptions {
+    let options = GetOptions::new()
+        .with_range(end)
+        .with_sort(SortTarget::Create, SortOrder::Descend)
+        .with_limit(limit)
+        .with_keys_only();
+    if revision > 0 {
+        options.with_max_create_revision(revision)
+    } else {
+        options
+    }
+}
+
+/// How a waiter's turn went.
+enum Turn {
+    /// Its key is first: the lock is ours.
+    Mine,
+    /// Still in line, behind `predecessor` as of `revision`.
+    Waiting { predecessor: Vec<u8>, revision: i64 },
+    /// The place is gone (or changed): acquire afresh.
+    Gone,
+    /// The attempt was aborted.
+    Refused,
+}
+
+/// What the reads of an acquire found.
+struct Found {
+    revision: i64,
+    ours: Option<KeyValue>,
+    claims: Vec<KeyValue>,
+    aborted: bool,
+    first: Option<KeyValue>,
 }
 
 impl EtcdStore {
@@ -140,13 +296,19 @@ impl EtcdStore {
             }
         }));
         let store = EtcdStore {
-            client: Box::new(client),
+            client,
             min_ttl: u64::try_from(min_ttl).unwrap_or(1).max(1),
+            queue: options.queue,
             waiters,
             places: Arc::default(),
             watching,
+            abort_lease: Mutex::new(None),
         };
         Ok((store, format!("etcd {}", endpoints.join(","))))
+    }
+
+    fn kv(&self) -> etcd::KvClient {
+        self.client.kv_client()
     }
 
     /// The lease TTL granted for `expiration`, in whole seconds.
@@ -155,11 +317,12 @@ impl EtcdStore {
         i64::try_from(secs.max(self.min_ttl)).unwrap_or(i64::MAX)
     }
 
+    /// Grant a lease of `ttl` seconds, with id `id` (`0`: the server picks one). A lease
+    /// `id` that exists already was granted by an earlier try of the same attempt.
     async fn grant_lease(&self, id: i64, ttl: i64) -> Result<i64> {
         let options = etcd::LeaseGrantOptions::new().with_id(id);
         let granted = match self.client.lease_client().grant(ttl, Some(options)).await {
             Ok(granted) => granted,
-            // An earlier try of this attempt was granted: the lease is ours.
             Err(etcd::Error::GRpcStatus(status))
                 if id != 0 && status.message().contains("lease already exists") =>
             {
@@ -168,161 +331,71 @@ impl EtcdStore {
             Err(e) => return Err(failure(e)),
         };
         if !granted.error().is_empty() {
-            return Err(Error::Store(StoreError::new(
-                STORE,
-                true,
-                format!("lease grant refused: {}", granted.error()),
+            return Err(transient(format!(
+                "lease grant refused: {}",
+                granted.error()
             )));
         }
         Ok(granted.id())
     }
 
-    /// Revoke `lease`; `Ok` if it is gone (also when it was gone already).
-    async fn revoke(&self, lease: i64) -> Result<()> {
-        match self.client.lease_client().revoke(lease).await {
-            Ok(_) => Ok(()),
-            Err(e) if lease_not_found(&e) => Ok(()),
-            Err(e) => Err(failure(e)),
-        }
-    }
-
-    /// Revoke a lease that holds no key of ours, in the background (best effort: it
-    /// expires by itself otherwise).
-    fn revoke_detached(&self, lease: i64) {
-        if lease == 0 {
+    /// Revoke `leases` (holding nothing of ours any more) in the background: best
+    /// effort, they expire by themselves otherwise.
+    fn revoke_detached(&self, leases: impl IntoIterator<Item = i64>) {
+        let leases: Vec<i64> = leases.into_iter().filter(|l| *l != 0).collect();
+        if leases.is_empty() {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let mut leases = self.client.lease_client();
+            let client = self.client.lease_client();
             runtime.spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(5), leases.revoke(lease)).await;
+                let revoke = |lease: i64| {
+                    let mut client = client.clone();
+                    async move {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), client.revoke(lease))
+                            .await;
+                    }
+                };
+                futures::future::join_all(leases.into_iter().map(revoke)).await;
             });
         }
     }
 
-    /// Keep `lease` alive once; `false` if it is gone.
-    async fn keep_alive(&self, lease: i64) -> Result<bool> {
-        keep_alive(&self.client, lease).await
-    }
-
-    /// The TTL `lease` was granted with, and how long it has left (whole seconds, rounded
-    /// down); `None` if it is gone.
-    async fn lease_ttl(&self, lease: i64) -> Result<Option<(i64, i64)>> {
-        match self.client.lease_client().time_to_live(lease, None).await {
-            Ok(lived) if lived.ttl() >= 0 => Ok(Some((lived.granted_ttl(), lived.ttl()))),
+    /// The TTL `lease` was granted with, how long it has left (whole seconds, rounded
+    /// down), and whether `key` is attached to it; `None` if it is gone.
+    async fn lease_info(&self, lease: i64, key: Option<&str>) -> Result<Option<(i64, i64, bool)>> {
+        let options = key.map(|_| LeaseTimeToLiveOptions::new().with_keys());
+        match self
+            .client
+            .lease_client()
+            .time_to_live(lease, options)
+            .await
+        {
+            Ok(lived) if lived.ttl() >= 0 => {
+                let attached = key.is_some_and(|k| lived.keys().iter().any(|a| a == k.as_bytes()));
+                Ok(Some((lived.granted_ttl(), lived.ttl(), attached)))
+            }
             Ok(_) => Ok(None),
             Err(e) if lease_not_found(&e) => Ok(None),
             Err(e) => Err(failure(e)),
         }
     }
 
-    /// Re-arm `lease` to a full `ttl` if that is what it was granted with; `false` if it
-    /// was granted another TTL or is gone (the key needs a new lease). `known`: this
-    /// client granted it with that TTL.
-    async fn rearm(&self, lease: i64, ttl: i64, known: bool) -> Result<bool> {
-        if lease == 0 {
-            return Ok(false);
-        }
-        if !known && !matches!(self.lease_ttl(lease).await?, Some((granted, _)) if granted == ttl) {
-            return Ok(false);
-        }
-        self.keep_alive(lease).await
+    async fn get(&self, key: &str, options: Option<GetOptions>) -> Result<(i64, Vec<KeyValue>)> {
+        let mut got = self.kv().get(key, options).await.map_err(failure)?;
+        let revision = got.header().map_or(0, |h| h.revision());
+        Ok((revision, got.take_kvs()))
     }
 
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let mut got = self
-            .client
-            .kv_client()
-            .get(key, None)
-            .await
-            .map_err(failure)?;
-        Ok(got.take_kvs().into_iter().next())
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        self.kv().txn(txn).await.map_err(failure)
     }
 
-    /// Get in line for `key` with `val` on `lease` (or find the place `val` has): one
-    /// transaction.
-    async fn place(&self, key: &str, contender: &str, val: &str, lease: i64) -> Result<Placed> {
-        let (start, end) = range(key);
-        let txn = Txn::new()
-            .when([Compare::create_revision(contender, CompareOp::Equal, 0)])
-            .and_then([
-                TxnOp::put(contender, val, Some(PutOptions::new().with_lease(lease))),
-                // Ours (the newest) and the one before it, if any.
-                TxnOp::get(
-                    start.clone(),
-                    Some(
-                        GetOptions::new()
-                            .with_range(end.clone())
-                            .with_sort(SortTarget::Create, SortOrder::Descend)
-                            .with_limit(2)
-                            .with_keys_only(),
-                    ),
-                ),
-            ])
-            .or_else([
-                TxnOp::get(contender, None),
-                // The whole line, in order.
-                TxnOp::get(
-                    start,
-                    Some(
-                        GetOptions::new()
-                            .with_range(end)
-                            .with_sort(SortTarget::Create, SortOrder::Ascend)
-                            .with_keys_only(),
-                    ),
-                ),
-            ]);
-        let reply = self.client.kv_client().txn(txn).await.map_err(failure)?;
-        let revision = reply.header().map_or(0, |h| h.revision());
-        let mut gets = reply.op_responses().into_iter().filter_map(|r| match r {
-            TxnOpResponse::Get(mut got) => Some(got.take_kvs()),
-            _ => None,
-        });
-        if reply.succeeded() {
-            let line = gets.next().unwrap_or_default();
-            return Ok(Placed::Created {
-                revision,
-                predecessor: line.get(1).map(|kv| kv.key().to_vec()),
-            });
-        }
-        Ok(found(reply, contender, val).unwrap_or(Placed::Other))
-    }
-
-    /// Our place in line if `val`'s key is there: a read-only transaction (served
-    /// without a Raft write). `None`: not there (or another value's).
-    async fn look(&self, key: &str, contender: &str, val: &str) -> Result<Option<Placed>> {
-        let (start, end) = range(key);
-        let txn = Txn::new().and_then([
-            TxnOp::get(contender, None),
-            TxnOp::get(
-                start,
-                Some(
-                    GetOptions::new()
-                        .with_range(end)
-                        .with_sort(SortTarget::Create, SortOrder::Ascend)
-                        .with_keys_only(),
-                ),
-            ),
-        ]);
-        let reply = self.client.kv_client().txn(txn).await.map_err(failure)?;
-        Ok(found(reply, contender, val))
-    }
-
-    /// Move `val`'s key (created at `created`) onto `lease`; `false` if the key no longer
-    /// holds `val` at that revision.
-    async fn reattach(&self, contender: &str, val: &str, created: i64, lease: i64) -> Result<bool> {
-        let txn = Txn::new()
-            .when([
-                Compare::value(contender, CompareOp::Equal, val),
-                Compare::create_revision(contender, CompareOp::Equal, created),
-            ])
-            .and_then([TxnOp::put(
-                contender,
-                val,
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
-        let reply = self.client.kv_client().txn(txn).await.map_err(failure)?;
-        Ok(reply.succeeded())
+    fn place_of(&self, contender: &str) -> Option<Place> {
+        self.places
+            .lock()
+            .get(contender)
+            .map(|sender| sender.borrow().clone())
     }
 
     fn remember(&self, contender: &str, place: Place) {
@@ -337,10 +410,9 @@ impl EtcdStore {
         }
     }
 
-    fn forget(&self, contender: &str) -> Option<Place> {
-        let sender = self.places.lock().remove(contender)?;
-        let place = sender.borrow().clone();
-        Some(place)
+    /// Forget the place in line of `contender`: its watcher ends.
+    fn forget(&self, contender: &str) {
+        self.places.lock().remove(contender);
     }
 
     async fn acquire_now(
@@ -352,139 +424,426 @@ impl EtcdStore {
     ) -> Result<Acquire> {
         check_name("key", key)?;
         let ttl = self.ttl(expiration);
-        let contender = contender(key, val);
-        // A place in line this client already has for `val`: its lease, without a grant.
-        let known = self
-            .places
-            .lock()
-            .get(&contender)
-            .map(|p| p.borrow().clone())
-            .filter(|p| p.ttl == ttl && p.lease != 0)
-            .map(|p| p.lease);
-        let (mut lease, mut granted) = match known {
-            Some(lease) => (lease, false),
-            None => (self.grant_lease(lease_id(attempt), ttl).await?, true),
-        };
-        // In line already: a read (no Raft write) tells whether our turn came, and our
-        // lease is re-armed at the same time (sent after this attempt started: if it is
-        // our turn, the key is ours for a full TTL from now; if not, it keeps our place).
-        let (looked, rearmed) = match granted {
-            true => (None, false),
-            false => {
-                let (looked, kept) =
-                    futures::future::join(self.look(key, &contender, val), self.keep_alive(lease))
-                        .await;
-                (looked?, kept?)
-            }
-        };
-        let placed = match looked {
-            Some(placed) => placed,
-            None => match self.place(key, &contender, val, lease).await {
-                // The remembered lease ran out: get in line afresh.
-                Err(Error::Store(e)) if !granted && e.to_string().contains("lease not found") => {
-                    self.forget(&contender);
-                    lease = self.grant_lease(lease_id(attempt), ttl).await?;
-                    granted = true;
-                    self.place(key, &contender, val, lease).await?
+        let keys = Keys::new(key, val);
+        if let Some(place) = self.place_of(&keys.contender) {
+            match self.turn(&keys, val, &place, attempt).await? {
+                Turn::Mine => {
+                    self.forget(&keys.contender);
+                    if place.ttl < ttl {
+                        // The place's lease is shorter than this call asks for.
+                        self.extend(&keys, val, place.created, ttl, attempt).await?;
+                    }
+                    return Ok(Acquire::Acquired(token(place.created)?));
                 }
-                placed => placed?,
-            },
-        };
-        match placed {
-            Placed::Created {
-                revision,
-                predecessor: None,
-            } => {
-                self.forget(&contender);
-                // On our place's lease (kept alive while waiting): arm its full TTL now.
-                if !granted && !self.keep_alive(lease).await? {
-                    return Err(Error::Store(StoreError::new(
-                        STORE,
-                        true,
-                        "the lease ran out during the attempt",
-                    )));
+                Turn::Waiting {
+                    predecessor,
+                    revision,
+                } => {
+                    self.remember(
+                        &keys.contender,
+                        Place {
+                            predecessor,
+                            revision,
+                            ..place
+                        },
+                    );
+                    return Ok(Acquire::Held(None));
                 }
-                Ok(Acquire::Acquired(token(revision)?))
+                Turn::Refused => return Err(aborted()),
+                Turn::Gone => self.forget(&keys.contender),
             }
-            Placed::Created {
-                revision,
-                predecessor: Some(predecessor),
-            } => {
+        }
+        let lease = self.grant_lease(lease_id(attempt), ttl).await?;
+        let reply = self
+            .txn(self.acquire_txn(&keys, val, attempt, lease))
+            .await?;
+        let revision = reply.header().map_or(0, |h| h.revision());
+        if reply.succeeded() {
+            return Ok(Acquire::Acquired(token(revision)?));
+        }
+        let mut responses = reply.op_responses();
+        if self.queue {
+            let Some(TxnOpResponse::Txn(inner)) = responses.pop() else {
+                return Err(unexpected());
+            };
+            if inner.succeeded() {
+                // In line behind the last key before ours.
+                let line = gets(&inner).pop().unwrap_or_default();
+                let Some(predecessor) = line.get(1) else {
+                    return Err(unexpected());
+                };
                 self.remember(
-                    &contender,
+                    &keys.contender,
                     Place {
                         lease,
                         ttl,
-                        predecessor,
+                        created: revision,
+                        claim: Some(attempt),
+                        predecessor: predecessor.key().to_vec(),
                         revision,
                     },
                 );
-                Ok(Acquire::Held(None))
+                return Ok(Acquire::Held(None));
             }
-            Placed::Other => {
-                if granted {
-                    self.revoke_detached(lease);
-                }
-                Ok(Acquire::Held(None))
-            }
-            Placed::Found {
-                revision,
-                predecessor: Some(predecessor),
-                ours,
-            } => {
-                if granted && ours.lease() != lease {
-                    self.revoke_detached(lease);
-                }
+            responses = inner.op_responses();
+        }
+        let found = found(revision, responses)?;
+        if found.aborted {
+            self.revoke_detached([lease]);
+            return Err(aborted());
+        }
+        let ours = found
+            .ours
+            .as_ref()
+            .filter(|kv| kv.value() == val.as_bytes());
+        let Some(ours) = ours else {
+            // Another value holds the key (or our hash's key holds another value).
+            self.revoke_detached([lease]);
+            return Ok(Acquire::Held(None));
+        };
+        let created = ours.create_revision();
+        let first = found.first.as_ref().map(KeyValue::key);
+        if first == Some(keys.contender.as_bytes()) {
+            // Ours, and first in line: a re-arm, with this attempt's claim.
+            return self.rearm(&keys, val, &found, ttl, attempt, lease).await;
+        }
+        // Ours, waiting in line (an earlier try of this attempt, or another call's).
+        if ours.lease() != lease {
+            self.revoke_detached([lease]);
+        }
+        if self.queue {
+            let claim = keys.claim(attempt);
+            let mine = found.claims.iter().any(|c| c.key() == claim.as_bytes());
+            let (revision, before) = self
+                .get(
+                    &keys.line().0,
+                    Some(last_in_line(keys.line().1, created - 1, 1)),
+                )
+                .await?;
+            if let Some(predecessor) = before.first() {
                 self.remember(
-                    &contender,
+                    &keys.contender,
                     Place {
                         lease: ours.lease(),
                         ttl,
-                        predecessor,
+                        created,
+                        claim: mine.then_some(attempt),
+                        predecessor: predecessor.key().to_vec(),
                         revision,
                     },
                 );
-                Ok(Acquire::Held(None))
             }
-            Placed::Found {
-                predecessor: None,
-                ours,
-                ..
-            } => {
-                // Ours, and first in line: re-arm it to this attempt's expiration.
-                self.forget(&contender);
-                let created = ours.create_revision();
-                // A lease of ours (this attempt's, or our place's) has the TTL we gave it.
-                let known = ours.lease() == lease;
-                if (known && rearmed) || self.rearm(ours.lease(), ttl, known).await? {
-                    if granted && ours.lease() != lease {
-                        self.revoke_detached(lease);
-                    }
-                    return Ok(Acquire::Acquired(token(created)?));
-                }
-                if !granted || ours.lease() == lease {
-                    lease = self.grant_lease(lease_id(attempt), ttl).await?;
-                }
-                if !self.reattach(&contender, val, created, lease).await? {
-                    self.revoke_detached(lease);
-                    return Err(Error::Store(StoreError::new(
-                        STORE,
-                        true,
-                        "the key changed during the attempt",
-                    )));
-                }
-                self.revoke_detached(ours.lease());
-                Ok(Acquire::Acquired(token(created)?))
-            }
+        }
+        Ok(Acquire::Held(None))
+    }
+
+    /// The transaction of an acquire on `lease`: create `val`'s key with this attempt's
+    /// claim if the line is empty; else (on a store that queues) put it in line with a
+    /// waiting claim; else read what is there.
+    fn acquire_txn(&self, keys: &Keys, val: &str, attempt: AttemptId, lease: i64) -> Txn {
+        let (start, end) = keys.line();
+        let on_lease = || Some(PutOptions::new().with_lease(lease));
+        let absent = || {
+            vec![
+                Compare::create_revision(keys.contender.as_str(), CompareOp::Equal, 0),
+                Compare::create_revision(keys.aborted(attempt), CompareOp::Equal, 0),
+            ]
+        };
+        let create = |claim: &str| {
+            vec![
+                TxnOp::put(keys.contender.as_str(), val, on_lease()),
+                TxnOp::put(keys.claim(attempt), claim, on_lease()),
+            ]
+        };
+        let reads = vec![
+            TxnOp::get(keys.contender.as_str(), None),
+            TxnOp::get(keys.claims.as_str(), Some(keys.claims_range())),
+            TxnOp::get(
+                keys.aborted(attempt),
+                Some(GetOptions::new().with_count_only()),
+            ),
+            TxnOp::get(start.as_str(), Some(first_in_line(end.clone()))),
+        ];
+        let mut when = absent();
+        when.push(
+            Compare::create_revision(start.as_str(), CompareOp::Equal, 0).with_range(end.as_str()),
+        );
+        let otherwise = if self.queue {
+            let mut queued = create(WAITING);
+            queued.push(TxnOp::get(start.as_str(), Some(last_in_line(end, 0, 2))));
+            vec![TxnOp::txn(
+                Txn::new().when(absent()).and_then(queued).or_else(reads),
+            )]
+        } else {
+            reads
+        };
+        Txn::new()
+            .when(when)
+            .and_then(create(HOLDING))
+            .or_else(otherwise)
+    }
+
+    /// A waiter's next attempt: its key first in line takes the lock (this attempt's
+    /// claim replaces the waiting one, and the place's lease is re-armed at the same
+    /// time); else it names the key now before ours.
+    async fn turn(
+        &self,
+        keys: &Keys,
+        val: &str,
+        place: &Place,
+        attempt: AttemptId,
+    ) -> Result<Turn> {
+        let (start, end) = keys.line();
+        let contender = keys.contender.as_str();
+        let mut take = vec![TxnOp::put(
+            keys.claim(attempt),
+            HOLDING,
+            Some(PutOptions::new().with_lease(place.lease)),
+        )];
+        if let Some(claim) = place.claim {
+            take.push(TxnOp::delete(keys.claim(claim), None));
+        }
+        let txn = Txn::new()
+            .when([
+                Compare::value(contender, CompareOp::Equal, val),
+                Compare::create_revision(contender, CompareOp::Equal, place.created),
+                Compare::lease(contender, CompareOp::Equal, place.lease),
+                // No key before ours: every key in line was created at or after ours.
+                Compare::create_revision(start.as_str(), CompareOp::Greater, place.created - 1)
+                    .with_range(end.as_str()),
+                Compare::create_revision(keys.aborted(attempt), CompareOp::Equal, 0),
+            ])
+            .and_then(take)
+            .or_else([
+                TxnOp::get(contender, None),
+                TxnOp::get(
+                    start.as_str(),
+                    Some(last_in_line(end, place.created - 1, 1)),
+                ),
+                TxnOp::get(
+                    keys.aborted(attempt),
+                    Some(GetOptions::new().with_count_only()),
+                ),
+            ]);
+        // The lease is re-armed while the transaction runs: both are sent after the
+        // attempt started, so the key is ours for its full TTL from then on.
+        let (reply, kept) =
+            futures::future::join(self.txn(txn), keep_alive(&self.client, place.lease)).await;
+        let reply = reply?;
+        if reply.succeeded() {
+            return match kept? {
+                true => Ok(Turn::Mine),
+                false => Err(transient("the lease ran out during the attempt")),
+            };
+        }
+        let revision = reply.header().map_or(0, |h| h.revision());
+        let mut responses = gets(&reply).into_iter();
+        let ours = responses.next().unwrap_or_default();
+        let before = responses.next().unwrap_or_default();
+        if count(&reply, 2) > 0 {
+            return Ok(Turn::Refused);
+        }
+        let same = ours.first().is_some_and(|kv| {
+            kv.value() == val.as_bytes()
+                && kv.create_revision() == place.created
+                && kv.lease() == place.lease
+        });
+        match before.first() {
+            Some(predecessor) if same => Ok(Turn::Waiting {
+                predecessor: predecessor.key().to_vec(),
+                revision,
+            }),
+            _ => Ok(Turn::Gone),
         }
     }
 
-    /// `val`'s key of `key` if it holds `val` (and was created at `token`, if given).
-    async fn held(&self, key: &str, val: &str, token: Option<u64>) -> Result<Option<KeyValue>> {
-        let kv = self.get(&contender(key, val)).await?;
-        Ok(kv.filter(|kv| {
-            kv.value() == val.as_bytes()
-                && token.is_none_or(|t| u64::try_from(kv.create_revision()) == Ok(t))
+    /// Re-arm `val`'s key, first in line (as `found` read it), with `attempt`'s claim:
+    /// its lease kept alive if it was granted at least `ttl`, else the key and its claims
+    /// moved to `lease` (this attempt's, granted `ttl`). Waiting claims are dropped: the
+    /// key is held now.
+    async fn rearm(
+        &self,
+        keys: &Keys,
+        val: &str,
+        found: &Found,
+        ttl: i64,
+        attempt: AttemptId,
+        lease: i64,
+    ) -> Result<Acquire> {
+        let Some(ours) = &found.ours else {
+            return Err(unexpected());
+        };
+        let created = ours.create_revision();
+        let current = ours.lease();
+        let granted = match current {
+            // No lease (set by hand): no expiry to re-arm.
+            0 => i64::MAX,
+            _ => match self.lease_info(current, None).await? {
+                Some((granted, _, _)) => granted,
+                None => return Err(transient("the key's lease ran out during the attempt")),
+            },
+        };
+        if granted < ttl {
+            if !self
+                .move_key(
+                    keys,
+                    val,
+                    ours,
+                    &found.claims,
+                    found.revision,
+                    lease,
+                    Some(attempt),
+                )
+                .await?
+            {
+                return Err(transient("the key changed during the attempt"));
+            }
+            self.revoke_detached([current]);
+            return Ok(Acquire::Acquired(token(created)?));
+        }
+        let contender = keys.contender.as_str();
+        let mut then = vec![TxnOp::put(
+            keys.claim(attempt),
+            HOLDING,
+            (current != 0).then(|| PutOptions::new().with_lease(current)),
+        )];
+        let claim = keys.claim(attempt);
+        for waiting in &found.claims {
+            if waiting.value() == WAITING.as_bytes() && waiting.key() != claim.as_bytes() {
+                then.push(TxnOp::delete(waiting.key(), None));
+            }
+        }
+        let txn = Txn::new()
+            .when([
+                Compare::value(contender, CompareOp::Equal, val),
+                Compare::create_revision(contender, CompareOp::Equal, created),
+                Compare::lease(contender, CompareOp::Equal, current),
+                Compare::create_revision(keys.aborted(attempt), CompareOp::Equal, 0),
+            ])
+            .and_then(then);
+        let kept = async {
+            match current {
+                0 => Ok(true),
+                _ => keep_alive(&self.client, current).await,
+            }
+        };
+        let (reply, kept) = futures::future::join(self.txn(txn), kept).await;
+        if !reply?.succeeded() || !kept? {
+            return Err(transient("the key changed during the attempt"));
+        }
+        if lease != current {
+            self.revoke_detached([lease]);
+        }
+        Ok(Acquire::Acquired(token(created)?))
+    }
+
+    /// Move `val`'s key `ours` and its `claims` (read at `revision`) to `lease`, adding
+    /// the claim of `attempt` (dropping waiting ones then), unless anything changed since;
+    /// then re-arm `lease` (so that the move never shortens the key). `false`: changed.
+    #[allow(clippy::too_many_arguments)]
+    async fn move_key(
+        &self,
+        keys: &Keys,
+        val: &str,
+        ours: &KeyValue,
+        claims: &[KeyValue],
+        revision: i64,
+        lease: i64,
+        attempt: Option<AttemptId>,
+    ) -> Result<bool> {
+        let contender = keys.contender.as_str();
+        let on_lease = || Some(PutOptions::new().with_lease(lease));
+        let mut when = vec![
+            Compare::value(contender, CompareOp::Equal, val),
+            Compare::create_revision(contender, CompareOp::Equal, ours.create_revision()),
+            Compare::lease(contender, CompareOp::Equal, ours.lease()),
+            // No claim added or changed since they were read ...
+            Compare::mod_revision(keys.claims.as_str(), CompareOp::Less, revision + 1)
+                .with_range(keys.claims_end()),
+        ];
+        let mut then = vec![TxnOp::put(contender, val, on_lease())];
+        let added = attempt.map(|a| keys.claim(a));
+        for claim in claims {
+            // ... nor retired (a put would bring it back).
+            when.push(Compare::create_revision(
+                claim.key(),
+                CompareOp::Equal,
+                claim.create_revision(),
+            ));
+            if added
+                .as_deref()
+                .is_some_and(|a| a.as_bytes() == claim.key())
+            {
+                continue;
+            }
+            if attempt.is_some() && claim.value() == WAITING.as_bytes() {
+                then.push(TxnOp::delete(claim.key(), None));
+            } else {
+                then.push(TxnOp::put(claim.key(), claim.value(), on_lease()));
+            }
+        }
+        if let (Some(claim), Some(attempt)) = (added, attempt) {
+            when.push(Compare::create_revision(
+                keys.aborted(attempt),
+                CompareOp::Equal,
+                0,
+            ));
+            then.push(TxnOp::put(claim, HOLDING, on_lease()));
+        }
+        if !self
+            .txn(Txn::new().when(when).and_then(then))
+            .await?
+            .succeeded()
+        {
+            return Ok(false);
+        }
+        keep_alive(&self.client, lease).await
+    }
+
+    /// After a waiter's turn: its key, on the place's lease, needs a longer one.
+    async fn extend(
+        &self,
+        keys: &Keys,
+        val: &str,
+        created: i64,
+        ttl: i64,
+        attempt: AttemptId,
+    ) -> Result<()> {
+        let lease = self.grant_lease(lease_id(attempt), ttl).await?;
+        for _ in 0..3 {
+            let txn = Txn::new().and_then([
+                TxnOp::get(keys.contender.as_str(), None),
+                TxnOp::get(keys.claims.as_str(), Some(keys.claims_range())),
+            ]);
+            let reply = self.txn(txn).await?;
+            let revision = reply.header().map_or(0, |h| h.revision());
+            let mut read = gets(&reply).into_iter();
+            let ours = read.next().unwrap_or_default().into_iter().next();
+            let claims = read.next().unwrap_or_default();
+            let Some(ours) =
+                ours.filter(|kv| kv.value() == val.as_bytes() && kv.create_revision() == created)
+            else {
+                return Err(transient("the key changed during the attempt"));
+            };
+            if ours.lease() == lease {
+                return Ok(());
+            }
+            if self
+                .move_key(keys, val, &ours, &claims, revision, lease, None)
+                .await?
+            {
+                self.revoke_detached([ours.lease()]);
+                return Ok(());
+            }
+        }
+        Err(transient("the key changed during the attempt"))
+    }
+
+    /// `val`'s key of `key` if it holds `val` and was created at `token`.
+    async fn held(&self, keys: &Keys, val: &str, token: u64) -> Result<Option<KeyValue>> {
+        let (_, kvs) = self.get(&keys.contender, None).await?;
+        Ok(kvs.into_iter().next().filter(|kv| {
+            kv.value() == val.as_bytes() && u64::try_from(kv.create_revision()) == Ok(token)
         }))
     }
 
@@ -492,106 +851,313 @@ impl EtcdStore {
         &self,
         key: &str,
         val: &str,
-        token: Option<u64>,
+        token: u64,
         expiration: Duration,
     ) -> Result<bool> {
+        check_name("key", key)?;
         let ttl = self.ttl(expiration);
-        let contender = contender(key, val);
+        let keys = Keys::new(key, val);
         for _ in 0..3 {
-            let Some(kv) = self.held(key, val, token).await? else {
+            let Some(ours) = self.held(&keys, val, token).await? else {
                 return Ok(false);
             };
-            if self.rearm(kv.lease(), ttl, false).await? {
-                // Kept alive, and the key is still on that lease: held until the new
-                // deadline at least.
-                let again = self.held(key, val, token).await?;
-                match again {
-                    Some(now) if now.lease() == kv.lease() => return Ok(true),
-                    Some(_) => continue, // moved to another lease meanwhile
-                    None => return Ok(false),
-                }
+            let current = ours.lease();
+            if current == 0 {
+                return Ok(true); // no expiry to re-arm
             }
-            // Another expiration (or a lease that is going): a new lease for the key.
+            if !keep_alive(&self.client, current).await? {
+                continue; // moved to another lease, or going
+            }
+            // Re-armed; and the key still on that lease afterwards: held at least until
+            // then + the lease's TTL.
+            match self.lease_info(current, Some(&keys.contender)).await? {
+                Some((granted, _, true)) if granted >= ttl => return Ok(true),
+                Some((_, _, true)) => {}
+                _ => continue,
+            }
+            // A longer expiration than the key's lease: a new lease for the key.
             let lease = self.grant_lease(0, ttl).await?;
+            let (revision, claims) = self.get(&keys.claims, Some(keys.claims_range())).await?;
             if self
-                .reattach(&contender, val, kv.create_revision(), lease)
+                .move_key(&keys, val, &ours, &claims, revision, lease, None)
                 .await?
             {
-                self.revoke_detached(kv.lease());
+                self.revoke_detached([current]);
                 return Ok(true);
             }
-            self.revoke_detached(lease);
+            self.revoke_detached([lease]);
         }
-        Ok(false)
+        Err(transient("the key kept changing leases"))
     }
 
-    async fn release_now(&self, key: &str, val: &str, token: Option<u64>) -> Result<bool> {
-        let contender = contender(key, val);
-        let mut when = vec![Compare::value(contender.as_str(), CompareOp::Equal, val)];
-        if let Some(token) = token {
-            when.push(Compare::create_revision(
-                contender.as_str(),
-                CompareOp::Equal,
-                i64::try_from(token).unwrap_or(i64::MAX),
-            ));
-        }
-        let txn = Txn::new().when(when).and_then([TxnOp::delete(
-            contender.as_str(),
-            Some(DeleteOptions::new().with_prev_key()),
-        )]);
-        let reply = self.client.kv_client().txn(txn).await.map_err(failure)?;
-        if !reply.succeeded() {
+    async fn release_now(&self, key: &str, val: &str, claims: &[AttemptId]) -> Result<bool> {
+        check_name("key", key)?;
+        let keys = Keys::new(key, val);
+        let mut named: Vec<String> = claims.iter().map(|c| keys.claim(*c)).collect();
+        named.sort_unstable();
+        named.dedup();
+        if named.is_empty() {
             return Ok(false);
         }
-        for op in reply.op_responses() {
-            if let TxnOpResponse::Delete(deleted) = op {
-                for kv in deleted.prev_kvs() {
-                    self.revoke_detached(kv.lease());
+        if named.len() <= CHAIN_MAX {
+            let reply = self.txn(release_chain(&keys, val, &named, 0)).await?;
+            let (mine, deleted) = released(&reply);
+            if let Some(lease) = deleted {
+                self.revoke_detached([lease]);
+            }
+            return Ok(mine);
+        }
+        // Many claims: retire them, then delete the key if none is left.
+        let mut mine = false;
+        let mut created = None;
+        for chunk in named.chunks(ABORT_CHUNK) {
+            let mut ops: Vec<TxnOp> = chunk
+                .iter()
+                .map(|c| TxnOp::delete(c.as_str(), None))
+                .collect();
+            ops.push(TxnOp::get(keys.contender.as_str(), None));
+            let reply = self
+                .txn(
+                    Txn::new()
+                        .when([Compare::value(
+                            keys.contender.as_str(),
+                            CompareOp::Equal,
+                            val,
+                        )])
+                        .and_then(ops),
+                )
+                .await?;
+            if !reply.succeeded() {
+                return Ok(mine);
+            }
+            mine |= deleted_count(&reply) > 0;
+            created = gets(&reply)
+                .pop()
+                .and_then(|kvs| kvs.first().map(KeyValue::create_revision));
+        }
+        if let (true, Some(created)) = (mine, created) {
+            let reply = self
+                .txn(delete_if_unclaimed(&keys, val, Some(created), &[]))
+                .await?;
+            if let Some(lease) = released(&reply).1 {
+                self.revoke_detached([lease]);
+            }
+        }
+        Ok(mine)
+    }
+
+    async fn pttl_now(&self, key: &str, val: &str, token: u64) -> Result<Option<Duration>> {
+        check_name("key", key)?;
+        let keys = Keys::new(key, val);
+        for _ in 0..3 {
+            let Some(ours) = self.held(&keys, val, token).await? else {
+                return Ok(None);
+            };
+            if ours.lease() == 0 {
+                return Ok(Some(Duration::MAX));
+            }
+            if let Some((_, left, _)) = self.lease_info(ours.lease(), None).await? {
+                return Ok(Some(Duration::from_secs(left.max(0) as u64)));
+            }
+            // The lease went: the key moved to another, or goes with it.
+        }
+        Ok(None)
+    }
+
+    /// The lease of the records of aborted attempts: granted for twice
+    /// [`ABORT_MEMORY`], used while it has at least that long left.
+    async fn abort_lease(&self, renew: bool) -> Result<i64> {
+        let now = Instant::now();
+        if !renew
+            && let Some((lease, granted)) = *self.abort_lease.lock()
+            && now.duration_since(granted) < ABORT_MEMORY
+        {
+            return Ok(lease);
+        }
+        let ttl = i64::try_from(2 * ABORT_MEMORY.as_secs()).unwrap_or(i64::MAX);
+        let lease = self.grant_lease(0, ttl).await?;
+        *self.abort_lease.lock() = Some((lease, now));
+        Ok(lease)
+    }
+
+    async fn abort_now(&self, key: &str, val: &str, attempts: &[AttemptId]) -> Result<()> {
+        check_name("key", key)?;
+        let keys = Keys::new(key, val);
+        let mut attempts = attempts.to_vec();
+        attempts.sort_unstable_by_key(|a| (a.client, a.seq));
+        attempts.dedup();
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        let mut records = self.abort_lease(false).await?;
+        let chunks: Vec<&[AttemptId]> = attempts.chunks(ABORT_CHUNK).collect();
+        let mut kept = None;
+        let mut deleted = None;
+        for (i, chunk) in chunks.iter().enumerate() {
+            let last = i + 1 == chunks.len();
+            let mut tries = 0;
+            let reply = loop {
+                let txn = abort_txn(&keys, val, chunk, records, last);
+                match self.txn(txn).await {
+                    // The records' lease is gone (a restored backup, a long outage):
+                    // grant another one.
+                    Err(Error::Store(e))
+                        if tries == 0 && e.to_string().contains("lease not found") =>
+                    {
+                        tries += 1;
+                        records = self.abort_lease(true).await?;
+                    }
+                    reply => break reply?,
+                }
+            };
+            if last {
+                if reply.succeeded() {
+                    deleted = released(&reply).1;
+                } else {
+                    kept = gets(&reply)
+                        .pop()
+                        .and_then(|kvs| kvs.into_iter().next())
+                        .filter(|kv| kv.value() == val.as_bytes());
                 }
             }
         }
-        Ok(true)
+        let place = self.place_of(&keys.contender);
+        if deleted.is_some()
+            || place.is_some_and(|p| p.claim.is_some_and(|c| attempts.contains(&c)))
+        {
+            self.forget(&keys.contender);
+        }
+        // The attempts' own leases hold nothing now, unless one is the lease of the key
+        // that stays.
+        let keep = kept.as_ref().map(KeyValue::lease);
+        let leases = attempts
+            .iter()
+            .map(|a| lease_id(*a))
+            .chain(deleted)
+            .filter(|l| Some(*l) != keep);
+        self.revoke_detached(leases);
+        Ok(())
     }
 
-    async fn pttl_now(&self, key: &str, val: &str, token: Option<u64>) -> Result<Option<Duration>> {
-        let Some(kv) = self.held(key, val, token).await? else {
+    async fn force_release_now(&self, key: &str) -> Result<bool> {
+        check_name("key", key)?;
+        let (start, end) = line(key);
+        for _ in 0..3 {
+            let (_, first) = self.get(&start, Some(first_in_line(end.clone()))).await?;
+            let Some(holder) = first.into_iter().next() else {
+                return Ok(false);
+            };
+            let Some(hash) = contender_hash(key, holder.key()) else {
+                return Ok(false);
+            };
+            let keys = Keys::of_hash(key, hash);
+            let txn = Txn::new()
+                .when([Compare::create_revision(
+                    holder.key(),
+                    CompareOp::Equal,
+                    holder.create_revision(),
+                )])
+                .and_then([
+                    TxnOp::delete(holder.key(), None),
+                    TxnOp::delete(
+                        keys.claims.as_str(),
+                        Some(DeleteOptions::new().with_range(keys.claims_end())),
+                    ),
+                ]);
+            if self.txn(txn).await?.succeeded() {
+                self.revoke_detached([holder.lease()]);
+                return Ok(true);
+            }
+        }
+        Err(transient("the lock kept changing hands"))
+    }
+
+    /// The lock of `name` whose holder is `holder` (a contender key), as an operator sees
+    /// it; `None` if its lease is gone.
+    async fn inspected(&self, name: &str, holder: &KeyValue) -> Result<Option<Inspected>> {
+        let Some(hash) = contender_hash(name, holder.key()) else {
             return Ok(None);
         };
-        if kv.lease() == 0 {
-            return Ok(Some(Duration::MAX));
-        }
-        Ok(self
-            .lease_ttl(kv.lease())
-            .await?
-            .map(|(_, left)| Duration::from_secs(left.max(0) as u64)))
+        let ttl = match holder.lease() {
+            0 => None,
+            lease => match self.lease_info(lease, None).await? {
+                Some((_, left, _)) => Some(Duration::from_secs(left.max(0) as u64)),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(Inspected {
+            key: name.to_owned(),
+            ttl,
+            token: token(holder.create_revision())?,
+            holder: hash.to_owned(),
+        }))
     }
 
-    async fn abort_now(
-        &self,
-        key: &str,
-        val: &str,
-        attempts: &[AttemptId],
-        release: bool,
-    ) -> Result<()> {
-        let contender = contender(key, val);
-        let current = self.get(&contender).await?;
-        let ours = current.filter(|kv| kv.value() == val.as_bytes());
-        // Without `release`, the key this client holds stays on its lease.
-        let keep = ours.as_ref().filter(|_| !release).map(KeyValue::lease);
-        let mut leases: Vec<i64> = attempts.iter().map(|a| lease_id(*a)).collect();
-        if let Some(place) = self.forget(&contender) {
-            leases.push(place.lease);
+    async fn inspect_now(&self, key: &str) -> Result<Option<Inspected>> {
+        check_name("key", key)?;
+        let (start, end) = line(key);
+        let (_, first) = self.get(&start, Some(first_in_line(end))).await?;
+        match first.first() {
+            Some(holder) => self.inspected(key, holder).await,
+            None => Ok(None),
         }
-        leases.retain(|l| Some(*l) != keep);
-        leases.sort_unstable();
-        leases.dedup();
-        let revoked = futures::future::join_all(leases.iter().map(|l| self.revoke(*l))).await;
-        revoked.into_iter().collect::<Result<Vec<()>>>()?;
-        if let Some(kv) = ours.filter(|kv| release && !leases.contains(&kv.lease())) {
-            let token = u64::try_from(kv.create_revision()).ok();
-            self.release_now(key, val, token).await?;
+    }
+
+    async fn list_now(&self, prefix: &str, timeout: Duration) -> Result<Vec<Inspected>> {
+        // Every key under the prefix, a page at a time (keys only): the first of each
+        // lock's line holds it.
+        let end = prefix_end(prefix.as_bytes());
+        let mut from = if prefix.is_empty() {
+            vec![0]
+        } else {
+            prefix.as_bytes().to_vec()
+        };
+        let mut holders: BTreeMap<String, KeyValue> = BTreeMap::new();
+        loop {
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LIST_PAGE)
+                .with_keys_only();
+            let mut page = within(timeout, Retry::Transient, || {
+                let mut kv = self.kv();
+                let (from, options) = (from.clone(), options.clone());
+                async move { kv.get(from, Some(options)).await.map_err(failure) }
+            })
+            .await?;
+            let more = page.more();
+            let kvs = page.take_kvs();
+            for kv in &kvs {
+                let Some(name) = lock_name(kv.key()) else {
+                    continue;
+                };
+                let earlier = holders
+                    .get(name)
+                    .is_some_and(|h| h.create_revision() < kv.create_revision());
+                if !earlier {
+                    holders.insert(name.to_owned(), kv.clone());
+                }
+            }
+            match kvs.last() {
+                Some(last) if more => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
         }
-        Ok(())
+        let mut locks = Vec::with_capacity(holders.len());
+        let holders: Vec<(String, KeyValue)> = holders.into_iter().collect();
+        // A few at a time: a listing must not crowd out the locks' own traffic.
+        for batch in holders.chunks(64) {
+            let inspected = futures::future::join_all(batch.iter().map(|(name, holder)| {
+                within(timeout, Retry::Transient, || self.inspected(name, holder))
+            }))
+            .await;
+            for lock in inspected {
+                locks.extend(lock?);
+            }
+        }
+        Ok(locks)
     }
 
     async fn fenced_now(&self, access: &Fence<'_>) -> Result<Fenced> {
@@ -602,7 +1168,8 @@ impl EtcdStore {
             .holder
             .map(|h| format!("{:016x}", value_hash(h.as_bytes())));
         loop {
-            let current = self.get(&record_key).await?;
+            let (_, current) = self.get(&record_key, None).await?;
+            let current = current.into_iter().next();
             let (record, mod_revision) = match &current {
                 Some(kv) => (Record::decode(kv.value())?, kv.mod_revision()),
                 None => (
@@ -637,8 +1204,7 @@ impl EtcdStore {
                     mod_revision,
                 )])
                 .and_then([TxnOp::put(record_key.as_str(), next.encode(), None)]);
-            let reply = self.client.kv_client().txn(txn).await.map_err(failure)?;
-            if reply.succeeded() {
+            if self.txn(txn).await?.succeeded() {
                 return Ok(Ok(match access.write {
                     Some(_) => None,
                     None => next.value,
@@ -655,7 +1221,7 @@ impl EtcdStore {
             return;
         };
         let task = runtime.spawn(watch_line(
-            (*self.client).clone(),
+            self.client.clone(),
             Arc::clone(&self.waiters),
             contender.to_owned(),
             place,
@@ -670,43 +1236,211 @@ impl EtcdStore {
     }
 }
 
-/// Our key and our place in line, from a transaction whose gets are our key and the
-/// whole line in create-revision order; `None` if our key is not there with `val`.
-fn found(reply: etcd::TxnResponse, contender: &str, val: &str) -> Option<Placed> {
-    let revision = reply.header().map_or(0, |h| h.revision());
-    let mut gets = reply.op_responses().into_iter().filter_map(|r| match r {
-        TxnOpResponse::Get(mut got) => Some(got.take_kvs()),
-        _ => None,
-    });
-    let ours = gets.next().unwrap_or_default().into_iter().next();
-    let line = gets.next().unwrap_or_default();
-    let ours = ours.filter(|kv| kv.value() == val.as_bytes())?;
-    let at = line
-        .iter()
-        .position(|kv| kv.key() == contender.as_bytes())
-        .unwrap_or(0);
-    Some(Placed::Found {
+/// The reads of an acquire that found a key there: ours, our claims, the record of this
+/// attempt's abort, the first in line.
+fn found(revision: i64, responses: Vec<TxnOpResponse>) -> Result<Found> {
+    let mut ours = None;
+    let mut claims = Vec::new();
+    let mut aborted = false;
+    let mut first = None;
+    for (i, response) in responses.into_iter().enumerate() {
+        let TxnOpResponse::Get(mut got) = response else {
+            return Err(unexpected());
+        };
+        match i {
+            0 => ours = got.take_kvs().into_iter().next(),
+            1 => claims = got.take_kvs(),
+            2 => aborted = got.count() > 0,
+            _ => first = got.take_kvs().into_iter().next(),
+        }
+    }
+    Ok(Found {
         revision,
-        predecessor: at.checked_sub(1).map(|i| line[i].key().to_vec()),
         ours,
+        claims,
+        aborted,
+        first,
     })
 }
 
-/// What one placing transaction found.
-enum Placed {
-    /// Our key was created at `revision`, behind `predecessor` if there is one.
-    Created {
-        revision: i64,
-        predecessor: Option<Vec<u8>>,
-    },
-    /// Our key was there already, behind `predecessor` if there is one.
-    Found {
-        revision: i64,
-        predecessor: Option<Vec<u8>>,
-        ours: KeyValue,
-    },
-    /// The contender key holds another value (a hash collision): never ours.
-    Other,
+/// The key-value lists of a transaction's gets, in order.
+fn gets(reply: &TxnResponse) -> Vec<Vec<KeyValue>> {
+    reply
+        .op_responses()
+        .into_iter()
+        .filter_map(|r| match r {
+            TxnOpResponse::Get(mut got) => Some(got.take_kvs()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The count of a transaction's `n`th operation, if a get.
+fn count(reply: &TxnResponse, n: usize) -> i64 {
+    match reply.op_responses().into_iter().nth(n) {
+        Some(TxnOpResponse::Get(got)) => got.count(),
+        _ => 0,
+    }
+}
+
+/// How many keys a transaction's deletes deleted.
+fn deleted_count(reply: &TxnResponse) -> i64 {
+    reply
+        .op_responses()
+        .into_iter()
+        .map(|r| match r {
+            TxnOpResponse::Delete(deleted) => deleted.deleted(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// The ranges of `val`'s claims other than `named` (sorted): each compared empty.
+fn others_unclaimed(keys: &Keys, named: &[String]) -> Vec<Compare> {
+    let mut compares = Vec::with_capacity(named.len() + 1);
+    let mut from = keys.claims.clone();
+    for claim in named {
+        if from.as_str() < claim.as_str() {
+            compares.push(
+                Compare::create_revision(from.as_str(), CompareOp::Equal, 0)
+                    .with_range(claim.as_str()),
+            );
+        }
+        from = format!("{claim}{SEP}");
+    }
+    compares
+        .push(Compare::create_revision(from, CompareOp::Equal, 0).with_range(keys.claims_end()));
+    compares
+}
+
+/// Delete `val`'s key (and its claims' range) if it holds `val` (created at `created`,
+/// if given) and no claim but `named` is left.
+fn delete_if_unclaimed(keys: &Keys, val: &str, created: Option<i64>, named: &[String]) -> Txn {
+    let contender = keys.contender.as_str();
+    let mut when = vec![Compare::value(contender, CompareOp::Equal, val)];
+    if let Some(created) = created {
+        when.push(Compare::create_revision(
+            contender,
+            CompareOp::Equal,
+            created,
+        ));
+    }
+    when.extend(others_unclaimed(keys, named));
+    Txn::new().when(when).and_then(delete_all(keys))
+}
+
+/// Delete `val`'s key, with its previous value (for its lease), and every claim of it.
+fn delete_all(keys: &Keys) -> Vec<TxnOp> {
+    vec![
+        TxnOp::delete(
+            keys.contender.as_str(),
+            Some(DeleteOptions::new().with_prev_key()),
+        ),
+        TxnOp::delete(
+            keys.claims.as_str(),
+            Some(DeleteOptions::new().with_range(keys.claims_end())),
+        ),
+    ]
+}
+
+/// A release of claims `named` (sorted, distinct): level `i` deletes the key if it holds
+/// `val`, claim `i` is there and no other claim is; else it tries level `i + 1`; the last
+/// one's `else` retires the named claims (the key stays: another claim keeps it, or none
+/// of the named held it).
+fn release_chain(keys: &Keys, val: &str, named: &[String], i: usize) -> Txn {
+    let mut when = vec![
+        Compare::value(keys.contender.as_str(), CompareOp::Equal, val),
+        Compare::create_revision(named[i].as_str(), CompareOp::Greater, 0),
+    ];
+    when.extend(others_unclaimed(keys, named));
+    let otherwise = if i + 1 < named.len() {
+        vec![TxnOp::txn(release_chain(keys, val, named, i + 1))]
+    } else {
+        named
+            .iter()
+            .map(|c| TxnOp::delete(c.as_str(), None))
+            .collect()
+    };
+    Txn::new()
+        .when(when)
+        .and_then(delete_all(keys))
+        .or_else(otherwise)
+}
+
+/// What a release chain (or a delete of [`delete_all`]) did: whether any named claim was
+/// there, and the lease of the key if it was deleted.
+fn released(reply: &TxnResponse) -> (bool, Option<i64>) {
+    let responses = reply.op_responses();
+    if reply.succeeded() {
+        let lease = responses.iter().find_map(|r| match r {
+            TxnOpResponse::Delete(deleted) => deleted.prev_kvs().first().map(KeyValue::lease),
+            _ => None,
+        });
+        return (true, lease);
+    }
+    match responses.first() {
+        Some(TxnOpResponse::Txn(inner)) => released(inner),
+        _ => (deleted_count(reply) > 0, None),
+    }
+}
+
+/// One chunk of an abort: record `attempts` (on the `records` lease) and retire their
+/// claims; the `last` chunk also deletes `val`'s key if no claim is left (else reads it).
+fn abort_txn(keys: &Keys, val: &str, attempts: &[AttemptId], records: i64, last: bool) -> Txn {
+    let named: Vec<String> = {
+        let mut named: Vec<String> = attempts.iter().map(|a| keys.claim(*a)).collect();
+        named.sort_unstable();
+        named
+    };
+    let record = |a: &AttemptId| {
+        TxnOp::put(
+            keys.aborted(*a),
+            "",
+            Some(PutOptions::new().with_lease(records)),
+        )
+    };
+    let mut retire: Vec<TxnOp> = attempts.iter().map(record).collect();
+    retire.extend(named.iter().map(|c| TxnOp::delete(c.as_str(), None)));
+    if !last {
+        return Txn::new().and_then(retire);
+    }
+    retire.push(TxnOp::get(keys.contender.as_str(), None));
+    let mut delete: Vec<TxnOp> = attempts.iter().map(record).collect();
+    delete.extend(delete_all(keys));
+    let mut when = vec![Compare::value(
+        keys.contender.as_str(),
+        CompareOp::Equal,
+        val,
+    )];
+    when.extend(others_unclaimed(keys, &named));
+    Txn::new().when(when).and_then(delete).or_else(retire)
+}
+
+/// The hash of a contender key of lock `name`, if `key` is one.
+fn contender_hash<'a>(name: &str, key: &'a [u8]) -> Option<&'a str> {
+    let hash = key.strip_prefix(name.as_bytes())?.strip_prefix(&[0u8])?;
+    let hash = std::str::from_utf8(hash).ok()?;
+    (hash.len() == 16 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then_some(hash)
+}
+
+/// The lock name of a contender key, if `key` is one.
+fn lock_name(key: &[u8]) -> Option<&str> {
+    let at = key.iter().position(|b| *b == 0)?;
+    let name = std::str::from_utf8(&key[..at]).ok()?;
+    contender_hash(name, key).map(|_| name)
+}
+
+/// The end of the range of keys starting with `prefix` (`\0`: to the end of the keyspace).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 /// A waiter's watch: wake the waiter when its predecessor is deleted (or the watch
@@ -723,7 +1457,7 @@ async fn watch_line(
         let target = place.borrow_and_update().clone();
         let keep_every = Duration::from_secs(u64::try_from(target.ttl).unwrap_or(1)) / 3;
         let mut keep_alive_ticks = tokio::time::interval_at(
-            tokio::time::Instant::now() + keep_every,
+            Instant::now() + keep_every,
             keep_every.max(Duration::from_millis(100)),
         );
         let options = WatchOptions::new()
@@ -781,7 +1515,6 @@ async fn watch_line(
 async fn keep_alive(client: &etcd::Client, lease: i64) -> Result<bool> {
     match client.lease_client().keep_alive(lease).await {
         Ok(_) => Ok(true),
-        Err(etcd::Error::LeaseKeepAliveError(_)) => Ok(false),
         Err(e) if lease_not_found(&e) => Ok(false),
         Err(e) => Err(failure(e)),
     }
@@ -863,42 +1596,25 @@ impl Store for EtcdStore {
         &self,
         key: &str,
         val: &str,
-        expiration: Duration,
-        timeout: Duration,
-    ) -> Result<bool> {
-        within(timeout, Retry::Transient, || {
-            self.refresh_now(key, val, None, expiration)
-        })
-        .await
-    }
-
-    async fn refresh_owned(
-        &self,
-        key: &str,
-        val: &str,
         token: u64,
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool> {
         within(timeout, Retry::Transient, || {
-            self.refresh_now(key, val, Some(token), expiration)
+            self.refresh_now(key, val, token, expiration)
         })
         .await
     }
 
-    async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
-        within(timeout, Retry::Unsent, || self.release_now(key, val, None)).await
-    }
-
-    async fn release_owned(
+    async fn release(
         &self,
         key: &str,
         val: &str,
-        token: u64,
+        claims: &[AttemptId],
         timeout: Duration,
     ) -> Result<bool> {
         within(timeout, Retry::Unsent, || {
-            self.release_now(key, val, Some(token))
+            self.release_now(key, val, claims)
         })
         .await
     }
@@ -908,30 +1624,34 @@ impl Store for EtcdStore {
         key: &str,
         val: &str,
         attempts: &[AttemptId],
-        release: bool,
         timeout: Duration,
     ) -> Result<()> {
         within(timeout, Retry::Transient, || {
-            self.abort_now(key, val, attempts, release)
+            self.abort_now(key, val, attempts)
         })
         .await
     }
 
-    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
-        within(timeout, Retry::Transient, || self.pttl_now(key, val, None)).await
-    }
-
-    async fn pttl_owned(
+    async fn pttl(
         &self,
         key: &str,
         val: &str,
         token: u64,
         timeout: Duration,
     ) -> Result<Option<Duration>> {
-        within(timeout, Retry::Transient, || {
-            self.pttl_now(key, val, Some(token))
-        })
-        .await
+        within(timeout, Retry::Transient, || self.pttl_now(key, val, token)).await
+    }
+
+    async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool> {
+        within(timeout, Retry::Transient, || self.force_release_now(key)).await
+    }
+
+    async fn inspect(&self, key: &str, timeout: Duration) -> Result<Option<Inspected>> {
+        within(timeout, Retry::Transient, || self.inspect_now(key)).await
+    }
+
+    async fn list(&self, prefix: &str, timeout: Duration) -> Result<Vec<Inspected>> {
+        self.list_now(prefix, timeout).await
     }
 
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced> {
@@ -940,7 +1660,10 @@ impl Store for EtcdStore {
 
     /// The waiter `val` of `key` waits for its predecessor's deletion.
     fn watch_waiter(&self, key: &str, val: &str) -> Option<Watch> {
-        let contender = contender(key, val);
+        if !self.queue {
+            return None;
+        }
+        let contender = Keys::new(key, val).contender;
         let (watch, first) = self.waiters.watch(&contender);
         if first {
             let place = self
@@ -956,7 +1679,7 @@ impl Store for EtcdStore {
     }
 
     fn queues(&self) -> bool {
-        true
+        self.queue
     }
 }
 
@@ -968,7 +1691,7 @@ enum Retry {
     Transient,
     /// Only a failure that says the request was never carried out: no connection to
     /// the member could be made, or it was refused for want of a leader (not proposed).
-    /// A release whose answer was lost may have deleted the key, and trying it again
+    /// A release whose answer was lost may have retired its claims, and trying it again
     /// would report `NotHeld`.
     Unsent,
 }
@@ -1042,16 +1765,6 @@ fn check_name(what: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// `key \0 H(val)`: `val`'s contender key for `key`.
-fn contender(key: &str, val: &str) -> String {
-    format!("{key}{SEP}{:016x}", value_hash(val.as_bytes()))
-}
-
-/// The range `[key\0, key\x01)` holding every contender of `key`.
-fn range(key: &str) -> (String, String) {
-    (format!("{key}{SEP}"), format!("{key}\u{1}"))
-}
-
 /// FNV-1a, finalised: the same in every process and every build.
 fn value_hash(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -1070,7 +1783,7 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// The lease id of an acquire attempt: positive, non-zero, derived from the attempt id
-/// (so that an abort can name it).
+/// (so that a retry of the attempt, and its abort, can name it).
 fn lease_id(attempt: AttemptId) -> i64 {
     let id = mix(attempt.client ^ mix(attempt.seq)) >> 1;
     id.max(1) as i64
@@ -1081,6 +1794,27 @@ fn token(revision: i64) -> Result<u64> {
         .ok()
         .filter(|t| *t > 0)
         .ok_or_else(|| Error::Store(StoreError::new(STORE, false, "no revision in the reply")))
+}
+
+fn transient(message: impl Into<String>) -> Error {
+    Error::Store(StoreError::new(STORE, true, message))
+}
+
+fn unexpected() -> Error {
+    Error::Store(StoreError::new(
+        STORE,
+        false,
+        "unexpected transaction reply",
+    ))
+}
+
+/// Only an attempt its caller gave up on is ever aborted: nobody reads this.
+fn aborted() -> Error {
+    Error::Store(StoreError::new(
+        STORE,
+        false,
+        "the acquire attempt was aborted",
+    ))
 }
 
 fn lease_not_found(e: &etcd::Error) -> bool {
@@ -1117,6 +1851,8 @@ fn failure(e: etcd::Error) -> Error {
 mod tests {
     use super::*;
 
+    const ATTEMPT: AttemptId = AttemptId { client: 7, seq: 3 };
+
     #[test]
     fn urls_name_members() {
         assert_eq!(
@@ -1136,19 +1872,49 @@ mod tests {
     }
 
     #[test]
-    fn contenders_of_a_key_sort_inside_its_range_only() {
-        let (start, end) = range("a");
+    fn a_locks_line_holds_its_contenders_only() {
+        let keys = Keys::new("a", "x");
+        let (start, end) = keys.line();
         for val in ["x", "y", "a-long-value"] {
-            let c = contender("a", val);
-            assert!(c.as_str() >= start.as_str() && c.as_str() < end.as_str());
+            let c = Keys::new("a", val).contender;
+            assert!(c >= start && c < end, "{c:?}");
             assert_eq!(c.len(), "a".len() + 1 + 16);
+            assert_eq!(lock_name(c.as_bytes()), Some("a"));
+            assert_eq!(contender_hash("a", c.as_bytes()).map(str::len), Some(16));
         }
-        // Another lock whose name extends this one is outside the range.
-        let other = contender("a\u{1}b", "x");
-        assert!(other.as_str() >= end.as_str());
+        // Companion keys sort outside the line and are no contenders.
+        let claim = keys.claim(ATTEMPT);
+        let aborted = keys.aborted(ATTEMPT);
         let record = format!("a{RESOURCE_SUFFIX}");
-        assert!(record.as_str() >= end.as_str());
-        assert_eq!(contender("k", "v"), contender("k", "v"), "stable");
+        for other in [&claim, &aborted, &record] {
+            assert!(other.as_str() < start.as_str() || other.as_str() >= end.as_str());
+            assert_eq!(lock_name(other.as_bytes()), None, "{other:?}");
+        }
+        assert!(claim.starts_with(&keys.claims) && claim < keys.claims_end());
+        // Another lock whose name extends this one is outside the range.
+        let other = Keys::new("a\u{1}b", "x").contender;
+        assert!(other >= end);
+        assert_eq!(Keys::new("k", "v").contender, Keys::new("k", "v").contender);
+    }
+
+    #[test]
+    fn the_ranges_between_named_claims_cover_every_other_claim() {
+        let keys = Keys::new("k", "v");
+        let a = AttemptId { client: 1, seq: 9 };
+        let b = AttemptId { client: 1, seq: 10 };
+        let mut named = vec![keys.claim(a), keys.claim(b)];
+        named.sort_unstable();
+        let gaps = others_unclaimed(&keys, &named);
+        assert_eq!(gaps.len(), 3);
+        assert_eq!(others_unclaimed(&keys, &[]).len(), 1);
+    }
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"app:"), b"app;");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b""), b"\0");
+        assert_eq!(prefix_end(b"\xff"), b"\0");
     }
 
     #[test]

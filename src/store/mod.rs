@@ -28,8 +28,10 @@ pub(crate) trait Store {
     fn grant(&self, expiration: Duration) -> Result<Duration>;
 
     /// Take `key` for `val` unless another value holds it. Idempotent: if `val` already
-    /// holds it, re-arm the expiration and return the existing token. `attempt` names
-    /// this attempt so that it can be [aborted](Store::abort) if its outcome is unknown.
+    /// holds it, re-arm the expiration (never shortening it) and return the existing
+    /// token. `attempt` names this attempt: it becomes one of the key's *claims* (retired
+    /// by [`release`](Store::release) or [`abort`](Store::abort); the key is deleted once
+    /// none is left), and it can be aborted if its outcome is unknown.
     async fn acquire(
         &self,
         key: &str,
@@ -39,72 +41,62 @@ pub(crate) trait Store {
         timeout: Duration,
     ) -> Result<Acquire>;
 
-    /// Re-arm the expiration if `val` holds `key`. `false`: not held, nothing changed.
+    /// Re-arm the expiration (never shortening it) if `val` holds `key` in the
+    /// incarnation of fencing token `token`. `false`: not held (gone, another value, or
+    /// re-created since), nothing changed.
     async fn refresh(
         &self,
         key: &str,
         val: &str,
+        token: u64,
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool>;
 
-    /// [`refresh`](Store::refresh) by the holder of the acquisition that got `token`:
-    /// a store that can tell acquisitions of one value apart refuses a later one (etcd
-    /// compares the key's create revision). Default: as `refresh`.
-    async fn refresh_owned(
+    /// Retire a lock's `claims` (the attempts that armed it) if `val` holds `key`, and
+    /// delete the key once no claim is left (another acquire of the same value may still
+    /// hold it). `false`: none of the claims held the key, nothing changed.
+    async fn release(
         &self,
         key: &str,
         val: &str,
-        _token: u64,
-        expiration: Duration,
+        claims: &[AttemptId],
         timeout: Duration,
-    ) -> Result<bool> {
-        self.refresh(key, val, expiration, timeout).await
-    }
-
-    /// Delete `key` if `val` holds it. `false`: not held, nothing changed.
-    async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool>;
-
-    /// [`release`](Store::release) by the holder of the acquisition that got `token`
-    /// (see [`refresh_owned`](Store::refresh_owned)). Default: as `release`.
-    async fn release_owned(
-        &self,
-        key: &str,
-        val: &str,
-        _token: u64,
-        timeout: Duration,
-    ) -> Result<bool> {
-        self.release(key, val, timeout).await
-    }
+    ) -> Result<bool>;
 
     /// Give up on acquire `attempts` of `key` for `val` whose outcome is unknown (their
     /// caller stopped waiting, or their connection was replaced): any of them that
-    /// reaches the store later must be refused, and when `release` is set, the key is
-    /// deleted if `val` holds it (what one of them may have created).
+    /// reaches the store later is refused, their claims are retired, and the key is
+    /// deleted if `val` holds it and no claim is left (what they may have created, never
+    /// what another acquire of the value holds).
     async fn abort(
         &self,
         key: &str,
         val: &str,
         attempts: &[AttemptId],
-        release: bool,
         timeout: Duration,
     ) -> Result<()>;
 
-    /// Remaining time to live if `val` holds `key`; `None` if not held.
-    /// A key without expiry (set by hand) reports `Duration::MAX`.
-    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>>;
-
-    /// [`pttl`](Store::pttl) of the acquisition that got `token` (see
-    /// [`refresh_owned`](Store::refresh_owned)). Default: as `pttl`.
-    async fn pttl_owned(
+    /// Remaining time to live if `val` holds `key` in the incarnation of `token`; `None`
+    /// if not. A key without expiry (set by hand) reports `Duration::MAX`.
+    async fn pttl(
         &self,
         key: &str,
         val: &str,
-        _token: u64,
+        token: u64,
         timeout: Duration,
-    ) -> Result<Option<Duration>> {
-        self.pttl(key, val, timeout).await
-    }
+    ) -> Result<Option<Duration>>;
+
+    /// Delete `key` whoever holds it (an operator's decision). `false`: no lock there.
+    async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool>;
+
+    /// What an operator may see of the lock on `key`, if there is one. Each round trip
+    /// is bounded by `timeout`.
+    async fn inspect(&self, key: &str, timeout: Duration) -> Result<Option<Inspected>>;
+
+    /// Every lock whose key starts with `prefix`, walking the whole keyspace in steps
+    /// (never `KEYS`; on a cluster, every master), each round trip bounded by `timeout`.
+    async fn list(&self, prefix: &str, timeout: Duration) -> Result<Vec<Inspected>>;
 
     /// Fenced access to a resource; see [`Fence`].
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced>;
@@ -125,17 +117,24 @@ pub(crate) trait Store {
     }
 
     /// Whether a miss leaves the attempt's place in line in the store (etcd: its key,
-    /// queued behind the holder): then a `lock` call that ends without the lock must
-    /// withdraw it, with the abort of its attempts — including those that got an answer.
+    /// queued behind the holder, and the attempt's claim on it): then a `lock` call that
+    /// ends without the lock must withdraw it, by aborting its attempts — those that got
+    /// an answer too.
     fn queues(&self) -> bool {
         false
     }
+}
 
-    /// Whether every operation completes without waiting (an in-process store): then an
-    /// attempt's outcome is never unknown and nothing needs aborting.
-    fn answers_at_once(&self) -> bool {
-        false
-    }
+/// A lock as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Inspected {
+    /// The key, as the store knows it.
+    pub(crate) key: String,
+    /// `None`: no expiry (set by hand).
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) token: u64,
+    /// A digest of the holder's value (the value itself is a secret).
+    pub(crate) holder: String,
 }
 
 /// Outcome of one acquire attempt that reached the store.
@@ -183,14 +182,13 @@ pub(crate) struct Fence<'a> {
 pub(crate) type Fenced = std::result::Result<Option<String>, u64>;
 
 /// One of the supported stores.
-// One per client, behind its `Arc`: boxing the largest would add an indirection to every
-// call on the hot path and save nothing.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum Backend {
     Memory(memory::MemoryStore),
-    Redis(redis::RedisStore),
+    // Boxed: a network store's state is large, and a pointer away costs nothing next to
+    // a round trip.
+    Redis(Box<redis::RedisStore>),
     #[cfg(feature = "etcd")]
-    Etcd(etcd::EtcdStore),
+    Etcd(Box<etcd::EtcdStore>),
 }
 
 /// `dispatch!(backend, store => expression)`: the expression with `store` bound to the
@@ -237,45 +235,21 @@ impl Store for Backend {
         &self,
         key: &str,
         val: &str,
-        expiration: Duration,
-        timeout: Duration,
-    ) -> Result<bool> {
-        dispatch!(self, s => s.refresh(key, val, expiration, timeout).await)
-    }
-
-    async fn refresh_owned(
-        &self,
-        key: &str,
-        val: &str,
         token: u64,
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool> {
-        dispatch!(self, s => s.refresh_owned(key, val, token, expiration, timeout).await)
+        dispatch!(self, s => s.refresh(key, val, token, expiration, timeout).await)
     }
 
-    async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
-        dispatch!(self, s => s.release(key, val, timeout).await)
-    }
-
-    async fn release_owned(
+    async fn release(
         &self,
         key: &str,
         val: &str,
-        token: u64,
+        claims: &[AttemptId],
         timeout: Duration,
     ) -> Result<bool> {
-        dispatch!(self, s => s.release_owned(key, val, token, timeout).await)
-    }
-
-    async fn pttl_owned(
-        &self,
-        key: &str,
-        val: &str,
-        token: u64,
-        timeout: Duration,
-    ) -> Result<Option<Duration>> {
-        dispatch!(self, s => s.pttl_owned(key, val, token, timeout).await)
+        dispatch!(self, s => s.release(key, val, claims, timeout).await)
     }
 
     async fn abort(
@@ -283,14 +257,31 @@ impl Store for Backend {
         key: &str,
         val: &str,
         attempts: &[AttemptId],
-        release: bool,
         timeout: Duration,
     ) -> Result<()> {
-        dispatch!(self, s => s.abort(key, val, attempts, release, timeout).await)
+        dispatch!(self, s => s.abort(key, val, attempts, timeout).await)
     }
 
-    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
-        dispatch!(self, s => s.pttl(key, val, timeout).await)
+    async fn pttl(
+        &self,
+        key: &str,
+        val: &str,
+        token: u64,
+        timeout: Duration,
+    ) -> Result<Option<Duration>> {
+        dispatch!(self, s => s.pttl(key, val, token, timeout).await)
+    }
+
+    async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool> {
+        dispatch!(self, s => s.force_release(key, timeout).await)
+    }
+
+    async fn inspect(&self, key: &str, timeout: Duration) -> Result<Option<Inspected>> {
+        dispatch!(self, s => s.inspect(key, timeout).await)
+    }
+
+    async fn list(&self, prefix: &str, timeout: Duration) -> Result<Vec<Inspected>> {
+        dispatch!(self, s => s.list(prefix, timeout).await)
     }
 
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced> {
@@ -307,9 +298,5 @@ impl Store for Backend {
 
     fn queues(&self) -> bool {
         dispatch!(self, s => s.queues())
-    }
-
-    fn answers_at_once(&self) -> bool {
-        dispatch!(self, s => s.answers_at_once())
     }
 }

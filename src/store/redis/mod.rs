@@ -14,7 +14,7 @@ use redis::{FromRedisValue, RedisError, Value};
 
 use self::conn::{Conn, Connection, Source};
 use self::notify::{Notifier, Publish, Subscriber};
-use super::{Acquire, AttemptId, Fence, Fenced, Store};
+use super::{Acquire, AttemptId, Fence, Fenced, Inspected, Store};
 use crate::error::StoreError;
 use crate::wake::Watch;
 use crate::{Error, Result};
@@ -32,6 +32,9 @@ pub(crate) struct Options {
     pub(crate) notify: bool,
     /// The client for the subscriber connection of a store on a user's connection.
     pub(crate) notifier: Option<redis::Client>,
+    /// How long the client's key prefix is (every key starts with it): it names the
+    /// namespace of shared fence counters.
+    pub(crate) prefix_len: usize,
     #[cfg(feature = "tls")]
     pub(crate) tls_root_certificate: Option<Vec<u8>>,
 }
@@ -41,6 +44,7 @@ pub(crate) struct RedisStore {
     min_replicas: Option<(u32, Duration)>,
     /// Release notifications (`None`: off, or no way to subscribe).
     notifier: Option<Notifier>,
+    prefix_len: usize,
 }
 
 impl RedisStore {
@@ -58,7 +62,7 @@ impl RedisStore {
         let manager = connect(&client, &config, options.connect_timeout).await?;
         let notifier = options
             .notify
-            .then(|| Notifier::new(Publish::Plain, Subscriber::Single(client.clone())));
+            .then(|| Notifier::new(Publish::Plain, Subscriber::Single(Box::new(client.clone()))));
         let store = RedisStore {
             conn: Conn::new(
                 Connection::Single(manager),
@@ -66,6 +70,7 @@ impl RedisStore {
             ),
             min_replicas: options.min_replicas,
             notifier,
+            prefix_len: options.prefix_len,
         };
         Ok((store, target))
     }
@@ -75,7 +80,7 @@ impl RedisStore {
         let notifier = match &options.notifier {
             Some(client) if options.notify => Some(Notifier::new(
                 Publish::Plain,
-                Subscriber::Single(client.clone()),
+                Subscriber::Single(Box::new(client.clone())),
             )),
             _ => None,
         };
@@ -83,6 +88,7 @@ impl RedisStore {
             conn: Conn::new(Connection::Single(conn), Source::User),
             min_replicas: options.min_replicas,
             notifier,
+            prefix_len: options.prefix_len,
         }
     }
 
@@ -144,7 +150,7 @@ impl RedisStore {
         let mut store = RedisStore::from_cluster(conn, options);
         store.notifier = options
             .notify
-            .then(|| Notifier::new(Publish::Sharded, Subscriber::Cluster(subscriber)));
+            .then(|| Notifier::new(Publish::Sharded, Subscriber::Cluster(Box::new(subscriber))));
         Ok((store, target))
     }
 
@@ -159,6 +165,7 @@ impl RedisStore {
             min_replicas: options.min_replicas,
             // A user's cluster connection: its nodes are not known here to subscribe.
             notifier: None,
+            prefix_len: options.prefix_len,
         }
     }
 
@@ -213,6 +220,7 @@ impl RedisStore {
             // A subscriber would not follow a failover: waiters poll, and wake when the
             // holder's lease runs out.
             notifier: None,
+            prefix_len: options.prefix_len,
         };
         Ok((store, target))
     }
@@ -253,23 +261,73 @@ const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 10;
 #[cfg(feature = "cluster")]
 const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 100;
 
-/// The first connection: one direct attempt (so that a wrong password or an untrusted
-/// certificate is reported at once, instead of after the manager's retries), then the
-/// manager.
+/// The first connection: one direct attempt and one `PING` (so that a missing or wrong
+/// password, an untrusted certificate or a port that is not Redis is reported by `open`,
+/// not by the first lock), then the manager.
 async fn connect(
     client: &redis::Client,
     config: &redis::aio::ConnectionManagerConfig,
     connect_timeout: Duration,
 ) -> Result<ConnectionManager> {
+    let target = client.get_connection_info().addr().to_string();
     let probe = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(connect_timeout))
         .set_response_timeout(Some(connect_timeout));
-    drop(
-        client
+    let ping = async {
+        let mut conn = client
             .get_multiplexed_async_connection_with_config(&probe)
-            .await?,
-    );
-    Ok(ConnectionManager::new_with_config(client.clone(), config.clone()).await?)
+            .await?;
+        redis::cmd("PING").query_async::<()>(&mut conn).await
+    };
+    ping.await.map_err(|e| unreachable(&target, e))?;
+    ConnectionManager::new_with_config(client.clone(), config.clone())
+        .await
+        .map_err(|e| unreachable(&target, e))
+}
+
+/// A first connection that failed, in words that name the server (`host:port`, never
+/// the password) and say what the failure usually means. A connect timeout is
+/// [`Error::Timeout`], like every other timeout.
+fn unreachable(target: &str, e: RedisError) -> Error {
+    use redis::ErrorKind;
+    if e.is_timeout() {
+        return Error::Timeout;
+    }
+    if e.is_io_error() {
+        // Keeps what the error's kind tells: `is_connection_refusal()` and the like still
+        // work.
+        let kind = if e.is_connection_refusal() {
+            std::io::ErrorKind::ConnectionRefused
+        } else if e.is_connection_dropped() {
+            std::io::ErrorKind::ConnectionReset
+        } else {
+            std::io::ErrorKind::Other
+        };
+        let named = std::io::Error::new(kind, format!("cannot connect to {target}: {e}"));
+        return Error::Redis(named.into());
+    }
+    let said = |kind, what: &'static str, detail: String| Error::Redis((kind, what, detail).into());
+    match e.kind() {
+        ErrorKind::Parse => said(
+            ErrorKind::Parse,
+            "not a Redis server",
+            format!(
+                "{target} did not answer in the Redis protocol: is it the right port? \
+                 (a TLS port needs rediss://)"
+            ),
+        ),
+        ErrorKind::AuthenticationFailed => said(
+            ErrorKind::AuthenticationFailed,
+            "authentication failed",
+            format!("{target} refused the username or password in the URL"),
+        ),
+        _ if e.code() == Some("NOAUTH") => said(
+            ErrorKind::AuthenticationFailed,
+            "authentication required",
+            format!("{target} requires a password: put it in the URL (redis://:password@host/)"),
+        ),
+        _ => Error::Redis(e),
+    }
 }
 
 /// redis-rs' own messages about a configuration may quote a URL (and its password): say
@@ -322,7 +380,7 @@ impl Store for RedisStore {
         attempt: AttemptId,
         timeout: Duration,
     ) -> Result<Acquire> {
-        let cmd = scripts::acquire(key, val, expiration, attempt);
+        let cmd = scripts::acquire(key, self.prefix_len, val, expiration, attempt);
         let (reply, short): (Value, _) = self.write(&scripts::ACQUIRE, &cmd, timeout).await?;
         match reply {
             Value::Int(0) => Ok(Acquire::Held(None)),
@@ -353,19 +411,29 @@ impl Store for RedisStore {
         &self,
         key: &str,
         val: &str,
+        token: u64,
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool> {
-        let cmd = scripts::refresh(key, val, expiration);
-        Ok(self
-            .conn
-            .run::<i64>(&scripts::REFRESH, &cmd, timeout)
-            .await?
-            == 1)
+        let cmd = scripts::refresh(key, val, token, expiration);
+        let (refreshed, short): (i64, _) = self.write(&scripts::REFRESH, &cmd, timeout).await?;
+        if refreshed != 1 {
+            return Ok(false);
+        }
+        match short {
+            Some(e) => Err(e),
+            None => Ok(true),
+        }
     }
 
-    async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
-        let cmd = scripts::release(key, val, self.publish());
+    async fn release(
+        &self,
+        key: &str,
+        val: &str,
+        claims: &[AttemptId],
+        timeout: Duration,
+    ) -> Result<bool> {
+        let cmd = scripts::release(key, val, claims, self.publish());
         Ok(self
             .conn
             .run::<i64>(&scripts::RELEASE, &cmd, timeout)
@@ -378,22 +446,69 @@ impl Store for RedisStore {
         key: &str,
         val: &str,
         attempts: &[AttemptId],
-        release: bool,
         timeout: Duration,
     ) -> Result<()> {
-        let cmd = scripts::abort(key, val, attempts, release, self.publish());
+        let cmd = scripts::abort(key, val, attempts, self.publish());
         self.conn.run::<i64>(&scripts::ABORT, &cmd, timeout).await?;
         Ok(())
     }
 
-    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
-        let cmd = scripts::pttl(key, val);
+    async fn pttl(
+        &self,
+        key: &str,
+        val: &str,
+        token: u64,
+        timeout: Duration,
+    ) -> Result<Option<Duration>> {
+        let cmd = scripts::pttl(key, val, token);
         let ms: i64 = self.conn.run(&scripts::PTTL, &cmd, timeout).await?;
         Ok(match ms {
             -1 => Some(Duration::MAX),
             ms if ms >= 0 => Some(Duration::from_millis(ms as u64)),
             _ => None,
         })
+    }
+
+    async fn inspect(&self, key: &str, timeout: Duration) -> Result<Option<Inspected>> {
+        let cmd = scripts::inspect(key);
+        let reply: Option<(String, i64, Value)> =
+            self.conn.run(&scripts::INSPECT, &cmd, timeout).await?;
+        let Some((holder, ms, token)) = reply else {
+            return Ok(None);
+        };
+        Ok(Some(Inspected {
+            key: key.to_owned(),
+            ttl: u64::try_from(ms).ok().map(Duration::from_millis),
+            token: token_from(token)?,
+            holder,
+        }))
+    }
+
+    async fn list(&self, prefix: &str, timeout: Duration) -> Result<Vec<Inspected>> {
+        let keys = self
+            .conn
+            .scan(&format!("{}*", glob_escape(prefix)), timeout)
+            .await?;
+        let mut locks = Vec::new();
+        // A few at a time: a listing must not crowd out the locks' own traffic.
+        for batch in keys.chunks(64) {
+            let inspected =
+                futures::future::join_all(batch.iter().map(|key| self.inspect(key, timeout))).await;
+            for lock in inspected {
+                locks.extend(lock?);
+            }
+        }
+        locks.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(locks)
+    }
+
+    async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool> {
+        let cmd = scripts::force_release(key, self.publish());
+        Ok(self
+            .conn
+            .run::<i64>(&scripts::FORCE_RELEASE, &cmd, timeout)
+            .await?
+            == 1)
     }
 
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced> {
@@ -406,6 +521,18 @@ impl Store for RedisStore {
         }
         Ok(Err(token_from(payload)?))
     }
+}
+
+/// `text` as a `SCAN MATCH` pattern that matches it literally.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A token from a script: an integer, or decimal text where a Lua number would have
@@ -428,9 +555,11 @@ fn token_from(reply: Value) -> Result<u64> {
 }
 
 /// Whether another attempt could succeed where this one failed: connection-level
-/// failures a retry (possibly after a reconnect) can fix, and a server that is loading,
-/// failing over or asks to try again. Authentication, permission, wrong-type and script
-/// errors are not transient: retrying cannot fix them.
+/// failures a retry (possibly after a reconnect) can fix, a server that is loading,
+/// failing over or asks to try again, and a cluster redirect redis-rs gave up following
+/// (`MOVED`/`ASK` while the slot map settles after a failover or a resharding).
+/// Authentication, permission, wrong-type and script errors are not transient: retrying
+/// cannot fix them.
 pub(crate) fn is_transient(e: &RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
     if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
@@ -440,6 +569,8 @@ pub(crate) fn is_transient(e: &RedisError) -> bool {
         e.kind(),
         ErrorKind::Server(
             ServerErrorKind::BusyLoading
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask
                 | ServerErrorKind::TryAgain
                 | ServerErrorKind::ClusterDown
                 | ServerErrorKind::MasterDown
@@ -451,6 +582,12 @@ pub(crate) fn is_transient(e: &RedisError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scan_patterns_match_the_prefix_literally() {
+        assert_eq!(glob_escape("app:"), "app:");
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
 
     #[test]
     fn tokens_come_as_integers_or_exact_text() {

@@ -43,12 +43,10 @@ impl Publish {
 }
 
 /// Where the subscriber connection goes.
-// One per client, built once: the size of the cluster builder costs nothing.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum Subscriber {
-    Single(redis::Client),
+    Single(Box<redis::Client>),
     #[cfg(feature = "cluster")]
-    Cluster(redis::cluster::ClusterClientBuilder),
+    Cluster(Box<redis::cluster::ClusterClientBuilder>),
 }
 
 pub(crate) struct Notifier {

@@ -1,0 +1,377 @@
+//! The conformance cases through the async API: every line of the contract's
+//! "Semantics users rely on", written once and run on every store by `conformance!`.
+//! Each case gets a store of its own (or its own key prefix on a shared one).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use leasehold::{Client, Error, FixedInterval, NoRetry, NonFixedInterval, RetryStrategy};
+
+const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
+
+pub async fn acquire_then_contention_is_not_obtained(c: &Client) {
+    let lock = c.try_lock("k", "a", 10 * SEC).await.unwrap();
+    assert_eq!((lock.key(), lock.value()), ("k", "a"));
+    let err = c.try_lock("k", "b", 10 * SEC).await.unwrap_err();
+    assert!(err.is_not_obtained(), "{err:?}");
+    let err = c
+        .lock("k", "b", 10 * SEC, SEC, FixedInterval::new(5 * MS, 3))
+        .await
+        .unwrap_err();
+    assert!(err.is_not_obtained(), "{err:?}");
+    // Another key is independent.
+    let _held_until_expiry = c.try_lock("other", "b", 10 * SEC).await.unwrap();
+}
+
+pub async fn same_value_reacquires_rearms_and_keeps_its_token(c: &Client) {
+    let first = c.try_lock("k", "a", SEC).await.unwrap();
+    tokio::time::sleep(300 * MS).await;
+    let before = first.ttl().await.unwrap().unwrap();
+    assert!(before <= 700 * MS, "{before:?}");
+    let again = c.try_lock("k", "a", 10 * SEC).await.unwrap();
+    assert_eq!(again.fencing_token(), first.fencing_token());
+    let after = first.ttl().await.unwrap().unwrap();
+    assert!(after > 9 * SEC, "re-armed to the new expiration: {after:?}");
+}
+
+pub async fn fencing_tokens_rise_across_acquisitions_and_survive_expiry(c: &Client) {
+    let mut last = 0;
+    for i in 0..5 {
+        let lock = c.try_lock("k", &format!("v{i}"), 10 * SEC).await.unwrap();
+        assert!(
+            lock.fencing_token() > last,
+            "{} after {last}",
+            lock.fencing_token()
+        );
+        last = lock.fencing_token();
+        lock.unlock().await.unwrap();
+    }
+    // Let one expire instead of unlocking it: the counter outlives the lock key.
+    let expiring = c.try_lock("k", "short", 50 * MS).await.unwrap();
+    assert!(expiring.fencing_token() > last);
+    last = expiring.fencing_token();
+    tokio::time::sleep(120 * MS).await;
+    let next = c.try_lock("k", "after-expiry", 10 * SEC).await.unwrap();
+    assert!(next.fencing_token() > last);
+    // Tokens are per key.
+    let fresh = c.try_lock("another-key", "v", 10 * SEC).await.unwrap();
+    assert_eq!(fresh.fencing_token(), 1);
+}
+
+pub async fn refresh_rearms_the_original_expiration(c: &Client) {
+    let lock = c.try_lock("k", "a", SEC).await.unwrap();
+    tokio::time::sleep(400 * MS).await;
+    assert!(lock.ttl().await.unwrap().unwrap() <= 600 * MS);
+    lock.refresh().await.unwrap();
+    let ttl = lock.ttl().await.unwrap().unwrap();
+    assert!(ttl > 900 * MS && ttl <= SEC, "{ttl:?}");
+    assert!(lock.valid_for().unwrap() > 900 * MS);
+}
+
+pub async fn refresh_after_loss_is_not_held_and_leaves_the_new_owner_alone(c: &Client) {
+    let lock = c.try_lock("k", "a", 50 * MS).await.unwrap();
+    tokio::time::sleep(100 * MS).await;
+    let owner = c.try_lock("k", "b", 10 * SEC).await.unwrap();
+    let owner_ttl = owner.ttl().await.unwrap().unwrap();
+    assert!(lock.refresh().await.unwrap_err().is_not_held());
+    assert_eq!(lock.valid_for(), None, "a confirmed loss ends validity");
+    tokio::time::timeout(SEC, lock.lost())
+        .await
+        .expect("lost fires");
+    let still = owner.ttl().await.unwrap().unwrap();
+    assert!(
+        still <= owner_ttl && still > 9 * SEC,
+        "untouched: {still:?}"
+    );
+    assert!(lock.unlock().await.unwrap_err().is_not_held());
+    owner
+        .refresh()
+        .await
+        .expect("the new owner still holds the key");
+}
+
+pub async fn ttl_reports_remaining_time_and_none_when_not_held(c: &Client) {
+    let lock = c.try_lock("k", "a", 2 * SEC).await.unwrap();
+    let ttl = lock.ttl().await.unwrap().unwrap();
+    assert!(ttl > SEC && ttl <= 2 * SEC, "{ttl:?}");
+    let short = c.try_lock("s", "a", 30 * MS).await.unwrap();
+    tokio::time::sleep(80 * MS).await;
+    assert_eq!(short.ttl().await.unwrap(), None);
+}
+
+pub async fn unlock_releases_and_a_stale_unlock_is_not_held(c: &Client) {
+    let lock = c.try_lock("k", "a", 10 * SEC).await.unwrap();
+    lock.unlock().await.unwrap();
+    let next = c.try_lock("k", "b", 10 * SEC).await.unwrap();
+    // A stale holder (same key, other value) cannot release the new owner.
+    let stale = c.try_lock("k2", "x", 30 * MS).await.unwrap();
+    tokio::time::sleep(80 * MS).await;
+    let owner2 = c.try_lock("k2", "y", 10 * SEC).await.unwrap();
+    assert!(stale.unlock().await.unwrap_err().is_not_held());
+    assert!(owner2.ttl().await.unwrap().is_some());
+    next.unlock().await.unwrap();
+}
+
+pub async fn retry_waits_until_the_holder_releases(c: &Client) {
+    let holder = c.try_lock("k", "a", 10 * SEC).await.unwrap();
+    let releaser = tokio::spawn(async move {
+        tokio::time::sleep(150 * MS).await;
+        holder.unlock().await.unwrap();
+    });
+    let started = std::time::Instant::now();
+    let lock = c
+        .lock("k", "b", 10 * SEC, SEC, FixedInterval::new(20 * MS, 100))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= 140 * MS);
+    assert_eq!(lock.value(), "b");
+    releaser.await.unwrap();
+}
+
+pub async fn contention_exhausts_the_strategy_with_no_sleep_after_the_last_attempt(c: &Client) {
+    let _holder = c.try_lock("k", "a", 30 * SEC).await.unwrap();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let strategy = Counting {
+        inner: FixedInterval::new(100 * MS, 2),
+        asked: asked.clone(),
+    };
+    let started = std::time::Instant::now();
+    let err = c.lock("k", "b", 30 * SEC, SEC, strategy).await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(err.is_not_obtained(), "{err:?}");
+    // Three attempts, asked for a delay after each: two delays, then `None`.
+    assert_eq!(asked.load(Ordering::SeqCst), 3);
+    assert!(elapsed >= 200 * MS, "{elapsed:?}");
+    assert!(
+        elapsed < 290 * MS,
+        "slept after the last attempt? {elapsed:?}"
+    );
+}
+
+pub async fn iterators_and_custom_strategies_plug_in(c: &Client) {
+    let _holder = c.try_lock("k", "a", 30 * SEC).await.unwrap();
+    let delays = vec![MS, 2 * MS, 3 * MS];
+    let err = c
+        .lock("k", "b", SEC, SEC, delays.into_iter())
+        .await
+        .unwrap_err();
+    assert!(err.is_not_obtained());
+    let boxed: Box<dyn RetryStrategy> = Box::new(NonFixedInterval::new(2 * MS, 3));
+    assert!(
+        c.lock("k", "b", SEC, SEC, boxed)
+            .await
+            .unwrap_err()
+            .is_not_obtained()
+    );
+    let err = c
+        .lock("k", "b", SEC, SEC, std::iter::repeat_n(MS, 2))
+        .await
+        .unwrap_err();
+    assert!(err.is_not_obtained());
+}
+
+pub async fn bad_input_is_rejected_before_any_io(c: &Client) {
+    let bad: [(&str, &str, Duration, Duration, &str); 7] = [
+        ("", "v", SEC, SEC, "key"),
+        ("k", "", SEC, SEC, "val"),
+        ("k", "v", Duration::ZERO, SEC, "expiration"),
+        ("k", "v", Duration::from_micros(999), SEC, "expiration"),
+        ("k", "v", Duration::MAX, SEC, "expiration"),
+        ("k", "v", SEC, Duration::ZERO, "timeout"),
+        ("k", "v", SEC, Duration::MAX, "timeout"),
+    ];
+    for (key, val, expiration, timeout, name) in bad {
+        match c.lock(key, val, expiration, timeout, NoRetry).await {
+            Err(Error::InvalidArgument(msg)) => assert!(msg.starts_with(name), "{msg}"),
+            other => panic!("{name}: expected InvalidArgument, got {other:?}"),
+        }
+    }
+    assert!(
+        c.try_lock("", "v", SEC)
+            .await
+            .unwrap_err()
+            .is_invalid_argument()
+    );
+    // Nothing was written.
+    let lock = c.try_lock("k", "probe", SEC).await.unwrap();
+    assert_eq!(lock.fencing_token(), 1);
+}
+
+pub async fn many_tasks_never_hold_one_key_at_once(c: &Client) {
+    let overlaps = exclusion_workload(12, 5, |worker| {
+        let c = c.clone();
+        async move {
+            c.lock(
+                "shared",
+                &format!("worker-{worker}"),
+                10 * SEC,
+                SEC,
+                NonFixedInterval::new(2 * MS, 10_000),
+            )
+            .await
+            .unwrap()
+        }
+    })
+    .await;
+    assert_eq!(overlaps, 0);
+}
+
+pub async fn debug_output_never_shows_the_lock_value(c: &Client) {
+    let secret = "s3cr3t-lock-value";
+    let lock = c.try_lock("k", secret, SEC).await.unwrap();
+    let renewal = lock.auto_refresh(100 * MS, SEC, 100 * MS, 3).unwrap();
+    for shown in [
+        format!("{lock:?}"),
+        format!("{renewal:?}"),
+        format!("{c:?}"),
+        format!("{:?}", c.try_lock("k", "other", SEC).await.unwrap_err()),
+    ] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    assert!(format!("{lock:?}").contains("fencing_token"));
+}
+
+struct Counting<S> {
+    inner: S,
+    asked: Arc<AtomicUsize>,
+}
+
+impl<S: RetryStrategy> RetryStrategy for Counting<S> {
+    fn next_delay(&mut self) -> Option<Duration> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        self.inner.next_delay()
+    }
+}
+
+/// Runs `workers` tasks that each take the lock `rounds` times through `acquire`, hold it
+/// for a moment, and unlock. Returns how many times a task entered the critical section
+/// while another was inside it.
+pub async fn inspection_lists_locks_by_prefix_and_force_release_frees_them(c: &Client) {
+    let a = c.try_lock("jobs:a", "secret-a", 30 * SEC).await.unwrap();
+    let b = c
+        .try_lock("jobs:{t}:b", "secret-b", 30 * SEC)
+        .await
+        .unwrap();
+    let _other = c.try_lock("reports:x", "v", 30 * SEC).await.unwrap();
+    // Companion keys (counters, claims) and fenced resources are not locks.
+    a.fenced_set("jobs:row", "x").await.unwrap();
+    let listed = c.list("jobs:").await.unwrap();
+    let keys: Vec<&str> = listed.iter().map(|l| l.key()).collect();
+    assert_eq!(keys, ["jobs:a", "jobs:{t}:b"]);
+    assert_eq!(listed[0].fencing_token(), a.fencing_token());
+    assert_eq!(listed[1].fencing_token(), b.fencing_token());
+    let ttl = listed[0].ttl().unwrap();
+    assert!(ttl > 29 * SEC && ttl <= 30 * SEC, "{ttl:?}");
+    assert_ne!(listed[0].holder(), listed[1].holder());
+    for shown in [format!("{listed:?}"), listed[0].holder().to_owned()] {
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+    let info = c.inspect("jobs:a").await.unwrap().expect("held");
+    assert_eq!(
+        (info.key(), info.fencing_token(), info.holder()),
+        (
+            listed[0].key(),
+            listed[0].fencing_token(),
+            listed[0].holder()
+        )
+    );
+    assert_eq!(c.inspect("jobs:none").await.unwrap(), None);
+    assert_eq!(c.inspect("jobs:row").await.unwrap(), None, "not a lock");
+    assert!(c.force_release("jobs:a").await.unwrap());
+    assert!(!c.force_release("jobs:a").await.unwrap());
+    assert!(a.refresh().await.unwrap_err().is_not_held());
+    let next = c.try_lock("jobs:a", "next", 30 * SEC).await.unwrap();
+    assert!(next.fencing_token() > info.fencing_token());
+}
+
+pub async fn exclusion_workload<F, Fut>(workers: usize, rounds: usize, acquire: F) -> usize
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = leasehold::Lock> + Send + 'static,
+{
+    let inside = Arc::new(AtomicUsize::new(0));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let (inside, overlaps) = (inside.clone(), overlaps.clone());
+        let acquires: Vec<Fut> = (0..rounds).map(|_| acquire(worker)).collect();
+        tasks.push(tokio::spawn(async move {
+            for acquiring in acquires {
+                let lock = acquiring.await;
+                if inside.fetch_add(1, Ordering::SeqCst) != 0 {
+                    overlaps.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+                lock.unlock().await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("workload finished in time")
+            .unwrap();
+    }
+    overlaps.load(Ordering::SeqCst)
+}
+
+pub async fn lock_requests_take_named_options_and_keep_a_renewed_lock(c: &Client) {
+    let first = c
+        .lock_request("k")
+        .expiration(10 * SEC)
+        .attempt_timeout(2 * SEC)
+        .acquire()
+        .await
+        .unwrap();
+    assert_eq!((first.expiration(), first.timeout()), (10 * SEC, 2 * SEC));
+    // A fresh random value per request: a second one contends.
+    assert_eq!(first.value().len(), 32);
+    let err = c.lock_request("k").acquire().await.unwrap_err();
+    assert!(err.is_not_obtained(), "{err:?}");
+    assert!(!format!("{:?}", c.lock_request("k").value("secret-v")).contains("secret-v"));
+    // The retry strategy waits for the holder.
+    let waiter = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.lock_request("k")
+                .value("second")
+                .retry(FixedInterval::new(20 * MS, 200))
+                .acquire()
+                .await
+        })
+    };
+    tokio::time::sleep(100 * MS).await;
+    first.unlock().await.unwrap();
+    let second = waiter.await.unwrap().unwrap();
+    assert_eq!(second.value(), "second");
+    second.unlock().await.unwrap();
+
+    // Renewed: held well past its expiration, until unlocked.
+    let (lock, mut renewal) = c
+        .lock_request("renewed")
+        .expiration(600 * MS)
+        .acquire_renewed()
+        .await
+        .unwrap();
+    tokio::time::sleep(1500 * MS).await;
+    assert!(renewal.try_error().is_none());
+    assert!(
+        lock.ttl().await.unwrap().is_some(),
+        "renewed past its expiration"
+    );
+    assert!(lock.valid_for().is_some());
+    lock.unlock().await.unwrap();
+    assert_eq!(renewal.error().await.map(|e| e.to_string()), None);
+    let _held_until_expiry = c.try_lock("renewed", "next", SEC).await.unwrap();
+
+    let err = c
+        .lock_request("tiny")
+        .expiration(2 * MS)
+        .acquire_renewed()
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_argument(), "{err:?}");
+}
