@@ -27,12 +27,15 @@ pub const TASKS: usize = 4;
 pub const ROUNDS: usize = 8;
 const WORKER_ENV: &str = "LEASEHOLD_HISTORY_WORKER";
 
-/// Where the workload runs: one Redis server, or a cluster (the counter and the history
-/// list live there too).
+/// Where the workload runs: one Redis server, a cluster, or etcd (the counter and the
+/// history live there too).
 #[derive(Debug, Clone)]
 pub enum Target {
     Redis(String),
     Cluster(Vec<String>),
+    /// `etcd://host:port`, and a namespace on it (the lock client's key prefix, and the
+    /// start of the counter's and the records' keys): the binary's one server is shared.
+    Etcd(String, String),
 }
 
 impl Target {
@@ -40,6 +43,7 @@ impl Target {
         match self {
             Target::Redis(url) => format!("redis={url}"),
             Target::Cluster(urls) => format!("cluster={}", urls.join(",")),
+            Target::Etcd(url, namespace) => format!("etcd={url}|{namespace}"),
         }
     }
 
@@ -48,6 +52,10 @@ impl Target {
             Some(("redis", url)) => Target::Redis(url.to_owned()),
             Some(("cluster", urls)) => {
                 Target::Cluster(urls.split(',').map(str::to_owned).collect())
+            }
+            Some(("etcd", target)) => {
+                let (url, namespace) = target.split_once('|').expect("etcd=URL|NAMESPACE");
+                Target::Etcd(url.to_owned(), namespace.to_owned())
             }
             _ => panic!("bad history target {spec:?}"),
         }
@@ -63,6 +71,11 @@ impl Target {
             }
             #[cfg(not(feature = "cluster"))]
             Target::Cluster(_) => unreachable!("the cluster feature is off"),
+            Target::Etcd(url, namespace) => Client::builder()
+                .key_prefix(namespace.as_str())
+                .open(url)
+                .await
+                .unwrap(),
         }
     }
 
@@ -82,6 +95,15 @@ impl Target {
                     .await
                     .unwrap(),
             ),
+            #[cfg(feature = "etcd")]
+            Target::Etcd(url, namespace) => Data::Etcd(
+                etcd_client::Client::connect([url.trim_start_matches("etcd://")], None)
+                    .await
+                    .unwrap(),
+                namespace.clone(),
+            ),
+            #[cfg(not(feature = "etcd"))]
+            Target::Etcd(..) => unreachable!("the etcd feature is off"),
         }
     }
 }
@@ -90,40 +112,70 @@ impl Target {
 enum Data {
     Single(redis::aio::MultiplexedConnection),
     Cluster(redis::cluster_async::ClusterConnection),
+    /// The counter under `NAMESPACE history-counter`, each record a key under
+    /// `NAMESPACE history/`.
+    #[cfg(feature = "etcd")]
+    Etcd(etcd_client::Client, String),
 }
 
 impl Data {
     async fn counter(&mut self) -> i64 {
         let n: Option<i64> = match self {
-            Data::Single(c) => c.get("history-counter").await,
-            Data::Cluster(c) => c.get("history-counter").await,
-        }
-        .unwrap();
+            Data::Single(c) => c.get("history-counter").await.unwrap(),
+            Data::Cluster(c) => c.get("history-counter").await.unwrap(),
+            #[cfg(feature = "etcd")]
+            Data::Etcd(c, ns) => c
+                .get(format!("{ns}history-counter"), None)
+                .await
+                .unwrap()
+                .kvs()
+                .first()
+                .map(|kv| kv.value_str().unwrap().parse().unwrap()),
+        };
         n.unwrap_or(0)
     }
 
     async fn set_counter(&mut self, n: i64) {
-        let () = match self {
-            Data::Single(c) => c.set("history-counter", n).await,
-            Data::Cluster(c) => c.set("history-counter", n).await,
+        match self {
+            Data::Single(c) => c.set::<_, _, ()>("history-counter", n).await.unwrap(),
+            Data::Cluster(c) => c.set::<_, _, ()>("history-counter", n).await.unwrap(),
+            #[cfg(feature = "etcd")]
+            Data::Etcd(c, ns) => {
+                let key = format!("{ns}history-counter");
+                c.put(key, n.to_string(), None).await.unwrap();
+            }
         }
-        .unwrap();
     }
 
     async fn record(&mut self, line: String) {
-        let () = match self {
-            Data::Single(c) => c.rpush("history", line).await,
-            Data::Cluster(c) => c.rpush("history", line).await,
+        match self {
+            Data::Single(c) => c.rpush::<_, _, ()>("history", line).await.unwrap(),
+            Data::Cluster(c) => c.rpush::<_, _, ()>("history", line).await.unwrap(),
+            #[cfg(feature = "etcd")]
+            Data::Etcd(c, ns) => {
+                let key = format!("{ns}history/{}", leasehold::random_value());
+                c.put(key, line, None).await.unwrap();
+            }
         }
-        .unwrap();
     }
 
     async fn records(&mut self) -> Vec<String> {
         match self {
-            Data::Single(c) => c.lrange("history", 0, -1).await,
-            Data::Cluster(c) => c.lrange("history", 0, -1).await,
+            Data::Single(c) => c.lrange("history", 0, -1).await.unwrap(),
+            Data::Cluster(c) => c.lrange("history", 0, -1).await.unwrap(),
+            #[cfg(feature = "etcd")]
+            Data::Etcd(c, ns) => c
+                .get(
+                    format!("{ns}history/"),
+                    Some(etcd_client::GetOptions::new().with_prefix()),
+                )
+                .await
+                .unwrap()
+                .kvs()
+                .iter()
+                .map(|kv| kv.value_str().unwrap().to_owned())
+                .collect(),
         }
-        .unwrap()
     }
 }
 

@@ -10,15 +10,23 @@
 //! ```
 //!
 //! Each case gets a store of its own: a fresh server, a memory store of its own, or — on
-//! an engine shared by the test binary (a cluster, a sentinel-managed master) — a key
-//! prefix of its own (`ClientBuilder::key_prefix`), so that no two cases see each
+//! an engine shared by the test binary (a cluster, a sentinel-managed master, etcd) — a
+//! key prefix of its own (`ClientBuilder::key_prefix`), so that no two cases see each
 //! other's keys. The store constructors below are named after the store.
+//!
+//! Where the contract lets a store differ, a case checks the store's documented
+//! behaviour, read from the client by [`Traits::of`]: etcd grants whole seconds (so a
+//! 50 ms expiration lasts 1 s there, and the case waits out `Lock::expiration()`, plus
+//! the server's expiry sweep), reports `ttl()` in whole seconds rounded down, and its
+//! tokens are revisions shared by every key. Every other store is checked to the
+//! millisecond, as before.
 
 pub mod blocking_cases;
 pub mod cases;
 pub mod history;
 
 use std::any::Any;
+use std::fmt::Debug;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::thread;
@@ -60,6 +68,77 @@ pub fn bounded<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send 
         Ok(Ok(value)) => value,
         Ok(Err(payload)) => panic::resume_unwind(payload),
         Err(_) => panic!("the test did not finish within {limit:?}"),
+    }
+}
+
+/// How a store differs where the contract lets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Traits {
+    /// Expirations are granted in whole seconds (rounded up: `Lock::expiration()` says
+    /// what was granted) and `ttl()` counts whole seconds, rounded down.
+    pub whole_seconds: bool,
+    /// How long an expired key may still be there before the store deletes it.
+    pub expiry_lag: Duration,
+    /// Each key counts its own tokens from 1 (else: one counter for every key).
+    pub tokens_per_key: bool,
+}
+
+/// Redis, Redis Cluster, Sentinel, memory: milliseconds, per-key tokens.
+pub const MILLISECONDS: Traits = Traits {
+    whole_seconds: false,
+    expiry_lag: Duration::from_millis(20),
+    tokens_per_key: true,
+};
+
+/// etcd: leases of whole seconds, deleted by the server's expiry sweep (every 500 ms)
+/// after they ran out; create revisions as tokens.
+pub const ETCD: Traits = Traits {
+    whole_seconds: true,
+    expiry_lag: Duration::from_millis(700),
+    tokens_per_key: false,
+};
+
+impl Traits {
+    /// The traits of the store `client` (a `Client` or a `blocking::Client`) talks to,
+    /// as its `Debug` output names it.
+    pub fn of(client: &impl Debug) -> Traits {
+        if format!("{client:?}").contains("store: \"etcd\"") {
+            ETCD
+        } else {
+            MILLISECONDS
+        }
+    }
+
+    /// `ttl` is more than `lo` — to the whole second below `lo` on a store that counts
+    /// whole seconds (rounded down).
+    pub fn above(&self, ttl: Duration, lo: Duration) -> bool {
+        if self.whole_seconds {
+            ttl >= Duration::from_secs(lo.as_secs())
+        } else {
+            ttl > lo
+        }
+    }
+
+    /// How long to wait after acquiring a lock of `granted` expiration
+    /// (`Lock::expiration()`) for it to be gone from the store surely: `short` (what
+    /// the case waits on a store of milliseconds, a little over the expiration), or the
+    /// granted expiration and the expiry sweep on a store of whole seconds.
+    pub fn outlive(&self, granted: Duration, short: Duration) -> Duration {
+        if self.whole_seconds {
+            granted + self.expiry_lag
+        } else {
+            short
+        }
+    }
+
+    /// An expiration that `ttl()` can tell from a shorter one: `d`, or at least 3 s on
+    /// a store of whole seconds.
+    pub fn distinct(&self, d: Duration) -> Duration {
+        if self.whole_seconds {
+            d.max(Duration::from_secs(3))
+        } else {
+            d
+        }
     }
 }
 
@@ -200,6 +279,45 @@ pub mod sentinel {
                 .key_prefix(prefix.clone())
                 .open_sentinel(&urls, shared().master_name())
                 .expect("connect through the sentinels")
+        };
+        BlockingStore {
+            client: open(),
+            open: Box::new(open),
+            _keep: None,
+        }
+    }
+}
+
+/// The test binary's shared etcd (one member); a key prefix per case.
+#[cfg(feature = "etcd")]
+pub mod etcd {
+    use super::*;
+    use crate::support::EtcdServer;
+
+    pub fn url() -> String {
+        EtcdServer::shared().url()
+    }
+
+    pub async fn open(case: &str) -> Store {
+        let client = Client::builder()
+            .key_prefix(format!("{}:", unique(case)))
+            .open(&url())
+            .await
+            .expect("connect to etcd");
+        Store {
+            client,
+            _keep: None,
+        }
+    }
+
+    pub fn open_blocking(case: &str) -> BlockingStore {
+        let prefix = format!("{}:", unique(case));
+        let url = url();
+        let open = move || {
+            blocking::Client::builder()
+                .key_prefix(prefix.clone())
+                .open(&url)
+                .expect("connect to etcd")
         };
         BlockingStore {
             client: open(),

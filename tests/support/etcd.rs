@@ -305,6 +305,24 @@ impl EtcdServer {
         }
     }
 
+    /// The test binary's one server, started on first use. Statics are never
+    /// dropped: it dies with the test binary (parent-death signal), and an
+    /// `atexit` hook kills it and removes its directory when the binary exits
+    /// normally.
+    pub fn shared() -> &'static EtcdServer {
+        static SHARED: std::sync::OnceLock<EtcdServer> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let server = EtcdServer::start();
+            process::at_exit(|| {
+                if let Some(server) = SHARED.get() {
+                    server.kill();
+                    let _ = std::fs::remove_dir_all(server.dir());
+                }
+            });
+            server
+        })
+    }
+
     /// `127.0.0.1:PORT` (the client port).
     pub fn endpoint(&self) -> String {
         self.inner.members[0].endpoint()

@@ -1,0 +1,562 @@
+//! etcd (feature `etcd`): the whole conformance suite, async and blocking, on one etcd
+//! member shared by this test binary (a key prefix per case), plus what only etcd has —
+//! the fair wait in line, whole-second leases, a lock's claims as keys, the history
+//! checker across processes, and `Config` with an `etcd://` URL. Member failures are in
+//! `tests/etcd_cluster.rs` (a 3-member cluster per test).
+
+#![cfg(feature = "etcd")]
+
+mod support;
+#[macro_use]
+mod suite;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use leasehold::{Client, FixedInterval, Lock, NoRetry};
+use support::EtcdServer;
+use tokio::sync::Mutex;
+
+const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
+
+conformance!(etcd);
+
+/// Entry point of a history worker process (re-executed test binary); not a test itself.
+#[test]
+#[ignore = "worker entry point, run by the history tests in child processes"]
+fn history_worker() {
+    suite::history::worker();
+}
+
+/// A namespace of its own on the shared server: a client with that key prefix, and the
+/// prefix.
+async fn client(test: &str) -> (Client, String) {
+    let prefix = format!("{test}-{}:", &leasehold::random_value()[..8]);
+    let client = Client::builder()
+        .key_prefix(prefix.as_str())
+        .open(&suite::etcd::url())
+        .await
+        .expect("connect to etcd");
+    (client, prefix)
+}
+
+/// Another client on the same namespace (its own connection, its own waiters).
+async fn another(prefix: &str) -> Client {
+    Client::builder()
+        .key_prefix(prefix)
+        .open(&suite::etcd::url())
+        .await
+        .expect("connect to etcd")
+}
+
+async fn raw() -> etcd_client::Client {
+    etcd_client::Client::connect([EtcdServer::shared().endpoint()], None)
+        .await
+        .expect("etcd-client")
+}
+
+/// The values in the line of lock `key` (its holder first, then its waiters in arrival
+/// order), read directly.
+async fn line(prefix: &str, key: &str) -> Vec<String> {
+    use etcd_client::{GetOptions, SortOrder, SortTarget};
+    let start = format!("{prefix}{key}\u{0}0");
+    let end = format!("{prefix}{key}\0g");
+    let got = raw()
+        .await
+        .get(
+            start,
+            Some(
+                GetOptions::new()
+                    .with_range(end)
+                    .with_sort(SortTarget::Create, SortOrder::Ascend),
+            ),
+        )
+        .await
+        .unwrap();
+    got.kvs()
+        .iter()
+        .map(|kv| kv.value_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every key the store keeps for lock `key` (the line, claims, records of aborted
+/// attempts), read directly.
+async fn keys_of(prefix: &str, key: &str) -> Vec<String> {
+    use etcd_client::GetOptions;
+    let got = raw()
+        .await
+        .get(
+            format!("{prefix}{key}\0"),
+            Some(GetOptions::new().with_range(format!("{prefix}{key}\u{1}"))),
+        )
+        .await
+        .unwrap();
+    got.kvs()
+        .iter()
+        .map(|kv| kv.key_str().unwrap().replace('\0', "\\0"))
+        .collect()
+}
+
+/// Waits (bounded: 5 s) until the line of `key` has `n` keys.
+async fn until_in_line(prefix: &str, key: &str, n: usize) {
+    let deadline = Instant::now() + 5 * SEC;
+    while line(prefix, key).await.len() < n {
+        assert!(Instant::now() < deadline, "{n} never in line");
+        tokio::time::sleep(5 * MS).await;
+    }
+}
+
+// -- the history checker ----------------------------------------------------------
+
+/// The exclusion history checker across 3 OS processes × 4 tasks, the lock, the counter
+/// and the records all on etcd: no lost update, no overlapping holds, create-revision
+/// tokens strictly rising in grant order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_across_processes_never_overlap_and_revisions_rise_in_grant_order() {
+    let namespace = format!("history-{}:", &leasehold::random_value()[..8]);
+    let target = suite::history::Target::Etcd(suite::etcd::url(), namespace);
+    suite::history::holds_never_overlap(&target).await;
+}
+
+/// Negative control: the same workload without the lock is caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_catches_the_same_workload_without_the_lock() {
+    let namespace = format!("control-{}:", &leasehold::random_value()[..8]);
+    let target = suite::history::Target::Etcd(suite::etcd::url(), namespace);
+    suite::history::the_checker_catches_no_lock(&target).await;
+}
+
+// -- the fair wait ----------------------------------------------------------------
+
+/// `WAITERS` callers (each on its own client if `separate`, else all on one) get in line
+/// one after the other behind a holder; each holds the lock 20 ms. They acquire in
+/// arrival order, each within a few ms of its predecessor's unlock, though each polls
+/// only every 10 s; nothing is left behind.
+async fn waiters_acquire_in_arrival_order(test: &str, separate: bool) {
+    const WAITERS: usize = 6;
+    let (shared, prefix) = client(test).await;
+    let holder = shared.try_lock("k", "holder", 30 * SEC).await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..WAITERS {
+        let client = if separate {
+            another(&prefix).await
+        } else {
+            shared.clone()
+        };
+        let order = Arc::clone(&order);
+        tasks.push(tokio::spawn(async move {
+            let lock = client
+                .lock(
+                    "k",
+                    &format!("w{i}"),
+                    30 * SEC,
+                    SEC,
+                    FixedInterval::new(10 * SEC, 1),
+                )
+                .await
+                .unwrap();
+            let got = Instant::now();
+            order.lock().await.push((i, got, lock.fencing_token()));
+            tokio::time::sleep(20 * MS).await;
+            let released = Instant::now();
+            lock.unlock().await.unwrap();
+            released
+        }));
+        // In line before the next one arrives.
+        until_in_line(&prefix, "k", i + 2).await;
+    }
+    let started = Instant::now();
+    let released = Instant::now();
+    holder.unlock().await.unwrap();
+    let mut unlocks = vec![released];
+    for task in tasks {
+        unlocks.push(tokio::time::timeout(10 * SEC, task).await.unwrap().unwrap());
+    }
+    let order = order.lock().await.clone();
+    let arrival: Vec<usize> = order.iter().map(|(i, ..)| *i).collect();
+    assert_eq!(arrival, (0..WAITERS).collect::<Vec<_>>(), "FIFO");
+    let tokens: Vec<u64> = order.iter().map(|(.., t)| *t).collect();
+    assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+    let gaps: Vec<Duration> = order
+        .iter()
+        .enumerate()
+        .map(|(k, (_, got, _))| got.saturating_duration_since(unlocks[k]))
+        .collect();
+    let worst = gaps.iter().max().unwrap();
+    eprintln!(
+        "FIGURE etcd hand-off ({} clients): gaps {gaps:?}, all {WAITERS} in {:?}",
+        if separate { "separate" } else { "one" },
+        started.elapsed()
+    );
+    assert!(
+        *worst < 500 * MS,
+        "woken by the release, not the 10 s poll: {gaps:?}"
+    );
+    // Claims, places and leases: nothing of the lock is left but the records of aborts.
+    let left: Vec<String> = keys_of(&prefix, "k")
+        .await
+        .into_iter()
+        .filter(|k| !k.contains("\\0~a"))
+        .collect();
+    assert_eq!(left, Vec::<String>::new(), "nothing left behind");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_on_separate_clients_acquire_in_arrival_order() {
+    waiters_acquire_in_arrival_order("fifo-separate", true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_on_one_client_acquire_in_arrival_order() {
+    waiters_acquire_in_arrival_order("fifo-one", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_whose_strategy_runs_out_withdraws_within_the_bound() {
+    let (client, prefix) = client("withdraw").await;
+    let _holder = client.try_lock("k", "holder", 30 * SEC).await.unwrap();
+    let other = another(&prefix).await;
+    let started = Instant::now();
+    let err = other
+        .lock(
+            "k",
+            "waiter",
+            30 * SEC,
+            SEC,
+            FixedInterval::new(150 * MS, 2),
+        )
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(err.is_not_obtained(), "{err:?}");
+    assert!(waited >= 300 * MS, "the strategy's delays: {waited:?}");
+    assert!(waited < 450 * MS, "and no more: {waited:?}");
+    // Withdrawn before `lock` returned.
+    assert_eq!(line(&prefix, "k").await, ["holder"]);
+
+    // A single attempt leaves nothing either.
+    let err = other.try_lock("k", "once", 30 * SEC).await.unwrap_err();
+    assert!(err.is_not_obtained(), "{err:?}");
+    assert_eq!(line(&prefix, "k").await, ["holder"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_waiter_leaves_no_key_and_the_line_moves_past_it() {
+    let (client, prefix) = client("cancelled").await;
+    let holder = client.try_lock("k", "holder", 30 * SEC).await.unwrap();
+    let wait = |val: &'static str| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .lock("k", val, 30 * SEC, SEC, FixedInterval::new(10 * SEC, 1))
+                .await
+        })
+    };
+    let first = wait("first");
+    until_in_line(&prefix, "k", 2).await;
+    let middle = wait("middle");
+    until_in_line(&prefix, "k", 3).await;
+    let last = wait("last");
+    until_in_line(&prefix, "k", 4).await;
+    // The middle waiter is cancelled: its key goes (the detached abort).
+    middle.abort();
+    let deadline = Instant::now() + 5 * SEC;
+    while line(&prefix, "k").await.contains(&"middle".to_owned()) {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled waiter's key stayed"
+        );
+        tokio::time::sleep(5 * MS).await;
+    }
+    holder.unlock().await.unwrap();
+    let first: Lock = tokio::time::timeout(2 * SEC, first)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.value(), "first");
+    let released = Instant::now();
+    first.unlock().await.unwrap();
+    let last = tokio::time::timeout(2 * SEC, last)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.value(), "last");
+    assert!(released.elapsed() < SEC, "woken past the withdrawn waiter");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_wakes_when_the_holders_lease_runs_out() {
+    let (holder_client, prefix) = client("expiry").await;
+    let holder = holder_client.try_lock("k", "holder", SEC).await.unwrap();
+    let expires = Instant::now() + holder.expiration();
+    let waiter = another(&prefix).await;
+    let lock = waiter
+        .lock(
+            "k",
+            "waiter",
+            10 * SEC,
+            SEC,
+            FixedInterval::new(10 * SEC, 1),
+        )
+        .await
+        .unwrap();
+    let late = Instant::now().saturating_duration_since(expires);
+    eprintln!("FIGURE etcd hand-off on expiry: {late:?} after the holder's lease ran out");
+    // etcd deletes expired leases in a sweep every 500 ms.
+    assert!(late < 1500 * MS, "{late:?}");
+    assert!(lock.fencing_token() > holder.fencing_token());
+    drop(holder);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_notify_off_a_miss_leaves_nothing_and_waiters_poll() {
+    let (client, prefix) = client("polling").await;
+    let holder = client.try_lock("k", "holder", 30 * SEC).await.unwrap();
+    let polling = Client::builder()
+        .key_prefix(prefix.as_str())
+        .notify(false)
+        .open(&suite::etcd::url())
+        .await
+        .unwrap();
+    let err = polling.try_lock("k", "p", 30 * SEC).await.unwrap_err();
+    assert!(err.is_not_obtained(), "{err:?}");
+    assert_eq!(line(&prefix, "k").await, ["holder"], "not in line");
+    let waiter = tokio::spawn(async move {
+        polling
+            .lock("k", "p", 30 * SEC, SEC, FixedInterval::new(300 * MS, 10))
+            .await
+    });
+    tokio::time::sleep(100 * MS).await;
+    assert_eq!(line(&prefix, "k").await, ["holder"], "polls, out of line");
+    holder.unlock().await.unwrap();
+    let started = Instant::now();
+    let lock = tokio::time::timeout(2 * SEC, waiter)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() <= 400 * MS, "{:?}", started.elapsed());
+    assert_eq!(line(&prefix, "k").await, ["p"]);
+    lock.unlock().await.unwrap();
+}
+
+// -- whole-second leases ------------------------------------------------------------
+
+/// As documented on `Client::open`: rounded up to whole seconds and the server's minimum
+/// (1 s with the harness' 100 ms election timeout), reported by `Lock::expiration()`,
+/// and the key really lasts that long — then goes within etcd's 0.5 s expiry sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expirations_are_rounded_up_to_whole_seconds_and_the_key_lasts_that_long() {
+    let (client, prefix) = client("rounded").await;
+    let other = another(&prefix).await;
+    let checks = [(50 * MS, SEC), (SEC, SEC), (1500 * MS, 2 * SEC)];
+    let runs = checks.iter().map(|&(asked, granted)| {
+        let (client, other) = (client.clone(), other.clone());
+        async move {
+            let key = format!("k{}", asked.as_millis());
+            let started = Instant::now();
+            let lock = client.try_lock(&key, "a", asked).await.unwrap();
+            assert_eq!(lock.expiration(), granted, "asked {asked:?}");
+            let valid = lock.valid_for().unwrap();
+            assert!(valid > granted - 100 * MS && valid <= granted, "{valid:?}");
+            // Held for the granted time, not the asked one.
+            tokio::time::sleep((granted - 150 * MS).saturating_sub(started.elapsed())).await;
+            assert!(
+                lock.ttl().await.unwrap().is_some(),
+                "still held at {:?}",
+                started.elapsed()
+            );
+            let err = other.try_lock(&key, "b", SEC).await.unwrap_err();
+            assert!(err.is_not_obtained(), "{err:?}");
+            // Gone once the lease ran out, within the server's sweep.
+            tokio::time::timeout(2 * SEC, lock.lost())
+                .await
+                .expect("lost fires");
+            let deadline = Instant::now() + 2 * SEC;
+            let next = loop {
+                match other.try_lock(&key, "b", SEC).await {
+                    Ok(next) => break next,
+                    Err(e) if e.is_not_obtained() && Instant::now() < deadline => {
+                        tokio::time::sleep(20 * MS).await
+                    }
+                    Err(e) => panic!("{e:?} after {:?}", started.elapsed()),
+                }
+            };
+            let lasted = started.elapsed();
+            assert!(lasted >= granted, "{lasted:?}");
+            assert!(lasted < granted + 1200 * MS, "{lasted:?}");
+            assert!(next.fencing_token() > lock.fencing_token());
+        }
+    });
+    futures::future::join_all(runs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_with_a_sub_second_expiration_keeps_a_whole_second_lease() {
+    let (client, _) = client("renewal").await;
+    let lock = client.try_lock("k", "a", 300 * MS).await.unwrap();
+    assert_eq!(lock.expiration(), SEC);
+    let mut renewal = lock.auto_refresh(100 * MS, 300 * MS, 500 * MS, 3).unwrap();
+    tokio::time::sleep(2500 * MS).await;
+    assert!(renewal.try_error().is_none());
+    assert!(lock.valid_for().unwrap() > 800 * MS);
+    // `ttl()` counts whole seconds, rounded down.
+    let ttl = lock.ttl().await.unwrap().unwrap();
+    assert!(ttl <= SEC && ttl.subsec_nanos() == 0, "{ttl:?}");
+    lock.unlock().await.unwrap();
+}
+
+// -- claims -----------------------------------------------------------------------
+
+/// Two clients lock one key with the same value: the second is a re-arm (same token,
+/// and a 1 s re-arm never shortens the 10 s key) with a claim of its own. Unlocking the
+/// first retires only its claim — the key stays for the second — and unlocking the
+/// second deletes it; a release whose claims are gone is `NotHeld` and leaves the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_stays_while_a_claim_is_left_and_rearms_never_shorten_it() {
+    let (first_client, prefix) = client("claims").await;
+    let second_client = another(&prefix).await;
+    let first = first_client.try_lock("k", "v", 10 * SEC).await.unwrap();
+    let second = second_client.try_lock("k", "v", SEC).await.unwrap();
+    assert_eq!(second.fencing_token(), first.fencing_token());
+    let ttl = second.ttl().await.unwrap().unwrap();
+    assert!(ttl >= 9 * SEC, "never shortened: {ttl:?}");
+    // And a longer re-arm moves the key to a longer lease, with its claims.
+    let third = second_client.try_lock("k", "v", 20 * SEC).await.unwrap();
+    assert_eq!(third.fencing_token(), first.fencing_token());
+    let ttl = first.ttl().await.unwrap().unwrap();
+    assert!(
+        ttl >= 19 * SEC,
+        "re-armed to the longer expiration: {ttl:?}"
+    );
+    first.unlock().await.unwrap();
+    let info = first_client.inspect("k").await.unwrap().expect("kept");
+    assert_eq!(info.fencing_token(), second.fencing_token());
+    assert!(
+        second.ttl().await.unwrap().is_some(),
+        "the second's claim keeps it"
+    );
+    // The second client's handles share one lease: one unlock retires both claims.
+    second.unlock().await.unwrap();
+    assert_eq!(first_client.inspect("k").await.unwrap(), None, "deleted");
+    assert!(third.unlock().await.unwrap_err().is_not_held());
+    assert_eq!(line(&prefix, "k").await, Vec::<String>::new());
+}
+
+/// `lock` calls cancelled at every point of their attempts (timeouts from 0 to 20 ms
+/// around a call that waits in line behind a holder, or takes a free key): the detached
+/// aborts retire whatever the attempts left — no place in line, no claim — and the key
+/// is free for another value afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_attempts_leave_nothing_behind() {
+    let (client, prefix) = client("aborts").await;
+    let holder = client.try_lock("held", "holder", 30 * SEC).await.unwrap();
+    for i in 0..40u64 {
+        let cut = Duration::from_micros(i * 500);
+        for key in ["held", "free"] {
+            let call = client.lock(key, "v", 30 * SEC, SEC, FixedInterval::new(SEC, 5));
+            if let Ok(Ok(lock)) = tokio::time::timeout(cut, call).await {
+                lock.unlock().await.unwrap();
+            }
+        }
+    }
+    let deadline = Instant::now() + 10 * SEC;
+    loop {
+        let held = line(&prefix, "held").await;
+        let free = line(&prefix, "free").await;
+        let claims: Vec<String> = [
+            keys_of(&prefix, "held").await,
+            keys_of(&prefix, "free").await,
+        ]
+        .concat()
+        .into_iter()
+        .filter(|k| k.contains("\\0~c"))
+        .collect();
+        if held == ["holder"] && free.is_empty() && claims.len() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {held:?} {free:?} {claims:?}"
+        );
+        tokio::time::sleep(20 * MS).await;
+    }
+    holder.unlock().await.unwrap();
+    for key in ["held", "free"] {
+        let other = client.try_lock(key, "other", SEC).await.unwrap();
+        other.unlock().await.unwrap();
+    }
+}
+
+// -- opening ----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_urls_keys_and_unreachable_members_fail_as_documented() {
+    for bad in ["etcd://", "etcd://h", "etcd://u:p@h:1", "etcd://h:1/path"] {
+        let err = Client::open(bad).await.unwrap_err();
+        assert!(err.is_invalid_argument(), "{bad}: {err:?}");
+        assert!(!format!("{err}").contains("u:p"), "{err}");
+    }
+    let started = Instant::now();
+    let err = Client::builder()
+        .connect_timeout(300 * MS)
+        .open("etcd://127.0.0.1:1")
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout() || err.is_store(), "{err:?}");
+    assert!(started.elapsed() < 2 * SEC, "{:?}", started.elapsed());
+    let (client, _) = client("names").await;
+    let err = client.try_lock("a\0b", "v", SEC).await.unwrap_err();
+    assert!(err.is_invalid_argument(), "{err:?}");
+    assert!(format!("{client:?}").contains("store: \"etcd\""));
+}
+
+/// `Config { url: "etcd://…" }` (feature `serde`) opens an etcd client, async and
+/// blocking, with the file's key prefix and timeouts.
+#[cfg(feature = "serde")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_with_an_etcd_url_opens_an_etcd_client() {
+    let prefix = format!("config-{}:", &leasehold::random_value()[..8]);
+    let text = format!(
+        "url = \"{}\"\nkey_prefix = \"{prefix}\"\ndefault_timeout = \"2s\"\n",
+        suite::etcd::url()
+    );
+    let config: leasehold::Config = toml::from_str(&text).unwrap();
+    let client = config.open().await.unwrap();
+    assert_eq!(client.default_timeout(), 2 * SEC);
+    let lock = client.try_lock("job", "v", 30 * SEC).await.unwrap();
+    assert_eq!(line(&prefix, "job").await, ["v"], "under the key prefix");
+    let info = client.inspect("job").await.unwrap().expect("held");
+    assert_eq!(
+        (info.key(), info.fencing_token()),
+        ("job", lock.fencing_token())
+    );
+    // A plain thread: the blocking facade refuses a runtime's.
+    let blocking = std::thread::spawn(move || {
+        let client = config.open_blocking().unwrap();
+        client.try_lock("job", "w", SEC).unwrap_err()
+    })
+    .join()
+    .unwrap();
+    assert!(blocking.is_not_obtained(), "{blocking:?}");
+    lock.unlock().await.unwrap();
+}
+
+/// `NoRetry` is one attempt: it leaves no place in line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_retry_is_one_attempt_and_no_line() {
+    let (client, prefix) = client("noretry").await;
+    let _holder = client.try_lock("k", "holder", 30 * SEC).await.unwrap();
+    let started = Instant::now();
+    let err = client
+        .lock("k", "x", 30 * SEC, SEC, NoRetry)
+        .await
+        .unwrap_err();
+    assert!(err.is_not_obtained());
+    assert!(started.elapsed() < 500 * MS);
+    assert_eq!(line(&prefix, "k").await, ["holder"]);
+}
