@@ -32,8 +32,8 @@ Exit codes: 0 done; 1 no lock on KEY (show, release); 2 error (usage, config, st
 /// Where the locks are, and how the applications name them.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// The store: redis://[user:password@]host[:port][/db], rediss://…, unix:///path.
-    /// [env: LEASEHOLD_URL]
+    /// The store: redis://[user:password@]host[:port][/db], rediss://…, unix:///path,
+    /// etcd://host:port[,host:port…] (built with the `etcd` feature). [env: LEASEHOLD_URL]
     #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
 

@@ -1,5 +1,5 @@
-//! The `leasehold` binary end to end, against a spawned `redis-server`: what it prints,
-//! and its exit codes.
+//! The `leasehold` binary end to end, against a spawned `redis-server` (and etcd, with the
+//! `etcd` feature): what it prints, and its exit codes.
 
 #[path = "../../tests/support/mod.rs"]
 mod support;
@@ -633,4 +633,76 @@ fn inspect(server: &RedisServer, key: &str) -> leasehold::LockInfo {
             .unwrap();
         client.inspect(key).await.unwrap().expect("held")
     })
+}
+
+/// `--url etcd://…` (feature `etcd`): `ls`, `show` and `release` against a spawned etcd,
+/// with the applications' key prefix; the holder's digest and token are the library's.
+#[cfg(feature = "etcd")]
+#[test]
+fn ls_show_and_release_work_on_etcd() {
+    let server = support::EtcdServer::start();
+    let url = server.url();
+    let client = Client::builder().key_prefix(PREFIX).open(&url).unwrap();
+    let a = hold(&client, "jobs:a", "secret-a");
+    let _b = hold(&client, "jobs:b", "secret-b");
+    let run = |args: &[&str]| {
+        leasehold()
+            .args(["--url", &url, "--key-prefix", PREFIX])
+            .args(args)
+            .output()
+            .expect("the binary runs")
+    };
+    let info = {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let client = leasehold::Client::builder()
+                .key_prefix(PREFIX)
+                .open(&url)
+                .await
+                .unwrap();
+            client.inspect("jobs:a").await.unwrap().expect("held")
+        })
+    };
+
+    let out = run(&["ls"]);
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row[0], "jobs:a");
+    assert!(row[1].ends_with('s'), "a TTL under a minute: {row:?}");
+    assert_eq!(row[2], a.fencing_token().to_string());
+    assert_eq!(row[3], &info.holder()[..12]);
+    assert!(lines[2].starts_with("jobs:b "), "{text}");
+    assert!(!text.contains("secret"), "never a lock's value: {text}");
+
+    let out = run(&["show", "jobs:a", "--json"]);
+    assert_exit(&out, 0);
+    let shown = json(&out);
+    assert_eq!(shown["key"], "jobs:a");
+    assert_eq!(shown["fencing_token"], a.fencing_token());
+    assert_eq!(shown["holder"], info.holder());
+    let ttl = shown["ttl_ms"].as_u64().expect("ttl_ms");
+    assert!(ttl >= 59_000 && ttl <= 60_000, "whole seconds: {ttl}");
+
+    let out = run(&["release", "jobs:a", "--yes"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).starts_with(&format!(
+            "released \"jobs:a\" (fencing token {}, holder ",
+            a.fencing_token()
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert!(a.refresh().unwrap_err().is_not_held());
+    let out = run(&["show", "jobs:a"]);
+    assert_exit(&out, 1);
+    assert_eq!(stderr(&out), "no lock on \"jobs:a\"\n");
+    let next = hold(&client, "jobs:a", "next-holder");
+    assert!(next.fencing_token() > a.fencing_token());
 }

@@ -450,7 +450,9 @@ impl EtcdStore {
                     return Ok(Acquire::Held(None));
                 }
                 Turn::Refused => return Err(aborted()),
-                Turn::Gone => self.forget(&keys.contender),
+                // Acquire afresh. The place stays remembered (and watched) until the
+                // attempt below replaces it or the call ends.
+                Turn::Gone => {}
             }
         }
         let lease = self.grant_lease(lease_id(attempt), ttl).await?;
@@ -459,6 +461,7 @@ impl EtcdStore {
             .await?;
         let revision = reply.header().map_or(0, |h| h.revision());
         if reply.succeeded() {
+            self.forget(&keys.contender);
             return Ok(Acquire::Acquired(token(revision)?));
         }
         let mut responses = reply.op_responses();
@@ -505,7 +508,9 @@ impl EtcdStore {
         let first = found.first.as_ref().map(KeyValue::key);
         if first == Some(keys.contender.as_bytes()) {
             // Ours, and first in line: a re-arm, with this attempt's claim.
-            return self.rearm(&keys, val, &found, ttl, attempt, lease).await;
+            let acquired = self.rearm(&keys, val, &found, ttl, attempt, lease).await?;
+            self.forget(&keys.contender);
+            return Ok(acquired);
         }
         // Ours, waiting in line (an earlier try of this attempt, or another call's).
         if ours.lease() != lease {
