@@ -687,7 +687,7 @@ fn ls_show_and_release_work_on_etcd() {
     assert_eq!(shown["fencing_token"], a.fencing_token());
     assert_eq!(shown["holder"], info.holder());
     let ttl = shown["ttl_ms"].as_u64().expect("ttl_ms");
-    assert!(ttl >= 59_000 && ttl <= 60_000, "whole seconds: {ttl}");
+    assert!((59_000..=60_000).contains(&ttl), "whole seconds: {ttl}");
 
     let out = run(&["release", "jobs:a", "--yes"]);
     assert_exit(&out, 0);

@@ -97,9 +97,11 @@ impl Target {
             ),
             #[cfg(feature = "etcd")]
             Target::Etcd(url, namespace) => Data::Etcd(
-                etcd_client::Client::connect([url.trim_start_matches("etcd://")], None)
-                    .await
-                    .unwrap(),
+                Box::new(
+                    etcd_client::Client::connect([url.trim_start_matches("etcd://")], None)
+                        .await
+                        .unwrap(),
+                ),
                 namespace.clone(),
             ),
             #[cfg(not(feature = "etcd"))]
@@ -115,7 +117,7 @@ enum Data {
     /// The counter under `NAMESPACE history-counter`, each record a key under
     /// `NAMESPACE history/`.
     #[cfg(feature = "etcd")]
-    Etcd(etcd_client::Client, String),
+    Etcd(Box<etcd_client::Client>, String),
 }
 
 impl Data {
