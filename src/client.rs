@@ -116,7 +116,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Bound on establishing (and re-establishing) a connection to Redis.
+    /// Bound on establishing (and re-establishing) a connection to Redis (to an etcd
+    /// member: the first connection).
     /// Default: [`DEFAULT_CONNECT_TIMEOUT`] (5 s). Validated like `default_timeout`.
     pub const fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -150,6 +151,10 @@ impl ClientBuilder {
     /// on your own connection ([`Client::from_connection`]) polls unless given a
     /// [`notifier`](ClientBuilder::notifier). `false`: waiters poll under their
     /// strategy, and releases publish nothing.
+    ///
+    /// On etcd (feature `etcd`) a miss puts the caller in line, and each waiter watches
+    /// the key just before its own: waiters acquire in arrival order (see
+    /// [`Client::open`]). `false`: a miss leaves nothing in the store, and waiters poll.
     pub const fn notify(mut self, on: bool) -> Self {
         self.notify = on;
         self
@@ -178,7 +183,8 @@ impl ClientBuilder {
     /// is not extended. Each call's own `timeout` still bounds the whole round trip: make
     /// it longer than `timeout` here.
     ///
-    /// Redis stores only (one server, sentinel, cluster); the memory store ignores it.
+    /// Redis stores only (one server, sentinel, cluster); the memory store and etcd
+    /// (whose writes Raft replicates before answering) ignore it.
     /// Validated (`replicas` ≥ 1, `timeout` 1 ms ..= [`MAX_DURATION`](crate::MAX_DURATION))
     /// when the client is built.
     pub const fn min_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
@@ -393,9 +399,46 @@ impl Client {
     /// * `memory://` or `memory://NAME` — the embedded in-process store. Every client
     ///   opened on the same URL in one process shares the same store, as clients of one
     ///   server would. For a store private to one client, use [`Client::memory`].
+    /// * `etcd://host:port[,host:port…]` — etcd v3, any members of one cluster (feature
+    ///   `etcd`; plain HTTP/2, no TLS or credentials yet). See below.
     ///
     /// For Redis Cluster see `Client::open_cluster` (feature `cluster`); for a
     /// sentinel-managed master, `Client::open_sentinel` (feature `sentinel`).
+    ///
+    /// # etcd
+    ///
+    /// A lock is a key under the lock name (`KEY\0` and a hash of the value) holding the
+    /// value, on an etcd lease; its [fencing token](Lock::fencing_token) is that key's
+    /// **create revision** — strictly rising across every key of the cluster and every
+    /// leader change, never reused. Every acquire attempt that armed the key is one of its
+    /// *claims* (a key of its own on the same lease): an unlock or an abort retires its
+    /// own claims and deletes the key, in the same transaction, once no claim is left —
+    /// the same rules as on Redis. Owner checks compare the value and the create revision
+    /// in a transaction. Writes go through Raft: a lock survives the loss of any minority
+    /// of members, and a leader election within the call's `timeout` (operations retry
+    /// inside it). What differs from the other stores:
+    ///
+    /// * **Whole seconds.** etcd leases count whole seconds and have a server minimum (at
+    ///   least 1 s; `3/2 ×` the election timeout, rounded up). An expiration is rounded
+    ///   **up** to that: 50 ms is granted as 1 s, 1.5 s as 2 s. [`Lock::expiration`]
+    ///   reports what was granted, and [`Lock::valid_for`] and [`Lock::lost`] count from
+    ///   it; [`Lock::ttl`] and [`LockInfo::ttl`](crate::LockInfo::ttl) report whole
+    ///   seconds, rounded down. An expired key goes at the server's next expiry sweep
+    ///   (every 500 ms): up to 0.5 s after its lease ran out.
+    /// * **A fair wait.** A miss leaves the caller's key in line behind the holder (etcd's
+    ///   own mutex: the lowest create revision holds). While `lock` waits, its key's lease
+    ///   is kept alive and it watches the key just before its own; that key's deletion
+    ///   (release, expiry, a waiter giving up) wakes it at once, and one deletion wakes one
+    ///   waiter. Waiters acquire in arrival order, with no herd. The retry strategy still
+    ///   bounds the wait exactly as on the other stores; when it runs out, `lock` withdraws
+    ///   the caller's key (one more round trip) and returns [`Error::NotObtained`]. With
+    ///   [`ClientBuilder::notify`]`(false)` a miss leaves nothing, and waiters poll.
+    /// * **Tokens** are revisions of the whole cluster: they rise across all keys, not per
+    ///   key, and start above 1.
+    /// * **Keys** may not contain `\0` ([`Error::InvalidArgument`]); failures are
+    ///   [`Error::Store`] (never [`Error::Redis`]), transient ones marked so.
+    ///   [`ClientBuilder::min_replicas`] does not apply (every write is replicated by Raft
+    ///   before it is answered).
     ///
     /// The Redis connection is one multiplexed connection that reconnects by itself
     /// after a dropped connection or a server restart (pausing at most 100 ms between
@@ -406,11 +449,14 @@ impl Client {
     /// # Errors
     ///
     /// * [`Error::InvalidArgument`] for an unparsable URL or an unsupported scheme;
-    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials.
+    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials;
+    /// * [`Error::Store`] or [`Error::Timeout`] when no etcd member answers within the
+    ///   connect timeout.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: nothing is written to the store.
+    /// Cancel safe: nothing is written to the store (on etcd, a 1 s lease granted to
+    /// measure the server's minimum may be left to expire).
     pub async fn open(url: &str) -> Result<Client> {
         ClientBuilder::new().open(url).await
     }
@@ -576,9 +622,9 @@ impl Client {
     ///   or `timeout` under 1 ms or over [`MAX_DURATION`](crate::MAX_DURATION);
     /// * [`Error::NotObtained`] when the last attempt found another value holding the key;
     /// * [`Error::Timeout`] when the last attempt exceeded `timeout`;
-    /// * [`Error::Redis`] when the last attempt failed on the connection or the server.
-    ///   Errors that retrying cannot fix (authentication, permissions, wrong type,
-    ///   script errors) end the attempts at once.
+    /// * [`Error::Redis`] when the last attempt failed on the connection or the server
+    ///   ([`Error::Store`] on etcd). Errors that retrying cannot fix (authentication,
+    ///   permissions, wrong type, script errors) end the attempts at once.
     ///
     /// # Cancel safety
     ///
@@ -597,6 +643,11 @@ impl Client {
     ///   granted), by another `lock` call still in flight, or by a [`Lock`] this client
     ///   holds (a same-value re-lock that is given up on never deletes the lock it
     ///   re-locks). [`Lock::unlock`] retires its lock's claims the same way.
+    ///
+    /// On etcd, a call waiting in line has a place there (its key, with the claim of the
+    /// attempt that put it in line) even after answered misses: the abort names that
+    /// attempt too, so a dropped `lock` withdraws its place the same way, and a `lock`
+    /// that ends with `NotObtained` has withdrawn it before it returns.
     ///
     /// Without a tokio runtime to run the abort on, what an attempt may have created
     /// stays until it expires.

@@ -5,7 +5,7 @@
 //!
 //! ```toml
 //! # one store: url = "…", or cluster = […], or sentinels = […] with master_name
-//! url = "redis://:secret@10.0.0.5:6379/0"   # redis://, rediss://, unix://, memory://
+//! url = "redis://:secret@10.0.0.5:6379/0"   # redis://, rediss://, unix://, etcd://, memory://
 //! key_prefix = "billing:"
 //! default_timeout = "500ms"                 # "250ms", "30s", "1m 30s" or integer milliseconds
 //! connect_timeout = "5s"
@@ -111,7 +111,8 @@ use redact::Redacted;
 #[non_exhaustive]
 pub struct Config {
     /// One store, by URL: `redis://[user:password@]host[:port][/db]`, `rediss://…`
-    /// (feature `tls`), `redis+unix:///path` / `unix:///path`, `memory://[NAME]`. See
+    /// (feature `tls`), `redis+unix:///path` / `unix:///path`, `memory://[NAME]`,
+    /// `etcd://host:port[,host:port…]` (feature `etcd`). See
     /// [`Client::open`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,

@@ -28,8 +28,9 @@ impl LockInfo {
         &self.key
     }
 
-    /// How long the lock has left, as the store counts it; `None` if it has no expiry
-    /// (set by hand: no lock of this library takes one without).
+    /// How long the lock has left, as the store counts it (whole seconds, rounded down, on
+    /// etcd); `None` if it has no expiry (set by hand: no lock of this library takes one
+    /// without).
     pub fn ttl(&self) -> Option<Duration> {
         self.ttl
     }
@@ -39,8 +40,9 @@ impl LockInfo {
         self.fencing_token
     }
 
-    /// An opaque digest of the holder's value (a SHA-1 on Redis): equal for one holder,
-    /// different for another, and useless for taking the lock over.
+    /// An opaque digest of the holder's value (a SHA-1 on Redis, a 64-bit hash on etcd
+    /// and in memory): equal for one holder, different for another, and useless for
+    /// taking the lock over.
     pub fn holder(&self) -> &str {
         &self.holder
     }
@@ -98,7 +100,8 @@ impl Client {
 
     /// Every lock held whose key starts with `prefix` (under the client's key prefix),
     /// sorted by key. The store is walked in steps (`SCAN` on Redis: never `KEYS`, which
-    /// would block the server; on a cluster, every master), each step bounded by the
+    /// would block the server; on a cluster, every master; on etcd, key ranges of 512
+    /// keys, keys only), each step bounded by the
     /// client's default timeout; a lock taken or released during the walk may or may not
     /// be in the list.
     ///

@@ -14,9 +14,11 @@
 //!   the failure that ended it to the business code; [`Lock::lost`] fires before any other
 //!   client could have taken the key.
 //! * **Stores:** Redis (`redis://`, `rediss://` with the `tls` feature), Redis Sentinel
-//!   and Redis Cluster (features `sentinel`, `cluster`), and an embedded in-process store
-//!   (`memory://`) with the same semantics. A lock waiting for a key wakes when the holder
-//!   releases it (hand-off), within the bounds of its retry strategy.
+//!   and Redis Cluster (features `sentinel`, `cluster`), etcd (`etcd://h1:p1,h2:p2`,
+//!   feature `etcd`) and an embedded in-process store (`memory://`) with the same
+//!   semantics. A lock waiting for a key wakes when the holder releases it (hand-off),
+//!   within the bounds of its retry strategy; on etcd waiters queue in arrival order, and
+//!   expirations count whole seconds (see `Client::open`).
 //! * **Operable:** [`ClientBuilder::key_prefix`], [`Client::inspect`], [`Client::list`],
 //!   [`Client::force_release`], `tracing` spans and events, metrics (feature `metrics`).
 //!
@@ -127,6 +129,7 @@
 //! | `cluster` | off | Redis Cluster: `Client::open_cluster`, `Client::from_cluster` |
 //! | `sentinel` | off | a sentinel-managed Redis master: `Client::open_sentinel` |
 //! | `metrics` | off | counters, histograms and a gauge through the `metrics` facade (names in the README) |
+//! | `etcd` | off | the etcd store (`etcd://…`); adds `etcd-client` (tonic, prost), whose build compiles etcd's protobuf files with `protoc` (Debian/Ubuntu: `apt-get install protobuf-compiler`) |
 //! | `serde` | off | `Config` (module `config`): the client's settings (store, key prefix, timeouts, retry strategy, renewal) from TOML, YAML or any serde format; adds `serde` and `humantime` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]

@@ -15,6 +15,12 @@
 //!   this very call);
 //! * retrying an abort, or an abort arriving late, does nothing more than the first.
 //!
+//! On a store that keeps waiters in line ([`Store::queues`](crate::store::Store::queues):
+//! etcd), an answered miss leaves the call's place there too — a key with the claim of
+//! the attempt that put it in line. Those attempts are aborted with the others when the
+//! call ends without the key (awaited, before `NotObtained` is returned); when it ends
+//! holding the key, the place became the key and the store dropped its waiting claim.
+//!
 //! So no bookkeeping of pending releases is needed on the client, and no ordering
 //! between an abort and what the client sends next. Aborts that failed are retried (for
 //! up to five minutes); without a tokio runtime (a drop outside one)

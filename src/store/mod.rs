@@ -4,7 +4,8 @@
 //! and the client, the retry loop, renewal and fencing are written once on top of it.
 //! [`Backend`] is the closed set of stores, dispatched statically (no boxed future per
 //! call: the memory store's lock+unlock is a fraction of a microsecond). A new store is
-//! a module here, a variant in [`Backend`] and an arm in [`dispatch!`].
+//! a module here, a variant in [`Backend`] and an arm in [`dispatch!`]: `memory`,
+//! `redis` (one server, Sentinel, Cluster) and `etcd` (feature `etcd`).
 
 #[cfg(feature = "etcd")]
 pub(crate) mod etcd;
