@@ -492,6 +492,58 @@ async fn cancelled_attempts_leave_nothing_behind() {
     }
 }
 
+/// Same-value re-locks of a held lock, cancelled at every point of their attempts
+/// (timeouts from 0 to 20 ms; some complete and join the held lock's lease): the aborts
+/// never delete the held lock, it keeps its token and refreshes, a rival is refused; and
+/// once it is unlocked nothing is left — every claim a cancelled re-lock made was retired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_same_value_relocks_never_delete_the_held_lock() {
+    let (client, prefix) = client("relocks").await;
+    let held = client.try_lock("k", "v", 10 * SEC).await.unwrap();
+    for i in 0..40u64 {
+        let cut = Duration::from_micros(i * 500);
+        let relock = client.lock("k", "v", 10 * SEC, SEC, NoRetry);
+        if let Ok(again) = tokio::time::timeout(cut, relock).await {
+            assert_eq!(again.unwrap().fencing_token(), held.fencing_token());
+        }
+    }
+    tokio::time::sleep(500 * MS).await; // the detached aborts have run
+    let rival = another(&prefix).await;
+    let err = rival.try_lock("k", "rival", SEC).await.unwrap_err();
+    assert!(err.is_not_obtained(), "{err:?}");
+    let info = rival.inspect("k").await.unwrap().expect("still held");
+    assert_eq!(info.fencing_token(), held.fencing_token());
+    held.refresh().await.expect("still held");
+    held.unlock().await.expect("still held");
+    let left = keys_of(&prefix, "k").await;
+    assert!(
+        left.iter().all(|k| k.contains("\\0~a")),
+        "only records of aborts are left: {left:?}"
+    );
+}
+
+/// Two same-value `lock` calls raced in a `select!`: the loser is dropped mid-flight and
+/// its abort never deletes the winner, whose unlock then leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loser_of_a_select_between_same_value_locks_never_deletes_the_winner() {
+    let (client, prefix) = client("select").await;
+    let rival = another(&prefix).await;
+    for round in 0..10 {
+        let key = format!("k{round}");
+        let won = tokio::select! {
+            a = client.lock(&key, "v", 10 * SEC, SEC, NoRetry) => a,
+            b = client.lock(&key, "v", 10 * SEC, SEC, NoRetry) => b,
+        }
+        .expect("one of them wins");
+        tokio::time::sleep(200 * MS).await; // the loser's abort has run
+        let err = rival.try_lock(&key, "rival", SEC).await.unwrap_err();
+        assert!(err.is_not_obtained(), "round {round}: {err:?}");
+        assert!(won.valid_for().is_some());
+        won.unlock().await.expect("the winner still holds the key");
+        assert_eq!(line(&prefix, &key).await, Vec::<String>::new());
+    }
+}
+
 // -- opening ----------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
