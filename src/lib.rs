@@ -53,8 +53,9 @@
 //! # Blocking API
 //!
 //! For code without an async runtime, [`blocking`] has the same client, lock and
-//! renewal without `.await`, driven by a background runtime thread (so renewal keeps
-//! going while the calling thread works or sleeps):
+//! renewal without `.await` (all but what takes async closures or your own async
+//! connection), driven by a background runtime thread (so renewal keeps going while the
+//! calling thread works or sleeps):
 //!
 //! ```
 //! use std::time::Duration;

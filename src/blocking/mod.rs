@@ -59,6 +59,7 @@
 //! [`AutoRefresh::try_error`], the accessors, and every `Drop` — work anywhere.
 
 mod client;
+mod inspect;
 mod lock;
 mod refresh;
 mod request;
