@@ -78,7 +78,8 @@ async fn main() -> leasehold::Result<()> {
     println!(
         "{} node(s) on {}: a job every {:?}, running for {:?} (every tick due in that time, the first one included)",
         args.nodes,
-        args.url,
+        // The client's Debug names the store without its password.
+        format!("{:?}", Client::open(&args.url).await?),
         args.every,
         args.every * args.ticks
     );
