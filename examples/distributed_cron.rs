@@ -75,11 +75,11 @@ fn clock(t: SystemTime) -> String {
 #[tokio::main]
 async fn main() -> leasehold::Result<()> {
     let args = args();
+    // The client's Debug names the store without its password.
+    let store = Client::open(&args.url).await?;
     println!(
-        "{} node(s) on {}: a job every {:?}, running for {:?} (every tick due in that time, the first one included)",
+        "{} node(s) on {store:?}: a job every {:?}, running for {:?} (every tick due in that time, the first one included)",
         args.nodes,
-        // The client's Debug names the store without its password.
-        format!("{:?}", Client::open(&args.url).await?),
         args.every,
         args.every * args.ticks
     );
