@@ -427,7 +427,11 @@ impl Client {
         ClientBuilder::new().memory()
     }
 
-    fn with_backend(backend: Backend, default_timeout: Duration, target: String) -> Client {
+    pub(crate) fn with_backend(
+        backend: Backend,
+        default_timeout: Duration,
+        target: String,
+    ) -> Client {
         Client {
             inner: Arc::new(ClientInner {
                 leases: Arc::new(Leases::new(backend)),
@@ -436,6 +440,11 @@ impl Client {
                 target,
             }),
         }
+    }
+
+    /// Where the client points, without credentials.
+    pub(crate) fn target(&self) -> &str {
+        &self.inner.target
     }
 
     /// The store this client talks to.
@@ -558,6 +567,7 @@ impl Client {
                     }
                 }
             };
+            attempts.failed(timeout).await;
             match retry.next_delay() {
                 Some(delay) => tokio::time::sleep(delay).await,
                 None => return Err(error),

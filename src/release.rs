@@ -20,6 +20,12 @@
 //!    can be downgraded as in rule 2.
 //! 4. Without a tokio runtime (a drop outside one) nothing can be sent: the key is left
 //!    to expire.
+//!
+//! On a [partial](crate::store::Store::partial) store (a Redlock quorum) an attempt that
+//! was answered but did not win may still have taken the key on some nodes: every such
+//! attempt is aborted [at once](Attempts::failed), before the next one — releasing what
+//! it took under rule 1 — and whatever that abort could not reach is left to the one
+//! sent when the call ends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -186,6 +192,8 @@ pub(crate) struct Attempts<'a> {
     covering: bool,
     /// Whether the call ends holding the key: then nothing is released.
     granted: bool,
+    /// Whether an answered attempt may have been taken by part of the store.
+    partial: bool,
 }
 
 impl<'a> Attempts<'a> {
@@ -206,6 +214,7 @@ impl<'a> Attempts<'a> {
             earlier: Vec::new(),
             covering: false,
             granted: false,
+            partial: leases.backend().partial(),
         }
     }
 
@@ -218,9 +227,34 @@ impl<'a> Attempts<'a> {
     }
 
     /// The last attempt sent got an answer (or was rejected without running): its
-    /// outcome is known.
+    /// outcome is known. On a partial store an answer that did not grant the key still
+    /// leaves the attempt to [`failed`](Attempts::failed): some nodes may have taken it.
     pub(crate) fn answered(&mut self) {
-        self.last = None;
+        if !self.partial {
+            self.last = None;
+        }
+    }
+
+    /// An attempt failed, and the call is about to ask for a delay or end. On a partial
+    /// store, abort the attempts that did not win at once (one round trip, bounded by
+    /// `timeout`), releasing the key where they took it unless this client holds it
+    /// under the same value or has another acquire of it in flight ([`Leases::live`]);
+    /// what the abort could not reach stays for the next one. Nothing on other stores.
+    pub(crate) async fn failed(&mut self, timeout: Duration) {
+        if !self.partial || (self.last.is_none() && self.earlier.is_empty()) {
+            return;
+        }
+        let attempts: Vec<AttemptId> = self.earlier.iter().copied().chain(self.last).collect();
+        let release = !self.leases.live(self.key, self.val);
+        let aborted = self
+            .leases
+            .backend()
+            .abort(self.key, self.val, &attempts, release, timeout)
+            .await;
+        if aborted.is_ok() {
+            self.earlier.clear();
+            self.last = None;
+        }
     }
 
     /// This call takes over the release of an abort it downgraded.
@@ -235,6 +269,7 @@ impl<'a> Attempts<'a> {
     /// left to the detached retry; if this is cancelled, the drop aborts them all and
     /// releases the key (the caller never got the lock).
     pub(crate) async fn granted(mut self, timeout: Duration) {
+        self.last = None; // the attempt that won
         if !self.earlier.is_empty() {
             let aborted = self
                 .leases

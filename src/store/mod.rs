@@ -7,6 +7,7 @@
 //! a module here, a variant in [`Backend`] and an arm in [`dispatch!`].
 
 pub(crate) mod memory;
+pub(crate) mod quorum;
 pub(crate) mod redis;
 
 use std::fmt;
@@ -73,6 +74,14 @@ pub(crate) trait Store {
     fn answers_at_once(&self) -> bool {
         false
     }
+
+    /// Whether an attempt that did not grant the key may still have taken it on part of
+    /// the store (a quorum over several nodes, some of which granted): then the client
+    /// [aborts](Store::abort) every such attempt at once, releasing what it took unless
+    /// the client holds the key under the same value, before it waits for another try.
+    fn partial(&self) -> bool {
+        false
+    }
 }
 
 /// Outcome of one acquire attempt that reached the store.
@@ -122,6 +131,7 @@ pub(crate) type Fenced = std::result::Result<Option<String>, u64>;
 pub(crate) enum Backend {
     Memory(memory::MemoryStore),
     Redis(redis::RedisStore),
+    Redlock(quorum::Quorum),
 }
 
 /// `dispatch!(backend, store => expression)`: the expression with `store` bound to the
@@ -131,6 +141,7 @@ macro_rules! dispatch {
         match $backend {
             Backend::Memory($store) => $call,
             Backend::Redis($store) => $call,
+            Backend::Redlock($store) => $call,
         }
     };
 }
@@ -140,6 +151,7 @@ impl Backend {
         match self {
             Backend::Memory(_) => "memory",
             Backend::Redis(_) => "redis",
+            Backend::Redlock(_) => "redlock",
         }
     }
 }
@@ -195,5 +207,9 @@ impl Store for Backend {
 
     fn answers_at_once(&self) -> bool {
         dispatch!(self, s => s.answers_at_once())
+    }
+
+    fn partial(&self) -> bool {
+        dispatch!(self, s => s.partial())
     }
 }

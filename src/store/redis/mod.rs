@@ -6,6 +6,7 @@ mod conn;
 pub(crate) mod keys;
 mod scripts;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -29,8 +30,11 @@ pub(crate) struct Options {
     pub(crate) tls_root_certificate: Option<Vec<u8>>,
 }
 
+/// Cheap to clone: clones share the connection (a Redlock quorum shares the connections
+/// of the clients it was built from).
+#[derive(Clone)]
 pub(crate) struct RedisStore {
-    conn: Conn,
+    conn: Arc<Conn>,
     min_replicas: Option<(u32, Duration)>,
 }
 
@@ -48,10 +52,10 @@ impl RedisStore {
         let config = conn::manager_config(options.connect_timeout);
         let manager = connect(&client, &config, options.connect_timeout).await?;
         let store = RedisStore {
-            conn: Conn::new(
+            conn: Arc::new(Conn::new(
                 Connection::Single(manager),
                 Source::Url(Box::new((client, config))),
-            ),
+            )),
             min_replicas: options.min_replicas,
         };
         Ok((store, target))
@@ -60,7 +64,7 @@ impl RedisStore {
     /// A store on the user's own connection, used as it is.
     pub(crate) fn from_connection(conn: ConnectionManager, options: &Options) -> Self {
         RedisStore {
-            conn: Conn::new(Connection::Single(conn), Source::User),
+            conn: Arc::new(Conn::new(Connection::Single(conn), Source::User)),
             min_replicas: options.min_replicas,
         }
     }
@@ -125,7 +129,7 @@ impl RedisStore {
         options: &Options,
     ) -> Self {
         RedisStore {
-            conn: Conn::new(Connection::Cluster(conn), Source::Cluster),
+            conn: Arc::new(Conn::new(Connection::Cluster(conn), Source::Cluster)),
             min_replicas: options.min_replicas,
         }
     }
@@ -173,13 +177,18 @@ impl RedisStore {
         let config = conn::manager_config(options.connect_timeout);
         let manager = connect(&client, &config, options.connect_timeout).await?;
         let store = RedisStore {
-            conn: Conn::new(
+            conn: Arc::new(Conn::new(
                 Connection::Single(manager),
                 Source::Sentinel(Box::new((tokio::sync::Mutex::new(sentinel), config))),
-            ),
+            )),
             min_replicas: options.min_replicas,
         };
         Ok((store, target))
+    }
+
+    /// Whether `other` shares this store's connection (a clone of it).
+    pub(crate) fn same_connection(&self, other: &RedisStore) -> bool {
+        Arc::ptr_eq(&self.conn, &other.conn)
     }
 
     /// Run a script that writes; with `min_replicas`, wait for replicas in the same
