@@ -127,6 +127,7 @@ mod hash;
 mod leader;
 mod lease;
 mod lock;
+pub mod redlock;
 mod refresh;
 mod release;
 mod retry;
