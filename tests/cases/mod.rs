@@ -1,0 +1,408 @@
+#![allow(dead_code)]
+//! The conformance cases, written once for every lock API that keeps the contract's
+//! semantics: `leasehold::Client` on each store (`tests/conformance.rs`) and
+//! `leasehold::redlock::Redlock` (`tests/redlock.rs`: every case but the fencing-token
+//! one). [`Locker`] and [`Held`] are the surface the cases use.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use leasehold::redlock::{Redlock, RedlockLock};
+use leasehold::{
+    AutoRefresh, Client, Error, FixedInterval, Lock, NoRetry, NonFixedInterval, Result,
+    RetryStrategy,
+};
+
+const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
+
+/// Takes locks: `Client` or `Redlock`.
+pub trait Locker: Clone + Debug + Send + Sync + 'static {
+    type Held: Held;
+    fn lock(
+        &self,
+        key: &str,
+        val: &str,
+        expiration: Duration,
+        timeout: Duration,
+        retry: impl RetryStrategy + 'static,
+    ) -> impl Future<Output = Result<Self::Held>> + Send;
+    fn try_lock(
+        &self,
+        key: &str,
+        val: &str,
+        expiration: Duration,
+    ) -> impl Future<Output = Result<Self::Held>> + Send;
+}
+
+/// A held lock: `Lock` or `RedlockLock`.
+pub trait Held: Debug + Send + Sync + 'static {
+    fn key(&self) -> &str;
+    fn value(&self) -> &str;
+    /// `None` where the lock has no fencing token (Redlock).
+    fn fencing_token(&self) -> Option<u64>;
+    fn valid_for(&self) -> Option<Duration>;
+    fn refresh(&self) -> impl Future<Output = Result<()>> + Send;
+    fn ttl(&self) -> impl Future<Output = Result<Option<Duration>>> + Send;
+    fn lost(&self) -> impl Future<Output = ()> + Send;
+    fn auto_refresh(
+        &self,
+        interval: Duration,
+        expiration: Duration,
+        timeout: Duration,
+        max_retry: u32,
+    ) -> Result<AutoRefresh>;
+    fn unlock(self) -> impl Future<Output = Result<()>> + Send;
+}
+
+macro_rules! held {
+    ($ty:ty, $token:expr) => {
+        impl Held for $ty {
+            fn key(&self) -> &str {
+                <$ty>::key(self)
+            }
+            fn value(&self) -> &str {
+                <$ty>::value(self)
+            }
+            fn fencing_token(&self) -> Option<u64> {
+                let token: fn(&$ty) -> Option<u64> = $token;
+                token(self)
+            }
+            fn valid_for(&self) -> Option<Duration> {
+                <$ty>::valid_for(self)
+            }
+            fn refresh(&self) -> impl Future<Output = Result<()>> + Send {
+                <$ty>::refresh(self)
+            }
+            fn ttl(&self) -> impl Future<Output = Result<Option<Duration>>> + Send {
+                <$ty>::ttl(self)
+            }
+            fn lost(&self) -> impl Future<Output = ()> + Send {
+                <$ty>::lost(self)
+            }
+            fn auto_refresh(
+                &self,
+                interval: Duration,
+                expiration: Duration,
+                timeout: Duration,
+                max_retry: u32,
+            ) -> Result<AutoRefresh> {
+                <$ty>::auto_refresh(self, interval, expiration, timeout, max_retry)
+            }
+            fn unlock(self) -> impl Future<Output = Result<()>> + Send {
+                <$ty>::unlock(self)
+            }
+        }
+    };
+}
+
+held!(Lock, |lock| Some(lock.fencing_token()));
+held!(RedlockLock, |_| None);
+
+macro_rules! locker {
+    ($ty:ty, $held:ty) => {
+        impl Locker for $ty {
+            type Held = $held;
+            fn lock(
+                &self,
+                key: &str,
+                val: &str,
+                expiration: Duration,
+                timeout: Duration,
+                retry: impl RetryStrategy + 'static,
+            ) -> impl Future<Output = Result<$held>> + Send {
+                <$ty>::lock(self, key, val, expiration, timeout, retry)
+            }
+            fn try_lock(
+                &self,
+                key: &str,
+                val: &str,
+                expiration: Duration,
+            ) -> impl Future<Output = Result<$held>> + Send {
+                <$ty>::try_lock(self, key, val, expiration)
+            }
+        }
+    };
+}
+
+locker!(Client, Lock);
+locker!(Redlock, RedlockLock);
+
+pub async fn acquire_then_contention_is_not_obtained<L: Locker>(c: &L) {
+    let lock = c.try_lock("k", "a", 10 * SEC).await.unwrap();
+    assert_eq!((lock.key(), lock.value()), ("k", "a"));
+    let err = c.try_lock("k", "b", 10 * SEC).await.unwrap_err();
+    assert!(err.is_not_obtained(), "{err:?}");
+    let err = c
+        .lock("k", "b", 10 * SEC, SEC, FixedInterval::new(5 * MS, 3))
+        .await
+        .unwrap_err();
+    assert!(err.is_not_obtained(), "{err:?}");
+    // Another key is independent.
+    c.try_lock("other", "b", 10 * SEC).await.unwrap();
+}
+
+pub async fn same_value_reacquires_rearms_and_keeps_its_token<L: Locker>(c: &L) {
+    let first = c.try_lock("k", "a", SEC).await.unwrap();
+    tokio::time::sleep(300 * MS).await;
+    let before = first.ttl().await.unwrap().unwrap();
+    assert!(before <= 700 * MS, "{before:?}");
+    let again = c.try_lock("k", "a", 10 * SEC).await.unwrap();
+    assert_eq!(again.fencing_token(), first.fencing_token());
+    let after = first.ttl().await.unwrap().unwrap();
+    assert!(after > 9 * SEC, "re-armed to the new expiration: {after:?}");
+}
+
+pub async fn fencing_tokens_rise_across_acquisitions_and_survive_expiry<L: Locker>(c: &L) {
+    let mut last = 0;
+    for i in 0..5 {
+        let lock = c.try_lock("k", &format!("v{i}"), 10 * SEC).await.unwrap();
+        assert!(
+            lock.fencing_token().expect("a fenced store") > last,
+            "{} after {last}",
+            lock.fencing_token().expect("a fenced store")
+        );
+        last = lock.fencing_token().expect("a fenced store");
+        lock.unlock().await.unwrap();
+    }
+    // Let one expire instead of unlocking it: the counter outlives the lock key.
+    let expiring = c.try_lock("k", "short", 50 * MS).await.unwrap();
+    assert!(expiring.fencing_token().expect("a fenced store") > last);
+    last = expiring.fencing_token().expect("a fenced store");
+    tokio::time::sleep(120 * MS).await;
+    let next = c.try_lock("k", "after-expiry", 10 * SEC).await.unwrap();
+    assert!(next.fencing_token().expect("a fenced store") > last);
+    // Tokens are per key.
+    let fresh = c.try_lock("another-key", "v", 10 * SEC).await.unwrap();
+    assert_eq!(fresh.fencing_token().expect("a fenced store"), 1);
+}
+
+pub async fn refresh_rearms_the_original_expiration<L: Locker>(c: &L) {
+    let lock = c.try_lock("k", "a", SEC).await.unwrap();
+    tokio::time::sleep(400 * MS).await;
+    assert!(lock.ttl().await.unwrap().unwrap() <= 600 * MS);
+    lock.refresh().await.unwrap();
+    let ttl = lock.ttl().await.unwrap().unwrap();
+    assert!(ttl > 900 * MS && ttl <= SEC, "{ttl:?}");
+    assert!(lock.valid_for().unwrap() > 900 * MS);
+}
+
+pub async fn refresh_after_loss_is_not_held_and_leaves_the_new_owner_alone<L: Locker>(c: &L) {
+    let lock = c.try_lock("k", "a", 50 * MS).await.unwrap();
+    tokio::time::sleep(100 * MS).await;
+    let owner = c.try_lock("k", "b", 10 * SEC).await.unwrap();
+    let owner_ttl = owner.ttl().await.unwrap().unwrap();
+    assert!(lock.refresh().await.unwrap_err().is_not_held());
+    assert_eq!(lock.valid_for(), None, "a confirmed loss ends validity");
+    tokio::time::timeout(SEC, lock.lost())
+        .await
+        .expect("lost fires");
+    let still = owner.ttl().await.unwrap().unwrap();
+    assert!(
+        still <= owner_ttl && still > 9 * SEC,
+        "untouched: {still:?}"
+    );
+    assert!(lock.unlock().await.unwrap_err().is_not_held());
+    owner
+        .refresh()
+        .await
+        .expect("the new owner still holds the key");
+}
+
+pub async fn ttl_reports_remaining_time_and_none_when_not_held<L: Locker>(c: &L) {
+    let lock = c.try_lock("k", "a", 2 * SEC).await.unwrap();
+    let ttl = lock.ttl().await.unwrap().unwrap();
+    assert!(ttl > SEC && ttl <= 2 * SEC, "{ttl:?}");
+    let short = c.try_lock("s", "a", 30 * MS).await.unwrap();
+    tokio::time::sleep(80 * MS).await;
+    assert_eq!(short.ttl().await.unwrap(), None);
+}
+
+pub async fn unlock_releases_and_a_stale_unlock_is_not_held<L: Locker>(c: &L) {
+    let lock = c.try_lock("k", "a", 10 * SEC).await.unwrap();
+    lock.unlock().await.unwrap();
+    let next = c.try_lock("k", "b", 10 * SEC).await.unwrap();
+    // A stale holder (same key, other value) cannot release the new owner.
+    let stale = c.try_lock("k2", "x", 30 * MS).await.unwrap();
+    tokio::time::sleep(80 * MS).await;
+    let owner2 = c.try_lock("k2", "y", 10 * SEC).await.unwrap();
+    assert!(stale.unlock().await.unwrap_err().is_not_held());
+    assert!(owner2.ttl().await.unwrap().is_some());
+    next.unlock().await.unwrap();
+}
+
+pub async fn retry_waits_until_the_holder_releases<L: Locker>(c: &L) {
+    let holder = c.try_lock("k", "a", 10 * SEC).await.unwrap();
+    let releaser = tokio::spawn(async move {
+        tokio::time::sleep(150 * MS).await;
+        holder.unlock().await.unwrap();
+    });
+    let started = std::time::Instant::now();
+    let lock = c
+        .lock("k", "b", 10 * SEC, SEC, FixedInterval::new(20 * MS, 100))
+        .await
+        .unwrap();
+    assert!(started.elapsed() >= 140 * MS);
+    assert_eq!(lock.value(), "b");
+    releaser.await.unwrap();
+}
+
+pub async fn contention_exhausts_the_strategy_with_no_sleep_after_the_last_attempt<L: Locker>(
+    c: &L,
+) {
+    let _holder = c.try_lock("k", "a", 30 * SEC).await.unwrap();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let strategy = Counting {
+        inner: FixedInterval::new(100 * MS, 2),
+        asked: asked.clone(),
+    };
+    let started = std::time::Instant::now();
+    let err = c.lock("k", "b", 30 * SEC, SEC, strategy).await.unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(err.is_not_obtained(), "{err:?}");
+    // Three attempts, asked for a delay after each: two delays, then `None`.
+    assert_eq!(asked.load(Ordering::SeqCst), 3);
+    assert!(elapsed >= 200 * MS, "{elapsed:?}");
+    assert!(
+        elapsed < 290 * MS,
+        "slept after the last attempt? {elapsed:?}"
+    );
+}
+
+pub async fn iterators_and_custom_strategies_plug_in<L: Locker>(c: &L) {
+    let _holder = c.try_lock("k", "a", 30 * SEC).await.unwrap();
+    let delays = vec![MS, 2 * MS, 3 * MS];
+    let err = c
+        .lock("k", "b", SEC, SEC, delays.into_iter())
+        .await
+        .unwrap_err();
+    assert!(err.is_not_obtained());
+    let boxed: Box<dyn RetryStrategy> = Box::new(NonFixedInterval::new(2 * MS, 3));
+    assert!(
+        c.lock("k", "b", SEC, SEC, boxed)
+            .await
+            .unwrap_err()
+            .is_not_obtained()
+    );
+    let err = c
+        .lock("k", "b", SEC, SEC, std::iter::repeat_n(MS, 2))
+        .await
+        .unwrap_err();
+    assert!(err.is_not_obtained());
+}
+
+pub async fn bad_input_is_rejected_before_any_io<L: Locker>(c: &L) {
+    let bad: [(&str, &str, Duration, Duration, &str); 7] = [
+        ("", "v", SEC, SEC, "key"),
+        ("k", "", SEC, SEC, "val"),
+        ("k", "v", Duration::ZERO, SEC, "expiration"),
+        ("k", "v", Duration::from_micros(999), SEC, "expiration"),
+        ("k", "v", Duration::MAX, SEC, "expiration"),
+        ("k", "v", SEC, Duration::ZERO, "timeout"),
+        ("k", "v", SEC, Duration::MAX, "timeout"),
+    ];
+    for (key, val, expiration, timeout, name) in bad {
+        match c.lock(key, val, expiration, timeout, NoRetry).await {
+            Err(Error::InvalidArgument(msg)) => assert!(msg.starts_with(name), "{msg}"),
+            other => panic!("{name}: expected InvalidArgument, got {other:?}"),
+        }
+    }
+    assert!(
+        c.try_lock("", "v", SEC)
+            .await
+            .unwrap_err()
+            .is_invalid_argument()
+    );
+    // Nothing was written.
+    let lock = c.try_lock("k", "probe", SEC).await.unwrap();
+    if let Some(token) = lock.fencing_token() {
+        assert_eq!(token, 1);
+    }
+}
+
+pub async fn many_tasks_never_hold_one_key_at_once<L: Locker>(c: &L) {
+    let overlaps = exclusion_workload(12, 5, |worker| {
+        let c = c.clone();
+        async move {
+            c.lock(
+                "shared",
+                &format!("worker-{worker}"),
+                10 * SEC,
+                SEC,
+                NonFixedInterval::new(2 * MS, 10_000),
+            )
+            .await
+            .unwrap()
+        }
+    })
+    .await;
+    assert_eq!(overlaps, 0);
+}
+
+pub async fn debug_output_never_shows_the_lock_value<L: Locker>(c: &L) {
+    let secret = "s3cr3t-lock-value";
+    let lock = c.try_lock("k", secret, SEC).await.unwrap();
+    let renewal = lock.auto_refresh(100 * MS, SEC, 100 * MS, 3).unwrap();
+    for shown in [
+        format!("{lock:?}"),
+        format!("{renewal:?}"),
+        format!("{c:?}"),
+        format!("{:?}", c.try_lock("k", "other", SEC).await.unwrap_err()),
+    ] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    if lock.fencing_token().is_some() {
+        assert!(format!("{lock:?}").contains("fencing_token"));
+    }
+}
+
+struct Counting<S> {
+    inner: S,
+    asked: Arc<AtomicUsize>,
+}
+
+impl<S: RetryStrategy> RetryStrategy for Counting<S> {
+    fn next_delay(&mut self) -> Option<Duration> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        self.inner.next_delay()
+    }
+}
+
+/// Runs `workers` tasks that each take the lock `rounds` times through `acquire`, hold it
+/// for a moment, and unlock. Returns how many times a task entered the critical section
+/// while another was inside it.
+pub async fn exclusion_workload<F, Fut, H>(workers: usize, rounds: usize, acquire: F) -> usize
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = H> + Send + 'static,
+    H: Held,
+{
+    let inside = Arc::new(AtomicUsize::new(0));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let (inside, overlaps) = (inside.clone(), overlaps.clone());
+        let acquires: Vec<Fut> = (0..rounds).map(|_| acquire(worker)).collect();
+        tasks.push(tokio::spawn(async move {
+            for acquiring in acquires {
+                let lock = acquiring.await;
+                if inside.fetch_add(1, Ordering::SeqCst) != 0 {
+                    overlaps.fetch_add(1, Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+                lock.unlock().await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("workload finished in time")
+            .unwrap();
+    }
+    overlaps.load(Ordering::SeqCst)
+}
