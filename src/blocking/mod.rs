@@ -2,7 +2,8 @@
 //!
 //! [`Client`], [`Lock`] and [`AutoRefresh`] have the names and semantics of their async
 //! counterparts ([`crate::Client`], [`crate::Lock`], [`crate::AutoRefresh`]), without
-//! `.await`. They wrap the async types: every lock operation is the async one.
+//! `.await`; so do [`Redlock`] and [`RedlockLock`] ([`crate::redlock`]). They wrap the
+//! async types: every lock operation is the async one.
 //!
 //! ```
 //! use std::time::Duration;
@@ -60,11 +61,13 @@
 
 mod client;
 mod lock;
+mod redlock;
 mod refresh;
 mod runtime;
 mod wait;
 
 pub use client::{Client, ClientBuilder};
 pub use lock::Lock;
+pub use redlock::{Redlock, RedlockBuilder, RedlockLock};
 pub use refresh::AutoRefresh;
 pub use runtime::RUNTIME_THREAD_NAME;

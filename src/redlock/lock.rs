@@ -92,8 +92,9 @@ impl RedlockLock {
     }
 
     /// Re-arm the expiration the lock was acquired with on every node that still holds
-    /// this value; succeeds once a quorum did, and the validity then counts from this
-    /// refresh's start. Bounded by the `timeout` the lock was acquired with.
+    /// this value; succeeds when a quorum did, and the validity then counts from this
+    /// refresh's start. Waits for every node, bounded by the `timeout` the lock was
+    /// acquired with.
     ///
     /// A failed refresh **never releases** anything: the lock stays valid until its old
     /// validity runs out ([`lost`](RedlockLock::lost) fires then), and nodes that re-armed

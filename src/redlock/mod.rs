@@ -39,9 +39,12 @@
 //! cluster); the quorum is N/2 + 1. Each node runs the scripts of the single-server store,
 //! so every per-node operation is owner-checked and idempotent, as there.
 //!
-//! * **One round trip per attempt.** An attempt goes to every node at once and wins as
-//!   soon as a quorum granted it; it costs the round trip of the quorum-th fastest node,
-//!   not N round trips.
+//! * **One round trip per attempt.** An attempt goes to every node at once and waits for
+//!   every answer, bounded by its `timeout`: it costs the slowest node's round trip, not
+//!   N round trips. A node that does not answer (a partition, a stalled connection) costs
+//!   the whole `timeout`, so keep it small next to the expiration (tens of milliseconds
+//!   for an expiration of seconds); a node that is down refuses at once. The attempt wins
+//!   when a quorum granted it, and the key is then on every node that could take it.
 //! * **Validity.** The lock is certainly held until *start of the attempt + expiration −
 //!   drift* (drift = 1 % of the expiration + 2 ms, [`drift_allowance`](crate::drift_allowance)),
 //!   so the time the attempt took is already subtracted: that is
@@ -365,9 +368,10 @@ impl Redlock {
     /// Acquire `key` for `val` on a quorum of nodes, retrying under `retry` while that
     /// fails.
     ///
-    /// Each attempt goes to every node at once, bounded by `timeout` (and by the validity
-    /// it could give: a grant later than *expiration − drift* after the attempt started
-    /// counts as a timeout), and wins once a quorum granted it. A failed attempt is
+    /// Each attempt goes to every node at once and waits for their answers, bounded by
+    /// `timeout` (and by the validity it could give: a grant later than *expiration −
+    /// drift* after the attempt started counts as a timeout); it wins when a quorum
+    /// granted it. A failed attempt is
     /// aborted on every node that may have taken it before the strategy is asked for a
     /// delay (see the [module docs](self#how-it-works)). When the strategy returns `None`
     /// the last attempt's outcome is returned, with no sleep after it. Acquisition is

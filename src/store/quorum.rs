@@ -1,22 +1,26 @@
 //! Redlock: one lock over N independent Redis masters, held while a majority of them
 //! holds it (quorum = N/2 + 1).
 //!
-//! Every operation goes to every node at once, so it costs one round trip (a node's), not
-//! N. Each node runs the single-server scripts of [`RedisStore`] unchanged — the same
+//! Every operation goes to every node at once, so it costs one round trip (the slowest
+//! node's, bounded by the timeout), not N. Each node runs the single-server scripts of [`RedisStore`] unchanged — the same
 //! owner checks, the same record of aborted attempts — so this module only counts
 //! answers:
 //!
-//! * **acquire** wins as soon as a quorum granted it within the validity window
-//!   (`expiration − drift`): a grant that arrives later counts as a timeout. Otherwise it
-//!   waits for every node (within the timeout) and is [`Acquire::Held`] only when a
-//!   majority answered that another value holds the key, [`Error::Quorum`] in every other
-//!   case — node failures are never counted as contention. What each node did with an
+//! * **acquire** waits for every node (within the timeout and the validity window,
+//!   `expiration − drift`: a grant that arrives later counts as a timeout) and wins when a
+//!   quorum granted it. Waiting for all, not just the fastest quorum, puts the key on
+//!   every node that can take it (a node still answering when the attempt returned —
+//!   reloading its scripts, reconnecting — might never get it), so the lock survives as
+//!   many node failures as it can. It is [`Acquire::Held`] only when a majority answered
+//!   that another value holds the key, [`Error::Quorum`] in every other case — node
+//!   failures are never counted as contention. What each node did with an
 //!   attempt that did not win is remembered until the client [aborts](Store::abort) it:
 //!   nodes that granted it get an owner-checked release, nodes whose answer is unknown
 //!   get the full abort (a late arrival is refused there), nodes that refused it get
 //!   nothing — so contention costs no extra round trip and leaves no record behind.
-//! * **refresh** succeeds once a quorum re-armed the key, is "not held" when a majority
-//!   says so, and is [`Error::Quorum`] otherwise; it never releases anything.
+//! * **refresh** (waiting for every node too) succeeds when a quorum re-armed the key, is
+//!   "not held" when a majority says so, and is [`Error::Quorum`] otherwise; it never
+//!   releases anything.
 //! * **release**, **pttl** and **abort** go to every node and wait for all of them.
 //!
 //! The token an acquisition reports is meaningless (always 0): counters on independent
@@ -197,11 +201,6 @@ impl Store for Quorum {
                 Ok(Acquire::Acquired(_)) if Instant::now() < valid_until => {
                     left[i] = Left::Key;
                     tally.granted += 1;
-                    if self.reached(tally.granted) {
-                        // The nodes still answering may grant it too: the key is ours
-                        // there, and goes with the lock (unlock releases every node).
-                        return Ok(Acquire::Acquired(0));
-                    }
                 }
                 Ok(Acquire::Acquired(_)) => {
                     // Granted, but after the validity it would have added to was gone.
@@ -227,6 +226,9 @@ impl Store for Quorum {
                 }
             }
         }
+        if self.reached(tally.granted) {
+            return Ok(Acquire::Acquired(0));
+        }
         self.remember(attempt, left);
         if self.reached(tally.held) {
             Ok(Acquire::Held)
@@ -247,17 +249,14 @@ impl Store for Quorum {
         let mut answers = self.each(|_, node| node.refresh(key, val, expiration, bound));
         while let Some((i, answer)) = answers.next().await {
             match answer {
-                Ok(true) => {
-                    tally.granted += 1;
-                    if self.reached(tally.granted) {
-                        return Ok(true);
-                    }
-                }
+                Ok(true) => tally.granted += 1,
                 Ok(false) => tally.held += 1,
                 Err(e) => tally.fail(i, e),
             }
         }
-        if self.reached(tally.held) {
+        if self.reached(tally.granted) {
+            Ok(true)
+        } else if self.reached(tally.held) {
             Ok(false)
         } else {
             Err(tally.into_error())
