@@ -62,7 +62,7 @@ pub enum Error {
     /// Transient ([`Error::is_transient`]) unless the nodes that failed with errors
     /// retrying cannot fix leave fewer than a quorum.
     #[error(
-        "redlock: no quorum of {quorum} among {nodes} nodes ({granted} agreed, {held}          answered the key is held by another value or not by this one, {failed} failed)",
+        "redlock: no quorum of {quorum}/{nodes} nodes ({granted} agreed, {held} answered the key is not ours, {failed} failed)",
         quorum = (.granted + .held + .failed) / 2 + 1,
         nodes = .granted + .held + .failed
     )]
@@ -165,7 +165,7 @@ impl Error {
             } => {
                 let nodes = (granted + held + failed) as usize;
                 let lost_for_good = errors.iter().filter(|(_, e)| !e.is_transient()).count();
-                nodes - lost_for_good >= nodes / 2 + 1
+                nodes - lost_for_good > nodes / 2
             }
             _ => false,
         }
@@ -278,8 +278,7 @@ mod tests {
         assert!(e.is_quorum() && !e.is_not_obtained());
         assert_eq!(
             e.to_string(),
-            "redlock: no quorum of 3 among 5 nodes (1 agreed, 1 answered the key is held by \
-             another value or not by this one, 3 failed)"
+            "redlock: no quorum of 3/5 nodes (1 agreed, 1 answered the key is not ours, 3 failed)"
         );
     }
 

@@ -863,7 +863,9 @@ async_cases!(
     the_checker_catches_the_same_workload_without_the_lock,
 );
 
-const SYNC_CASES: &[(&str, fn(&Nodes))] = &[(
+type SyncCase = fn(&Nodes);
+
+const SYNC_CASES: &[(&str, SyncCase)] = &[(
     "blocking_redlock_mirrors_the_async_one",
     blocking_redlock_mirrors_the_async_one,
 )];

@@ -169,7 +169,7 @@ impl fmt::Debug for Redlock {
 }
 
 /// Configures a [`Redlock`] before it connects: the settings of
-/// [`ClientBuilder`](crate::ClientBuilder) that apply to every node.
+/// [`ClientBuilder`] that apply to every node.
 ///
 /// ```no_run
 /// # async fn demo() -> leasehold::Result<()> {
@@ -183,8 +183,9 @@ impl fmt::Debug for Redlock {
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct RedlockBuilder {
-    /// How each node's connection is opened.
+    /// How each node's connection is opened (with `connect_timeout`).
     inner: ClientBuilder,
+    connect_timeout: Duration,
     default_timeout: Duration,
 }
 
@@ -199,6 +200,7 @@ impl RedlockBuilder {
     pub const fn new() -> Self {
         RedlockBuilder {
             inner: ClientBuilder::new(),
+            connect_timeout: crate::DEFAULT_CONNECT_TIMEOUT,
             default_timeout: crate::DEFAULT_TIMEOUT,
         }
     }
@@ -214,22 +216,18 @@ impl RedlockBuilder {
 
     /// Bound on establishing (and re-establishing) each node's connection. Default:
     /// [`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT) (5 s).
-    pub const fn connect_timeout(self, timeout: Duration) -> Self {
-        RedlockBuilder {
-            inner: self.inner.connect_timeout(timeout),
-            default_timeout: self.default_timeout,
-        }
+    pub const fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
     }
 
     /// Trust this root certificate (PEM) for `rediss://` nodes; see
     /// [`ClientBuilder::tls_root_certificate`](crate::ClientBuilder::tls_root_certificate).
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
-    pub fn tls_root_certificate(self, pem: impl Into<Vec<u8>>) -> Self {
-        RedlockBuilder {
-            inner: self.inner.tls_root_certificate(pem),
-            default_timeout: self.default_timeout,
-        }
+    pub fn tls_root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.inner = self.inner.tls_root_certificate(pem);
+        self
     }
 
     /// Connect to every node in `urls` (at once); see [`Redlock::open`].
@@ -264,7 +262,8 @@ impl RedlockBuilder {
                 ));
             }
         }
-        let opening = urls.iter().map(|url| self.inner.clone().open(url));
+        let node = self.inner.connect_timeout(self.connect_timeout);
+        let opening = urls.iter().map(|url| node.clone().open(url));
         let clients = futures::future::try_join_all(opening).await?;
         build(clients, default_timeout)
     }
