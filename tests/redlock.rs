@@ -347,8 +347,8 @@ async fn a_failed_same_value_relock_keeps_the_lock(nodes: &Nodes) {
     assert_eq!(nodes.holding("relock"), Vec::<usize>::new());
 }
 
-/// Contention costs no record of aborted attempts: every node answered, so nothing can
-/// arrive late.
+/// Contention costs no record of aborted attempts (every node answered, so nothing can
+/// arrive late), and no node keeps a fence counter (Redlock has no token).
 async fn contention_leaves_no_attempt_records(nodes: &Nodes) {
     let redlock = nodes.redlock().await;
     let mut tasks = Vec::new();
@@ -380,6 +380,11 @@ async fn contention_leaves_no_attempt_records(nodes: &Nodes) {
             nodes.keys(i, "contended:aborted*"),
             Vec::<String>::new(),
             "node {i} keeps a record of aborted attempts"
+        );
+        assert_eq!(
+            nodes.keys(i, "contended:fence*"),
+            Vec::<String>::new(),
+            "node {i} keeps a fence counter nobody reads"
         );
     }
 }

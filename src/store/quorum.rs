@@ -2,9 +2,10 @@
 //! holds it (quorum = N/2 + 1).
 //!
 //! Every operation goes to every node at once, so it costs one round trip (the slowest
-//! node's, bounded by the timeout), not N. Each node runs the single-server scripts of [`RedisStore`] unchanged — the same
-//! owner checks, the same record of aborted attempts — so this module only counts
-//! answers:
+//! node's, bounded by the timeout), not N. Each node runs the single-server scripts of
+//! [`RedisStore`] — the same owner checks, the same record of aborted attempts; only the
+//! acquire leaves out the fence counter, since Redlock has no token to give — so this
+//! module only counts answers:
 //!
 //! * **acquire** waits for every node (within the timeout and the validity window,
 //!   `expiration − drift`: a grant that arrives later counts as a timeout) and wins when a
@@ -30,8 +31,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
+use futures::future::join_all;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
@@ -130,23 +130,13 @@ impl Quorum {
         count as usize >= self.quorum()
     }
 
-    /// `op` on every node at once (given its index and the node); each answer comes
-    /// with its node's index.
-    fn each<'a, T, F>(
-        &'a self,
-        op: impl Fn(usize, &'a RedisStore) -> F,
-    ) -> FuturesUnordered<impl Future<Output = (usize, T)> + 'a>
+    /// `op` on every node at once (given its index and the node): the answers in node
+    /// order, once every node answered (each node's call is bounded by its timeout).
+    async fn all<'a, T, F>(&'a self, op: impl Fn(usize, &'a RedisStore) -> F) -> Vec<T>
     where
         F: Future<Output = T> + 'a,
     {
-        self.nodes
-            .iter()
-            .enumerate()
-            .map(|(i, node)| {
-                let answer = op(i, node);
-                async move { (i, answer.await) }
-            })
-            .collect()
+        join_all(self.nodes.iter().enumerate().map(|(i, node)| op(i, node))).await
     }
 
     /// Keep what each node did with `attempt` (which did not win) until it is aborted.
@@ -193,12 +183,18 @@ impl Store for Quorum {
         let valid_until = started + window;
         // Waiting longer than the window is pointless: a later grant is worth nothing.
         let bound = timeout.min(window);
+        let cmd = RedisStore::redlock_acquire_command(key, val, expiration, attempt);
+        let answers = self
+            .all(|_, node| async {
+                let answer = node.redlock_acquire_with(&cmd, bound).await;
+                (answer, Instant::now())
+            })
+            .await;
         let mut left = vec![Left::Unknown; self.nodes.len()].into_boxed_slice();
         let mut tally = Tally::default();
-        let mut answers = self.each(|_, node| node.acquire(key, val, expiration, attempt, bound));
-        while let Some((i, answer)) = answers.next().await {
+        for (i, (answer, at)) in answers.into_iter().enumerate() {
             match answer {
-                Ok(Acquire::Acquired(_)) if Instant::now() < valid_until => {
+                Ok(Acquire::Acquired(_)) if at < valid_until => {
                     left[i] = Left::Key;
                     tally.granted += 1;
                 }
@@ -246,8 +242,9 @@ impl Store for Quorum {
     ) -> Result<bool> {
         let bound = timeout.min(validity_window(expiration));
         let mut tally = Tally::default();
-        let mut answers = self.each(|_, node| node.refresh(key, val, expiration, bound));
-        while let Some((i, answer)) = answers.next().await {
+        let cmd = RedisStore::refresh_command(key, val, expiration);
+        let answers = self.all(|_, node| node.refresh_with(&cmd, bound)).await;
+        for (i, answer) in answers.into_iter().enumerate() {
             match answer {
                 Ok(true) => tally.granted += 1,
                 Ok(false) => tally.held += 1,
@@ -265,8 +262,9 @@ impl Store for Quorum {
 
     async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
         let mut tally = Tally::default();
-        let mut answers = self.each(|_, node| node.release(key, val, timeout));
-        while let Some((i, answer)) = answers.next().await {
+        let cmd = RedisStore::release_command(key, val);
+        let answers = self.all(|_, node| node.release_with(&cmd, timeout)).await;
+        for (i, answer) in answers.into_iter().enumerate() {
             match answer {
                 Ok(true) => tally.granted += 1,
                 Ok(false) => tally.held += 1,
@@ -310,20 +308,22 @@ impl Store for Quorum {
             }
         }
         let plan = &plan;
-        let mut answers = self.each(|i, node| async move {
-            let cleanup = &plan[i];
-            if !cleanup.unknown.is_empty() {
-                node.abort(key, val, &cleanup.unknown, release, timeout)
-                    .await
-            } else if release && !cleanup.granted.is_empty() {
-                node.release(key, val, timeout).await.map(drop)
-            } else {
-                Ok(()) // refused, or a key kept for the lock: nothing to do
-            }
-        });
+        let answers = self
+            .all(|i, node| async move {
+                let cleanup = &plan[i];
+                if !cleanup.unknown.is_empty() {
+                    node.abort(key, val, &cleanup.unknown, release, timeout)
+                        .await
+                } else if release && !cleanup.granted.is_empty() {
+                    node.release(key, val, timeout).await.map(drop)
+                } else {
+                    Ok(()) // refused, or a key kept for the lock: nothing to do
+                }
+            })
+            .await;
         let mut tally = Tally::default();
         let mut retry = Vec::new();
-        while let Some((i, answer)) = answers.next().await {
+        for (i, answer) in answers.into_iter().enumerate() {
             match answer {
                 Ok(()) => tally.granted += 1,
                 // Another try could not do better there: give up on that node.
@@ -337,7 +337,6 @@ impl Store for Quorum {
                 }
             }
         }
-        drop(answers);
         if retry.is_empty() {
             return Ok(());
         }
@@ -364,8 +363,8 @@ impl Store for Quorum {
     async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
         let mut ttls = Vec::with_capacity(self.nodes.len());
         let mut tally = Tally::default();
-        let mut answers = self.each(|_, node| node.pttl(key, val, timeout));
-        while let Some((i, answer)) = answers.next().await {
+        let answers = self.all(|_, node| node.pttl(key, val, timeout)).await;
+        for (i, answer) in answers.into_iter().enumerate() {
             match answer {
                 Ok(Some(ttl)) => {
                     ttls.push(ttl);

@@ -275,21 +275,37 @@ fn redis_client(url: &str, options: &Options) -> Result<redis::Client> {
     redis::Client::open(url).map_err(invalid)
 }
 
-impl Store for RedisStore {
-    fn grant(&self, expiration: Duration) -> Result<Duration> {
-        Ok(expiration)
-    }
-
-    async fn acquire(
-        &self,
+/// Commands built once and sent to several stores: a Redlock quorum sends the same
+/// acquire, refresh or release to every node.
+impl RedisStore {
+    /// A Redlock node's acquire: the single-server acquire without the fence counter
+    /// (Redlock has no fencing token); the same replies, 1 standing for "acquired".
+    pub(crate) fn redlock_acquire_command(
         key: &str,
         val: &str,
         expiration: Duration,
         attempt: AttemptId,
+    ) -> redis::Cmd {
+        scripts::redlock_acquire(key, val, expiration, attempt)
+    }
+
+    /// Run a Redlock acquire built by [`redlock_acquire_command`](Self::redlock_acquire_command).
+    pub(crate) async fn redlock_acquire_with(
+        &self,
+        cmd: &redis::Cmd,
         timeout: Duration,
     ) -> Result<Acquire> {
-        let cmd = scripts::acquire(key, val, expiration, attempt);
-        let (reply, short): (Value, _) = self.write(&scripts::ACQUIRE, &cmd, timeout).await?;
+        self.acquire_reply(&scripts::REDLOCK_ACQUIRE, cmd, timeout)
+            .await
+    }
+
+    async fn acquire_reply(
+        &self,
+        lua: &scripts::Lua,
+        cmd: &redis::Cmd,
+        timeout: Duration,
+    ) -> Result<Acquire> {
+        let (reply, short): (Value, _) = self.write(lua, cmd, timeout).await?;
         match reply {
             Value::Int(0) => Ok(Acquire::Held),
             // Only an attempt its caller gave up on is ever aborted: nobody reads this.
@@ -312,6 +328,48 @@ impl Store for RedisStore {
         }
     }
 
+    pub(crate) fn refresh_command(key: &str, val: &str, expiration: Duration) -> redis::Cmd {
+        scripts::refresh(key, val, expiration)
+    }
+
+    pub(crate) async fn refresh_with(&self, cmd: &redis::Cmd, timeout: Duration) -> Result<bool> {
+        Ok(self
+            .conn
+            .run::<i64>(&scripts::REFRESH, cmd, timeout)
+            .await?
+            == 1)
+    }
+
+    pub(crate) fn release_command(key: &str, val: &str) -> redis::Cmd {
+        scripts::release(key, val)
+    }
+
+    pub(crate) async fn release_with(&self, cmd: &redis::Cmd, timeout: Duration) -> Result<bool> {
+        Ok(self
+            .conn
+            .run::<i64>(&scripts::RELEASE, cmd, timeout)
+            .await?
+            == 1)
+    }
+}
+
+impl Store for RedisStore {
+    fn grant(&self, expiration: Duration) -> Result<Duration> {
+        Ok(expiration)
+    }
+
+    async fn acquire(
+        &self,
+        key: &str,
+        val: &str,
+        expiration: Duration,
+        attempt: AttemptId,
+        timeout: Duration,
+    ) -> Result<Acquire> {
+        let cmd = scripts::acquire(key, val, expiration, attempt);
+        self.acquire_reply(&scripts::ACQUIRE, &cmd, timeout).await
+    }
+
     async fn refresh(
         &self,
         key: &str,
@@ -319,21 +377,13 @@ impl Store for RedisStore {
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool> {
-        let cmd = scripts::refresh(key, val, expiration);
-        Ok(self
-            .conn
-            .run::<i64>(&scripts::REFRESH, &cmd, timeout)
-            .await?
-            == 1)
+        let cmd = RedisStore::refresh_command(key, val, expiration);
+        self.refresh_with(&cmd, timeout).await
     }
 
     async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
-        let cmd = scripts::release(key, val);
-        Ok(self
-            .conn
-            .run::<i64>(&scripts::RELEASE, &cmd, timeout)
-            .await?
-            == 1)
+        let cmd = RedisStore::release_command(key, val);
+        self.release_with(&cmd, timeout).await
     }
 
     async fn abort(

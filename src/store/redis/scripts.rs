@@ -14,6 +14,8 @@ use crate::store::{AttemptId, Fence};
 
 pub(crate) static ACQUIRE: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(include_str!("lua/acquire.lua")));
+pub(crate) static REDLOCK_ACQUIRE: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("lua/redlock_acquire.lua")));
 pub(crate) static REFRESH: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(include_str!("lua/refresh.lua")));
 pub(crate) static RELEASE: LazyLock<Lua> =
@@ -80,6 +82,23 @@ pub(crate) fn acquire(key: &str, val: &str, expiration: Duration, attempt: Attem
     cmd.arg(key);
     sidecar.write(FENCE, &mut cmd.writer_for_next_arg());
     sidecar.write(ABORTED, &mut cmd.writer_for_next_arg());
+    cmd.arg(val).arg(millis(expiration));
+    write_attempt(attempt, &mut cmd);
+    cmd
+}
+
+/// `EVALSHA <redlock_acquire> 2 <key> <aborted> <val> <ms> <attempt>`: a Redlock node's
+/// acquire, without the fence counter.
+pub(crate) fn redlock_acquire(
+    key: &str,
+    val: &str,
+    expiration: Duration,
+    attempt: AttemptId,
+) -> Cmd {
+    let payload = 2 * key.len() + SIDECAR_EXTRA + val.len() + ATTEMPT_ID_LEN;
+    let mut cmd = REDLOCK_ACQUIRE.evalsha(2, payload);
+    cmd.arg(key);
+    Sidecar::of(key).write(ABORTED, &mut cmd.writer_for_next_arg());
     cmd.arg(val).arg(millis(expiration));
     write_attempt(attempt, &mut cmd);
     cmd
@@ -186,6 +205,21 @@ mod tests {
             .arg("000000000000feed:7")
             .get_packed_command();
         assert_eq!(eval.get_packed_command(), plain);
+    }
+
+    #[test]
+    fn a_redlock_acquire_names_the_key_its_abort_record_and_the_attempt() {
+        let cmd = redlock_acquire("job", "value", Duration::from_secs(30), ATTEMPT);
+        let plain = redis::cmd("EVALSHA")
+            .arg(&REDLOCK_ACQUIRE.sha)
+            .arg(2)
+            .arg("job")
+            .arg(Sidecar::of("job").name(ABORTED))
+            .arg("value")
+            .arg(30_000u64)
+            .arg("000000000000feed:7")
+            .get_packed_command();
+        assert_eq!(cmd.get_packed_command(), plain);
     }
 
     #[test]
