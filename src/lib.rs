@@ -15,6 +15,9 @@
 //!   client could have taken the key.
 //! * **Stores:** Redis (`redis://`, `rediss://` with the `tls` feature) and an embedded
 //!   in-process store (`memory://`) with the same semantics.
+//! * **Redlock** over N independent Redis masters ([`redlock::Redlock`]): a lock that
+//!   survives the loss of a minority of nodes, with the module docs saying plainly which
+//!   timing assumptions it rests on and why it has no fencing token.
 //!
 //! # Example
 //!
