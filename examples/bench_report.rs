@@ -991,6 +991,10 @@ fn redlock_section(w: &mut String, r: &RedlockResult, settings: &Settings) {
         let i = r.index(id);
         median(&r.client_cpu[i]) + median(&r.server_cpu[i])
     };
+    let server = |id: &str| median(&r.server_cpu[r.index(id)]);
+    let client = |id: &str| median(&r.client_cpu[r.index(id)]);
+    let per_node_extra = (server("redlock_3") - server("rslock_3")) / 3.0;
+    let client_vs_rslock = (client("redlock_3") - client("rslock_3")) / 3.0;
     let _ = writeln!(
         w,
         "\n**Reading it.** A Redlock cycle does the work of one server's cycle on every node: \
@@ -1000,9 +1004,15 @@ fn redlock_section(w: &mut String, r: &RedlockResult, settings: &Settings) {
          latency ratio to one server therefore approaches 1 only when the nodes and the \
          client have cores of their own (with N + 1 free cores the N round trips overlap \
          fully); on a machine with fewer cores than nodes, it is bounded below by the CPU \
-         ratio. Against rslock the work per node is what differs: its acquire is a bare `SET \
-         NX PX` (no check for aborted attempts) and it releases every node after each failed \
-         attempt, where leasehold releases only the nodes that granted it.",
+         ratio. Against rslock the client's work per node is the same ({client_vs_rslock:+.1} µs \
+         per node and cycle) and the servers' is not ({per_node_extra:+.1} µs per node and \
+         cycle): rslock acquires with a bare `SET NX PX`, leasehold with a script that also \
+         refuses an attempt its client already gave up on — what keeps a timed-out attempt \
+         that lands late from leaving a key behind, which rslock's cannot. On a machine whose \
+         cores the servers share with the client, that server time is on the critical path; \
+         with a core per node it overlaps with the round trip. Under contention rslock also \
+         releases every node after each failed attempt, where leasehold releases only the \
+         nodes that granted it (none, when a majority answered \"held\").",
         cpu("leasehold_single"),
         cpu("redlock_3"),
         cpu("redlock_5")
