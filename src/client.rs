@@ -10,12 +10,15 @@ use tokio::time::Instant;
 use crate::args::{check_duration, check_key, check_value};
 use crate::lease::{Attempted, Leases};
 use crate::lock::Lock;
-use crate::release::{Attempts, ReleaseLedger, Settled};
+use crate::pause::{Last, Pause};
+use crate::release::Attempts;
 use crate::retry::{NoRetry, RetryStrategy};
 use crate::store::memory::{self, MemoryStore};
 use crate::store::redis::{self as redis_store, RedisStore};
 use crate::store::{Backend, Store};
+use crate::telemetry;
 use crate::{Error, Result};
+use tracing::Instrument;
 
 /// Default bound on one round trip for operations that take no timeout argument
 /// ([`Client::try_lock`]): 1 second.
@@ -35,9 +38,9 @@ pub struct Client {
 struct ClientInner {
     /// The store, and the leases this client holds on it.
     leases: Arc<Leases>,
-    /// Aborts of attempts given up on that may still delete a key (see `release.rs`).
-    ledger: Arc<ReleaseLedger>,
     default_timeout: Duration,
+    /// Whether waiters wake when a key is released or expires (`ClientBuilder::notify`).
+    notify: bool,
     /// Where the client points, without credentials (for `Debug`).
     target: String,
 }
@@ -68,9 +71,19 @@ impl fmt::Debug for Client {
 pub struct ClientBuilder {
     default_timeout: Duration,
     connect_timeout: Duration,
+    notify: bool,
+    notifier: Option<redis::Client>,
+    key_prefix: String,
     min_replicas: Option<(u32, Duration)>,
     #[cfg(feature = "tls")]
     tls_root_certificate: Option<Vec<u8>>,
+}
+
+/// A builder's validated settings that belong to the client (not to its store).
+struct Settings {
+    default_timeout: Duration,
+    notify: bool,
+    key_prefix: Box<str>,
 }
 
 impl Default for ClientBuilder {
@@ -85,6 +98,9 @@ impl ClientBuilder {
         ClientBuilder {
             default_timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            notify: true,
+            notifier: None,
+            key_prefix: String::new(),
             min_replicas: None,
             #[cfg(feature = "tls")]
             tls_root_certificate: None,
@@ -102,6 +118,46 @@ impl ClientBuilder {
     /// Default: [`DEFAULT_CONNECT_TIMEOUT`] (5 s). Validated like `default_timeout`.
     pub const fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// Start every key this client writes with `prefix`: lock keys (and so their fence
+    /// counters, records of aborted attempts and release channels, which are named after
+    /// them) and fenced resources. [`Lock::key`] still returns the key as you named it.
+    /// Default: none.
+    ///
+    /// Use it to share one store between applications or environments (`"billing:"`,
+    /// `"staging:"`), and to confine a Redis ACL user to `~billing:*`. A prefix must not
+    /// contain `{` or `}` ([`Error::InvalidArgument`] when the client is built): a key's
+    /// hash tag is what keeps it and its companions in one Redis Cluster slot.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = prefix.into();
+        self
+    }
+
+    /// Whether a `lock` call waiting for a key wakes as soon as the key is released or
+    /// its holder's lease runs out, instead of sleeping out its retry strategy's delay.
+    /// Default: on. The strategy still bounds the wait: an early wake is one more attempt
+    /// within the same delay, and the total wait never exceeds the sum of the delays. One
+    /// release wakes one waiter per client (the one that waited longest), not all.
+    ///
+    /// On Redis, a release publishes on a channel in the key's slot (`SPUBLISH` on a
+    /// cluster) and each client keeps one subscriber connection, subscribed to the keys
+    /// it is waiting for; a miss also reports the holder's remaining time to live, so a
+    /// waiter wakes when the holder's key expires (which pub/sub cannot report). A client
+    /// on your own connection ([`Client::from_connection`]) polls unless given a
+    /// [`notifier`](ClientBuilder::notifier). `false`: waiters poll under their
+    /// strategy, and releases publish nothing.
+    pub const fn notify(mut self, on: bool) -> Self {
+        self.notify = on;
+        self
+    }
+
+    /// The Redis client to open the subscriber connection with, for a client built on
+    /// your own connection ([`ClientBuilder::from_connection`]), which otherwise polls.
+    /// It must lead to the same server.
+    pub fn notifier(mut self, client: redis::Client) -> Self {
+        self.notifier = Some(client);
         self
     }
 
@@ -137,8 +193,8 @@ impl ClientBuilder {
         self
     }
 
-    /// The validated settings: the default timeout, and how to open a Redis store.
-    fn settings(&self) -> Result<(Duration, redis_store::Options)> {
+    /// The validated settings: the client's, and how to open a Redis store.
+    fn settings(&self) -> Result<(Settings, redis_store::Options)> {
         let default_timeout = check_duration("default_timeout", self.default_timeout)?;
         let connect_timeout = check_duration("connect_timeout", self.connect_timeout)?;
         let min_replicas = match self.min_replicas {
@@ -151,10 +207,24 @@ impl ClientBuilder {
         let options = redis_store::Options {
             connect_timeout,
             min_replicas,
+            notify: self.notify,
+            notifier: self.notifier.clone(),
+            prefix_len: self.key_prefix.len(),
             #[cfg(feature = "tls")]
             tls_root_certificate: self.tls_root_certificate.clone(),
         };
-        Ok((default_timeout, options))
+        if self.key_prefix.contains(['{', '}']) {
+            return Err(Error::invalid(
+                "key_prefix: must not contain `{` or `}` (it would change which part of a \
+                 key Redis Cluster hashes)",
+            ));
+        }
+        let settings = Settings {
+            default_timeout,
+            notify: self.notify,
+            key_prefix: self.key_prefix.as_str().into(),
+        };
+        Ok((settings, options))
     }
 
     /// Open a client for `url`; see [`Client::open`] for the URL forms.
@@ -169,19 +239,19 @@ impl ClientBuilder {
     ///
     /// Cancel safe: dropping the future drops the half-open connection; nothing is written.
     pub async fn open(self, url: &str) -> Result<Client> {
-        let (default_timeout, options) = self.settings()?;
+        let (settings, options) = self.settings()?;
         if let Some(name) = url.strip_prefix(memory::SCHEME) {
             return Ok(Client::with_backend(
                 Backend::Memory(MemoryStore::named(name)),
-                default_timeout,
+                &settings,
                 format!("{}{name}", memory::SCHEME),
             ));
         }
         if redis_store::SCHEMES.iter().any(|s| url.starts_with(s)) {
             let (store, target) = RedisStore::open(url, &options).await?;
             return Ok(Client::with_backend(
-                Backend::Redis(store),
-                default_timeout,
+                Backend::Redis(Arc::new(store)),
+                &settings,
                 target,
             ));
         }
@@ -204,11 +274,11 @@ impl ClientBuilder {
     #[cfg(feature = "cluster")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub async fn open_cluster(self, urls: &[&str]) -> Result<Client> {
-        let (default_timeout, options) = self.settings()?;
+        let (settings, options) = self.settings()?;
         let (store, target) = RedisStore::open_cluster(urls, &options).await?;
         Ok(Client::with_backend(
-            Backend::Redis(store),
-            default_timeout,
+            Backend::Redis(Arc::new(store)),
+            &settings,
             target,
         ))
     }
@@ -223,10 +293,10 @@ impl ClientBuilder {
     #[cfg(feature = "cluster")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub fn from_cluster(self, conn: redis::cluster_async::ClusterConnection) -> Client {
-        let (default_timeout, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
+        let (settings, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
-            Backend::Redis(RedisStore::from_cluster(conn, &options)),
-            default_timeout,
+            Backend::Redis(Arc::new(RedisStore::from_cluster(conn, &options))),
+            &settings,
             "redis cluster (user connection)".to_owned(),
         )
     }
@@ -245,11 +315,11 @@ impl ClientBuilder {
     #[cfg(feature = "sentinel")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
     pub async fn open_sentinel(self, sentinels: &[&str], master_name: &str) -> Result<Client> {
-        let (default_timeout, options) = self.settings()?;
+        let (settings, options) = self.settings()?;
         let (store, target) = RedisStore::open_sentinel(sentinels, master_name, &options).await?;
         Ok(Client::with_backend(
-            Backend::Redis(store),
-            default_timeout,
+            Backend::Redis(Arc::new(store)),
+            &settings,
             target,
         ))
     }
@@ -261,10 +331,10 @@ impl ClientBuilder {
     /// If a setting on the builder is invalid (`default_timeout` outside 1 ms ..=
     /// [`MAX_DURATION`](crate::MAX_DURATION), `min_replicas` of 0).
     pub fn from_connection(self, conn: ConnectionManager) -> Client {
-        let (default_timeout, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
+        let (settings, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
-            Backend::Redis(RedisStore::from_connection(conn, &options)),
-            default_timeout,
+            Backend::Redis(Arc::new(RedisStore::from_connection(conn, &options))),
+            &settings,
             "redis (user connection)".to_owned(),
         )
     }
@@ -276,10 +346,10 @@ impl ClientBuilder {
     ///
     /// If `default_timeout` was set outside 1 ms ..= [`MAX_DURATION`](crate::MAX_DURATION).
     pub fn memory(self) -> Client {
-        let (default_timeout, _) = self.settings().unwrap_or_else(|e| panic!("{e}"));
+        let (settings, _) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
             Backend::Memory(MemoryStore::new()),
-            default_timeout,
+            &settings,
             "memory (private)".to_owned(),
         )
     }
@@ -427,19 +497,31 @@ impl Client {
         ClientBuilder::new().memory()
     }
 
-    pub(crate) fn with_backend(
-        backend: Backend,
-        default_timeout: Duration,
-        target: String,
-    ) -> Client {
+    fn with_backend(backend: Backend, settings: &Settings, target: String) -> Client {
         Client {
             inner: Arc::new(ClientInner {
-                leases: Arc::new(Leases::new(backend)),
-                ledger: Arc::default(),
-                default_timeout,
+                leases: Arc::new(Leases::new(backend, &settings.key_prefix)),
+                default_timeout: settings.default_timeout,
+                notify: settings.notify,
                 target,
             }),
         }
+    }
+
+    /// A client on `backend` with these settings (a Redlock over the stores of other
+    /// clients). Its pauses end early when the store says (a holder's lease ran out).
+    pub(crate) fn with_store(
+        backend: Backend,
+        default_timeout: Duration,
+        key_prefix: &str,
+        target: String,
+    ) -> Client {
+        let settings = Settings {
+            default_timeout,
+            notify: true,
+            key_prefix: key_prefix.into(),
+        };
+        Client::with_backend(backend, &settings, target)
     }
 
     /// Where the client points, without credentials.
@@ -452,6 +534,16 @@ impl Client {
         self.inner.leases.backend()
     }
 
+    /// `key` as the store knows it: with the client's key prefix.
+    pub(crate) fn store_key<'a>(&self, key: &'a str) -> std::borrow::Cow<'a, str> {
+        self.inner.leases.store_key(key)
+    }
+
+    /// `key` as the caller named it: without the client's key prefix.
+    pub(crate) fn user_key<'a>(&self, key: &'a str) -> &'a str {
+        self.inner.leases.user_key(key)
+    }
+
     /// Acquire `key` for `val`, retrying under `retry` while another value holds it.
     ///
     /// Each attempt is one round trip bounded by `timeout`. Between attempts the strategy
@@ -460,7 +552,21 @@ impl Client {
     /// already holds `key` (an earlier attempt that timed out may have landed), the
     /// expiration is re-armed and the existing fencing token is kept.
     ///
+    /// **Hand-off.** A call that found the key held does not sleep out the whole delay
+    /// when the key becomes free earlier: it wakes for one more attempt as soon as the
+    /// holder releases the key (the store notifies it: Redis pub/sub, or in process) or
+    /// the holder's lease runs out (the miss reported the holder's remaining time). The
+    /// strategy still bounds the wait: an early wake is an extra attempt within the same
+    /// delay (a miss goes back to waiting until that delay's end), `next_delay()` is asked
+    /// only when a delay has run out, the total time waited never exceeds the sum of the
+    /// strategy's delays, and no attempt follows its `None`. One release wakes one waiter
+    /// per client — the one that has waited longest — not all of them. Turn it off with
+    /// [`ClientBuilder::notify`].
+    ///
     /// `val` must be unique to this holder; [`random_value`](crate::random_value) makes one.
+    /// An attempt's `timeout` may exceed `expiration`: the lease then counts from when the
+    /// attempt was sent, so a slow answer can arrive with little or none of the lease
+    /// left — check [`Lock::valid_for`] before relying on it.
     ///
     /// # Errors
     ///
@@ -477,100 +583,110 @@ impl Client {
     /// An attempt that got no answer — the future was dropped while it was in flight, or
     /// it timed out or lost its connection — may still reach the store, even much later.
     /// When `lock` ends (or is dropped) with such attempts behind it, it sends a detached
-    /// owner-checked **abort** on the client's connection:
+    /// owner-checked **abort** naming them:
     ///
-    /// * the store refuses any of those attempts that arrives afterwards (for an hour:
-    ///   TCP gives up on undelivered data well before that), so an attempt stalled on a
-    ///   connection the client replaced never creates a lock later. When `lock` returns
-    ///   the lock after such attempts, it aborts them first (one more round trip), so
-    ///   that not even an `unlock` at once can be followed by a late arrival;
-    /// * unless `lock` returned the lock, the key is released if it holds `val` (what one
-    ///   of them may have created) — but never while this client holds `key` under `val`
-    ///   or has another acquire of it in flight (a same-value re-lock never deletes the
-    ///   lock it re-locks);
-    /// * a later `lock` of the same key and value through this client first settles with
-    ///   a pending release: one not sent yet is taken over, one in flight is waited for
-    ///   within the attempt's `timeout` (an attempt that cannot wait long enough ends as
-    ///   [`Error::Timeout`] without sending anything).
+    /// * the store refuses any of them that arrives afterwards (for an hour: TCP gives
+    ///   up on undelivered data well before that), so an attempt stalled on a connection
+    ///   the client replaced never creates a lock later;
+    /// * each attempt that armed the key is one of its *claims*; the abort retires the
+    ///   aborted attempts' claims, and the key is deleted only when it holds `val` and no
+    ///   claim is left. So the abort removes what those attempts may have created, and
+    ///   never a lock held under the same value — by this call (the attempt that was
+    ///   granted), by another `lock` call still in flight, or by a [`Lock`] this client
+    ///   holds (a same-value re-lock that is given up on never deletes the lock it
+    ///   re-locks). [`Lock::unlock`] retires its lock's claims the same way.
     ///
-    /// While a same-value attempt is in flight, a lock this client already holds on the
-    /// pair is capped to the attempt's `expiration` ([`Lock::valid_for`]): it may land and
-    /// re-arm the key. Without a tokio runtime to run the abort on, the key is left to
-    /// expire.
+    /// Without a tokio runtime to run the abort on, what an attempt may have created
+    /// stays until it expires.
     pub async fn lock(
         &self,
         key: &str,
         val: &str,
         expiration: Duration,
         timeout: Duration,
-        mut retry: impl RetryStrategy,
+        retry: impl RetryStrategy,
     ) -> Result<Lock> {
         check_key(key)?;
         check_value(val)?;
         let expiration = check_duration("expiration", expiration)?;
         let expiration = self.backend().grant(expiration)?;
         let timeout = check_duration("timeout", timeout)?;
+        let store = self.backend().kind();
+        let span = telemetry::lock_span(store, key);
+        let mut attempts = 0;
+        if !telemetry::observed(&span) {
+            // Nobody listens: not even a clock read.
+            return self
+                .lock_attempts(key, val, expiration, timeout, retry, &mut attempts)
+                .await;
+        }
+        let started = Instant::now();
+        let locked = self
+            .lock_attempts(key, val, expiration, timeout, retry, &mut attempts)
+            .instrument(span.clone())
+            .await;
+        let outcome = match &locked {
+            Ok(_) => telemetry::Outcome::Acquired,
+            Err(e) if e.is_not_obtained() => telemetry::Outcome::NotObtained,
+            Err(_) => telemetry::Outcome::Error,
+        };
+        let token = locked.as_ref().ok().map(Lock::fencing_token);
+        let waited = started.elapsed();
+        telemetry::lock_ended(&span, store, key, outcome, attempts, waited, token);
+        locked
+    }
+
+    /// The attempts of [`lock`](Client::lock), counted in `count`.
+    async fn lock_attempts(
+        &self,
+        key: &str,
+        val: &str,
+        expiration: Duration,
+        timeout: Duration,
+        retry: impl RetryStrategy,
+        count: &mut u32,
+    ) -> Result<Lock> {
         let leases = &self.inner.leases;
+        let key = &*leases.store_key(key);
         let pair = leases.pair(key, val);
-        let mut attempts = Attempts::new(
-            leases,
-            &self.inner.ledger,
-            key,
-            val,
-            self.inner.default_timeout,
-        );
+        let mut attempts = Attempts::new(leases, key, val, self.inner.default_timeout);
+        let mut pause = Pause::new(retry, self.inner.notify);
         loop {
             let sent = Instant::now();
-            let deadline = sent + timeout;
-            let error = match self.inner.ledger.settle(key, val, deadline).await {
-                // An earlier release of this key and value is still unanswered: sending
-                // now could be undone by it. Nothing was sent.
-                Settled::Unanswered => Error::Timeout,
-                settled => {
-                    if settled == Settled::TookOver {
-                        attempts.take_over();
-                    }
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left < Duration::from_millis(1) {
-                        Error::Timeout // the wait used the attempt's time; nothing sent
-                    } else {
-                        let attempt = leases.next_attempt();
-                        attempts.sending(attempt);
-                        let acquired = leases.acquire(pair, expiration, attempt, left, sent).await;
-                        match acquired {
-                            Ok(Attempted::Granted(lease)) => {
-                                attempts.answered();
-                                attempts.granted(timeout).await;
-                                return Ok(Lock::new(lease, expiration, timeout));
-                            }
-                            Ok(Attempted::Held) => {
-                                attempts.answered();
-                                Error::NotObtained
-                            }
-                            Ok(Attempted::Unreplicated { acked, wanted }) => {
-                                // Not handed out: released at once (owner-checked, and
-                                // never a lock this client holds under the same value).
-                                attempts.answered();
-                                if !leases.live(key, val) {
-                                    let _ = self.backend().release(key, val, left).await;
-                                }
-                                return Err(Error::NotReplicated { acked, wanted });
-                            }
-                            Err(e) if !e.is_transient() => {
-                                // Rejected by the server: this attempt did not run.
-                                attempts.answered();
-                                return Err(e);
-                            }
-                            // A timeout or a dropped connection: the attempt may land.
-                            Err(e) => e,
-                        }
-                    }
+            let attempt = leases.next_attempt();
+            attempts.sending(attempt);
+            *count += 1;
+            let (error, last) = match leases
+                .acquire(pair, expiration, attempt, timeout, sent)
+                .await
+            {
+                Ok(Attempted::Granted(lease)) => {
+                    attempts.granted();
+                    // Earlier attempts without an answer are aborted, detached: the
+                    // claim of this one keeps the key.
+                    return Ok(Lock::new(lease, expiration, timeout));
                 }
+                Ok(Attempted::Held(ttl)) => {
+                    attempts.answered();
+                    (Error::NotObtained, Last::Missed(ttl))
+                }
+                Ok(Attempted::Unreplicated { acked, wanted }) => {
+                    // Not handed out: aborted before the error is returned (the key is
+                    // deleted unless another acquire of the value still claims it).
+                    attempts.abort_now(timeout).await;
+                    return Err(Error::NotReplicated { acked, wanted });
+                }
+                Err(e) if !e.is_transient() => {
+                    // Rejected by the server: this attempt did not run.
+                    attempts.answered();
+                    return Err(e);
+                }
+                // A timeout or a dropped connection: the attempt may land.
+                Err(e) => (e, Last::Failed),
             };
             attempts.failed(timeout).await;
-            match retry.next_delay() {
-                Some(delay) => tokio::time::sleep(delay).await,
-                None => return Err(error),
+            if !pause.wait(last, || self.backend().watch(key)).await {
+                return Err(error);
             }
         }
     }
@@ -599,13 +715,14 @@ impl Client {
 
 #[cfg(test)]
 impl Client {
-    /// Release `key` held by `val` behind its `Lock`'s back (a test playing someone
-    /// else); `true` if it was held by `val`.
+    /// Release `key` behind its `Lock`'s back (a test playing someone else); `true` if
+    /// `val` held it.
     pub(crate) async fn release_behind_the_back(&self, key: &str, val: &str) -> bool {
-        self.backend()
-            .release(key, val, Duration::from_secs(1))
-            .await
-            .expect("the release got an answer")
+        let held = match self.backend() {
+            Backend::Memory(m) => m.value_of(key).as_deref() == Some(val),
+            _ => true,
+        };
+        held && self.force_release(key).await.expect("answered")
     }
 }
 
@@ -631,8 +748,16 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again.fencing_token(), first.fencing_token());
-        // The store re-armed the key to 1 s: both handles know it.
-        assert!(first.valid_for().unwrap() < Duration::from_secs(1));
+        // A re-arm never shortens the key: both handles still count on 10 s.
+        assert!(first.valid_for().unwrap() > Duration::from_secs(9));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let renewed = client
+            .try_lock("k", "v", Duration::from_secs(10))
+            .await
+            .unwrap();
+        // Confirmed through a third handle: every handle sees the longer lease.
+        assert!(first.valid_for().unwrap() > Duration::from_secs(9));
+        drop(renewed);
         again.unlock().await.unwrap();
         assert_eq!(first.valid_for(), None, "unlocked through the other handle");
         // A fresh acquisition is a fresh lease.

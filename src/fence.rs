@@ -101,8 +101,9 @@ impl Client {
         write: Option<&str>,
     ) -> Result<Option<String>> {
         check_resource(resource)?;
+        let resource = self.store_key(resource);
         let access = Fence {
-            resource,
+            resource: &resource,
             token,
             holder: None,
             write,

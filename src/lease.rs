@@ -3,10 +3,12 @@
 //!
 //! A client keeps one [`Lease`] per key and value it holds ([`Leases`]): every [`Lock`]
 //! handle of that key and value — the first acquisition and every same-value re-acquire
-//! — shares it, because the store holds one key with one expiration. Whatever any handle
-//! confirms (an acquire, a refresh) moves that one lease; whatever may have re-armed the
-//! key to a shorter expiration (a same-value acquire or a refresh that is still in flight,
-//! or was given up on) caps it at once. Unlocking through one handle ends it for all.
+//! of the same incarnation (same fencing token) — shares it, because the store holds one
+//! key with one expiration. Whatever any handle confirms (an acquire, a refresh) extends
+//! that one lease (a re-arm never shortens a key, so a confirmed write can only move it
+//! later); unlocking through one handle ends it for all. The lease carries the ids of the
+//! attempts that armed it — its *claims* on the key: an unlock retires them, and the store
+//! deletes the key only when no claim is left.
 //!
 //! [`Lock`]: crate::Lock
 
@@ -23,7 +25,9 @@ use tokio::time::Instant;
 
 use crate::hash::{FastHash, Identity};
 use crate::store::{Acquire, AttemptId, Backend, Fence, Store};
+use crate::telemetry;
 use crate::{Error, Result};
+use tracing::Instrument;
 
 /// The drift allowance subtracted from every lease, as in the Redlock algorithm:
 /// 1% of the expiration (clock-rate difference between this host and the server) plus
@@ -40,6 +44,8 @@ pub(crate) fn valid_until(sent: Instant, expiration: Duration) -> Instant {
 /// A client's store, and the leases the client holds on it by key and value.
 pub(crate) struct Leases {
     backend: Backend,
+    /// What every key this client writes starts with (`ClientBuilder::key_prefix`).
+    prefix: Box<str>,
     /// Random per client: names its acquire attempts (with `next_attempt`).
     client_id: u64,
     next_attempt: AtomicU64,
@@ -56,8 +62,6 @@ struct Table {
     leases: HashMap<u64, Weak<Lease>, Identity>,
     /// Leases whose hash is taken in `leases` by a lease of another pair (rare).
     crowded: Vec<Weak<Lease>>,
-    /// Acquire attempts in flight per hash (only for stores that make callers wait).
-    in_flight: HashMap<u64, u32, Identity>,
     added_since_sweep: usize,
 }
 
@@ -101,8 +105,8 @@ impl Table {
 pub(crate) enum Attempted {
     /// The key is ours: the lease.
     Granted(Arc<Lease>),
-    /// Another value holds the key.
-    Held,
+    /// Another value holds the key (for this much longer, if the store said).
+    Held(Option<Duration>),
     /// The key is ours on the master, but too few replicas acknowledged it.
     Unreplicated { acked: u32, wanted: u32 },
 }
@@ -122,7 +126,7 @@ impl Pair<'_> {
 }
 
 impl Leases {
-    pub(crate) fn new(backend: Backend) -> Self {
+    pub(crate) fn new(backend: Backend, prefix: &str) -> Self {
         let mut id = [0u8; 8];
         // A clock-derived id would do as well: it only has to differ between clients.
         if getrandom::fill(&mut id).is_err() {
@@ -133,6 +137,7 @@ impl Leases {
         }
         Leases {
             backend,
+            prefix: prefix.into(),
             client_id: u64::from_le_bytes(id),
             next_attempt: AtomicU64::new(1),
             hasher: FastHash::new(),
@@ -153,6 +158,20 @@ impl Leases {
         &self.backend
     }
 
+    /// `key` as the store knows it: with the client's key prefix.
+    pub(crate) fn store_key<'a>(&self, key: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.prefix.is_empty() {
+            key.into()
+        } else {
+            [&*self.prefix, key].concat().into()
+        }
+    }
+
+    /// `key` as the caller named it: without the client's key prefix.
+    pub(crate) fn user_key<'a>(&self, key: &'a str) -> &'a str {
+        &key[self.prefix.len()..]
+    }
+
     /// A fresh attempt id.
     pub(crate) fn next_attempt(&self) -> AttemptId {
         AttemptId {
@@ -162,9 +181,7 @@ impl Leases {
     }
 
     /// One acquire attempt of `key` for `val`, sent at `sent`: the lease if the store
-    /// granted it. While the attempt is in flight, a lease this client already holds on
-    /// the pair is capped to what the attempt would arm (it may land and re-arm the key),
-    /// and a detached release of the pair does not delete the key (see [`Leases::live`]).
+    /// granted it.
     pub(crate) async fn acquire(
         self: &Arc<Self>,
         pair: Pair<'_>,
@@ -173,37 +190,38 @@ impl Leases {
         timeout: Duration,
         sent: Instant,
     ) -> Result<Attempted> {
-        let Pair { key, val, .. } = pair;
-        let acquired = if self.backend.answers_at_once() {
-            // No await in between: nothing can observe the attempt in flight.
-            self.backend
-                .acquire(key, val, expiration, attempt, timeout)
-                .await
-        } else {
-            let _in_flight = InFlight::begin(self, pair, valid_until(sent, expiration));
-            self.backend
-                .acquire(key, val, expiration, attempt, timeout)
-                .await
-        };
-        Ok(match acquired? {
+        let acquired = self
+            .backend
+            .acquire(pair.key, pair.val, expiration, attempt, timeout)
+            .await?;
+        Ok(match acquired {
             Acquire::Acquired(token) => {
-                Attempted::Granted(self.hold(pair, token, valid_until(sent, expiration)))
+                let until = valid_until(sent, expiration);
+                Attempted::Granted(self.hold(pair, token, until, attempt))
             }
-            Acquire::Held => Attempted::Held,
+            Acquire::Held(ttl) => Attempted::Held(ttl),
             Acquire::Unreplicated { acked, wanted, .. } => {
                 Attempted::Unreplicated { acked, wanted }
             }
         })
     }
 
-    /// The lease of `pair` after an acquire was granted `token`, arming the key until at
+    /// The lease of `pair` after `attempt` was granted `token`, arming the key until at
     /// least `until`: the lease already held if it has that token (a same-value
-    /// re-acquire), else a new one (an earlier lease with another token is over: its key
-    /// expired or was released, and was taken afresh).
-    fn hold(self: &Arc<Self>, pair: Pair<'_>, token: u64, until: Instant) -> Arc<Lease> {
+    /// re-acquire: the attempt becomes one more of its claims), else a new one (an
+    /// earlier lease with another token is over: its incarnation expired or was released,
+    /// and the key was taken afresh).
+    fn hold(
+        self: &Arc<Self>,
+        pair: Pair<'_>,
+        token: u64,
+        until: Instant,
+        attempt: AttemptId,
+    ) -> Arc<Lease> {
         let mut table = self.table.lock();
         if let Some(held) = table.find(pair) {
-            if held.token == token && held.confirm_if_held(until) {
+            if held.token == token && held.confirm(until) {
+                held.claims.lock().push(attempt);
                 return held;
             }
             held.mark_lost(); // superseded
@@ -218,58 +236,13 @@ impl Leases {
                 lost: false,
             }),
             changed: Notify::new(),
+            first_claim: attempt,
+            claims: Mutex::new(Vec::new()),
             renewal: Mutex::new(None),
         });
         table.add(pair, &lease);
+        telemetry::held(self.backend.kind(), 1.0);
         lease
-    }
-
-    /// Whether this client holds `key` for `val` (a lease not lost), or has an acquire
-    /// attempt of the pair in flight that may yet hold it: then the key must not be
-    /// released on behalf of an attempt that was given up on.
-    pub(crate) fn live(&self, key: &str, val: &str) -> bool {
-        let pair = self.pair(key, val);
-        let table = self.table.lock();
-        table.in_flight.get(&pair.hash).is_some_and(|&n| n > 0)
-            || table.find(pair).is_some_and(|lease| !lease.is_lost())
-    }
-}
-
-/// An acquire attempt in flight, counted in its pair's entry until it ends (or is
-/// dropped with its cancelled caller).
-struct InFlight<'a> {
-    leases: &'a Leases,
-    hash: u64,
-}
-
-impl<'a> InFlight<'a> {
-    /// Count the attempt, and cap the lease this client holds on `pair` (if any) at
-    /// `until`: the attempt may land and re-arm the key to end then.
-    fn begin(leases: &'a Leases, pair: Pair<'_>, until: Instant) -> Self {
-        let held = {
-            let mut table = leases.table.lock();
-            *table.in_flight.entry(pair.hash).or_default() += 1;
-            table.find(pair)
-        };
-        if let Some(held) = held {
-            held.cap(until);
-        }
-        InFlight {
-            leases,
-            hash: pair.hash,
-        }
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        let mut table = self.leases.table.lock();
-        if let Some(n) = table.in_flight.get_mut(&self.hash) {
-            *n -= 1;
-            if *n == 0 {
-                table.in_flight.remove(&self.hash);
-            }
-        }
     }
 }
 
@@ -280,11 +253,15 @@ pub(crate) struct Lease {
     key_value: Box<str>,
     key_len: usize,
     token: u64,
-    /// Every change (extended, capped, lost) is followed by a wake-up of `changed`.
+    /// Every change (extended, lost) is followed by a wake-up of `changed`.
     state: Mutex<State>,
     /// Wakes [`Lease::lost`] waiters when `state` changed. Part of the lease's own
     /// allocation: a lock costs no channel.
     changed: Notify,
+    /// The attempt that created the lease, and the same-value re-acquires that joined it
+    /// since: its claims on the key.
+    first_claim: AttemptId,
+    claims: Mutex<Vec<AttemptId>>,
     /// The running auto-refresh task, if any; unlocking stops it first, and it ends
     /// when the last handle of the lease is dropped.
     renewal: Mutex<Option<Renewal>>,
@@ -313,8 +290,14 @@ impl Renewal {
 }
 
 impl Lease {
+    /// The key as the store knows it (with the client's key prefix).
     pub(crate) fn key(&self) -> &str {
         &self.key_value[..self.key_len]
+    }
+
+    /// The key as the caller named it.
+    pub(crate) fn user_key(&self) -> &str {
+        self.leases.user_key(self.key())
     }
 
     pub(crate) fn value(&self) -> &str {
@@ -364,12 +347,16 @@ impl Lease {
         }
     }
 
-    /// A write that may re-arm the key to end at `until` (or later) is under way:
-    /// the lease is certainly held no longer than that.
-    fn cap(&self, until: Instant) {
+    /// A write sent when the lease would end at `until` was confirmed: the store holds
+    /// the key at least until then (a re-arm never shortens it). `false` if the lease was
+    /// already lost: a lost lease stays lost.
+    fn confirm(&self, until: Instant) -> bool {
         let changed = {
             let mut state = self.state.lock();
-            let change = until < state.valid_until;
+            if state.lost {
+                return false;
+            }
+            let change = until > state.valid_until;
             if change {
                 state.valid_until = until;
             }
@@ -378,50 +365,53 @@ impl Lease {
         if changed {
             self.changed.notify_waiters();
         }
-    }
-
-    /// A write sent when the lease would end at `until` was confirmed: that is what the
-    /// store holds now (`PEXPIRE` replaces the TTL, so a shorter expiration shortens the
-    /// lease too). `false` if the lease was already lost: a lost lease stays lost.
-    fn confirm_if_held(&self, until: Instant) -> bool {
-        let changed = {
-            let mut state = self.state.lock();
-            if state.lost {
-                return false;
-            }
-            let change = until != state.valid_until;
-            state.valid_until = until;
-            change
-        };
-        if changed {
-            self.changed.notify_waiters();
-        }
         true
     }
 
+    /// The store confirmed the lease's key is gone or held by another value (or
+    /// another incarnation superseded it): the lease is over.
     pub(crate) fn mark_lost(&self) {
-        let newly_lost = !std::mem::replace(&mut self.state.lock().lost, true);
-        if newly_lost {
-            self.changed.notify_waiters();
+        if self.end() {
+            telemetry::lost(self.backend().kind(), self.user_key(), self.token);
         }
     }
 
-    /// One owner-checked refresh to `expiration`, bounded by `timeout`. While it is in
-    /// flight the lease is capped to what it would arm; once confirmed, the lease is what
-    /// it armed. `NotHeld` is returned without marking the lease lost: the caller does
+    /// The lease is over (lost, or unlocked); `true` if it was not already.
+    fn end(&self) -> bool {
+        let newly = !std::mem::replace(&mut self.state.lock().lost, true);
+        if newly {
+            self.changed.notify_waiters();
+        }
+        newly
+    }
+
+    /// One owner-checked refresh of this incarnation to `expiration` (never shortening
+    /// the key), bounded by `timeout`; once confirmed, the lease lasts at least as long
+    /// as it armed. `NotHeld` is returned without marking the lease lost: the caller does
     /// that (after reporting it, for renewal).
     pub(crate) async fn refresh(&self, expiration: Duration, timeout: Duration) -> Result<()> {
+        let span = telemetry::op_span(
+            self.backend().kind(),
+            "refresh",
+            self.user_key(),
+            self.token,
+        );
+        if span.is_disabled() {
+            return self.refresh_in(expiration, timeout).await;
+        }
+        self.refresh_in(expiration, timeout).instrument(span).await
+    }
+
+    async fn refresh_in(&self, expiration: Duration, timeout: Duration) -> Result<()> {
         let sent = Instant::now();
-        let until = valid_until(sent, expiration);
-        self.cap(until);
         let refreshed = self
             .backend()
-            .refresh(self.key(), self.value(), expiration, timeout)
+            .refresh(self.key(), self.value(), self.token, expiration, timeout)
             .await?;
         if !refreshed {
             return Err(Error::NotHeld);
         }
-        self.confirm_if_held(until);
+        self.confirm(valid_until(sent, expiration));
         Ok(())
     }
 
@@ -430,7 +420,7 @@ impl Lease {
     pub(crate) async fn ttl(&self, timeout: Duration) -> Result<Option<Duration>> {
         let ttl = self
             .backend()
-            .pttl(self.key(), self.value(), timeout)
+            .pttl(self.key(), self.value(), self.token, timeout)
             .await?;
         if ttl.is_none() {
             self.mark_lost();
@@ -438,18 +428,34 @@ impl Lease {
         Ok(ttl)
     }
 
-    /// Stop renewal, then release the key if this value holds it; the lease is over
-    /// either way.
+    /// Stop renewal, then retire the lease's claims on the key (the store deletes it
+    /// once no claim is left); the lease is over either way. It is over before the
+    /// release is sent: once the release may land, no handle of the lease may go on
+    /// believing in it (whether or not the caller waits for the answer).
     pub(crate) async fn release(&self, timeout: Duration) -> Result<()> {
+        let span = telemetry::op_span(self.backend().kind(), "unlock", self.user_key(), self.token);
+        if span.is_disabled() {
+            return self.release_in(timeout).await;
+        }
+        self.release_in(timeout).instrument(span).await
+    }
+
+    async fn release_in(&self, timeout: Duration) -> Result<()> {
         let renewal = self.renewal.lock().take();
         if let Some(renewal) = renewal {
             renewal.stop().await;
         }
+        self.end();
+        let more = std::mem::take(&mut *self.claims.lock());
+        let claims = if more.is_empty() {
+            std::borrow::Cow::Borrowed(std::slice::from_ref(&self.first_claim))
+        } else {
+            std::borrow::Cow::Owned([&[self.first_claim][..], &more].concat())
+        };
         let released = self
             .backend()
-            .release(self.key(), self.value(), timeout)
+            .release(self.key(), self.value(), &claims, timeout)
             .await;
-        self.mark_lost();
         if released? {
             Ok(())
         } else {
@@ -464,8 +470,9 @@ impl Lease {
         write: Option<&str>,
         timeout: Duration,
     ) -> Result<Option<String>> {
+        let resource = self.leases.store_key(resource);
         let access = Fence {
-            resource,
+            resource: &resource,
             token: self.token,
             holder: Some(self.value()),
             write,
@@ -511,6 +518,7 @@ impl Drop for Lease {
         if let Some(renewal) = self.renewal.get_mut().take() {
             renewal.task.abort();
         }
+        telemetry::held(self.backend().kind(), -1.0);
     }
 }
 

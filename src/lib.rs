@@ -126,10 +126,12 @@ mod error;
 mod exclusive;
 pub mod fence;
 mod hash;
+mod inspect;
 #[cfg(feature = "schedule")]
 mod leader;
 mod lease;
 mod lock;
+mod pause;
 pub mod redlock;
 mod refresh;
 mod release;
@@ -138,10 +140,13 @@ mod retry;
 #[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
 pub mod schedule;
 mod store;
+mod telemetry;
+mod wake;
 
 pub use args::MAX_DURATION;
 pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 pub use error::{Error, Result, StoreError};
+pub use inspect::LockInfo;
 #[cfg(feature = "schedule")]
 #[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
 pub use leader::Leadership;

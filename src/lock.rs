@@ -49,7 +49,7 @@ impl Lock {
 
     /// The locked key.
     pub fn key(&self) -> &str {
-        self.lease.key()
+        self.lease.user_key()
     }
 
     /// The value this lock holds the key with. Treat it as a secret: whoever knows it
@@ -186,7 +186,9 @@ impl Lock {
     /// # Cancel safety
     ///
     /// Dropping the future after renewal was stopped leaves the key to expire
-    /// (or released, if the release was already sent).
+    /// (or released, if the release was already sent). Either way the lease is over
+    /// for every handle of it (same-value re-locks share it) from the moment the release
+    /// is sent: none of them goes on believing in a key the release may delete.
     pub async fn unlock(self) -> Result<()> {
         self.lease.release(self.timeout).await
     }

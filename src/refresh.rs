@@ -12,7 +12,9 @@ use crate::args::check_duration;
 use crate::lease::{Lease, Renewal};
 use crate::lock::Lock;
 use crate::store::Store;
+use crate::telemetry;
 use crate::{Error, Result};
+use tracing::Instrument;
 
 static NEXT_RENEWAL_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -105,7 +107,13 @@ impl Lock {
             timeout,
             max_retry,
         };
-        let task = tokio::spawn(renewal.run(failure_tx));
+        let span = telemetry::renewal_span(
+            self.lease.backend().kind(),
+            self.key(),
+            self.fencing_token(),
+            interval,
+        );
+        let task = tokio::spawn(renewal.run(failure_tx).instrument(span));
         self.lease.set_renewal(Renewal { id, task });
         Ok(AutoRefresh {
             lease: Arc::downgrade(&self.lease),
@@ -141,17 +149,24 @@ impl Renewing {
                 // Boxed: the in-flight round trip is allocated only while it runs,
                 // instead of inline in every idle renewal task.
                 let renewed = Box::pin(lease.refresh(self.expiration, self.timeout)).await;
+                let store = lease.backend().kind();
                 match renewed {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        telemetry::renewed(store, None, false);
+                        break;
+                    }
                     // Timed out or hit a dropped connection: retried at once.
                     Err(e) if e.is_transient() => {
                         failures += 1;
-                        if failures >= self.max_retry {
+                        let retrying = failures < self.max_retry;
+                        telemetry::renewed(store, Some(&e), retrying);
+                        if !retrying {
                             let _ = failure.send(Error::MaxRetryExceeded);
                             return;
                         }
                     }
                     Err(e) => {
+                        telemetry::renewed(store, Some(&e), false);
                         let not_held = e.is_not_held();
                         // Report first, then wake `lost()`: whoever reacts to the loss
                         // finds its reason already on the channel.
@@ -334,10 +349,10 @@ mod tests {
         assert_eq!(lock.valid_for(), None);
     }
 
-    /// Review finding F2: `PEXPIRE` replaces the TTL, so renewing with an expiration
-    /// shorter than the lock's shortens the lease, locally too.
+    /// A re-arm never shortens a key: renewing with an expiration shorter than what is
+    /// left keeps the key, and the local lease agrees with the store.
     #[tokio::test(start_paused = true)]
-    async fn a_shorter_renewal_expiration_shortens_the_local_lease() {
+    async fn a_shorter_renewal_expiration_never_shortens_the_key_or_the_lease() {
         let client = Client::memory();
         let lock = held(&client, Duration::from_secs(60)).await;
         let renewal = lock
@@ -349,19 +364,22 @@ mod tests {
             )
             .unwrap();
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(lock.valid_for().unwrap() <= Duration::from_millis(300));
+        assert!(lock.valid_for().unwrap() > Duration::from_secs(59));
         drop(renewal);
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(
             client
                 .try_lock("job", "thief", Duration::from_secs(60))
                 .await
-                .is_ok()
+                .unwrap_err()
+                .is_not_obtained(),
+            "the key kept its 60 s"
         );
-        assert_eq!(
-            lock.valid_for(),
-            None,
-            "the holder must not believe it still holds the key"
+        let ttl = lock.ttl().await.unwrap().unwrap();
+        let valid = lock.valid_for().unwrap();
+        assert!(
+            valid <= ttl && valid > Duration::from_secs(58),
+            "{valid:?} of {ttl:?}"
         );
     }
 

@@ -116,19 +116,76 @@ async fn a_wrong_password_is_a_clear_error_that_does_not_show_the_password() {
     client.try_lock("k", "v", SEC).await.unwrap();
 }
 
+/// Every key of the server matching `pattern`.
+fn keys(server: &RedisServer, pattern: &str) -> Vec<String> {
+    match server.cmd_sync(&["KEYS", pattern]) {
+        redis::Value::Array(keys) => keys
+            .into_iter()
+            .map(|k| match k {
+                redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fence_counter_lives_next_to_the_lock_key_and_outlives_it() {
     let server = RedisServer::start();
     let client = Client::open(&server.url()).await.unwrap();
+    // A key without a namespace keeps a counter of its own, next to it.
     let lock = client.try_lock("job", "v", SEC).await.unwrap();
     assert_eq!(fence(&server, "job").as_deref(), Some("1"));
     assert_eq!(server.get("job").as_deref(), Some("v"));
     lock.unlock().await.unwrap();
     assert_eq!(server.get("job"), None);
     assert_eq!(fence(&server, "job").as_deref(), Some("1"));
-    let tagged = client.try_lock("user:{7}:job", "v", SEC).await.unwrap();
-    assert_eq!(tagged.fencing_token(), 1);
-    assert_eq!(server.get("user:{7}:job:fence").as_deref(), Some("1"));
+    // Namespaced keys share one counter per slot: 100 per-entity keys leave at most one
+    // counter per slot they fall in, and nothing else once unlocked.
+    for i in 0..100 {
+        let lock = client
+            .try_lock(&format!("order:{i}"), "v", SEC)
+            .await
+            .unwrap();
+        lock.unlock().await.unwrap();
+    }
+    let left = keys(&server, "order:*");
+    assert!(
+        !left.is_empty() && left.iter().all(|k| k.starts_with("order:leasehold:fence{")),
+        "{left:?}"
+    );
+    assert!(left.len() <= 100);
+    // Hash-tagged keys of one tag share their slot's counter: tokens rise across them.
+    let a = client.try_lock("user:{7}:a", "v", SEC).await.unwrap();
+    let b = client.try_lock("user:{7}:b", "v", SEC).await.unwrap();
+    assert_eq!(b.fencing_token(), a.fencing_token() + 1);
+    assert_eq!(keys(&server, "user:leasehold:fence*").len(), 1);
+}
+
+/// Upgrading from the layout of one counter per key: the first acquisition in the new
+/// layout continues from the old counter (a token never goes back) and removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_continue_from_a_counter_of_the_earlier_layout() {
+    let server = RedisServer::start();
+    let client = Client::open(&server.url()).await.unwrap();
+    // Lock `app:job` once, then rename the shared counter to the earlier layout's
+    // per-key name (`key:fence{N}`, the same slot tag), as an earlier version left it.
+    client
+        .try_lock("app:job", "v", SEC)
+        .await
+        .unwrap()
+        .unlock()
+        .await
+        .unwrap();
+    let shared = keys(&server, "app:leasehold:fence*").pop().unwrap();
+    let old = format!("app:job:fence{}", &shared["app:leasehold:fence".len()..]);
+    server.cmd_sync(&["RENAME", &shared, &old]);
+    server.cmd_sync(&["SET", &old, "41"]);
+    let lock = client.try_lock("app:job", "w", SEC).await.unwrap();
+    assert_eq!(lock.fencing_token(), 42, "continues from the old counter");
+    assert_eq!(server.get(&old), None, "the old counter is gone");
+    assert_eq!(server.get(&shared).as_deref(), Some("42"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -367,10 +424,10 @@ async fn retrying_with_the_same_value_through_a_stall_keeps_the_granted_lock() {
     assert!(lock.ttl().await.unwrap().is_some());
 }
 
-/// Re-review finding: the attempt that skipped a pending release takes over its job, even
-/// when that attempt then fails with an error retrying cannot fix.
-#[tokio::test] // current_thread: the pending release cannot run before the second call
-async fn a_skipped_release_is_taken_over_when_the_next_attempt_is_rejected() {
+/// The abort of an attempt that landed fails (scripts are denied for a while): it is
+/// tried again until the store takes it, and what the attempt created is released.
+#[tokio::test] // current_thread: the abort runs while the second call is refused too
+async fn an_abort_that_fails_is_tried_again_until_it_lands() {
     let server = RedisServer::start();
     let client = Client::open(&server.url()).await.unwrap();
     warm_up(&client).await;

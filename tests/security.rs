@@ -230,3 +230,57 @@ mod tls {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// An ACL user confined to `~billing:*` locks with the client's key prefix `billing:`
+/// (keys named without it), and every key the lock writes stays inside the prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_prefix_keeps_every_key_inside_an_acl_users_pattern() {
+    let server = RedisServer::start();
+    server.cmd_sync(&[
+        "ACL",
+        "SETUSER",
+        "billing",
+        "on",
+        ">billing-secret",
+        "~billing:*",
+        "&billing:*",
+        "+@all",
+    ]);
+    let url = format!(
+        "redis://billing:billing-secret@127.0.0.1:{}/",
+        server.port()
+    );
+    let client = Client::builder()
+        .key_prefix("billing:")
+        .open(&url)
+        .await
+        .unwrap();
+    for key in ["job", "order:{7}", "nested:job"] {
+        let lock = client.try_lock(key, "v", SEC).await.unwrap();
+        assert_eq!(lock.key(), key);
+        lock.fenced_set(&format!("{key}:row"), "x").await.unwrap();
+        lock.refresh().await.unwrap();
+        let listed = client.list("").await.unwrap();
+        assert!(listed.iter().any(|l| l.key() == key), "{listed:?}");
+        lock.unlock().await.unwrap();
+    }
+    match server.cmd_sync(&["KEYS", "*"]) {
+        redis::Value::Array(keys) => {
+            for key in keys {
+                let redis::Value::BulkString(key) = key else {
+                    panic!()
+                };
+                let key = String::from_utf8(key).unwrap();
+                assert!(key.starts_with("billing:"), "{key}");
+            }
+        }
+        other => panic!("{other:?}"),
+    }
+    // A prefix that would change a key's hash tag is refused.
+    let err = Client::builder()
+        .key_prefix("{billing}:")
+        .open(&url)
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_argument(), "{err:?}");
+}

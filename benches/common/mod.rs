@@ -19,7 +19,21 @@ use redis::{Script, Value};
 /// The scripts the library ships, verbatim.
 pub const ACQUIRE_LUA: &str = include_str!("../../src/store/redis/lua/acquire.lua");
 pub const RELEASE_LUA: &str = include_str!("../../src/store/redis/lua/release.lua");
-pub const REFRESH_LUA: &str = include_str!("../../src/store/redis/lua/refresh.lua");
+
+/// What a careful user writes by hand to release and re-arm a `SET NX PX` lock: the
+/// owner-checked `DEL` and `PEXPIRE` (the floor the shipped scripts are compared with).
+pub const PLAIN_RELEASE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+pub const PLAIN_REFRESH_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
 
 /// An attempt id of the library's shape (16 hex digits, `:`, a sequence number), for the
 /// by-hand baselines of the shipped acquire script.
@@ -89,6 +103,11 @@ pub fn aborted_key(key: &str) -> String {
     format!("{key}:aborted{{12345}}")
 }
 
+/// The claims that go with a lock key, of the library's shape.
+pub fn claims_key(key: &str) -> String {
+    format!("{key}:claims{{12345}}")
+}
+
 /// A multiplexed connection with auto-reconnect, as the library opens it.
 pub async fn connection(url: &str) -> ConnectionManager {
     let client = redis::Client::open(url).expect("redis url");
@@ -109,7 +128,8 @@ struct Scripts {
     set_nx_first: Script,
     set_nx_get: Script,
     release: Script,
-    refresh: Script,
+    plain_release: Script,
+    plain_refresh: Script,
 }
 
 /// The ways to take a lock that the stretch goal compares (server-side designs).
@@ -184,7 +204,8 @@ impl Raw {
                 set_nx_first: Script::new(SET_NX_FIRST_LUA),
                 set_nx_get: Script::new(SET_NX_GET_LUA),
                 release: Script::new(RELEASE_LUA),
-                refresh: Script::new(REFRESH_LUA),
+                plain_release: Script::new(PLAIN_RELEASE_LUA),
+                plain_refresh: Script::new(PLAIN_REFRESH_LUA),
             }),
         };
         let mut conn = raw.conn.clone();
@@ -235,18 +256,20 @@ impl Raw {
             AcquireDesign::SetNxFirst => &self.scripts.set_nx_first,
             AcquireDesign::SetNxGet => &self.scripts.set_nx_get,
             AcquireDesign::Function => {
-                return redis::cmd("FCALL")
+                let reply: i64 = redis::cmd("FCALL")
                     .arg("leasehold_bench_acquire")
-                    .arg(3)
+                    .arg(4)
                     .arg(key)
                     .arg(fence)
                     .arg(aborted_key(key))
+                    .arg(claims_key(key))
                     .arg(val)
                     .arg(ttl_ms)
                     .arg(ATTEMPT_ID)
                     .query_async(&mut conn)
                     .await
                     .expect("FCALL");
+                return reply.max(0);
             }
             AcquireDesign::Multi => {
                 let (set, token): (Value, i64) = redis::pipe()
@@ -270,21 +293,25 @@ impl Raw {
         if design == AcquireDesign::Script {
             // The shipped script also refuses attempts its client aborted.
             call.key(aborted_key(key))
+                .key(claims_key(key))
                 .arg(val)
                 .arg(ttl_ms)
                 .arg(ATTEMPT_ID);
         } else {
             call.arg(val).arg(ttl_ms);
         }
-        call.invoke_async(&mut conn).await.expect("acquire script")
+        let reply: i64 = call.invoke_async(&mut conn).await.expect("acquire script");
+        // The shipped script answers a held key with -2 - its time to live.
+        reply.max(0)
     }
 
-    /// Owner-checked release (the shipped `release.lua`): true when deleted.
+    /// Owner-checked release of a `SET NX PX` lock (`GET` = value, then `DEL`): true when
+    /// deleted.
     pub async fn release(&self, key: &str, val: &str) -> bool {
         let mut conn = self.conn.clone();
         let n: i64 = self
             .scripts
-            .release
+            .plain_release
             .key(key)
             .arg(val)
             .invoke_async(&mut conn)
@@ -293,12 +320,31 @@ impl Raw {
         n == 1
     }
 
-    /// Owner-checked re-arm (the shipped `refresh.lua`): true when re-armed.
+    /// The shipped `release.lua` for a lock taken by [`fenced_acquire`](Raw::fenced_acquire)
+    /// (its one claim, no announcement): true when the lock held the key.
+    pub async fn fenced_release(&self, key: &str, val: &str) -> bool {
+        let mut conn = self.conn.clone();
+        let n: i64 = self
+            .scripts
+            .release
+            .key(key)
+            .key(claims_key(key))
+            .arg(val)
+            .arg("")
+            .arg(key)
+            .arg(ATTEMPT_ID)
+            .invoke_async(&mut conn)
+            .await
+            .expect("release script");
+        n == 1
+    }
+
+    /// Owner-checked re-arm of a `SET NX PX` lock: true when re-armed.
     pub async fn refresh(&self, key: &str, val: &str, ttl_ms: u64) -> bool {
         let mut conn = self.conn.clone();
         let n: i64 = self
             .scripts
-            .refresh
+            .plain_refresh
             .key(key)
             .arg(val)
             .arg(ttl_ms)
@@ -317,9 +363,9 @@ pub enum Contender {
     /// The same on `Client::from_connection` with a `ConnectionManager` built without
     /// redis-rs' default 500 ms response timeout (one timer per call fewer).
     LeaseholdNoResponseTimeout(Client),
-    /// `SET NX PX` + `release.lua` by `EVALSHA`, by hand.
+    /// `SET NX PX` + an owner-checked `DEL` script by `EVALSHA`, by hand.
     RawSetNx(Raw),
-    /// `acquire.lua` + `release.lua` by `EVALSHA`, by hand.
+    /// The shipped `acquire.lua` + `release.lua` by `EVALSHA`, by hand.
     FencedByHand(Raw),
     /// rslock 0.10 `LockManager::lock` + `unlock` (one server).
     Rslock(Arc<rslock::LockManager>),
@@ -375,7 +421,7 @@ impl Contender {
                     raw.fenced_acquire(key, fence, val, EXPIRATION_MS).await > 0,
                     "acquire"
                 );
-                assert!(raw.release(key, val).await, "release");
+                assert!(raw.fenced_release(key, val).await, "release");
             }
             Contender::Rslock(manager) => {
                 let lock = manager

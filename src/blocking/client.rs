@@ -73,6 +73,30 @@ impl ClientBuilder {
         }
     }
 
+    /// Start every key this client writes with `prefix`; see
+    /// [`crate::ClientBuilder::key_prefix`].
+    pub fn key_prefix(self, prefix: impl Into<String>) -> Self {
+        ClientBuilder {
+            inner: self.inner.key_prefix(prefix),
+        }
+    }
+
+    /// Whether waiters wake when a key is released or its holder's lease runs out; see
+    /// [`crate::ClientBuilder::notify`].
+    pub fn notify(self, on: bool) -> Self {
+        ClientBuilder {
+            inner: self.inner.notify(on),
+        }
+    }
+
+    /// The Redis client for the subscriber connection of a client on your own
+    /// connection; see [`crate::ClientBuilder::notifier`].
+    pub fn notifier(self, client: redis::Client) -> Self {
+        ClientBuilder {
+            inner: self.inner.notifier(client),
+        }
+    }
+
     /// Wait for `replicas` replicas (at most `timeout`) after every acquire and refresh;
     /// see [`crate::ClientBuilder::min_replicas`].
     pub fn min_replicas(self, replicas: u32, timeout: Duration) -> Self {

@@ -36,9 +36,9 @@
 //! # How it works
 //!
 //! The nodes are N Redis servers that know nothing of each other (no replication, no
-//! cluster); the quorum is N/2 + 1. Each node runs the scripts of the single-server store
-//! (the acquire without its fence counter), so every per-node operation is owner-checked
-//! and idempotent, as there.
+//! cluster); the quorum is N/2 + 1. Each node runs the scripts of the single-server store,
+//! so every per-node operation is owner-checked and idempotent, and keeps its claims and
+//! incarnations, as there.
 //!
 //! * **One round trip per attempt.** An attempt goes to every node at once and waits for
 //!   every answer, bounded by its `timeout`: it costs the slowest node's round trip, not
@@ -54,14 +54,18 @@
 //!   quorum only after its validity is gone is a failure; an expiration too short to leave
 //!   any validity (under 3 ms) is refused up front.
 //! * **A failed attempt is cleaned up before the next one.** Before the retry strategy is
-//!   asked for a delay, the attempt is aborted on every node that may have taken it: an
-//!   owner-checked release where a node granted it, and where the node did not answer
-//!   (it timed out: its write may land later) the single-server store's abort, which also
-//!   makes the node refuse that attempt if it arrives afterwards — so a slow node cannot
-//!   be left holding a key past the failed attempt. Nodes that answered "held by another
-//!   value" need nothing, so contention costs no extra round trip. Nothing is released
-//!   while this Redlock holds the key under the same value (a same-value re-lock never
-//!   deletes the lock it re-locks).
+//!   asked for a delay, the attempt is aborted on every node that may have taken it:
+//!   where a node granted it, its claim is retired (the key deleted unless another
+//!   acquire of the same value holds it); where the node did not answer (it timed out:
+//!   its write may land later), the single-server store's abort also makes the node
+//!   refuse that attempt if it arrives afterwards — so a slow node cannot be left holding
+//!   a key past the failed attempt. Nodes that answered "held by another value" need
+//!   nothing, so contention costs no extra round trip. A same-value re-lock never deletes
+//!   the lock it re-locks.
+//! * **Waiting.** Between attempts a waiter sleeps its strategy's delay, cut short when a
+//!   majority of the nodes' keys have expired by the times to live they reported. Releases
+//!   are not announced to Redlock's waiters (each node would have to be watched): a
+//!   released key is found at the next attempt.
 //! * **Contention is not failure.** [`Error::NotObtained`] only when a majority of nodes
 //!   answered that another value holds the key. Any other failure — nodes down, timed
 //!   out, or answers split — is [`Error::Quorum`], which says how many nodes granted,
@@ -136,6 +140,7 @@
 mod lock;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use lock::RedlockLock;
@@ -222,6 +227,13 @@ impl RedlockBuilder {
         self
     }
 
+    /// What every key the Redlock writes on its nodes starts with; see
+    /// [`ClientBuilder::key_prefix`]. Default: none.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.inner = self.inner.key_prefix(prefix);
+        self
+    }
+
     /// Trust this root certificate (PEM) for `rediss://` nodes; see
     /// [`ClientBuilder::tls_root_certificate`](crate::ClientBuilder::tls_root_certificate).
     #[cfg(feature = "tls")]
@@ -263,7 +275,12 @@ impl RedlockBuilder {
                 ));
             }
         }
-        let node = self.inner.connect_timeout(self.connect_timeout);
+        // No release notifications: Redlock's waiters wake by the clock (a holder's
+        // lease running out) or under their strategy, so nodes publish nothing.
+        let node = self
+            .inner
+            .connect_timeout(self.connect_timeout)
+            .notify(false);
         let opening = urls.iter().map(|url| node.clone().open(url));
         let clients = futures::future::try_join_all(opening).await?;
         build(clients, default_timeout)
@@ -289,7 +306,7 @@ fn build(clients: Vec<Client>, default_timeout: Duration) -> Result<Redlock> {
     let mut targets = Vec::with_capacity(clients.len());
     for client in &clients {
         match client.backend() {
-            Backend::Redis(store) => nodes.push(store.clone()),
+            Backend::Redis(store) => nodes.push(Arc::clone(store)),
             _ => {
                 return Err(crate::Error::invalid(
                     "clients: a Redlock node is a Redis client (not memory://, not another Redlock)",
@@ -298,10 +315,23 @@ fn build(clients: Vec<Client>, default_timeout: Duration) -> Result<Redlock> {
         }
         targets.push(client.target().to_owned());
     }
+    // Every node's keys start with the same prefix: the Redlock writes them so.
+    let prefix = clients.first().map(|c| c.store_key("").into_owned());
+    let prefix = prefix.unwrap_or_default();
+    if clients.iter().any(|c| c.store_key("") != prefix) {
+        return Err(crate::Error::invalid(
+            "clients: the nodes' clients must have the same key prefix",
+        ));
+    }
     let count = nodes.len();
     let quorum = Quorum::new(nodes)?;
     let target = format!("[{}]", targets.join(", "));
-    let client = Client::with_backend(Backend::Redlock(quorum), default_timeout, target);
+    let client = Client::with_store(
+        Backend::Redlock(Box::new(quorum)),
+        default_timeout,
+        &prefix,
+        target,
+    );
     Ok(Redlock {
         client,
         nodes: count,

@@ -325,9 +325,12 @@ async fn delay_if_still_running_starts_the_next_run_when_the_previous_ends() {
         stop(h).await;
     }
     let runs = runs.lock().clone();
-    assert_eq!(
-        &runs.iter().map(|r| r.0).collect::<Vec<_>>(),
-        &[0, 200, 400, 600]
+    // Runs back to back, never overlapping: 300 ms each over ~1 s. (Which delayed tick
+    // goes next across hosts is the order their waits began, not tick order.)
+    let ticks: Vec<i64> = runs.iter().map(|r| r.0).collect();
+    assert!(
+        ticks.len() >= 4 && ticks[..4] == [0, 200, 400, 600],
+        "{ticks:?}"
     );
     for pair in runs.windows(2) {
         let (ended, next_started) = (pair[0].2, pair[1].1);

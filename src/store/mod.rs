@@ -14,6 +14,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::Result;
+use crate::wake::Watch;
 
 /// The contract every store keeps. Keys and values arrive validated (non-empty);
 /// durations are validated and whole milliseconds. Every operation that talks to a
@@ -26,8 +27,10 @@ pub(crate) trait Store {
     fn grant(&self, expiration: Duration) -> Result<Duration>;
 
     /// Take `key` for `val` unless another value holds it. Idempotent: if `val` already
-    /// holds it, re-arm the expiration and return the existing token. `attempt` names
-    /// this attempt so that it can be [aborted](Store::abort) if its outcome is unknown.
+    /// holds it, re-arm the expiration (never shortening it) and return the existing
+    /// token. `attempt` names this attempt: it becomes one of the key's *claims* (retired
+    /// by [`release`](Store::release) or [`abort`](Store::abort); the key is deleted once
+    /// none is left), and it can be aborted if its outcome is unknown.
     async fn acquire(
         &self,
         key: &str,
@@ -37,51 +40,94 @@ pub(crate) trait Store {
         timeout: Duration,
     ) -> Result<Acquire>;
 
-    /// Re-arm the expiration if `val` holds `key`. `false`: not held, nothing changed.
+    /// Re-arm the expiration (never shortening it) if `val` holds `key` in the
+    /// incarnation of fencing token `token`. `false`: not held (gone, another value, or
+    /// re-created since), nothing changed.
     async fn refresh(
         &self,
         key: &str,
         val: &str,
+        token: u64,
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool>;
 
-    /// Delete `key` if `val` holds it. `false`: not held, nothing changed.
-    async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool>;
+    /// Retire a lock's `claims` (the attempts that armed it) if `val` holds `key`, and
+    /// delete the key once no claim is left (another acquire of the same value may still
+    /// hold it). `false`: none of the claims held the key, nothing changed.
+    async fn release(
+        &self,
+        key: &str,
+        val: &str,
+        claims: &[AttemptId],
+        timeout: Duration,
+    ) -> Result<bool>;
 
     /// Give up on acquire `attempts` of `key` for `val` whose outcome is unknown (their
     /// caller stopped waiting, or their connection was replaced): any of them that
-    /// reaches the store later must be refused, and when `release` is set, the key is
-    /// deleted if `val` holds it (what one of them may have created).
+    /// reaches the store later is refused, their claims are retired, and the key is
+    /// deleted if `val` holds it and no claim is left (what they may have created, never
+    /// what another acquire of the value holds).
     async fn abort(
         &self,
         key: &str,
         val: &str,
         attempts: &[AttemptId],
-        release: bool,
         timeout: Duration,
     ) -> Result<()>;
 
-    /// Remaining time to live if `val` holds `key`; `None` if not held.
-    /// A key without expiry (set by hand) reports `Duration::MAX`.
-    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>>;
+    /// Remaining time to live if `val` holds `key` in the incarnation of `token`; `None`
+    /// if not. A key without expiry (set by hand) reports `Duration::MAX`.
+    async fn pttl(
+        &self,
+        key: &str,
+        val: &str,
+        token: u64,
+        timeout: Duration,
+    ) -> Result<Option<Duration>>;
+
+    /// Delete `key` whoever holds it (an operator's decision). `false`: no lock there.
+    async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool>;
+
+    /// What an operator may see of the lock on `key`, if there is one. Each round trip
+    /// is bounded by `timeout`.
+    async fn inspect(&self, key: &str, timeout: Duration) -> Result<Option<Inspected>>;
+
+    /// Every lock whose key starts with `prefix`, walking the whole keyspace in steps
+    /// (never `KEYS`; on a cluster, every master), each round trip bounded by `timeout`.
+    async fn list(&self, prefix: &str, timeout: Duration) -> Result<Vec<Inspected>>;
 
     /// Fenced access to a resource; see [`Fence`].
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced>;
 
-    /// Whether every operation completes without waiting (an in-process store): then an
-    /// attempt's outcome is never unknown and nothing needs aborting.
-    fn answers_at_once(&self) -> bool {
-        false
+    /// Watch `key` for its release, for a `lock` call that missed and will wait: its
+    /// [`Watch`] is woken when the key is released (one waiter per release), and every
+    /// waiter of the key is woken once when the store's notifications for it are set up
+    /// (or set up again after being lost), so that a release in between is not missed.
+    /// `None`: this store does not notify; waiters poll under their retry strategy.
+    fn watch(&self, _key: &str) -> Option<Watch> {
+        None
     }
 
     /// Whether an attempt that did not grant the key may still have taken it on part of
     /// the store (a quorum over several nodes, some of which granted): then the client
-    /// [aborts](Store::abort) every such attempt at once, releasing what it took unless
-    /// the client holds the key under the same value, before it waits for another try.
+    /// [aborts](Store::abort) every such attempt at once — retiring its claims, deleting
+    /// what no other claim holds — before it waits for another try.
     fn partial(&self) -> bool {
         false
     }
+}
+
+/// A lock as an operator sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Inspected {
+    /// The key, as the store knows it.
+    pub(crate) key: String,
+    /// `None`: no expiry (set by hand).
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) token: u64,
+    /// A digest of the holder's value (the value itself is a secret).
+    pub(crate) holder: String,
 }
 
 /// Outcome of one acquire attempt that reached the store.
@@ -89,8 +135,9 @@ pub(crate) trait Store {
 pub(crate) enum Acquire {
     /// The key now holds our value; the fencing token of this acquisition.
     Acquired(u64),
-    /// Another value holds the key.
-    Held,
+    /// Another value holds the key, for this much longer if the store said (its
+    /// expiry cannot be notified: a waiter wakes for it by the clock).
+    Held(Option<Duration>),
     /// The key now holds our value on the master, but fewer replicas than asked for
     /// acknowledged it (`min_replicas`): a failover could lose it.
     Unreplicated { token: u64, acked: u32, wanted: u32 },
@@ -130,8 +177,11 @@ pub(crate) type Fenced = std::result::Result<Option<String>, u64>;
 /// One of the supported stores.
 pub(crate) enum Backend {
     Memory(memory::MemoryStore),
-    Redis(redis::RedisStore),
-    Redlock(quorum::Quorum),
+    // Behind a pointer: a network store's state is large, and a pointer away costs
+    // nothing next to a round trip. Shared: a Redlock quorum is made of the stores of
+    // the clients it was built from.
+    Redis(std::sync::Arc<redis::RedisStore>),
+    Redlock(Box<quorum::Quorum>),
 }
 
 /// `dispatch!(backend, store => expression)`: the expression with `store` bound to the
@@ -176,14 +226,21 @@ impl Store for Backend {
         &self,
         key: &str,
         val: &str,
+        token: u64,
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool> {
-        dispatch!(self, s => s.refresh(key, val, expiration, timeout).await)
+        dispatch!(self, s => s.refresh(key, val, token, expiration, timeout).await)
     }
 
-    async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
-        dispatch!(self, s => s.release(key, val, timeout).await)
+    async fn release(
+        &self,
+        key: &str,
+        val: &str,
+        claims: &[AttemptId],
+        timeout: Duration,
+    ) -> Result<bool> {
+        dispatch!(self, s => s.release(key, val, claims, timeout).await)
     }
 
     async fn abort(
@@ -191,22 +248,39 @@ impl Store for Backend {
         key: &str,
         val: &str,
         attempts: &[AttemptId],
-        release: bool,
         timeout: Duration,
     ) -> Result<()> {
-        dispatch!(self, s => s.abort(key, val, attempts, release, timeout).await)
+        dispatch!(self, s => s.abort(key, val, attempts, timeout).await)
     }
 
-    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
-        dispatch!(self, s => s.pttl(key, val, timeout).await)
+    async fn pttl(
+        &self,
+        key: &str,
+        val: &str,
+        token: u64,
+        timeout: Duration,
+    ) -> Result<Option<Duration>> {
+        dispatch!(self, s => s.pttl(key, val, token, timeout).await)
+    }
+
+    async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool> {
+        dispatch!(self, s => s.force_release(key, timeout).await)
+    }
+
+    async fn inspect(&self, key: &str, timeout: Duration) -> Result<Option<Inspected>> {
+        dispatch!(self, s => s.inspect(key, timeout).await)
+    }
+
+    async fn list(&self, prefix: &str, timeout: Duration) -> Result<Vec<Inspected>> {
+        dispatch!(self, s => s.list(prefix, timeout).await)
     }
 
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced> {
         dispatch!(self, s => s.fenced(access, timeout).await)
     }
 
-    fn answers_at_once(&self) -> bool {
-        dispatch!(self, s => s.answers_at_once())
+    fn watch(&self, key: &str) -> Option<Watch> {
+        dispatch!(self, s => s.watch(key))
     }
 
     fn partial(&self) -> bool {

@@ -314,6 +314,111 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Every string key matching `pattern` on every node that holds keys (the one server,
+    /// or every master of a cluster), walked with `SCAN` — never `KEYS`, which blocks the
+    /// server — each round trip bounded by `timeout`.
+    pub(crate) async fn scan(&self, pattern: &str, timeout: Duration) -> Result<Vec<String>> {
+        let (_, conn) = self.current();
+        match conn {
+            Connection::Single(conn) => {
+                scan_node(pattern, timeout, |cmd| {
+                    let mut conn = conn.clone();
+                    async move { cmd.query_async::<Value>(&mut conn).await }
+                })
+                .await
+            }
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(mut conn) => {
+                use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+                let nodes = bounded_call(timeout, async {
+                    conn.route_command(
+                        redis::cmd("CLUSTER").arg("NODES").clone(),
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+                    )
+                    .await
+                })
+                .await?;
+                let mut keys = Vec::new();
+                for (host, port) in masters(&nodes) {
+                    let node = SingleNodeRoutingInfo::ByAddress { host, port };
+                    keys.extend(
+                        scan_node(pattern, timeout, |cmd| {
+                            let mut conn = conn.clone();
+                            let route = RoutingInfo::SingleNode(node.clone());
+                            async move { conn.route_command(cmd, route).await }
+                        })
+                        .await?,
+                    );
+                }
+                Ok(keys)
+            }
+        }
+    }
+}
+
+/// `SCAN … MATCH pattern TYPE string` to the end on one node, through `send`.
+async fn scan_node<F, Fut>(pattern: &str, timeout: Duration, send: F) -> Result<Vec<String>>
+where
+    F: Fn(Cmd) -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<Value>>,
+{
+    let mut keys = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .arg("TYPE")
+            .arg("string");
+        let reply = bounded_call(timeout, send(cmd)).await?;
+        let (next, batch): (u64, Vec<String>) =
+            FromRedisValue::from_redis_value(reply).map_err(RedisError::from)?;
+        keys.extend(batch);
+        if next == 0 {
+            return Ok(keys);
+        }
+        cursor = next;
+    }
+}
+
+/// One call bounded by `timeout`.
+async fn bounded_call<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => Err(Error::Timeout),
+        Ok(Err(e)) if e.is_timeout() => Err(Error::Timeout),
+        Ok(reply) => Ok(reply?),
+    }
+}
+
+/// The masters' addresses in a `CLUSTER NODES` reply (failed ones left out).
+#[cfg(feature = "cluster")]
+fn masters(nodes: &Value) -> Vec<(String, u16)> {
+    let text = match nodes {
+        Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        Value::VerbatimString { text, .. } => text.clone(),
+        _ => return Vec::new(),
+    };
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            if !flags.contains("master") || flags.contains("fail") {
+                return None;
+            }
+            let addr = fields.get(1)?.split('@').next()?;
+            let (host, port) = addr.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .collect()
+}
+
 fn is_noscript(e: &RedisError) -> bool {
     e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
 }

@@ -4,17 +4,19 @@
 
 mod conn;
 pub(crate) mod keys;
+mod notify;
 mod scripts;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, RedisError, Value};
 
 use self::conn::{Conn, Connection, Source};
-use super::{Acquire, AttemptId, Fence, Fenced, Store};
+use self::notify::{Notifier, Publish, Subscriber};
+use super::{Acquire, AttemptId, Fence, Fenced, Inspected, Store};
 use crate::error::StoreError;
+use crate::wake::Watch;
 use crate::{Error, Result};
 
 /// The URL schemes this store opens.
@@ -26,16 +28,23 @@ pub(crate) struct Options {
     pub(crate) connect_timeout: Duration,
     /// `WAIT` for this many replicas, at most this long, after every acquire and refresh.
     pub(crate) min_replicas: Option<(u32, Duration)>,
+    /// Publish releases and wake waiters (`ClientBuilder::notify`).
+    pub(crate) notify: bool,
+    /// The client for the subscriber connection of a store on a user's connection.
+    pub(crate) notifier: Option<redis::Client>,
+    /// How long the client's key prefix is (every key starts with it): it names the
+    /// namespace of shared fence counters.
+    pub(crate) prefix_len: usize,
     #[cfg(feature = "tls")]
     pub(crate) tls_root_certificate: Option<Vec<u8>>,
 }
 
-/// Cheap to clone: clones share the connection (a Redlock quorum shares the connections
-/// of the clients it was built from).
-#[derive(Clone)]
 pub(crate) struct RedisStore {
-    conn: Arc<Conn>,
+    conn: Conn,
     min_replicas: Option<(u32, Duration)>,
+    /// Release notifications (`None`: off, or no way to subscribe).
+    notifier: Option<Notifier>,
+    prefix_len: usize,
 }
 
 impl RedisStore {
@@ -51,21 +60,35 @@ impl RedisStore {
         let target = format!("{}/{}", info.addr(), info.redis_settings().db());
         let config = conn::manager_config(options.connect_timeout);
         let manager = connect(&client, &config, options.connect_timeout).await?;
+        let notifier = options
+            .notify
+            .then(|| Notifier::new(Publish::Plain, Subscriber::Single(Box::new(client.clone()))));
         let store = RedisStore {
-            conn: Arc::new(Conn::new(
+            conn: Conn::new(
                 Connection::Single(manager),
                 Source::Url(Box::new((client, config))),
-            )),
+            ),
             min_replicas: options.min_replicas,
+            notifier,
+            prefix_len: options.prefix_len,
         };
         Ok((store, target))
     }
 
     /// A store on the user's own connection, used as it is.
     pub(crate) fn from_connection(conn: ConnectionManager, options: &Options) -> Self {
+        let notifier = match &options.notifier {
+            Some(client) if options.notify => Some(Notifier::new(
+                Publish::Plain,
+                Subscriber::Single(Box::new(client.clone())),
+            )),
+            _ => None,
+        };
         RedisStore {
-            conn: Arc::new(Conn::new(Connection::Single(conn), Source::User)),
+            conn: Conn::new(Connection::Single(conn), Source::User),
             min_replicas: options.min_replicas,
+            notifier,
+            prefix_len: options.prefix_len,
         }
     }
 
@@ -99,6 +122,8 @@ impl RedisStore {
                 .collect::<Vec<_>>()
                 .join(",")
         );
+        let subscriber = redis::cluster::ClusterClientBuilder::new(nodes.clone())
+            .connection_timeout(options.connect_timeout);
         let builder = redis::cluster::ClusterClientBuilder::new(nodes)
             .connection_timeout(options.connect_timeout)
             // Every call is bounded by the caller's timeout; within it, redis-rs follows
@@ -108,18 +133,25 @@ impl RedisStore {
             .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
             .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS);
         #[cfg(feature = "tls")]
-        let builder = match &options.tls_root_certificate {
-            Some(pem) => builder.certs(redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem.clone()),
-            }),
-            None => builder,
+        let (builder, subscriber) = match &options.tls_root_certificate {
+            Some(pem) => {
+                let certs = || redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                };
+                (builder.certs(certs()), subscriber.certs(certs()))
+            }
+            None => (builder, subscriber),
         };
         let client = builder.build().map_err(redacted)?;
         let conn = tokio::time::timeout(options.connect_timeout, client.get_async_connection())
             .await
             .map_err(|_| Error::Timeout)??;
-        Ok((RedisStore::from_cluster(conn, options), target))
+        let mut store = RedisStore::from_cluster(conn, options);
+        store.notifier = options
+            .notify
+            .then(|| Notifier::new(Publish::Sharded, Subscriber::Cluster(Box::new(subscriber))));
+        Ok((store, target))
     }
 
     /// A store on the user's own cluster connection.
@@ -129,8 +161,11 @@ impl RedisStore {
         options: &Options,
     ) -> Self {
         RedisStore {
-            conn: Arc::new(Conn::new(Connection::Cluster(conn), Source::Cluster)),
+            conn: Conn::new(Connection::Cluster(conn), Source::Cluster),
             min_replicas: options.min_replicas,
+            // A user's cluster connection: its nodes are not known here to subscribe.
+            notifier: None,
+            prefix_len: options.prefix_len,
         }
     }
 
@@ -177,18 +212,21 @@ impl RedisStore {
         let config = conn::manager_config(options.connect_timeout);
         let manager = connect(&client, &config, options.connect_timeout).await?;
         let store = RedisStore {
-            conn: Arc::new(Conn::new(
+            conn: Conn::new(
                 Connection::Single(manager),
                 Source::Sentinel(Box::new((tokio::sync::Mutex::new(sentinel), config))),
-            )),
+            ),
             min_replicas: options.min_replicas,
+            // A subscriber would not follow a failover: waiters poll, and wake when the
+            // holder's lease runs out.
+            notifier: None,
+            prefix_len: options.prefix_len,
         };
         Ok((store, target))
     }
 
-    /// Whether `other` shares this store's connection (a clone of it).
-    pub(crate) fn same_connection(&self, other: &RedisStore) -> bool {
-        Arc::ptr_eq(&self.conn, &other.conn)
+    fn publish(&self) -> Option<Publish> {
+        self.notifier.as_ref().map(Notifier::publish)
     }
 
     /// Run a script that writes; with `min_replicas`, wait for replicas in the same
@@ -275,39 +313,30 @@ fn redis_client(url: &str, options: &Options) -> Result<redis::Client> {
     redis::Client::open(url).map_err(invalid)
 }
 
-/// Commands built once and sent to several stores: a Redlock quorum sends the same
-/// acquire, refresh or release to every node.
-impl RedisStore {
-    /// A Redlock node's acquire: the single-server acquire without the fence counter
-    /// (Redlock has no fencing token); the same replies, 1 standing for "acquired".
-    pub(crate) fn redlock_acquire_command(
+impl Store for RedisStore {
+    fn grant(&self, expiration: Duration) -> Result<Duration> {
+        Ok(expiration)
+    }
+
+    fn watch(&self, key: &str) -> Option<Watch> {
+        self.notifier.as_ref()?.watch(key)
+    }
+
+    async fn acquire(
+        &self,
         key: &str,
         val: &str,
         expiration: Duration,
         attempt: AttemptId,
-    ) -> redis::Cmd {
-        scripts::redlock_acquire(key, val, expiration, attempt)
-    }
-
-    /// Run a Redlock acquire built by [`redlock_acquire_command`](Self::redlock_acquire_command).
-    pub(crate) async fn redlock_acquire_with(
-        &self,
-        cmd: &redis::Cmd,
         timeout: Duration,
     ) -> Result<Acquire> {
-        self.acquire_reply(&scripts::REDLOCK_ACQUIRE, cmd, timeout)
-            .await
-    }
-
-    async fn acquire_reply(
-        &self,
-        lua: &scripts::Lua,
-        cmd: &redis::Cmd,
-        timeout: Duration,
-    ) -> Result<Acquire> {
-        let (reply, short): (Value, _) = self.write(lua, cmd, timeout).await?;
+        let cmd = scripts::acquire(key, self.prefix_len, val, expiration, attempt);
+        let (reply, short): (Value, _) = self.write(&scripts::ACQUIRE, &cmd, timeout).await?;
         match reply {
-            Value::Int(0) => Ok(Acquire::Held),
+            Value::Int(0) => Ok(Acquire::Held(None)),
+            Value::Int(held) if held <= -2 => Ok(Acquire::Held(Some(Duration::from_millis(
+                held.unsigned_abs() - 2,
+            )))),
             // Only an attempt its caller gave up on is ever aborted: nobody reads this.
             Value::Int(-1) => Err(Error::Store(StoreError::new(
                 "redis",
@@ -328,62 +357,38 @@ impl RedisStore {
         }
     }
 
-    pub(crate) fn refresh_command(key: &str, val: &str, expiration: Duration) -> redis::Cmd {
-        scripts::refresh(key, val, expiration)
-    }
-
-    pub(crate) async fn refresh_with(&self, cmd: &redis::Cmd, timeout: Duration) -> Result<bool> {
-        Ok(self
-            .conn
-            .run::<i64>(&scripts::REFRESH, cmd, timeout)
-            .await?
-            == 1)
-    }
-
-    pub(crate) fn release_command(key: &str, val: &str) -> redis::Cmd {
-        scripts::release(key, val)
-    }
-
-    pub(crate) async fn release_with(&self, cmd: &redis::Cmd, timeout: Duration) -> Result<bool> {
-        Ok(self
-            .conn
-            .run::<i64>(&scripts::RELEASE, cmd, timeout)
-            .await?
-            == 1)
-    }
-}
-
-impl Store for RedisStore {
-    fn grant(&self, expiration: Duration) -> Result<Duration> {
-        Ok(expiration)
-    }
-
-    async fn acquire(
-        &self,
-        key: &str,
-        val: &str,
-        expiration: Duration,
-        attempt: AttemptId,
-        timeout: Duration,
-    ) -> Result<Acquire> {
-        let cmd = scripts::acquire(key, val, expiration, attempt);
-        self.acquire_reply(&scripts::ACQUIRE, &cmd, timeout).await
-    }
-
     async fn refresh(
         &self,
         key: &str,
         val: &str,
+        token: u64,
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool> {
-        let cmd = RedisStore::refresh_command(key, val, expiration);
-        self.refresh_with(&cmd, timeout).await
+        let cmd = scripts::refresh(key, val, token, expiration);
+        let (refreshed, short): (i64, _) = self.write(&scripts::REFRESH, &cmd, timeout).await?;
+        if refreshed != 1 {
+            return Ok(false);
+        }
+        match short {
+            Some(e) => Err(e),
+            None => Ok(true),
+        }
     }
 
-    async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
-        let cmd = RedisStore::release_command(key, val);
-        self.release_with(&cmd, timeout).await
+    async fn release(
+        &self,
+        key: &str,
+        val: &str,
+        claims: &[AttemptId],
+        timeout: Duration,
+    ) -> Result<bool> {
+        let cmd = scripts::release(key, val, claims, self.publish());
+        Ok(self
+            .conn
+            .run::<i64>(&scripts::RELEASE, &cmd, timeout)
+            .await?
+            == 1)
     }
 
     async fn abort(
@@ -391,22 +396,69 @@ impl Store for RedisStore {
         key: &str,
         val: &str,
         attempts: &[AttemptId],
-        release: bool,
         timeout: Duration,
     ) -> Result<()> {
-        let cmd = scripts::abort(key, val, attempts, release);
+        let cmd = scripts::abort(key, val, attempts, self.publish());
         self.conn.run::<i64>(&scripts::ABORT, &cmd, timeout).await?;
         Ok(())
     }
 
-    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
-        let cmd = scripts::pttl(key, val);
+    async fn pttl(
+        &self,
+        key: &str,
+        val: &str,
+        token: u64,
+        timeout: Duration,
+    ) -> Result<Option<Duration>> {
+        let cmd = scripts::pttl(key, val, token);
         let ms: i64 = self.conn.run(&scripts::PTTL, &cmd, timeout).await?;
         Ok(match ms {
             -1 => Some(Duration::MAX),
             ms if ms >= 0 => Some(Duration::from_millis(ms as u64)),
             _ => None,
         })
+    }
+
+    async fn inspect(&self, key: &str, timeout: Duration) -> Result<Option<Inspected>> {
+        let cmd = scripts::inspect(key);
+        let reply: Option<(String, i64, Value)> =
+            self.conn.run(&scripts::INSPECT, &cmd, timeout).await?;
+        let Some((holder, ms, token)) = reply else {
+            return Ok(None);
+        };
+        Ok(Some(Inspected {
+            key: key.to_owned(),
+            ttl: u64::try_from(ms).ok().map(Duration::from_millis),
+            token: token_from(token)?,
+            holder,
+        }))
+    }
+
+    async fn list(&self, prefix: &str, timeout: Duration) -> Result<Vec<Inspected>> {
+        let keys = self
+            .conn
+            .scan(&format!("{}*", glob_escape(prefix)), timeout)
+            .await?;
+        let mut locks = Vec::new();
+        // A few at a time: a listing must not crowd out the locks' own traffic.
+        for batch in keys.chunks(64) {
+            let inspected =
+                futures::future::join_all(batch.iter().map(|key| self.inspect(key, timeout))).await;
+            for lock in inspected {
+                locks.extend(lock?);
+            }
+        }
+        locks.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(locks)
+    }
+
+    async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool> {
+        let cmd = scripts::force_release(key, self.publish());
+        Ok(self
+            .conn
+            .run::<i64>(&scripts::FORCE_RELEASE, &cmd, timeout)
+            .await?
+            == 1)
     }
 
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced> {
@@ -419,6 +471,18 @@ impl Store for RedisStore {
         }
         Ok(Err(token_from(payload)?))
     }
+}
+
+/// `text` as a `SCAN MATCH` pattern that matches it literally.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A token from a script: an integer, or decimal text where a Lua number would have
@@ -441,9 +505,11 @@ fn token_from(reply: Value) -> Result<u64> {
 }
 
 /// Whether another attempt could succeed where this one failed: connection-level
-/// failures a retry (possibly after a reconnect) can fix, and a server that is loading,
-/// failing over or asks to try again. Authentication, permission, wrong-type and script
-/// errors are not transient: retrying cannot fix them.
+/// failures a retry (possibly after a reconnect) can fix, a server that is loading,
+/// failing over or asks to try again, and a cluster redirect redis-rs gave up following
+/// (`MOVED`/`ASK` while the slot map settles after a failover or a resharding).
+/// Authentication, permission, wrong-type and script errors are not transient: retrying
+/// cannot fix them.
 pub(crate) fn is_transient(e: &RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
     if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
@@ -453,6 +519,8 @@ pub(crate) fn is_transient(e: &RedisError) -> bool {
         e.kind(),
         ErrorKind::Server(
             ServerErrorKind::BusyLoading
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask
                 | ServerErrorKind::TryAgain
                 | ServerErrorKind::ClusterDown
                 | ServerErrorKind::MasterDown
@@ -464,6 +532,12 @@ pub(crate) fn is_transient(e: &RedisError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scan_patterns_match_the_prefix_literally() {
+        assert_eq!(glob_escape("app:"), "app:");
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
 
     #[test]
     fn tokens_come_as_integers_or_exact_text() {

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use redis::{Arg, Cmd, RedisWrite, Script};
 
-use super::keys::{ABORTED, FENCE, SIDECAR_EXTRA, Sidecar, TOKEN};
+use super::keys::{
+    ABORTED, CLAIMS, FENCE, RELEASED, SIDECAR_EXTRA, Sidecar, TOKEN, write_fence_counter,
+};
+use super::notify::Publish;
 use crate::store::{AttemptId, Fence};
 
 pub(crate) static ACQUIRE: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(include_str!("lua/acquire.lua")));
-pub(crate) static REDLOCK_ACQUIRE: LazyLock<Lua> =
-    LazyLock::new(|| Lua::new(include_str!("lua/redlock_acquire.lua")));
 pub(crate) static REFRESH: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(include_str!("lua/refresh.lua")));
 pub(crate) static RELEASE: LazyLock<Lua> =
@@ -24,6 +25,10 @@ pub(crate) static ABORT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!(
 pub(crate) static FENCED: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(include_str!("lua/fenced.lua")));
 pub(crate) static PTTL: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/pttl.lua")));
+pub(crate) static INSPECT: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("lua/inspect.lua")));
+pub(crate) static FORCE_RELEASE: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("lua/force_release.lua")));
 
 /// How long a record of aborted attempts is kept: an aborted attempt that reaches the
 /// server later than this (TCP gives up on undelivered data after about 15 minutes)
@@ -73,32 +78,24 @@ fn millis(d: Duration) -> u64 {
 /// The longest attempt id: 16 hex digits, `:`, 20 digits.
 const ATTEMPT_ID_LEN: usize = 37;
 
-/// `EVALSHA <acquire> 3 <key> <fence> <aborted> <val> <ms> <attempt>`, the sidecar keys
-/// and the attempt id written in place.
-pub(crate) fn acquire(key: &str, val: &str, expiration: Duration, attempt: AttemptId) -> Cmd {
-    let payload = 3 * key.len() + 2 * SIDECAR_EXTRA + val.len() + ATTEMPT_ID_LEN;
-    let mut cmd = ACQUIRE.evalsha(3, payload);
-    let sidecar = Sidecar::of(key);
-    cmd.arg(key);
-    sidecar.write(FENCE, &mut cmd.writer_for_next_arg());
-    sidecar.write(ABORTED, &mut cmd.writer_for_next_arg());
-    cmd.arg(val).arg(millis(expiration));
-    write_attempt(attempt, &mut cmd);
-    cmd
-}
-
-/// `EVALSHA <redlock_acquire> 2 <key> <aborted> <val> <ms> <attempt>`: a Redlock node's
-/// acquire, without the fence counter.
-pub(crate) fn redlock_acquire(
+/// `EVALSHA <acquire> 5 <key> <fence> <aborted> <claims> <legacy fence> <val> <ms>
+/// <attempt>`, the companion keys and the attempt id written in place; `prefix_len`: the
+/// length of the client's key prefix at the start of `key`.
+pub(crate) fn acquire(
     key: &str,
+    prefix_len: usize,
     val: &str,
     expiration: Duration,
     attempt: AttemptId,
 ) -> Cmd {
-    let payload = 2 * key.len() + SIDECAR_EXTRA + val.len() + ATTEMPT_ID_LEN;
-    let mut cmd = REDLOCK_ACQUIRE.evalsha(2, payload);
+    let payload = 5 * key.len() + 4 * SIDECAR_EXTRA + val.len() + ATTEMPT_ID_LEN;
+    let mut cmd = ACQUIRE.evalsha(5, payload);
+    let sidecar = Sidecar::of(key);
     cmd.arg(key);
-    Sidecar::of(key).write(ABORTED, &mut cmd.writer_for_next_arg());
+    write_fence_counter(key, prefix_len, &mut cmd.writer_for_next_arg());
+    sidecar.write(ABORTED, &mut cmd.writer_for_next_arg());
+    sidecar.write(CLAIMS, &mut cmd.writer_for_next_arg());
+    sidecar.write(FENCE, &mut cmd.writer_for_next_arg());
     cmd.arg(val).arg(millis(expiration));
     write_attempt(attempt, &mut cmd);
     cmd
@@ -109,35 +106,74 @@ fn write_attempt(attempt: AttemptId, cmd: &mut Cmd) {
     write!(cmd.writer_for_next_arg(), "{attempt}").expect("writing to memory");
 }
 
-pub(crate) fn refresh(key: &str, val: &str, expiration: Duration) -> Cmd {
-    let mut cmd = REFRESH.evalsha(1, key.len() + val.len());
-    cmd.arg(key).arg(val).arg(millis(expiration));
-    cmd
-}
-
-pub(crate) fn release(key: &str, val: &str) -> Cmd {
-    let mut cmd = RELEASE.evalsha(1, key.len() + val.len());
-    cmd.arg(key).arg(val);
-    cmd
-}
-
-pub(crate) fn abort(key: &str, val: &str, attempts: &[AttemptId], release: bool) -> Cmd {
-    let payload = 2 * key.len() + SIDECAR_EXTRA + val.len() + attempts.len() * ATTEMPT_ID_LEN;
-    let mut cmd = ABORT.evalsha(2, payload);
+/// `<key> <claims>`, for the scripts that act on one incarnation.
+fn key_and_claims<'k>(lua: &Lua, key: &'k str, payload: usize) -> (Cmd, Sidecar<'k>) {
+    let mut cmd = lua.evalsha(2, 2 * key.len() + SIDECAR_EXTRA + payload);
+    let sidecar = Sidecar::of(key);
     cmd.arg(key);
-    Sidecar::of(key).write(ABORTED, &mut cmd.writer_for_next_arg());
-    cmd.arg(val)
-        .arg(if release { "1" } else { "0" })
-        .arg(millis(ABORT_MEMORY));
+    sidecar.write(CLAIMS, &mut cmd.writer_for_next_arg());
+    (cmd, sidecar)
+}
+
+pub(crate) fn refresh(key: &str, val: &str, token: u64, expiration: Duration) -> Cmd {
+    let (mut cmd, _) = key_and_claims(&REFRESH, key, val.len());
+    cmd.arg(val).arg(millis(expiration)).arg(token);
+    cmd
+}
+
+/// Write how a release is announced, and on which channel (nothing without
+/// notifications).
+fn write_announcement(key: &str, sidecar: &Sidecar<'_>, publish: Option<Publish>, cmd: &mut Cmd) {
+    match publish {
+        Some(publish) => {
+            cmd.arg(publish.arg());
+            sidecar.write(RELEASED, &mut cmd.writer_for_next_arg());
+        }
+        None => {
+            cmd.arg("").arg(key);
+        }
+    }
+}
+
+pub(crate) fn release(key: &str, val: &str, claims: &[AttemptId], publish: Option<Publish>) -> Cmd {
+    let payload = key.len() + SIDECAR_EXTRA + val.len() + claims.len() * ATTEMPT_ID_LEN;
+    let (mut cmd, sidecar) = key_and_claims(&RELEASE, key, payload);
+    cmd.arg(val);
+    write_announcement(key, &sidecar, publish, &mut cmd);
+    for &claim in claims {
+        write_attempt(claim, &mut cmd);
+    }
+    cmd
+}
+
+pub(crate) fn abort(key: &str, val: &str, attempts: &[AttemptId], publish: Option<Publish>) -> Cmd {
+    let payload = 4 * key.len() + 3 * SIDECAR_EXTRA + val.len() + attempts.len() * ATTEMPT_ID_LEN;
+    let mut cmd = ABORT.evalsha(3, payload);
+    let sidecar = Sidecar::of(key);
+    cmd.arg(key);
+    sidecar.write(ABORTED, &mut cmd.writer_for_next_arg());
+    sidecar.write(CLAIMS, &mut cmd.writer_for_next_arg());
+    cmd.arg(val).arg(millis(ABORT_MEMORY));
+    write_announcement(key, &sidecar, publish, &mut cmd);
     for &attempt in attempts {
         write_attempt(attempt, &mut cmd);
     }
     cmd
 }
 
-pub(crate) fn pttl(key: &str, val: &str) -> Cmd {
-    let mut cmd = PTTL.evalsha(1, key.len() + val.len());
-    cmd.arg(key).arg(val);
+pub(crate) fn pttl(key: &str, val: &str, token: u64) -> Cmd {
+    let (mut cmd, _) = key_and_claims(&PTTL, key, val.len());
+    cmd.arg(val).arg(token);
+    cmd
+}
+
+pub(crate) fn inspect(key: &str) -> Cmd {
+    key_and_claims(&INSPECT, key, 0).0
+}
+
+pub(crate) fn force_release(key: &str, publish: Option<Publish>) -> Cmd {
+    let (mut cmd, sidecar) = key_and_claims(&FORCE_RELEASE, key, key.len() + SIDECAR_EXTRA);
+    write_announcement(key, &sidecar, publish, &mut cmd);
     cmd
 }
 
@@ -172,34 +208,38 @@ mod tests {
 
     #[test]
     fn commands_pack_to_the_plain_redis_rs_bytes() {
-        for key in ["job", "user:{42}:job", "a}b", "a{b", "ключ"] {
+        for key in ["job", "app:job", "user:{42}:job", "a}b", "a{b", "ключ"] {
             let sidecar = Sidecar::of(key);
             let plain = redis::cmd("EVALSHA")
                 .arg(&ACQUIRE.sha)
-                .arg(3)
+                .arg(5)
                 .arg(key)
-                .arg(sidecar.name(FENCE))
+                .arg(super::super::keys::fence_counter(key, 0))
                 .arg(sidecar.name(ABORTED))
+                .arg(sidecar.name(CLAIMS))
+                .arg(sidecar.name(FENCE))
                 .arg("value")
                 .arg(30_000u64)
                 .arg("000000000000feed:7")
                 .get_packed_command();
-            let cmd = acquire(key, "value", Duration::from_secs(30), ATTEMPT);
+            let cmd = acquire(key, 0, "value", Duration::from_secs(30), ATTEMPT);
             assert_eq!(cmd.get_packed_command(), plain, "{key:?}");
         }
     }
 
     #[test]
     fn the_eval_fallback_carries_the_same_keys_and_arguments() {
-        let cmd = acquire("job", "value", Duration::from_secs(30), ATTEMPT);
+        let cmd = acquire("job", 0, "value", Duration::from_secs(30), ATTEMPT);
         let eval = ACQUIRE.eval(&cmd);
         let sidecar = Sidecar::of("job");
         let plain = redis::cmd("EVAL")
             .arg(ACQUIRE.code)
-            .arg(3)
+            .arg(5)
             .arg("job")
             .arg(sidecar.name(FENCE))
             .arg(sidecar.name(ABORTED))
+            .arg(sidecar.name(CLAIMS))
+            .arg(sidecar.name(FENCE))
             .arg("value")
             .arg(30_000u64)
             .arg("000000000000feed:7")
@@ -208,15 +248,16 @@ mod tests {
     }
 
     #[test]
-    fn a_redlock_acquire_names_the_key_its_abort_record_and_the_attempt() {
-        let cmd = redlock_acquire("job", "value", Duration::from_secs(30), ATTEMPT);
+    fn a_release_names_the_locks_claims() {
+        let cmd = release("job", "value", &[ATTEMPT], None);
         let plain = redis::cmd("EVALSHA")
-            .arg(&REDLOCK_ACQUIRE.sha)
+            .arg(&RELEASE.sha)
             .arg(2)
             .arg("job")
-            .arg(Sidecar::of("job").name(ABORTED))
+            .arg(Sidecar::of("job").name(CLAIMS))
             .arg("value")
-            .arg(30_000u64)
+            .arg("")
+            .arg("job")
             .arg("000000000000feed:7")
             .get_packed_command();
         assert_eq!(cmd.get_packed_command(), plain);
@@ -225,15 +266,17 @@ mod tests {
     #[test]
     fn an_abort_names_every_attempt() {
         let second = AttemptId { seq: 8, ..ATTEMPT };
-        let cmd = abort("job", "value", &[ATTEMPT, second], true);
+        let cmd = abort("job", "value", &[ATTEMPT, second], Some(Publish::Sharded));
         let plain = redis::cmd("EVALSHA")
             .arg(&ABORT.sha)
-            .arg(2)
+            .arg(3)
             .arg("job")
             .arg(Sidecar::of("job").name(ABORTED))
+            .arg(Sidecar::of("job").name(CLAIMS))
             .arg("value")
-            .arg("1")
             .arg(3_600_000u64)
+            .arg("s")
+            .arg(Sidecar::of("job").name(RELEASED))
             .arg("000000000000feed:7")
             .arg("000000000000feed:8")
             .get_packed_command();

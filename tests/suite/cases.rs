@@ -1,135 +1,19 @@
-#![allow(dead_code)]
-//! The conformance cases, written once for every lock API that keeps the contract's
-//! semantics: `leasehold::Client` on each store (`tests/conformance.rs`) and
-//! `leasehold::redlock::Redlock` (`tests/redlock.rs`: every case but the fencing-token
-//! one). [`Locker`] and [`Held`] are the surface the cases use.
+//! The conformance cases through the async API: every line of the contract's
+//! "Semantics users rely on", written once and run on every store by `conformance!`.
+//! Each case gets a store of its own (or its own key prefix on a shared one). The cases
+//! take any [`Locker`], so Redlock (`tests/redlock.rs`) runs them too — all but the
+//! fencing-token and inspection cases, which take a `Client`.
 
-use std::fmt::Debug;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use leasehold::redlock::{Redlock, RedlockLock};
-use leasehold::{
-    AutoRefresh, Client, Error, FixedInterval, Lock, NoRetry, NonFixedInterval, Result,
-    RetryStrategy,
-};
+use leasehold::{Client, Error, FixedInterval, NoRetry, NonFixedInterval, RetryStrategy};
+
+use super::locker::{Held, Locker};
 
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
-
-/// Takes locks: `Client` or `Redlock`.
-pub trait Locker: Clone + Debug + Send + Sync + 'static {
-    type Held: Held;
-    fn lock(
-        &self,
-        key: &str,
-        val: &str,
-        expiration: Duration,
-        timeout: Duration,
-        retry: impl RetryStrategy + 'static,
-    ) -> impl Future<Output = Result<Self::Held>> + Send;
-    fn try_lock(
-        &self,
-        key: &str,
-        val: &str,
-        expiration: Duration,
-    ) -> impl Future<Output = Result<Self::Held>> + Send;
-}
-
-/// A held lock: `Lock` or `RedlockLock`.
-pub trait Held: Debug + Send + Sync + 'static {
-    fn key(&self) -> &str;
-    fn value(&self) -> &str;
-    /// `None` where the lock has no fencing token (Redlock).
-    fn fencing_token(&self) -> Option<u64>;
-    fn valid_for(&self) -> Option<Duration>;
-    fn refresh(&self) -> impl Future<Output = Result<()>> + Send;
-    fn ttl(&self) -> impl Future<Output = Result<Option<Duration>>> + Send;
-    fn lost(&self) -> impl Future<Output = ()> + Send;
-    fn auto_refresh(
-        &self,
-        interval: Duration,
-        expiration: Duration,
-        timeout: Duration,
-        max_retry: u32,
-    ) -> Result<AutoRefresh>;
-    fn unlock(self) -> impl Future<Output = Result<()>> + Send;
-}
-
-macro_rules! held {
-    ($ty:ty, $token:expr) => {
-        impl Held for $ty {
-            fn key(&self) -> &str {
-                <$ty>::key(self)
-            }
-            fn value(&self) -> &str {
-                <$ty>::value(self)
-            }
-            fn fencing_token(&self) -> Option<u64> {
-                let token: fn(&$ty) -> Option<u64> = $token;
-                token(self)
-            }
-            fn valid_for(&self) -> Option<Duration> {
-                <$ty>::valid_for(self)
-            }
-            fn refresh(&self) -> impl Future<Output = Result<()>> + Send {
-                <$ty>::refresh(self)
-            }
-            fn ttl(&self) -> impl Future<Output = Result<Option<Duration>>> + Send {
-                <$ty>::ttl(self)
-            }
-            fn lost(&self) -> impl Future<Output = ()> + Send {
-                <$ty>::lost(self)
-            }
-            fn auto_refresh(
-                &self,
-                interval: Duration,
-                expiration: Duration,
-                timeout: Duration,
-                max_retry: u32,
-            ) -> Result<AutoRefresh> {
-                <$ty>::auto_refresh(self, interval, expiration, timeout, max_retry)
-            }
-            fn unlock(self) -> impl Future<Output = Result<()>> + Send {
-                <$ty>::unlock(self)
-            }
-        }
-    };
-}
-
-held!(Lock, |lock| Some(lock.fencing_token()));
-held!(RedlockLock, |_| None);
-
-macro_rules! locker {
-    ($ty:ty, $held:ty) => {
-        impl Locker for $ty {
-            type Held = $held;
-            fn lock(
-                &self,
-                key: &str,
-                val: &str,
-                expiration: Duration,
-                timeout: Duration,
-                retry: impl RetryStrategy + 'static,
-            ) -> impl Future<Output = Result<$held>> + Send {
-                <$ty>::lock(self, key, val, expiration, timeout, retry)
-            }
-            fn try_lock(
-                &self,
-                key: &str,
-                val: &str,
-                expiration: Duration,
-            ) -> impl Future<Output = Result<$held>> + Send {
-                <$ty>::try_lock(self, key, val, expiration)
-            }
-        }
-    };
-}
-
-locker!(Client, Lock);
-locker!(Redlock, RedlockLock);
 
 pub async fn acquire_then_contention_is_not_obtained<L: Locker>(c: &L) {
     let lock = c.try_lock("k", "a", 10 * SEC).await.unwrap();
@@ -156,28 +40,28 @@ pub async fn same_value_reacquires_rearms_and_keeps_its_token<L: Locker>(c: &L) 
     assert!(after > 9 * SEC, "re-armed to the new expiration: {after:?}");
 }
 
-pub async fn fencing_tokens_rise_across_acquisitions_and_survive_expiry<L: Locker>(c: &L) {
+pub async fn fencing_tokens_rise_across_acquisitions_and_survive_expiry(c: &Client) {
     let mut last = 0;
     for i in 0..5 {
         let lock = c.try_lock("k", &format!("v{i}"), 10 * SEC).await.unwrap();
         assert!(
-            lock.fencing_token().expect("a fenced store") > last,
+            lock.fencing_token() > last,
             "{} after {last}",
-            lock.fencing_token().expect("a fenced store")
+            lock.fencing_token()
         );
-        last = lock.fencing_token().expect("a fenced store");
+        last = lock.fencing_token();
         lock.unlock().await.unwrap();
     }
     // Let one expire instead of unlocking it: the counter outlives the lock key.
     let expiring = c.try_lock("k", "short", 50 * MS).await.unwrap();
-    assert!(expiring.fencing_token().expect("a fenced store") > last);
-    last = expiring.fencing_token().expect("a fenced store");
+    assert!(expiring.fencing_token() > last);
+    last = expiring.fencing_token();
     tokio::time::sleep(120 * MS).await;
     let next = c.try_lock("k", "after-expiry", 10 * SEC).await.unwrap();
-    assert!(next.fencing_token().expect("a fenced store") > last);
+    assert!(next.fencing_token() > last);
     // Tokens are per key.
     let fresh = c.try_lock("another-key", "v", 10 * SEC).await.unwrap();
-    assert_eq!(fresh.fencing_token().expect("a fenced store"), 1);
+    assert_eq!(fresh.fencing_token(), 1);
 }
 
 pub async fn refresh_rearms_the_original_expiration<L: Locker>(c: &L) {
@@ -371,13 +255,51 @@ impl<S: RetryStrategy> RetryStrategy for Counting<S> {
     }
 }
 
+pub async fn inspection_lists_locks_by_prefix_and_force_release_frees_them(c: &Client) {
+    let a = c.try_lock("jobs:a", "secret-a", 30 * SEC).await.unwrap();
+    let b = c
+        .try_lock("jobs:{t}:b", "secret-b", 30 * SEC)
+        .await
+        .unwrap();
+    let _other = c.try_lock("reports:x", "v", 30 * SEC).await.unwrap();
+    // Companion keys (counters, claims) and fenced resources are not locks.
+    a.fenced_set("jobs:row", "x").await.unwrap();
+    let listed = c.list("jobs:").await.unwrap();
+    let keys: Vec<&str> = listed.iter().map(|l| l.key()).collect();
+    assert_eq!(keys, ["jobs:a", "jobs:{t}:b"]);
+    assert_eq!(listed[0].fencing_token(), a.fencing_token());
+    assert_eq!(listed[1].fencing_token(), b.fencing_token());
+    let ttl = listed[0].ttl().unwrap();
+    assert!(ttl > 29 * SEC && ttl <= 30 * SEC, "{ttl:?}");
+    assert_ne!(listed[0].holder(), listed[1].holder());
+    for shown in [format!("{listed:?}"), listed[0].holder().to_owned()] {
+        assert!(!shown.contains("secret"), "{shown}");
+    }
+    let info = c.inspect("jobs:a").await.unwrap().expect("held");
+    assert_eq!(
+        (info.key(), info.fencing_token(), info.holder()),
+        (
+            listed[0].key(),
+            listed[0].fencing_token(),
+            listed[0].holder()
+        )
+    );
+    assert_eq!(c.inspect("jobs:none").await.unwrap(), None);
+    assert_eq!(c.inspect("jobs:row").await.unwrap(), None, "not a lock");
+    assert!(c.force_release("jobs:a").await.unwrap());
+    assert!(!c.force_release("jobs:a").await.unwrap());
+    assert!(a.refresh().await.unwrap_err().is_not_held());
+    let next = c.try_lock("jobs:a", "next", 30 * SEC).await.unwrap();
+    assert!(next.fencing_token() > info.fencing_token());
+}
+
 /// Runs `workers` tasks that each take the lock `rounds` times through `acquire`, hold it
 /// for a moment, and unlock. Returns how many times a task entered the critical section
 /// while another was inside it.
 pub async fn exclusion_workload<F, Fut, H>(workers: usize, rounds: usize, acquire: F) -> usize
 where
     F: Fn(usize) -> Fut,
-    Fut: Future<Output = H> + Send + 'static,
+    Fut: std::future::Future<Output = H> + Send + 'static,
     H: Held,
 {
     let inside = Arc::new(AtomicUsize::new(0));

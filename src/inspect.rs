@@ -1,0 +1,175 @@
+//! Operating locks: what an operator may see of them, and taking one away.
+
+use std::fmt;
+use std::time::Duration;
+
+#[cfg(doc)]
+use crate::Error;
+use crate::Result;
+use crate::args::check_key;
+use crate::client::Client;
+use crate::store::{Inspected, Store};
+
+/// A lock as an operator sees it: its key, how long it has left, its fencing token, and
+/// an opaque digest of its holder — never the holder's value, which is a secret (whoever
+/// knows it can refresh or release the lock). Returned by [`Client::inspect`] and
+/// [`Client::list`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct LockInfo {
+    key: String,
+    ttl: Option<Duration>,
+    fencing_token: u64,
+    holder: String,
+}
+
+impl LockInfo {
+    /// The key, as this client names it (without its key prefix).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// How long the lock has left, as the store counts it; `None` if it has no expiry
+    /// (set by hand: no lock of this library takes one without).
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl
+    }
+
+    /// The fencing token of the lock's current acquisition.
+    pub fn fencing_token(&self) -> u64 {
+        self.fencing_token
+    }
+
+    /// An opaque digest of the holder's value (a SHA-1 on Redis): equal for one holder,
+    /// different for another, and useless for taking the lock over.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+}
+
+impl fmt::Debug for LockInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockInfo")
+            .field("key", &self.key)
+            .field("ttl", &self.ttl)
+            .field("fencing_token", &self.fencing_token)
+            .field("holder", &self.holder)
+            .finish()
+    }
+}
+
+impl Client {
+    fn lock_info(&self, inspected: Inspected) -> LockInfo {
+        LockInfo {
+            key: self.user_key(&inspected.key).to_owned(),
+            ttl: inspected.ttl,
+            fencing_token: inspected.token,
+            holder: inspected.holder,
+        }
+    }
+
+    /// The lock on `key`, if one is held: its time to live, fencing token and holder's
+    /// digest. Bounded by the client's default timeout.
+    ///
+    /// ```
+    /// # async fn demo() -> leasehold::Result<()> {
+    /// use std::time::Duration;
+    /// let client = leasehold::Client::open("memory://").await?;
+    /// let lock = client.try_lock("nightly-report", "secret", Duration::from_secs(30)).await?;
+    /// let info = client.inspect("nightly-report").await?.expect("held");
+    /// assert_eq!(info.fencing_token(), lock.fencing_token());
+    /// assert_ne!(info.holder(), "secret");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidArgument`] for an empty `key`, before any I/O;
+    /// * [`Error::Timeout`], [`Error::Redis`] or [`Error::Store`] when the store failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn inspect(&self, key: &str) -> Result<Option<LockInfo>> {
+        check_key(key)?;
+        let key = self.store_key(key);
+        let inspected = self.backend().inspect(&key, self.default_timeout()).await?;
+        Ok(inspected.map(|i| self.lock_info(i)))
+    }
+
+    /// Every lock held whose key starts with `prefix` (under the client's key prefix),
+    /// sorted by key. The store is walked in steps (`SCAN` on Redis: never `KEYS`, which
+    /// would block the server; on a cluster, every master), each step bounded by the
+    /// client's default timeout; a lock taken or released during the walk may or may not
+    /// be in the list.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`], [`Error::Redis`] or [`Error::Store`] when the store failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only reads.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<LockInfo>> {
+        let prefix = self.store_key(prefix);
+        let locks = self.backend().list(&prefix, self.default_timeout()).await?;
+        Ok(locks.into_iter().map(|i| self.lock_info(i)).collect())
+    }
+
+    /// Delete the lock on `key`, whoever holds it: an operator's tool for a lock whose
+    /// holder is gone and that must not wait out its expiration. `false` when no lock was
+    /// there. Waiters are woken as by an unlock.
+    ///
+    /// The holder is not told: its next refresh or renewal finds the key gone
+    /// ([`Error::NotHeld`]), and until then it may go on working. Its fencing token stays
+    /// the highest the key has issued, so a resource it fenced refuses only older tokens;
+    /// the next holder's token is higher. Bounded by the client's default timeout.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidArgument`] for an empty `key`, before any I/O;
+    /// * [`Error::Timeout`], [`Error::Redis`] or [`Error::Store`] when the store failed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may or may not have deleted the lock.
+    pub async fn force_release(&self, key: &str) -> Result<bool> {
+        check_key(key)?;
+        let key = self.store_key(key);
+        self.backend()
+            .force_release(&key, self.default_timeout())
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn locks_are_listed_with_their_token_and_a_digest_never_the_value() {
+        let c = Client::builder().key_prefix("app:").memory();
+        let a = c
+            .try_lock("jobs:a", "secret-a", Duration::from_secs(30))
+            .await
+            .unwrap();
+        let _b = c
+            .try_lock("jobs:b", "secret-b", Duration::from_secs(30))
+            .await
+            .unwrap();
+        let _other = c
+            .try_lock("other", "v", Duration::from_secs(30))
+            .await
+            .unwrap();
+        let listed = c.list("jobs:").await.unwrap();
+        let keys: Vec<&str> = listed.iter().map(LockInfo::key).collect();
+        assert_eq!(keys, ["jobs:a", "jobs:b"]);
+        assert_eq!(listed[0].fencing_token(), a.fencing_token());
+        assert_ne!(listed[0].holder(), listed[1].holder());
+        assert!(!format!("{listed:?}").contains("secret"));
+        assert!(c.force_release("jobs:a").await.unwrap());
+        assert_eq!(c.inspect("jobs:a").await.unwrap(), None);
+        assert!(!c.force_release("jobs:a").await.unwrap());
+        assert!(a.refresh().await.unwrap_err().is_not_held());
+        assert!(c.inspect("").await.unwrap_err().is_invalid_argument());
+    }
+}

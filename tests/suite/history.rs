@@ -1,0 +1,307 @@
+//! The exclusion history checker: workers in several tasks and several OS processes do
+//! a read-modify-write on a counter in the store under the lock and record every hold as
+//! (token, acquired, released). The checker asserts no lost updates, no overlapping
+//! holds, and fencing tokens strictly rising in grant order. A negative control runs the
+//! same workload without the lock and must be caught.
+//!
+//! The worker processes are the test binary re-executed on its ignored `history_worker`
+//! entry point, which calls [`worker`] (so no extra binary ships with the crate). A
+//! binary that uses the checker defines it:
+//!
+//! ```ignore
+//! #[test]
+//! #[ignore = "worker entry point, run by the history tests in child processes"]
+//! fn history_worker() {
+//!     suite::history::worker();
+//! }
+//! ```
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use leasehold::{Client, NonFixedInterval};
+use redis::AsyncCommands;
+
+pub const PROCESSES: usize = 3;
+pub const TASKS: usize = 4;
+pub const ROUNDS: usize = 8;
+const WORKER_ENV: &str = "LEASEHOLD_HISTORY_WORKER";
+
+/// Where the workload runs: one Redis server, or a cluster (the counter and the history
+/// list live there too).
+#[derive(Debug, Clone)]
+pub enum Target {
+    Redis(String),
+    Cluster(Vec<String>),
+}
+
+impl Target {
+    fn to_spec(&self) -> String {
+        match self {
+            Target::Redis(url) => format!("redis={url}"),
+            Target::Cluster(urls) => format!("cluster={}", urls.join(",")),
+        }
+    }
+
+    fn from_spec(spec: &str) -> Target {
+        match spec.split_once('=') {
+            Some(("redis", url)) => Target::Redis(url.to_owned()),
+            Some(("cluster", urls)) => {
+                Target::Cluster(urls.split(',').map(str::to_owned).collect())
+            }
+            _ => panic!("bad history target {spec:?}"),
+        }
+    }
+
+    async fn client(&self) -> Client {
+        match self {
+            Target::Redis(url) => Client::open(url).await.unwrap(),
+            #[cfg(feature = "cluster")]
+            Target::Cluster(urls) => {
+                let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+                Client::open_cluster(&urls).await.unwrap()
+            }
+            #[cfg(not(feature = "cluster"))]
+            Target::Cluster(_) => unreachable!("the cluster feature is off"),
+        }
+    }
+
+    async fn data(&self) -> Data {
+        match self {
+            Target::Redis(url) => Data::Single(
+                redis::Client::open(url.as_str())
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap(),
+            ),
+            Target::Cluster(urls) => Data::Cluster(
+                redis::cluster::ClusterClient::new(urls.clone())
+                    .unwrap()
+                    .get_async_connection()
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+}
+
+/// A plain connection for the counter and the history.
+enum Data {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl Data {
+    async fn counter(&mut self) -> i64 {
+        let n: Option<i64> = match self {
+            Data::Single(c) => c.get("history-counter").await,
+            Data::Cluster(c) => c.get("history-counter").await,
+        }
+        .unwrap();
+        n.unwrap_or(0)
+    }
+
+    async fn set_counter(&mut self, n: i64) {
+        let () = match self {
+            Data::Single(c) => c.set("history-counter", n).await,
+            Data::Cluster(c) => c.set("history-counter", n).await,
+        }
+        .unwrap();
+    }
+
+    async fn record(&mut self, line: String) {
+        let () = match self {
+            Data::Single(c) => c.rpush("history", line).await,
+            Data::Cluster(c) => c.rpush("history", line).await,
+        }
+        .unwrap();
+    }
+
+    async fn records(&mut self) -> Vec<String> {
+        match self {
+            Data::Single(c) => c.lrange("history", 0, -1).await,
+            Data::Cluster(c) => c.lrange("history", 0, -1).await,
+        }
+        .unwrap()
+    }
+}
+
+/// One recorded hold: the interval is taken *inside* the real hold (after `lock`
+/// returned, before `unlock` was sent), so overlapping records prove a double hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Hold {
+    token: u64,
+    acquired_ns: u128,
+    released_ns: u128,
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// The workload of one process: `TASKS` tasks × `ROUNDS` read-modify-writes.
+async fn workload(target: &Target, process: usize, locked: bool) {
+    let client = target.client().await;
+    let mut tasks = Vec::new();
+    for task in 0..TASKS {
+        let client = client.clone();
+        let mut data = target.data().await;
+        tasks.push(tokio::spawn(async move {
+            for round in 0..ROUNDS {
+                let lock = if locked {
+                    Some(
+                        client
+                            .lock(
+                                "history-lock",
+                                &leasehold::random_value(),
+                                Duration::from_secs(10),
+                                Duration::from_secs(2),
+                                NonFixedInterval::new(Duration::from_millis(3), 20_000),
+                            )
+                            .await
+                            .unwrap(),
+                    )
+                } else {
+                    None
+                };
+                let acquired_ns = now_ns();
+                let n = data.counter().await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                data.set_counter(n + 1).await;
+                let released_ns = now_ns();
+                let token = match &lock {
+                    Some(l) => l.fencing_token(),
+                    // Control: a token from a counter nobody coordinates on.
+                    None => (process * 1_000_000 + task * 1_000 + round) as u64,
+                };
+                if let Some(lock) = lock {
+                    lock.unlock().await.unwrap();
+                }
+                data.record(format!("{token} {acquired_ns} {released_ns}"))
+                    .await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// The worker process's entry point: runs the workload its parent asked for, if any.
+pub fn worker() {
+    let Ok(spec) = std::env::var(WORKER_ENV) else {
+        return;
+    };
+    let mut parts = spec.split(' ');
+    let target = Target::from_spec(parts.next().unwrap());
+    let process: usize = parts.next().unwrap().parse().unwrap();
+    let locked = parts.next().unwrap() == "locked";
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(workload(&target, process, locked));
+}
+
+/// Run the workload in this process (as process 0) and `PROCESSES - 1` children; the
+/// final counter and every hold recorded.
+pub async fn run_everywhere(target: &Target, locked: bool) -> (i64, Vec<Hold>) {
+    let exe = std::env::current_exe().unwrap();
+    let mode = if locked { "locked" } else { "unlocked" };
+    let mut children: Vec<_> = (1..PROCESSES)
+        .map(|process| {
+            Command::new(&exe)
+                .args(["history_worker", "--exact", "--ignored", "--test-threads=1"])
+                .env(WORKER_ENV, format!("{} {process} {mode}", target.to_spec()))
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    workload(target, 0, locked).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for child in &mut children {
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "worker process failed: {status}");
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("worker process did not finish in time");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut data = target.data().await;
+    let counter = data.counter().await;
+    let holds = data
+        .records()
+        .await
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Hold {
+                token: f[0].parse().unwrap(),
+                acquired_ns: f[1].parse().unwrap(),
+                released_ns: f[2].parse().unwrap(),
+            }
+        })
+        .collect();
+    (counter, holds)
+}
+
+/// Every violation of mutual exclusion the history shows; `tokens`: whether fencing
+/// tokens must rise in grant order (not for stores without tokens).
+pub fn violations(counter: i64, mut holds: Vec<Hold>, tokens: bool) -> Vec<String> {
+    let mut found = Vec::new();
+    if counter != holds.len() as i64 {
+        found.push(format!(
+            "lost updates: counter {counter} after {} increments",
+            holds.len()
+        ));
+    }
+    holds.sort_by_key(|h| h.acquired_ns);
+    for pair in holds.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        if b.acquired_ns < a.released_ns {
+            found.push(format!(
+                "overlapping holds: token {} and token {}",
+                a.token, b.token
+            ));
+        }
+        if tokens && b.token <= a.token {
+            found.push(format!("token {} granted after token {}", b.token, a.token));
+        }
+    }
+    found
+}
+
+/// The checker on `target` with the lock: no violation, every hold recorded.
+pub async fn holds_never_overlap(target: &Target) {
+    let started = Instant::now();
+    let (counter, holds) = run_everywhere(target, true).await;
+    eprintln!(
+        "FIGURE history: {} holds by {PROCESSES} processes × {TASKS} tasks in {:?}, {:?}",
+        holds.len(),
+        started.elapsed(),
+        target
+    );
+    assert_eq!(holds.len(), PROCESSES * TASKS * ROUNDS);
+    let found = violations(counter, holds, true);
+    assert!(found.is_empty(), "{found:#?}");
+}
+
+/// The negative control on `target`: the same workload without the lock is caught.
+pub async fn the_checker_catches_no_lock(target: &Target) {
+    let (counter, holds) = run_everywhere(target, false).await;
+    let found = violations(counter, holds, true);
+    assert!(
+        found.iter().any(|v| v.starts_with("lost updates")),
+        "the negative control must be caught: {found:?}"
+    );
+    assert!(found.iter().any(|v| v.starts_with("overlapping holds")));
+}

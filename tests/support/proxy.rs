@@ -1,0 +1,377 @@
+//! [`FaultProxy`]: an in-process fault-injecting TCP proxy.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use super::{lock, wait_until};
+
+// ---------------------------------------------------------------------------
+
+/// State shared between the [`FaultProxy`] handle and its proxy thread.
+struct ProxyShared {
+    upstream: SocketAddr,
+    delay_nanos: AtomicU64,
+    blackhole: AtomicBool,
+    /// Connections with an id below this are stalled for good (half-open).
+    stall_below: AtomicU64,
+    next_id: AtomicU64,
+    open: AtomicUsize,
+    /// Bumped by `reset_all`; every connection holds a receiver.
+    reset_tx: watch::Sender<u64>,
+    /// Live connections per reset generation they were accepted in.
+    live_by_generation: Mutex<BTreeMap<u64, usize>>,
+    shutdown: Notify,
+}
+
+impl ProxyShared {
+    fn delay(&self) -> Duration {
+        Duration::from_nanos(self.delay_nanos.load(Ordering::Relaxed))
+    }
+
+    fn blackholed(&self) -> bool {
+        self.blackhole.load(Ordering::SeqCst)
+    }
+
+    fn stalled(&self, id: u64) -> bool {
+        self.blackholed() || id < self.stall_below.load(Ordering::SeqCst)
+    }
+}
+
+/// An in-process TCP proxy on 127.0.0.1 for fault injection (delay,
+/// blackhole, connection resets). Runs on its own OS thread with its own
+/// current-thread tokio runtime, so it works from sync code, any caller
+/// runtime, and with paused tokio time in the caller. Drop stops it (all
+/// proxied connections are closed) within a bounded time.
+pub struct FaultProxy {
+    port: u16,
+    shared: Arc<ProxyShared>,
+    thread: Option<JoinHandle<()>>,
+    done_rx: mpsc::Receiver<()>,
+}
+
+impl FaultProxy {
+    /// Listens on a free loopback port and forwards every accepted connection
+    /// to `127.0.0.1:upstream_port`. If the upstream connect fails, the
+    /// accepted client connection is closed.
+    pub fn start(upstream_port: u16) -> FaultProxy {
+        let listener =
+            StdTcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("FaultProxy: bind 127.0.0.1:0");
+        listener
+            .set_nonblocking(true)
+            .expect("FaultProxy: set_nonblocking");
+        let port = listener
+            .local_addr()
+            .expect("FaultProxy: local_addr")
+            .port();
+        let (reset_tx, _) = watch::channel(0u64);
+        let shared = Arc::new(ProxyShared {
+            upstream: SocketAddr::from((Ipv4Addr::LOCALHOST, upstream_port)),
+            delay_nanos: AtomicU64::new(0),
+            blackhole: AtomicBool::new(false),
+            stall_below: AtomicU64::new(0),
+            next_id: AtomicU64::new(0),
+            open: AtomicUsize::new(0),
+            reset_tx,
+            live_by_generation: Mutex::new(BTreeMap::new()),
+            shutdown: Notify::new(),
+        });
+        let (done_tx, done_rx) = mpsc::channel();
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("fault-proxy-{port}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("FaultProxy: build runtime");
+                rt.block_on(accept_loop(listener, thread_shared));
+                // Drops every connection task (and thereby its sockets).
+                rt.shutdown_timeout(Duration::from_secs(1));
+                let _ = done_tx.send(());
+            })
+            .expect("FaultProxy: spawn thread");
+        FaultProxy {
+            port,
+            shared,
+            thread: Some(thread),
+            done_rx,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `redis://127.0.0.1:PROXYPORT/`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Every chunk read from now on is forwarded `d` after it was read (both
+    /// directions, order preserved). `Duration::ZERO` disables the delay.
+    pub fn set_delay(&self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.shared.delay_nanos.store(nanos, Ordering::Relaxed);
+    }
+
+    /// While on, nothing is delivered in either direction: bytes are held, as a
+    /// network partition stalls a TCP stream; connections stay open and new ones
+    /// are accepted (and stalled too). Off delivers the held bytes, in order, and
+    /// resumes forwarding. (Dropping bytes from the middle of a stream is
+    /// something TCP never does, and would desynchronise any pipelined client.)
+    pub fn blackhole(&self, on: bool) {
+        self.shared.blackhole.store(on, Ordering::SeqCst);
+    }
+
+    /// Stalls every connection open now, for good, while new connections work: the
+    /// peer of a half-open connection vanished without a reset (a crashed host, a NAT or
+    /// firewall that forgot the flow, a failover to another address).
+    pub fn stall_existing(&self) {
+        let next = self.shared.next_id.load(Ordering::SeqCst);
+        self.shared.stall_below.store(next, Ordering::SeqCst);
+    }
+
+    /// Ends a [`stall_existing`](Self::stall_existing): the stalled connections deliver
+    /// what they held, in order, and work again — a partition that heals after the
+    /// client gave up on the connection.
+    pub fn heal_existing(&self) {
+        self.shared.stall_below.store(0, Ordering::SeqCst);
+    }
+
+    /// Abruptly closes (RST, SO_LINGER 0) both sides of every current
+    /// connection. Blocks (bounded, 2 s) until they are closed; connections
+    /// accepted afterwards work normally.
+    pub fn reset_all(&self) {
+        let generation = {
+            // Under the lock so that no connection can register with the old
+            // generation after we bumped it.
+            let _live = lock(&self.shared.live_by_generation);
+            let mut next = 0;
+            self.shared.reset_tx.send_modify(|g| {
+                *g += 1;
+                next = *g;
+            });
+            next
+        };
+        let closed = wait_until(Duration::from_secs(2), || {
+            lock(&self.shared.live_by_generation)
+                .range(..generation)
+                .all(|(_, n)| *n == 0)
+        });
+        assert!(
+            closed,
+            "FaultProxy::reset_all: connections did not close within 2 s"
+        );
+    }
+
+    /// Number of currently open proxied connections (client accepted and
+    /// upstream connected).
+    pub fn connection_count(&self) -> usize {
+        self.shared.open.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.shared.shutdown.notify_one();
+        // Bounded: if the thread does not finish in time it is detached.
+        let finished = self.done_rx.recv_timeout(Duration::from_secs(3)).is_ok();
+        if let Some(t) = self.thread.take().filter(|_| finished) {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn accept_loop(listener: StdTcpListener, shared: Arc<ProxyShared>) {
+    let listener = TcpListener::from_std(listener).expect("FaultProxy: TcpListener::from_std");
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.shutdown.notified() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((client, _)) => {
+                    let _ = client.set_nodelay(true);
+                    let (reset_rx, generation) = {
+                        let mut live = lock(&shared.live_by_generation);
+                        let rx = shared.reset_tx.subscribe();
+                        let generation = *rx.borrow();
+                        *live.entry(generation).or_insert(0) += 1;
+                        (rx, generation)
+                    };
+                    let guard = LiveGuard { shared: shared.clone(), generation, counted: false };
+                    let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(handle_connection(client, id, shared.clone(), reset_rx, guard));
+                }
+                // e.g. EMFILE: back off briefly instead of spinning.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            },
+        }
+    }
+}
+
+/// Keeps the proxy's connection bookkeeping right however the task ends
+/// (including being dropped at runtime shutdown).
+struct LiveGuard {
+    shared: Arc<ProxyShared>,
+    generation: u64,
+    counted: bool,
+}
+
+impl LiveGuard {
+    fn count_open(&mut self) {
+        self.shared.open.fetch_add(1, Ordering::SeqCst);
+        self.counted = true;
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if self.counted {
+            self.shared.open.fetch_sub(1, Ordering::SeqCst);
+        }
+        let mut live = lock(&self.shared.live_by_generation);
+        if let Some(n) = live.get_mut(&self.generation) {
+            *n -= 1;
+            if *n == 0 {
+                live.remove(&self.generation);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Reader saw EOF and everything queued was written; write side shut down.
+    Eof,
+    /// I/O error in either half.
+    Error,
+    /// `reset_all` was called; SO_LINGER 0 has been set on both sockets.
+    Reset,
+}
+
+async fn handle_connection(
+    client: TcpStream,
+    id: u64,
+    shared: Arc<ProxyShared>,
+    mut reset_rx: watch::Receiver<u64>,
+    mut guard: LiveGuard,
+) {
+    let upstream = tokio::select! {
+        biased;
+        _ = reset_changed(&mut reset_rx) => return,
+        r = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(shared.upstream)) => match r {
+            Ok(Ok(s)) => s,
+            _ => return, // dropping `client` closes it
+        },
+    };
+    let _ = upstream.set_nodelay(true);
+    guard.count_open();
+
+    let (client_r, client_w) = client.into_split();
+    let (up_r, up_w) = upstream.into_split();
+    let mut tasks = JoinSet::new();
+    tasks.spawn(direction(
+        client_r,
+        up_w,
+        id,
+        shared.clone(),
+        reset_rx.clone(),
+    ));
+    tasks.spawn(direction(up_r, client_w, id, shared.clone(), reset_rx));
+    while let Some(res) = tasks.join_next().await {
+        if !matches!(res, Ok(Outcome::Eof)) {
+            // Reset, error or panic: tear the whole connection down. Aborted
+            // tasks are still drained so their sockets are gone before the
+            // guard reports the connection as closed.
+            tasks.abort_all();
+        }
+    }
+    drop(guard);
+}
+
+async fn reset_changed(rx: &mut watch::Receiver<u64>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// One direction of a proxied connection: `r` -> (delay/blackhole) -> `w`.
+async fn direction(
+    mut r: OwnedReadHalf,
+    mut w: OwnedWriteHalf,
+    id: u64,
+    shared: Arc<ProxyShared>,
+    mut reset_rx: watch::Receiver<u64>,
+) -> Outcome {
+    let result = {
+        let fut = pump(&mut r, &mut w, id, &shared);
+        tokio::pin!(fut);
+        tokio::select! {
+            biased;
+            _ = reset_changed(&mut reset_rx) => None,
+            res = &mut fut => Some(res),
+        }
+    };
+    match result {
+        Some(Ok(())) => Outcome::Eof,
+        Some(Err(())) => Outcome::Error,
+        None => {
+            // Both halves of each socket are dropped soon after (this task
+            // returns, the sibling is reset/aborted): with linger 0 the
+            // close sends RST instead of FIN.
+            #[allow(deprecated)]
+            {
+                let _ = r.as_ref().set_linger(Some(Duration::ZERO));
+                let _ = w.as_ref().set_linger(Some(Duration::ZERO));
+            }
+            Outcome::Reset
+        }
+    }
+}
+
+async fn pump(
+    r: &mut OwnedReadHalf,
+    w: &mut OwnedWriteHalf,
+    id: u64,
+    shared: &ProxyShared,
+) -> Result<(), ()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let reader = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = r.read(&mut buf).await.map_err(|_| ())?;
+            if n == 0 {
+                return Ok::<(), ()>(()); // dropping `tx` lets the writer finish
+            }
+            let due = Instant::now() + shared.delay();
+            tx.send((due, buf[..n].to_vec())).map_err(|_| ())?;
+        }
+    };
+    let writer = async move {
+        while let Some((due, data)) = rx.recv().await {
+            if due > Instant::now() {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+            }
+            // A partition stalls the stream (as TCP does), it never drops bytes
+            // out of its middle: hold the data until the link is back.
+            while shared.stalled(id) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            w.write_all(&data).await.map_err(|_| ())?;
+        }
+        // Propagate the half-close.
+        let _ = w.shutdown().await;
+        Ok::<(), ()>(())
+    };
+    tokio::try_join!(reader, writer).map(|_| ())
+}
