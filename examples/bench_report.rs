@@ -1006,9 +1006,11 @@ fn redlock_section(w: &mut String, r: &RedlockResult, settings: &Settings) {
          fully); on a machine with fewer cores than nodes, it is bounded below by the CPU \
          ratio. Against rslock the client's work per node is the same ({client_vs_rslock:+.1} µs \
          per node and cycle) and the servers' is not ({per_node_extra:+.1} µs per node and \
-         cycle): rslock acquires with a bare `SET NX PX`, leasehold with a script that also \
-         refuses an attempt its client already gave up on — what keeps a timed-out attempt \
-         that lands late from leaving a key behind, which rslock's cannot. On a machine whose \
+         cycle): rslock acquires with a bare `SET NX PX`, leasehold with the single-server \
+         script, which also keeps the key's claims and incarnation token and refuses an \
+         attempt its client already gave up on — what keeps a timed-out attempt that lands \
+         late from leaving a key behind, and a stale handle from re-arming a newer lock, \
+         which rslock's cannot. On a machine whose \
          cores the servers share with the client, that server time is on the critical path; \
          with a core per node it overlaps with the round trip. Under contention rslock also \
          releases every node after each failed attempt, where leasehold releases only the \
