@@ -452,6 +452,38 @@ async fn a_quorum_won_after_the_validity_is_gone_is_a_failure(nodes: &Nodes) {
     }
 }
 
+/// A Redlock built from clients writes the clients' key prefix; the prefixes must agree.
+async fn from_clients_keeps_the_nodes_key_prefix(nodes: &Nodes) {
+    let open = |prefix: &'static str| {
+        let urls = nodes.urls();
+        async move {
+            let mut clients = Vec::new();
+            for url in &urls {
+                clients.push(
+                    leasehold::Client::builder()
+                        .key_prefix(prefix)
+                        .open(url)
+                        .await
+                        .unwrap(),
+                );
+            }
+            clients
+        }
+    };
+    let mut mixed = open("app:").await;
+    mixed.pop();
+    mixed.extend(open("other:").await.pop());
+    let err = Redlock::from_clients(mixed).unwrap_err();
+    assert!(err.is_invalid_argument(), "{err:?}");
+    let redlock = Redlock::from_clients(open("app:").await).unwrap();
+    let lock = redlock.try_lock("job", "v", 10 * SEC).await.unwrap();
+    assert_eq!(lock.key(), "job");
+    assert_eq!(nodes.holding("app:job"), vec![0, 1, 2, 3, 4]);
+    assert_eq!(nodes.holding("job"), Vec::<usize>::new());
+    lock.unlock().await.unwrap();
+    assert_eq!(nodes.holding("app:job"), Vec::<usize>::new());
+}
+
 // ---------------------------------------------------------------------------------------
 // Nodes killed while the lock is held and renewed
 // ---------------------------------------------------------------------------------------
@@ -882,6 +914,7 @@ async_cases!(
     a_failed_same_value_relock_keeps_the_lock,
     contention_leaves_no_attempt_records,
     a_quorum_won_after_the_validity_is_gone_is_a_failure,
+    from_clients_keeps_the_nodes_key_prefix,
     a_minority_down_keeps_the_lock_held_and_renewed,
     a_majority_down_ends_renewal_and_lost_fires_first,
     a_holder_cut_off_from_a_majority_loses_the_lease_before_a_contender_wins,

@@ -163,9 +163,10 @@ impl RedlockLock {
             .auto_refresh(interval, expiration, timeout, max_retry)
     }
 
-    /// Stop any auto-refresh of this lock, then release the key on **every** node where
-    /// this value holds it; succeeds when a majority released it. Renewal is stopped (its
-    /// task gone) before the releases are sent.
+    /// Stop any auto-refresh of this lock, then release it on **every** node: its claims
+    /// are retired there, and the key deleted where no other acquire of this value holds
+    /// it; succeeds when a majority released it. Renewal is stopped (its task gone), and
+    /// the lease ended for every handle, before the releases are sent.
     ///
     /// # Errors
     ///

@@ -132,7 +132,8 @@
 //! Every async method says what a dropped future leaves behind. In short: a dropped
 //! [`lock`](Redlock::lock) may leave its attempt in flight on every node; a detached
 //! abort then goes to every node, refusing the attempt where it has not landed and
-//! releasing the key (owner-checked) where it has. A dropped
+//! retiring its claim where it has (the key is deleted unless another acquire of the
+//! value holds it). A dropped
 //! [`refresh`](RedlockLock::refresh) may have re-armed some nodes and not others; the
 //! validity is not extended. A dropped [`unlock`](RedlockLock::unlock) may have released
 //! some nodes; the others keep the key until it expires.
@@ -427,13 +428,12 @@ impl Redlock {
     /// # Cancel safety
     ///
     /// Dropping the future may leave its attempt in flight on every node. A detached
-    /// abort then goes to every node, on the nodes' connections: where the attempt has
-    /// not arrived yet, the node refuses it when it does (for an hour); where it landed,
-    /// the key is released if it holds `val` — unless this Redlock holds `key` under
-    /// `val` or has another acquire of it in flight. A later `lock` of the same key and
-    /// value through this Redlock first settles with that release (within its attempt's
-    /// `timeout`), as [`Client::lock`] does. Without a tokio runtime to run the abort on,
-    /// the keys are left to expire.
+    /// abort then goes to every node, on the nodes' connections (retried for up to five
+    /// minutes where a node does not answer): where the attempt has not arrived yet, the
+    /// node refuses it when it does (for an hour); where it landed, its claim is retired
+    /// and the key deleted unless another acquire of `val` holds it — a lock this
+    /// Redlock holds under `val` survives, as with [`Client::lock`]. Without a tokio
+    /// runtime to run the abort on, the keys are left to expire.
     pub async fn lock(
         &self,
         key: &str,
