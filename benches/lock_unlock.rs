@@ -3,8 +3,10 @@
 //! * `lock_unlock/*`: leasehold on Redis, the same two round trips by hand with
 //!   redis-rs (`SET NX PX` + `release.lua`; `acquire.lua` + `release.lua`), rslock 0.10,
 //!   and leasehold on `memory://`.
-//! * `acquire_design/*`: server-side designs for the fenced acquire (each + the same
-//!   `release.lua`), by hand.
+//!
+//! (The server-side designs that were weighed for the fenced acquire are compared in
+//! `examples/bench_report.rs`, section 2: they are about this crate's internals, not a
+//! choice users make, so they stay out of `cargo bench`.)
 //! * `blocking/*`: `try_lock` + `unlock` through `leasehold::blocking` against the async
 //!   client, on Redis and on `memory://`.
 //!
@@ -18,7 +20,7 @@ mod support;
 
 use std::time::Duration;
 
-use common::{AcquireDesign, Contender, EXPIRATION, EXPIRATION_MS, Raw, fence_key};
+use common::{Contender, EXPIRATION, fence_key};
 use criterion::{Criterion, criterion_group, criterion_main};
 use support::RedisServer;
 
@@ -33,23 +35,6 @@ fn lock_unlock(c: &mut Criterion) {
         group.bench_function(contender.id(), |b| {
             b.to_async(&rt)
                 .iter(|| contender.lock_unlock(&key, &fence, "v"))
-        });
-    }
-    group.finish();
-
-    let raw = rt.block_on(Raw::connect(&server.url()));
-    let mut group = c.benchmark_group("acquire_design");
-    for design in AcquireDesign::ALL {
-        let key = format!("ad:{}", design.id());
-        let fence = fence_key(&key);
-        group.bench_function(design.id(), |b| {
-            b.to_async(&rt).iter(|| async {
-                let token = raw
-                    .acquire_with(design, &key, &fence, "v", EXPIRATION_MS)
-                    .await;
-                assert!(token > 0, "{design:?} acquired");
-                assert!(raw.release(&key, "v").await);
-            })
         });
     }
     group.finish();

@@ -22,13 +22,24 @@ pub enum Error {
     NotHeld,
     /// Auto-refresh gave up after `max_retry` consecutive renewals that timed out or hit
     /// a dropped connection.
+    ///
+    /// A unit variant, as the contract has it (code matches `Error::MaxRetryExceeded`):
+    /// each failed renewal, with its cause, is a `leasehold.renewal` tracing event.
     #[error("lock renewal failed: maximum number of consecutive retries exceeded")]
     MaxRetryExceeded,
     /// The lease ran out without a confirmed renewal, while renewal was still trying
     /// ([`Client::run_exclusive`](crate::Client::run_exclusive) aborted the job).
     #[error("lock lease expired without a confirmed renewal")]
     LeaseExpired,
-    /// A round trip exceeded its timeout and no attempt was left.
+    /// A round trip exceeded its timeout and no attempt was left; or a connection could
+    /// not be made within the connect timeout. One shape for one idea: every timeout is
+    /// this variant.
+    ///
+    /// A unit variant, as the contract has it: a timed-out round trip has no cause
+    /// beyond "no answer in time". While a server is unreachable the connection keeps
+    /// reconnecting underneath, and a call waits for it until its own timeout — so a
+    /// `lock` against a server that went down ends in `Timeout`. `open` connects at
+    /// once and reports the refusal, naming the server (`host:port`, never a password).
     #[error("lock operation timed out")]
     Timeout,
     /// Bad input, rejected before any I/O. The message names the argument.

@@ -42,6 +42,13 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The same request with named options instead of positions: [`Client::lock_request`].
+//!
+//! **Durations** are honoured to the millisecond, the precision every store keeps: a
+//! sub-millisecond part is truncated (1.9 ms is 1 ms), and an expiration, interval or
+//! timeout under 1 ms or over [`MAX_DURATION`] is an [`Error::InvalidArgument`] before any
+//! I/O. A timeout may exceed the expiration (see [`Client::lock`]).
+//!
 //! # Blocking API
 //!
 //! For code without an async runtime, [`blocking`] has the same client, lock and
@@ -135,6 +142,7 @@ mod pause;
 pub mod redlock;
 mod refresh;
 mod release;
+mod request;
 mod retry;
 #[cfg(feature = "schedule")]
 #[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
@@ -142,6 +150,12 @@ pub mod schedule;
 mod store;
 mod telemetry;
 mod wake;
+
+/// The redis-rs crate this crate is built on, re-exported so that
+/// [`Client::from_connection`], [`ClientBuilder::notifier`] and [`Error::Redis`] are used
+/// with the very same version (a second `redis` in your `Cargo.toml` may resolve to
+/// another one, whose types do not match).
+pub use redis;
 
 pub use args::MAX_DURATION;
 pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
@@ -153,6 +167,7 @@ pub use leader::Leadership;
 pub use lease::drift_allowance;
 pub use lock::Lock;
 pub use refresh::AutoRefresh;
+pub use request::{DEFAULT_EXPIRATION, DEFAULT_MAX_RETRY, LockRequest};
 #[cfg(feature = "backoff")]
 pub use retry::BackoffAdapter;
 pub use retry::{ExponentialBackoff, FixedInterval, NoRetry, NonFixedInterval, RetryStrategy};

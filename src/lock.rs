@@ -19,6 +19,7 @@ use crate::{Error, Result};
 /// Locking a key again under the value that already holds it (through the same client)
 /// gives another handle on the same lease: what one handle confirms or loses, every
 /// handle sees.
+#[must_use = "a Lock dropped at once keeps its key until the key expires: bind it (`let lock = …`) and `unlock()` it when done"]
 pub struct Lock {
     pub(crate) lease: Arc<Lease>,
     expiration: Duration,

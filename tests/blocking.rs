@@ -194,7 +194,7 @@ fn a_blocking_call_from_a_retry_strategy_panics_instead_of_deadlocking() {
             client.lock("k", "b", 10 * SEC, SEC, strategy)
         });
         // The runtime survived the panic of one task.
-        client.try_lock("k3", "v", SEC).unwrap();
+        let _held_until_expiry = client.try_lock("k3", "v", SEC).unwrap();
     });
 }
 
@@ -304,7 +304,7 @@ fn clones_share_one_runtime_thread_and_store() {
         assert_eq!(runtime_thread_dir(&a), runtime_thread_dir(&b));
         // A private memory store is private to a client and its clones.
         let c = Client::memory();
-        c.try_lock("k", "c", SEC).unwrap();
+        let _held_until_expiry = c.try_lock("k", "c", SEC).unwrap();
     });
 }
 

@@ -83,7 +83,7 @@ async fn handoff_follows_the_unlock(s: &Store, store: &str) -> Duration {
     };
     let (lock, released) = tokio::join!(waiting, release);
     let lag = released.elapsed();
-    lock.expect("acquired after the release");
+    let _held_until_expiry = lock.expect("acquired after the release");
     eprintln!("FIGURE handoff-{store}: acquired {lag:?} after the unlock (polling: up to 200 ms)");
     // Polling alone would have waited until the next step at 400 ms: 150 ms.
     assert!(lag < 60 * MS, "{lag:?}");
@@ -134,7 +134,7 @@ async fn without_notifications_waiters_poll(s: &Store) {
         held.unlock().await.unwrap();
     };
     let (lock, ()) = tokio::join!(waiting, release);
-    lock.unwrap();
+    let _held_until_expiry = lock.unwrap();
     let at = started.elapsed();
     assert!(at >= 400 * MS && at < 600 * MS, "polled at 400 ms: {at:?}");
 }
@@ -297,7 +297,7 @@ async fn a_lost_subscription_is_taken_again_and_the_waiter_still_wakes() {
     };
     let (lock, released) = tokio::join!(waiting, release);
     let lag = released.elapsed();
-    lock.expect("acquired");
+    let _held_until_expiry = lock.expect("acquired");
     eprintln!("FIGURE resubscribed: acquired {lag:?} after the unlock");
     assert!(lag < SEC, "{lag:?}");
 }

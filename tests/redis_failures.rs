@@ -113,7 +113,7 @@ async fn a_wrong_password_is_a_clear_error_that_does_not_show_the_password() {
     }
     let client = Client::open(&server.url()).await.unwrap();
     assert!(!format!("{client:?}").contains("right-password"));
-    client.try_lock("k", "v", SEC).await.unwrap();
+    let _held_until_expiry = client.try_lock("k", "v", SEC).await.unwrap();
 }
 
 /// Every key of the server matching `pattern`.

@@ -84,7 +84,7 @@ fn spans_and_events_tell_what_happened_and_never_a_value_or_a_password() {
             assert!(failure.unwrap().is_not_held());
             // A waiter that waits over a second is a slow acquire.
             let held = client.try_lock("slow", "h", 1200 * MS).await.unwrap();
-            client
+            let _held_until_expiry = client
                 .lock("slow", "w", SEC, SEC, FixedInterval::new(100 * MS, 50))
                 .await
                 .unwrap();

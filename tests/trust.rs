@@ -185,7 +185,7 @@ async fn stalled_acquires_never_recreate_a_lock_after_unlock() {
     assert_eq!(server.get("k"), None, "an unlocked lock was re-created");
     // The key is free for anyone.
     let other = Client::open(&server.url()).await.unwrap();
-    other.try_lock("k", "other", SEC).await.unwrap();
+    let _held_until_expiry = other.try_lock("k", "other", SEC).await.unwrap();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ use crate::{Result, RetryStrategy};
 /// See the [module documentation](super) for the threading model.
 #[derive(Clone)]
 pub struct Client {
-    inner: crate::Client,
-    rt: Arc<Runtime>,
+    pub(super) inner: crate::Client,
+    pub(super) rt: Arc<Runtime>,
 }
 
 impl fmt::Debug for Client {

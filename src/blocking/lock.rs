@@ -16,6 +16,7 @@ use crate::Result;
 ///
 /// Dropping a `Lock` does **not** release it: the key stays until it expires or until
 /// [`Lock::unlock`]. A `Lock` keeps its client's runtime thread alive.
+#[must_use = "a Lock dropped at once keeps its key until the key expires: bind it (`let lock = …`) and `unlock()` it when done"]
 pub struct Lock {
     inner: crate::Lock,
     rt: Arc<Runtime>,

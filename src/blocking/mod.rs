@@ -63,6 +63,7 @@ mod client;
 mod lock;
 mod redlock;
 mod refresh;
+mod request;
 mod runtime;
 mod wait;
 
@@ -70,4 +71,5 @@ pub use client::{Client, ClientBuilder};
 pub use lock::Lock;
 pub use redlock::{Redlock, RedlockBuilder, RedlockLock};
 pub use refresh::AutoRefresh;
+pub use request::LockRequest;
 pub use runtime::RUNTIME_THREAD_NAME;

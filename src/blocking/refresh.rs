@@ -16,7 +16,8 @@ use crate::Error;
 ///
 /// Dropping it stops renewal (it does not unlock) without blocking. It keeps its
 /// client's runtime thread alive.
-#[must_use = "dropping an AutoRefresh stops the renewal"]
+#[must_use = "dropping an AutoRefresh stops the renewal at once: bind it (`let renewal = …`) \
+              for as long as the lock must be kept"]
 pub struct AutoRefresh {
     /// `None` once stopped.
     pub(super) inner: Option<crate::AutoRefresh>,

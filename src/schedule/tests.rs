@@ -429,7 +429,8 @@ async fn shutdown_waits_for_running_jobs_and_abandons_waiting_ticks() {
         .collect();
     assert_eq!(got, ["Skipped(ShuttingDown)", "Completed"]);
     // The running lock was released; nothing fires any more.
-    c.try_lock("app:long:running", "me", MS * 100)
+    let _held_until_expiry = c
+        .try_lock("app:long:running", "me", MS * 100)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -29,7 +29,7 @@ pub fn acquire_then_contention_is_not_obtained(s: &BlockingStore) {
     assert!(err.is_not_obtained(), "{err:?}");
     assert!(started.elapsed() >= 60 * MS, "{:?}", started.elapsed());
     // Another key is independent.
-    c.try_lock("other", "b", 10 * SEC).unwrap();
+    let _held_until_expiry = c.try_lock("other", "b", 10 * SEC).unwrap();
 }
 
 pub fn same_value_reacquires_rearms_and_keeps_its_token(s: &BlockingStore) {
@@ -100,7 +100,7 @@ pub fn refresh_ttl_unlock_after_loss_are_not_held_and_leave_the_new_owner_alone(
     );
     owner.refresh().expect("the new owner still holds the key");
     owner.unlock().unwrap();
-    c.try_lock("k", "c", SEC).expect("released");
+    let _held_until_expiry = c.try_lock("k", "c", SEC).expect("released");
 }
 
 pub fn bad_input_is_rejected_before_any_io(s: &BlockingStore) {
@@ -160,7 +160,7 @@ pub fn renewal_continues_while_the_caller_sleeps(s: &BlockingStore) {
     let err = other.try_lock("k", "b", SEC).unwrap_err();
     assert!(err.is_not_obtained(), "{err:?}");
     lock.unlock().unwrap();
-    other.try_lock("k", "b", SEC).expect("free after unlock");
+    let _held_until_expiry = other.try_lock("k", "b", SEC).expect("free after unlock");
 }
 
 pub fn error_timeout_is_none_while_renewal_runs_and_not_held_after_a_takeover(s: &BlockingStore) {
@@ -304,4 +304,31 @@ pub fn exclusion_workload(
         t.join().expect("worker");
     }
     overlaps.load(Ordering::SeqCst)
+}
+
+pub fn lock_requests_take_named_options_and_keep_a_renewed_lock(s: &BlockingStore) {
+    let c = &s.client;
+    let lock = c
+        .lock_request("k")
+        .expiration(10 * SEC)
+        .attempt_timeout(2 * SEC)
+        .retry(NoRetry)
+        .acquire()
+        .unwrap();
+    assert_eq!(lock.expiration(), 10 * SEC);
+    let err = c.lock_request("k").acquire().unwrap_err();
+    assert!(err.is_not_obtained(), "{err:?}");
+    lock.unlock().unwrap();
+
+    let (lock, mut renewal) = c
+        .lock_request("renewed")
+        .value("mine")
+        .expiration(600 * MS)
+        .acquire_renewed()
+        .unwrap();
+    thread::sleep(1500 * MS);
+    assert!(renewal.try_error().is_none());
+    assert!(lock.ttl().unwrap().is_some(), "renewed past its expiration");
+    lock.unlock().unwrap();
+    assert!(renewal.error().is_none());
 }

@@ -26,7 +26,7 @@ pub async fn acquire_then_contention_is_not_obtained<L: Locker>(c: &L) {
         .unwrap_err();
     assert!(err.is_not_obtained(), "{err:?}");
     // Another key is independent.
-    c.try_lock("other", "b", 10 * SEC).await.unwrap();
+    let _held_until_expiry = c.try_lock("other", "b", 10 * SEC).await.unwrap();
 }
 
 pub async fn same_value_reacquires_rearms_and_keeps_its_token<L: Locker>(c: &L) {
@@ -327,4 +327,62 @@ where
             .unwrap();
     }
     overlaps.load(Ordering::SeqCst)
+}
+
+pub async fn lock_requests_take_named_options_and_keep_a_renewed_lock(c: &Client) {
+    let first = c
+        .lock_request("k")
+        .expiration(10 * SEC)
+        .attempt_timeout(2 * SEC)
+        .acquire()
+        .await
+        .unwrap();
+    assert_eq!((first.expiration(), first.timeout()), (10 * SEC, 2 * SEC));
+    // A fresh random value per request: a second one contends.
+    assert_eq!(first.value().len(), 32);
+    let err = c.lock_request("k").acquire().await.unwrap_err();
+    assert!(err.is_not_obtained(), "{err:?}");
+    assert!(!format!("{:?}", c.lock_request("k").value("secret-v")).contains("secret-v"));
+    // The retry strategy waits for the holder.
+    let waiter = {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.lock_request("k")
+                .value("second")
+                .retry(FixedInterval::new(20 * MS, 200))
+                .acquire()
+                .await
+        })
+    };
+    tokio::time::sleep(100 * MS).await;
+    first.unlock().await.unwrap();
+    let second = waiter.await.unwrap().unwrap();
+    assert_eq!(second.value(), "second");
+    second.unlock().await.unwrap();
+
+    // Renewed: held well past its expiration, until unlocked.
+    let (lock, mut renewal) = c
+        .lock_request("renewed")
+        .expiration(600 * MS)
+        .acquire_renewed()
+        .await
+        .unwrap();
+    tokio::time::sleep(1500 * MS).await;
+    assert!(renewal.try_error().is_none());
+    assert!(
+        lock.ttl().await.unwrap().is_some(),
+        "renewed past its expiration"
+    );
+    assert!(lock.valid_for().is_some());
+    lock.unlock().await.unwrap();
+    assert_eq!(renewal.error().await.map(|e| e.to_string()), None);
+    let _held_until_expiry = c.try_lock("renewed", "next", SEC).await.unwrap();
+
+    let err = c
+        .lock_request("tiny")
+        .expiration(2 * MS)
+        .acquire_renewed()
+        .await
+        .unwrap_err();
+    assert!(err.is_invalid_argument(), "{err:?}");
 }

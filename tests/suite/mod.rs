@@ -234,6 +234,7 @@ macro_rules! conformance {
                     many_tasks_never_hold_one_key_at_once,
                     debug_output_never_shows_the_lock_value,
                     inspection_lists_locks_by_prefix_and_force_release_frees_them,
+                    lock_requests_take_named_options_and_keep_a_renewed_lock,
                 );
             }
             mod blocking {
@@ -250,6 +251,7 @@ macro_rules! conformance {
                     many_threads_never_hold_one_key_at_once,
                     debug_output_never_shows_the_lock_value,
                     fenced_resources_refuse_a_superseded_holder,
+                    lock_requests_take_named_options_and_keep_a_renewed_lock,
                 );
             }
         }

@@ -261,23 +261,73 @@ const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 10;
 #[cfg(feature = "cluster")]
 const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 100;
 
-/// The first connection: one direct attempt (so that a wrong password or an untrusted
-/// certificate is reported at once, instead of after the manager's retries), then the
-/// manager.
+/// The first connection: one direct attempt and one `PING` (so that a missing or wrong
+/// password, an untrusted certificate or a port that is not Redis is reported by `open`,
+/// not by the first lock), then the manager.
 async fn connect(
     client: &redis::Client,
     config: &redis::aio::ConnectionManagerConfig,
     connect_timeout: Duration,
 ) -> Result<ConnectionManager> {
+    let target = client.get_connection_info().addr().to_string();
     let probe = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(connect_timeout))
         .set_response_timeout(Some(connect_timeout));
-    drop(
-        client
+    let ping = async {
+        let mut conn = client
             .get_multiplexed_async_connection_with_config(&probe)
-            .await?,
-    );
-    Ok(ConnectionManager::new_with_config(client.clone(), config.clone()).await?)
+            .await?;
+        redis::cmd("PING").query_async::<()>(&mut conn).await
+    };
+    ping.await.map_err(|e| unreachable(&target, e))?;
+    ConnectionManager::new_with_config(client.clone(), config.clone())
+        .await
+        .map_err(|e| unreachable(&target, e))
+}
+
+/// A first connection that failed, in words that name the server (`host:port`, never
+/// the password) and say what the failure usually means. A connect timeout is
+/// [`Error::Timeout`], like every other timeout.
+fn unreachable(target: &str, e: RedisError) -> Error {
+    use redis::ErrorKind;
+    if e.is_timeout() {
+        return Error::Timeout;
+    }
+    if e.is_io_error() {
+        // Keeps what the error's kind tells: `is_connection_refusal()` and the like still
+        // work.
+        let kind = if e.is_connection_refusal() {
+            std::io::ErrorKind::ConnectionRefused
+        } else if e.is_connection_dropped() {
+            std::io::ErrorKind::ConnectionReset
+        } else {
+            std::io::ErrorKind::Other
+        };
+        let named = std::io::Error::new(kind, format!("cannot connect to {target}: {e}"));
+        return Error::Redis(named.into());
+    }
+    let said = |kind, what: &'static str, detail: String| Error::Redis((kind, what, detail).into());
+    match e.kind() {
+        ErrorKind::Parse => said(
+            ErrorKind::Parse,
+            "not a Redis server",
+            format!(
+                "{target} did not answer in the Redis protocol: is it the right port? \
+                 (a TLS port needs rediss://)"
+            ),
+        ),
+        ErrorKind::AuthenticationFailed => said(
+            ErrorKind::AuthenticationFailed,
+            "authentication failed",
+            format!("{target} refused the username or password in the URL"),
+        ),
+        _ if e.code() == Some("NOAUTH") => said(
+            ErrorKind::AuthenticationFailed,
+            "authentication required",
+            format!("{target} requires a password: put it in the URL (redis://:password@host/)"),
+        ),
+        _ => Error::Redis(e),
+    }
 }
 
 /// redis-rs' own messages about a configuration may quote a URL (and its password): say

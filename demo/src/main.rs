@@ -2,8 +2,8 @@
 //! holds the lock for a moment, and hands it over.
 //!
 //! ```text
-//! cargo run --example quickstart                                    # embedded memory store
-//! REDIS_URL=redis://127.0.0.1:6379/ cargo run --example quickstart  # a Redis server
+//! cargo run -p leasehold-demo                                   # embedded memory store
+//! cargo run -p leasehold-demo -- redis://127.0.0.1:6379/        # a Redis server (or REDIS_URL=…)
 //! ```
 
 use std::time::Duration;
@@ -12,7 +12,10 @@ use leasehold::{Client, NonFixedInterval};
 
 #[tokio::main]
 async fn main() -> leasehold::Result<()> {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "memory://".to_owned());
+    let url = std::env::args()
+        .nth(1)
+        .or_else(|| std::env::var("REDIS_URL").ok())
+        .unwrap_or_else(|| "memory://".to_owned());
     let client = Client::open(&url).await?;
     println!("store: {client:?}");
 
@@ -24,7 +27,7 @@ async fn main() -> leasehold::Result<()> {
                     // Wait up to ~2 s for the key, retrying every 50 ms ± 25 ms.
                     let lock = client
                         .lock(
-                            "quickstart:report",
+                            "demo:report",
                             &leasehold::random_value(),
                             Duration::from_secs(5),     // expiration
                             Duration::from_millis(500), // timeout per attempt

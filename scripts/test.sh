@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The README's test command: set up what the test suite needs, then run the whole suite.
+#
+#   scripts/test.sh                 install what is missing, then `cargo test --workspace --all-features`
+#   scripts/test.sh -- <args>       the same, passing <args> to cargo test (a filter, --test NAME, ...)
+#   scripts/test.sh --setup-only    install what is missing and stop (CI runs the gates itself)
+#
+# The suite spawns real servers on free loopback ports: redis-server, redis-cli (which creates
+# the throwaway Redis Cluster) and etcd; building the etcd client needs protoc; the TLS test
+# makes its certificates with openssl; the scheduler's tests use IANA time zones (tzdata).
+# Missing ones are installed with apt-get (as root, or through sudo when it needs no password);
+# otherwise the script says exactly what to install, and stops.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+setup_only=false
+if [ "${1:-}" = "--setup-only" ]; then setup_only=true; shift; fi
+[ "${1:-}" = "--" ] && shift
+
+missing=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have "${LEASEHOLD_REDIS_SERVER:-redis-server}" || missing+=(redis-server)
+have "${LEASEHOLD_REDIS_CLI:-redis-cli}" || missing+=(redis-tools)
+have "${LEASEHOLD_ETCD:-etcd}" || missing+=(etcd-server)
+have "${PROTOC:-protoc}" || missing+=(protobuf-compiler)
+have openssl || missing+=(openssl)
+[ -e /usr/share/zoneinfo/Europe/Berlin ] || missing+=(tzdata)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if have sudo && sudo -n true 2>/dev/null; then sudo="sudo"; else sudo="unavailable"; fi
+  fi
+  if ! have apt-get || [ "$sudo" = "unavailable" ]; then
+    cat >&2 <<MSG
+scripts/test.sh: the test suite needs: ${missing[*]} (Debian/Ubuntu package names).
+Install them, for example:
+    sudo apt-get install ${missing[*]}
+or on macOS:
+    brew install redis etcd protobuf openssl
+or point LEASEHOLD_REDIS_SERVER, LEASEHOLD_REDIS_CLI, LEASEHOLD_ETCD and PROTOC at the binaries.
+MSG
+    exit 1
+  fi
+  echo "scripts/test.sh: installing ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+$setup_only && exit 0
+exec cargo test --workspace --all-features "$@"
