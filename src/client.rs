@@ -193,6 +193,12 @@ impl ClientBuilder {
         self
     }
 
+    /// Check every setting as opening a client would, before any I/O.
+    #[cfg(feature = "serde")]
+    pub(crate) fn check(&self) -> Result<()> {
+        self.settings().map(drop)
+    }
+
     /// The validated settings: the client's, and how to open a Redis store.
     fn settings(&self) -> Result<(Settings, redis_store::Options)> {
         let default_timeout = check_duration("default_timeout", self.default_timeout)?;

@@ -217,6 +217,13 @@ impl ClientBuilder {
     }
 }
 
+impl From<crate::ClientBuilder> for ClientBuilder {
+    /// The blocking builder with the async builder's settings.
+    fn from(inner: crate::ClientBuilder) -> Self {
+        ClientBuilder { inner }
+    }
+}
+
 impl Client {
     /// A [`ClientBuilder`] with the documented defaults.
     pub const fn builder() -> ClientBuilder {
