@@ -547,22 +547,43 @@ const CONTENTION_TASKS: [usize; 3] = [2, 8, 32];
 const HOLD: Duration = Duration::from_millis(1);
 const THINK: Duration = Duration::from_millis(1);
 
+/// The sides of a contention run, in this order: leasehold woken on release, leasehold
+/// polling (`notify(false)`), and `SET NX PX` by hand.
+const SIDES: usize = 3;
+
 struct ContentionResult {
     tasks: usize,
     strategy: Strategy,
-    /// acquisitions/s per round: leasehold, raw.
-    rate: [Vec<f64>; 2],
-    handoffs: [Vec<Duration>; 2],
-    per_task: [Vec<u64>; 2],
+    /// acquisitions/s per round, per side.
+    rate: [Vec<f64>; SIDES],
+    handoffs: [Vec<Duration>; SIDES],
+    per_task: [Vec<u64>; SIDES],
+    /// Commands the server ran per second and per waiting task, per round, per side.
+    load: [Vec<f64>; SIDES],
 }
 
-fn contention(settings: &Settings, url: &str) -> Vec<ContentionResult> {
+struct Contention {
+    results: Vec<ContentionResult>,
+    /// PING round trips measured between the windows of the same run.
+    ping: Vec<Duration>,
+}
+
+fn contention(settings: &Settings, url: &str) -> Contention {
     let rt = common::multi_thread_runtime();
     rt.block_on(async {
         let sides = [
             ContentionSide::Leasehold(Client::open(url).await.expect("client")),
+            ContentionSide::LeaseholdPolling(
+                Client::builder()
+                    .notify(false)
+                    .open(url)
+                    .await
+                    .expect("client"),
+            ),
             ContentionSide::Raw(Raw::connect(url).await),
         ];
+        let mut probe = common::connection(url).await;
+        let mut ping = Vec::new();
         let mut results = Vec::new();
         let mut run = 0;
         for tasks in CONTENTION_TASKS {
@@ -572,12 +593,15 @@ fn contention(settings: &Settings, url: &str) -> Vec<ContentionResult> {
                     strategy,
                     rate: Default::default(),
                     handoffs: Default::default(),
-                    per_task: [vec![0; tasks], vec![0; tasks]],
+                    per_task: std::array::from_fn(|_| vec![0; tasks]),
+                    load: Default::default(),
                 };
                 for round in 0..settings.contention_rounds {
-                    for s in rotated(&[0usize, 1], round) {
+                    ping.push(common::ping_rtt(&mut probe, 50).await);
+                    for s in rotated(&[0usize, 1, 2], round) {
                         run += 1;
                         let key = format!("contention:{run}");
+                        let calls = common::total_calls(&mut probe).await;
                         let stats = common::contention_run(
                             &sides[s],
                             &key,
@@ -588,7 +612,11 @@ fn contention(settings: &Settings, url: &str) -> Vec<ContentionResult> {
                             Until::Elapsed(settings.contention_window),
                         )
                         .await;
-                        r.rate[s].push(stats.acquisitions as f64 / stats.elapsed.as_secs_f64());
+                        // The INFO call itself is one command.
+                        let calls = common::total_calls(&mut probe).await - calls - 1;
+                        let secs = stats.elapsed.as_secs_f64();
+                        r.rate[s].push(stats.acquisitions as f64 / secs);
+                        r.load[s].push(calls as f64 / secs / (tasks - 1).max(1) as f64);
                         r.handoffs[s].extend(stats.handoffs);
                         for (total, n) in r.per_task[s].iter_mut().zip(stats.per_task) {
                             *total += n;
@@ -601,7 +629,8 @@ fn contention(settings: &Settings, url: &str) -> Vec<ContentionResult> {
                 results.push(r);
             }
         }
-        results
+        ping.sort();
+        Contention { results, ping }
     })
 }
 
@@ -776,7 +805,92 @@ fn blocking_overhead(settings: &Settings, url: &str) -> Vec<BlockingResult> {
 }
 
 // ---------------------------------------------------------------------------
-// 7. Redlock over N servers
+// 7. Redis Cluster and min_replicas
+// ---------------------------------------------------------------------------
+
+/// Mean µs per lock+unlock per round, for each store setup (in [`STORE_SETUPS`] order).
+#[cfg(feature = "cluster")]
+struct StoresResult {
+    means: [Vec<f64>; 4],
+}
+
+#[cfg(feature = "cluster")]
+const STORE_SETUPS: [&str; 4] = [
+    "one redis-server",
+    "3-master Redis Cluster",
+    "a master with one replica",
+    "the same with `min_replicas(1, 100 ms)`",
+];
+
+/// lock+unlock through a 3-master cluster against the same client on one server, and
+/// with `min_replicas(1)` against the same master without it, interleaved.
+#[cfg(feature = "cluster")]
+fn stores(settings: &Settings, url: &str) -> StoresResult {
+    let cluster = support::RedisCluster::start(3, 0);
+    let master = RedisServer::start();
+    let replica = RedisServer::start_with(support::ServerOptions {
+        extra_args: vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            master.port().to_string(),
+        ],
+        ..support::ServerOptions::default()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(
+        replica.try_cmd_sync(&["INFO", "replication"]),
+        Ok(redis::Value::BulkString(ref b)) if String::from_utf8_lossy(b).contains("master_link_status:up")
+    ) {
+        assert!(Instant::now() < deadline, "the replica never synced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rt = common::current_thread_runtime();
+    rt.block_on(async {
+        let urls = cluster.urls();
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        let clients = [
+            Client::open(url).await.expect("single"),
+            Client::open_cluster(&urls).await.expect("cluster"),
+            Client::open(&master.url()).await.expect("master"),
+            Client::builder()
+                .min_replicas(1, Duration::from_millis(100))
+                .open(&master.url())
+                .await
+                .expect("master with min_replicas"),
+        ];
+        let mut r = StoresResult {
+            means: Default::default(),
+        };
+        for round in 0..settings.latency_rounds {
+            for i in rotated(&[0usize, 1, 2, 3], round) {
+                let client = &clients[i];
+                let key = format!("stores:{i}");
+                for _ in 0..settings.latency_ops / 20 {
+                    client
+                        .try_lock(&key, "v", common::EXPIRATION)
+                        .await
+                        .unwrap()
+                        .unlock()
+                        .await
+                        .unwrap();
+                }
+                let started = Instant::now();
+                for _ in 0..settings.latency_ops {
+                    let lock = client
+                        .try_lock(&key, "v", common::EXPIRATION)
+                        .await
+                        .expect("lock");
+                    lock.unlock().await.expect("unlock");
+                }
+                r.means[i].push(us(started.elapsed()) / settings.latency_ops as f64);
+            }
+        }
+        r
+    })
+}
+
+// ---------------------------------------------------------------------------
+// 8. Redlock over N servers
 // ---------------------------------------------------------------------------
 
 /// Tasks contending for one key in the Redlock contention comparison.
@@ -910,7 +1024,7 @@ fn redlock(settings: &Settings) -> RedlockResult {
 
 /// Section 7 of the report.
 fn redlock_section(w: &mut String, r: &RedlockResult, settings: &Settings) {
-    let _ = writeln!(w, "\n## 7. Redlock over 3 and 5 servers\n");
+    let _ = writeln!(w, "\n## 8. Redlock over 3 and 5 servers\n");
     let _ = writeln!(
         w,
         "Five more redis-servers on this machine. One uncontended `lock` + `unlock` (Redlock: \
@@ -982,9 +1096,10 @@ fn redlock_section(w: &mut String, r: &RedlockResult, settings: &Settings) {
          deadline up to the next one (a 1.5 ms sleep lasted {:.2} ms here on average), and every \
          waiter wakes on those ticks — the holder's release lands just after one, so the next \
          attempt usually waits for the following tick; rslock sleeps on `futures-timer`'s own \
-         thread, to the microsecond. That is the hand-off gap above, and it is the retry \
-         loop's, shared by every leasehold store, not Redlock's: waking waiters when the key \
-         is released, instead of at their next tick, is what closes it.",
+         thread, to the microsecond. That is the hand-off gap above. What closes it is waking \
+         waiters when the key is released, as leasehold's hand-off does on one server \
+         (section 4); Redlock's waiters are not notified yet (each node would have to be \
+         watched), so they poll under their strategy like `leasehold_polling` there.",
         r.tokio_sleep.as_secs_f64() * 1e3
     );
     let cpu = |id: &str| {
@@ -1090,20 +1205,25 @@ fn main() {
     let server = RedisServer::start();
     let url = server.url();
 
-    eprintln!("[1/7] lock+unlock latency");
+    eprintln!("[1/8] lock+unlock latency");
     let lat = latency(&settings, &url);
-    eprintln!("[2/7] acquire designs");
+    eprintln!("[2/8] acquire designs");
     let (des, release_cost) = designs(&settings, &url);
     let semantics = check_design_semantics(&url);
-    eprintln!("[3/7] throughput");
+    eprintln!("[3/8] throughput");
     let tp = throughput(&settings, &url);
-    eprintln!("[4/7] contention");
+    eprintln!("[4/8] contention");
     let ct = contention(&settings, &url);
-    eprintln!("[5/7] renewal at scale");
+    eprintln!("[5/8] renewal at scale");
     let rn = renewal(&settings, &url);
-    eprintln!("[6/7] blocking facade overhead");
+    eprintln!("[6/8] blocking facade overhead");
     let bl = blocking_overhead(&settings, &url);
-    eprintln!("[7/7] Redlock over 3 and 5 servers");
+    #[cfg(feature = "cluster")]
+    let st = {
+        eprintln!("[7/8] Redis Cluster and min_replicas");
+        stores(&settings, &url)
+    };
+    eprintln!("[8/8] Redlock over 3 and 5 servers");
     let rl = redlock(&settings);
 
     let load_end = loadavg();
@@ -1340,51 +1460,93 @@ fn main() {
 
     // 4. Contention
     let _ = writeln!(w, "\n## 4. Contention on one key\n");
+    let rtt = percentile(&ct.ping, 50.0);
     let _ = writeln!(
         w,
-        "N tasks loop on one key: acquire (retrying under the strategy), hold {} ms, release, \
-         pause {} ms. Baseline: `SET NX PX` + release by hand sleeping the same strategy's \
-         delays. {} rounds × {} ms per variant. Hand-off = from the holder starting its \
-         release to the next holder's `lock` returning (pooled over rounds). Fairness = fewest \
-         and most acquisitions of one task (pooled).\n",
+        "N tasks loop on one key: acquire (retrying under the strategy, {} ms steps), hold {} ms, \
+         release, pause {} ms. Three sides, interleaved: leasehold with **hand-off** (a waiter is \
+         woken when the key is released), leasehold **polling** (`ClientBuilder::notify(false)`: \
+         it sleeps out the strategy's delays), and `SET NX PX` + release by hand sleeping the same \
+         delays. {} rounds × {} ms per variant. Hand-off = from the holder starting its release to \
+         the next holder's `lock` returning (pooled over rounds). Fairness = fewest and most \
+         acquisitions of one task (pooled). Server load = commands the server ran per second per \
+         waiting task (`INFO commandstats`). A `PING` round trip in the same run: **{:.3} ms** \
+         (median over {} samples of 50).\n",
+        Strategy::INTERVAL.as_millis(),
         HOLD.as_millis(),
         THINK.as_millis(),
         settings.contention_rounds,
-        settings.contention_window.as_millis()
+        settings.contention_window.as_millis(),
+        rtt.as_secs_f64() * 1e3,
+        ct.ping.len(),
     );
     let _ = writeln!(
         w,
-        "| tasks | strategy | leasehold acq/s | raw acq/s | leasehold ÷ raw | hand-off p50 / p99 ms (leasehold) | (raw) | min / max per task (leasehold) | (raw) |"
+        "| tasks | strategy | acq/s: hand-off / polling / raw | hand-off ÷ polling | hand-off p50 / p99 ms | polling p50 / p99 ms | raw p50 / p99 ms | p50 in PING round trips | min / max per task: hand-off / polling / raw | server commands /s per waiter: hand-off / polling |"
     );
     let _ = writeln!(
         w,
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    for r in &ct {
+    let (mut worst_p50_rtts, mut worst_p99, mut worst_rate, mut fair_ok) =
+        (0.0f64, Duration::ZERO, f64::INFINITY, true);
+    for r in &ct.results {
         let fair = |v: &[u64]| {
-            format!(
-                "{} / {}",
+            (
                 v.iter().min().copied().unwrap_or(0),
-                v.iter().max().copied().unwrap_or(0)
+                v.iter().max().copied().unwrap_or(0),
             )
         };
+        let ratio = |(lo, hi): (u64, u64)| lo as f64 / hi.max(1) as f64;
+        let p = |s: usize, q: f64| percentile(&r.handoffs[s], q);
+        let p50_rtts = p(0, 50.0).as_secs_f64() / rtt.as_secs_f64();
+        worst_p50_rtts = worst_p50_rtts.max(p50_rtts);
+        worst_p99 = worst_p99.max(p(0, 99.0));
+        let rate_ratio = paired_ratio(&r.rate[0], &r.rate[1]);
+        worst_rate = worst_rate.min(rate_ratio);
+        // Fairness no worse than polling, within one acquisition's worth of noise.
+        fair_ok &= ratio(fair(&r.per_task[0])) + 0.05 >= ratio(fair(&r.per_task[1]));
+        let f = [0, 1, 2].map(|s| fair(&r.per_task[s]));
         let _ = writeln!(
             w,
-            "| {} | {} | {:.0} | {:.0} | {:.3} | {:.2} / {:.2} | {:.2} / {:.2} | {} | {} |",
+            "| {} | {} | {:.0} / {:.0} / {:.0} | {:.3} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} | {}–{} / {}–{} / {}–{} | {:.0} / {:.0} |",
             r.tasks,
             r.strategy.name(),
             median(&r.rate[0]),
             median(&r.rate[1]),
-            paired_ratio(&r.rate[0], &r.rate[1]),
-            ms(percentile(&r.handoffs[0], 50.0)),
-            ms(percentile(&r.handoffs[0], 99.0)),
-            ms(percentile(&r.handoffs[1], 50.0)),
-            ms(percentile(&r.handoffs[1], 99.0)),
-            fair(&r.per_task[0]),
-            fair(&r.per_task[1]),
+            median(&r.rate[2]),
+            rate_ratio,
+            ms(p(0, 50.0)),
+            ms(p(0, 99.0)),
+            ms(p(1, 50.0)),
+            ms(p(1, 99.0)),
+            ms(p(2, 50.0)),
+            ms(p(2, 99.0)),
+            p50_rtts,
+            f[0].0,
+            f[0].1,
+            f[1].0,
+            f[1].1,
+            f[2].0,
+            f[2].1,
+            median(&r.load[0]),
+            median(&r.load[1]),
         );
     }
+    let _ = writeln!(
+        w,
+        "\nGoals (issue \"Hand-off on release\"): hand-off p50 ≤ 3 PING round trips — worst \
+         {:.1} ({}); p99 ≤ 1 ms — worst {:.2} ms ({}); acquisitions/s at least polling's — worst \
+         ratio {:.3} ({}); fairness no worse than polling ({}).",
+        worst_p50_rtts,
+        verdict(worst_p50_rtts, 3.0, true),
+        ms(worst_p99),
+        verdict(ms(worst_p99), 1.0, true),
+        worst_rate,
+        verdict(worst_rate, 1.0, false),
+        if fair_ok { "met" } else { "**missed**" },
+    );
 
     // 5. Renewal
     let _ = writeln!(w, "\n## 5. `auto_refresh` at scale\n");
@@ -1487,7 +1649,49 @@ fn main() {
          call completes in its first poll: no hand-off at all."
     );
 
-    // 7. Redlock
+    // 7. Redis Cluster and min_replicas
+    let _ = writeln!(w, "\n## 7. Redis Cluster and `min_replicas`\n");
+    #[cfg(feature = "cluster")]
+    let cluster_ratio = {
+        let _ = writeln!(
+            w,
+            "Uncontended `try_lock` + `unlock` through the same client API on four setups, \
+             interleaved ({} rounds × {} ops): one redis-server (the one of section 1), a \
+             3-master Redis Cluster (every node on this machine), and a master with one \
+             replica without and with `min_replicas(1, 100 ms)` (`WAIT 1 100` pipelined after \
+             the acquire script: same round trip, but the master answers once the replica \
+             acknowledged).\n",
+            settings.latency_rounds, settings.latency_ops
+        );
+        let _ = writeln!(
+            w,
+            "| setup | µs per lock+unlock | ratio |\n| --- | ---: | --- |"
+        );
+        let base = [0usize, 0, 2, 2];
+        for (i, name) in STORE_SETUPS.iter().enumerate() {
+            let ratio = if i == base[i] {
+                "—".to_owned()
+            } else {
+                format!(
+                    "{:.3} × {}",
+                    paired_ratio(&st.means[i], &st.means[base[i]]),
+                    STORE_SETUPS[base[i]]
+                )
+            };
+            let _ = writeln!(w, "| {name} | {:.1} | {ratio} |", median(&st.means[i]));
+        }
+        paired_ratio(&st.means[1], &st.means[0])
+    };
+    #[cfg(not(feature = "cluster"))]
+    let cluster_ratio = {
+        let _ = writeln!(
+            w,
+            "Not measured: run the report with `--features cluster` (or `--all-features`)."
+        );
+        f64::NAN
+    };
+
+    // 8. Redlock
     redlock_section(w, &rl, &settings);
 
     // Goals
@@ -1510,6 +1714,15 @@ fn main() {
         tp64.0,
         tp64.1,
         verdict(tp64.0, 0.9, false)
+    );
+    let _ = writeln!(
+        w,
+        "| lock+unlock through a 3-master cluster ≤ 1.10 × one server | {cluster_ratio:.3} × | {} |",
+        if cluster_ratio.is_nan() {
+            "not measured".to_owned()
+        } else {
+            verdict(cluster_ratio, 1.10, true)
+        }
     );
     let _ = writeln!(
         w,

@@ -107,7 +107,12 @@ impl ClientBuilder {
         }
     }
 
-    /// Bound on one round trip for [`Client::try_lock`]. Default: [`DEFAULT_TIMEOUT`] (1 s).
+    /// Bound on one round trip for operations without a timeout argument:
+    /// [`Client::try_lock`], inspection ([`Client::inspect`], [`Client::list`],
+    /// [`Client::force_release`]), client-level fenced access, `run_exclusive` and
+    /// `run_while_leader` attempts, the detached aborts of `lock`, and the attempt timeout
+    /// of a [`LockRequest`](crate::LockRequest) that names none. Default:
+    /// [`DEFAULT_TIMEOUT`] (1 s).
     /// Validated (at least 1 ms, at most [`MAX_DURATION`](crate::MAX_DURATION)) when the client is built.
     pub const fn default_timeout(mut self, timeout: Duration) -> Self {
         self.default_timeout = timeout;
@@ -146,8 +151,10 @@ impl ClientBuilder {
     /// it is waiting for; a miss also reports the holder's remaining time to live, so a
     /// waiter wakes when the holder's key expires (which pub/sub cannot report). A client
     /// on your own connection ([`Client::from_connection`]) polls unless given a
-    /// [`notifier`](ClientBuilder::notifier). `false`: waiters poll under their
-    /// strategy, and releases publish nothing.
+    /// [`notifier`](ClientBuilder::notifier); so do clients of a sentinel-managed master
+    /// and clients built from your own cluster connection (they still wake when the
+    /// holder's key expires). `false`: waiters poll under their strategy, and releases
+    /// publish nothing.
     pub const fn notify(mut self, on: bool) -> Self {
         self.notify = on;
         self
@@ -176,8 +183,8 @@ impl ClientBuilder {
     /// is not extended. Each call's own `timeout` still bounds the whole round trip: make
     /// it longer than `timeout` here.
     ///
-    /// Redis stores only (one server, sentinel, cluster); the memory store ignores it.
-    /// Validated (`replicas` ≥ 1, `timeout` 1 ms ..= [`MAX_DURATION`](crate::MAX_DURATION))
+    /// Redis stores only (one server, sentinel, cluster); the memory store ignores a valid
+    /// setting (it has no replicas). Validated (`replicas` ≥ 1, `timeout` 1 ms ..= [`MAX_DURATION`](crate::MAX_DURATION))
     /// when the client is built.
     pub const fn min_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
         self.min_replicas = Some((replicas, timeout));
@@ -239,7 +246,10 @@ impl ClientBuilder {
     ///
     /// * [`Error::InvalidArgument`] for an unparsable URL, an unsupported scheme or a bad
     ///   setting on the builder (before any I/O);
-    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials.
+    /// * [`Error::Redis`] when the server cannot be reached, rejects the credentials (or
+    ///   has a password the URL does not give: one `PING` checks it), or is not a Redis
+    ///   server; the message names it (`host:port`, never the password);
+    /// * [`Error::Timeout`] when connecting took longer than the connect timeout.
     ///
     /// # Cancel safety
     ///
@@ -294,8 +304,10 @@ impl ClientBuilder {
     ///
     /// # Panics
     ///
-    /// If a setting on the builder is invalid (`default_timeout` outside 1 ms ..=
-    /// [`MAX_DURATION`](crate::MAX_DURATION), `min_replicas` of 0).
+    /// If a setting on the builder is invalid (what opening a client reports as
+    /// [`Error::InvalidArgument`]): `default_timeout` or `connect_timeout` outside 1 ms
+    /// ..= [`MAX_DURATION`](crate::MAX_DURATION), a `key_prefix` with braces, or a
+    /// `min_replicas` of 0 replicas or with a timeout out of that range.
     #[cfg(feature = "cluster")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub fn from_cluster(self, conn: redis::cluster_async::ClusterConnection) -> Client {
@@ -334,8 +346,10 @@ impl ClientBuilder {
     ///
     /// # Panics
     ///
-    /// If a setting on the builder is invalid (`default_timeout` outside 1 ms ..=
-    /// [`MAX_DURATION`](crate::MAX_DURATION), `min_replicas` of 0).
+    /// If a setting on the builder is invalid (what opening a client reports as
+    /// [`Error::InvalidArgument`]): `default_timeout` or `connect_timeout` outside 1 ms
+    /// ..= [`MAX_DURATION`](crate::MAX_DURATION), a `key_prefix` with braces, or a
+    /// `min_replicas` of 0 replicas or with a timeout out of that range.
     pub fn from_connection(self, conn: ConnectionManager) -> Client {
         let (settings, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
@@ -350,7 +364,10 @@ impl ClientBuilder {
     ///
     /// # Panics
     ///
-    /// If `default_timeout` was set outside 1 ms ..= [`MAX_DURATION`](crate::MAX_DURATION).
+    /// If a setting on the builder is invalid (what opening a client reports as
+    /// [`Error::InvalidArgument`]): `default_timeout` or `connect_timeout` outside 1 ms
+    /// ..= [`MAX_DURATION`](crate::MAX_DURATION), a `key_prefix` with braces, or a
+    /// `min_replicas` of 0 replicas or with a timeout out of that range.
     pub fn memory(self) -> Client {
         let (settings, _) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
@@ -376,9 +393,8 @@ impl Client {
     ///   opened on the same URL in one process shares the same store, as clients of one
     ///   server would. For a store private to one client, use [`Client::memory`].
     ///
-    /// For Redis Cluster see [`open_cluster`](Client::open_cluster) (feature `cluster`);
-    /// for a sentinel-managed master, [`open_sentinel`](Client::open_sentinel) (feature
-    /// `sentinel`).
+    /// For Redis Cluster see `Client::open_cluster` (feature `cluster`); for a
+    /// sentinel-managed master, `Client::open_sentinel` (feature `sentinel`).
     ///
     /// The Redis connection is one multiplexed connection that reconnects by itself
     /// after a dropped connection or a server restart (pausing at most 100 ms between
@@ -389,7 +405,10 @@ impl Client {
     /// # Errors
     ///
     /// * [`Error::InvalidArgument`] for an unparsable URL or an unsupported scheme;
-    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials.
+    /// * [`Error::Redis`] when the server cannot be reached, rejects the credentials (or
+    ///   has a password the URL does not give: one `PING` checks it), or is not a Redis
+    ///   server; the message names it (`host:port`, never the password);
+    /// * [`Error::Timeout`] when connecting took longer than the connect timeout.
     ///
     /// # Cancel safety
     ///
@@ -579,6 +598,9 @@ impl Client {
     /// * [`Error::InvalidArgument`] before any I/O: empty `key` or `val`; `expiration`
     ///   or `timeout` under 1 ms or over [`MAX_DURATION`](crate::MAX_DURATION);
     /// * [`Error::NotObtained`] when the last attempt found another value holding the key;
+    /// * [`Error::NotReplicated`] when the client asks for
+    ///   [`min_replicas`](ClientBuilder::min_replicas) and fewer replicas acknowledged the
+    ///   acquisition in time (it was released before this error is returned; not retried);
     /// * [`Error::Timeout`] when the last attempt exceeded `timeout`;
     /// * [`Error::Redis`] when the last attempt failed on the connection or the server.
     ///   Errors that retrying cannot fix (authentication, permissions, wrong type,
@@ -703,7 +725,7 @@ impl Client {
     /// # Errors
     ///
     /// As [`lock`](Client::lock): [`Error::InvalidArgument`], [`Error::NotObtained`],
-    /// [`Error::Timeout`], [`Error::Redis`].
+    /// [`Error::NotReplicated`], [`Error::Timeout`], [`Error::Redis`].
     ///
     /// # Cancel safety
     ///

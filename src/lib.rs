@@ -13,8 +13,12 @@
 //! * **Renewal that reports.** [`Lock::auto_refresh`] renews in the background and sends
 //!   the failure that ended it to the business code; [`Lock::lost`] fires before any other
 //!   client could have taken the key.
-//! * **Stores:** Redis (`redis://`, `rediss://` with the `tls` feature) and an embedded
-//!   in-process store (`memory://`) with the same semantics.
+//! * **Stores:** Redis (`redis://`, `rediss://` with the `tls` feature), Redis Sentinel
+//!   and Redis Cluster (features `sentinel`, `cluster`), and an embedded in-process store
+//!   (`memory://`) with the same semantics. A lock waiting for a key wakes when the holder
+//!   releases it (hand-off), within the bounds of its retry strategy.
+//! * **Operable:** [`ClientBuilder::key_prefix`], [`Client::inspect`], [`Client::list`],
+//!   [`Client::force_release`], `tracing` spans and events, metrics (feature `metrics`).
 //! * **Redlock** over N independent Redis masters ([`redlock::Redlock`]): a lock that
 //!   survives the loss of a minority of nodes, with the module docs saying plainly which
 //!   timing assumptions it rests on and why it has no fencing token.
@@ -52,8 +56,9 @@
 //! # Blocking API
 //!
 //! For code without an async runtime, [`blocking`] has the same client, lock and
-//! renewal without `.await`, driven by a background runtime thread (so renewal keeps
-//! going while the calling thread works or sleeps):
+//! renewal without `.await` (all but what takes async closures or your own async
+//! connection), driven by a background runtime thread (so renewal keeps going while the
+//! calling thread works or sleeps):
 //!
 //! ```
 //! use std::time::Duration;
@@ -123,6 +128,9 @@
 //! | `tls` | off | `rediss://` URLs (rustls, ring provider), `ClientBuilder::tls_root_certificate` |
 //! | `backoff` | off | `BackoffAdapter` for strategies of the `backoff` crate (unmaintained, RUSTSEC-2025-0012) |
 //! | `schedule` | off | `schedule` (exclusive cron and fixed-period jobs, every tick once across hosts) and `Client::run_while_leader`; adds `croner` and `jiff` |
+//! | `cluster` | off | Redis Cluster: `Client::open_cluster`, `Client::from_cluster` |
+//! | `sentinel` | off | a sentinel-managed Redis master: `Client::open_sentinel` |
+//! | `metrics` | off | counters, histograms and a gauge through the `metrics` facade (names in the README) |
 //! | `serde` | off | `Config` (module `config`): the client's settings (store, key prefix, timeouts, retry strategy, renewal) from TOML, YAML or any serde format; adds `serde` and `humantime` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]

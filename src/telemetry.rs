@@ -2,8 +2,8 @@
 //! counters, histograms and a gauge through the `metrics` facade.
 //!
 //! Spans: `leasehold.lock` (per `lock` call: attempts, wait, outcome, token),
-//! `leasehold.refresh`, `leasehold.unlock`, and a long-lived `leasehold.renewal` per
-//! auto-refresh. Events: every failed renewal (`WARN`), a confirmed loss (`WARN`), an
+//! `leasehold.op` (per refresh or unlock, named by `db.operation.name`), and a
+//! long-lived `leasehold.renewal` per auto-refresh. Events: every failed renewal (`WARN`), a confirmed loss (`WARN`), an
 //! acquire that waited a second or more (`INFO`). Fields follow OpenTelemetry's names
 //! where they fit (`db.system.name`, `db.operation.name`) and otherwise say `lock.*`.
 //! A key is shown; a lock value or a credential never is.

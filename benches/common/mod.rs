@@ -103,6 +103,13 @@ pub fn aborted_key(key: &str) -> String {
     format!("{key}:aborted{{12345}}")
 }
 
+/// The per-key fence counter of the earlier layout, which the acquire script merges into
+/// the shared counter on a fresh acquisition (a `GET` of a missing key), as the library
+/// sends it.
+pub fn legacy_fence_key(key: &str) -> String {
+    format!("{key}:fence{{54321}}")
+}
+
 /// The claims that go with a lock key, of the library's shape.
 pub fn claims_key(key: &str) -> String {
     format!("{key}:claims{{12345}}")
@@ -258,11 +265,12 @@ impl Raw {
             AcquireDesign::Function => {
                 let reply: i64 = redis::cmd("FCALL")
                     .arg("leasehold_bench_acquire")
-                    .arg(4)
+                    .arg(5)
                     .arg(key)
                     .arg(fence)
                     .arg(aborted_key(key))
                     .arg(claims_key(key))
+                    .arg(legacy_fence_key(key))
                     .arg(val)
                     .arg(ttl_ms)
                     .arg(ATTEMPT_ID)
@@ -294,6 +302,7 @@ impl Raw {
             // The shipped script also refuses attempts its client aborted.
             call.key(aborted_key(key))
                 .key(claims_key(key))
+                .key(legacy_fence_key(key))
                 .arg(val)
                 .arg(ttl_ms)
                 .arg(ATTEMPT_ID);
@@ -539,8 +548,10 @@ impl Strategy {
 /// Who contends for the one key.
 #[derive(Clone)]
 pub enum ContentionSide {
-    /// `Client::lock` with the strategy.
+    /// `Client::lock` with the strategy (waiters woken on release: hand-off).
     Leasehold(Client),
+    /// The same with `ClientBuilder::notify(false)`: waiters poll under the strategy.
+    LeaseholdPolling(Client),
     /// `SET NX PX` in a loop, sleeping the strategy's delays in between, + `release.lua`.
     Raw(Raw),
     /// `Redlock::lock` with the strategy, over N servers.
@@ -563,6 +574,7 @@ impl ContentionSide {
     pub fn id(&self) -> &'static str {
         match self {
             ContentionSide::Leasehold(_) => "leasehold",
+            ContentionSide::LeaseholdPolling(_) => "leasehold_polling",
             ContentionSide::Raw(_) => "raw_set_nx_px",
             ContentionSide::Redlock(_) => "leasehold_redlock",
             ContentionSide::Rslock(_) => "rslock",
@@ -572,7 +584,7 @@ impl ContentionSide {
     /// Acquire `key` for `val`, retrying under `strategy` without end.
     async fn acquire(&self, key: &str, val: &str, strategy: Strategy) -> Held {
         match self {
-            ContentionSide::Leasehold(c) => Held::Lock(
+            ContentionSide::Leasehold(c) | ContentionSide::LeaseholdPolling(c) => Held::Lock(
                 c.lock(key, val, EXPIRATION, TIMEOUT, strategy.build())
                     .await
                     .expect("lock under contention"),
@@ -624,6 +636,7 @@ impl ContentionSide {
             // A cancelled attempt that may have landed is released by the client itself
             // (rslock: its keys expire; the next run uses a fresh key).
             ContentionSide::Leasehold(_)
+            | ContentionSide::LeaseholdPolling(_)
             | ContentionSide::Redlock(_)
             | ContentionSide::Rslock(_) => {}
         }
@@ -920,6 +933,38 @@ pub async fn command_stats(conn: &mut ConnectionManager, command: &str) -> (u64,
             .unwrap_or(0)
     };
     (field("calls="), field("usec="))
+}
+
+/// Commands the server has run so far, all commands together (`INFO commandstats`).
+pub async fn total_calls(conn: &mut ConnectionManager) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO commandstats");
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Median round trip of a `PING` on `conn`, over `n` pings.
+pub async fn ping_rtt(conn: &mut ConnectionManager, n: usize) -> Duration {
+    let mut rtts = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let _: String = redis::cmd("PING").query_async(conn).await.expect("PING");
+        rtts.push(t.elapsed());
+    }
+    rtts.sort();
+    rtts[n / 2]
 }
 
 /// Renewal at scale: `n` keys held and renewed every `interval`, by leasehold's

@@ -60,6 +60,7 @@
 //! [`AutoRefresh::try_error`], the accessors, and every `Drop` — work anywhere.
 
 mod client;
+mod inspect;
 mod lock;
 mod redlock;
 mod refresh;

@@ -161,7 +161,9 @@ impl fmt::Display for AttemptId {
 /// the resource has seen, or equal to it and from the same `holder` (a different holder
 /// under an equal token — possible after a failover lost the counter — is refused). An
 /// accepted token becomes the highest. `write: Some(v)` sets the resource; `None` reads.
-#[derive(Debug, Clone, Copy)]
+///
+/// No `Debug`: it carries a lock value.
+#[derive(Clone, Copy)]
 pub(crate) struct Fence<'a> {
     pub(crate) resource: &'a str,
     pub(crate) token: u64,

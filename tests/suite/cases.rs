@@ -386,3 +386,30 @@ pub async fn lock_requests_take_named_options_and_keep_a_renewed_lock(c: &Client
         .unwrap_err();
     assert!(err.is_invalid_argument(), "{err:?}");
 }
+
+pub async fn refresh_for_extends_and_never_shortens(c: &Client) {
+    let lock = c.try_lock("k", "a", 2 * SEC).await.unwrap();
+    lock.refresh_for(20 * SEC).await.unwrap();
+    let ttl = lock.ttl().await.unwrap().unwrap();
+    assert!(ttl > 15 * SEC, "extended: {ttl:?}");
+    assert!(lock.valid_for().unwrap() > 15 * SEC);
+    // Shorter than what is left: nothing shortens (the key or the lease).
+    lock.refresh_for(SEC).await.unwrap();
+    let ttl = lock.ttl().await.unwrap().unwrap();
+    assert!(ttl > 15 * SEC, "never shortened: {ttl:?}");
+    assert!(lock.valid_for().unwrap() > 15 * SEC);
+    assert!(!lock.is_lost());
+    // Owner-checked: after a takeover it is NotHeld and leaves the new owner alone.
+    assert!(c.force_release("k").await.unwrap());
+    let rival = c.try_lock("k", "b", 10 * SEC).await.unwrap();
+    let err = lock.refresh_for(20 * SEC).await.unwrap_err();
+    assert!(err.is_not_held(), "{err:?}");
+    assert!(lock.is_lost());
+    let left = rival.ttl().await.unwrap().unwrap();
+    assert!(
+        left <= 10 * SEC,
+        "the rival's key was not re-armed: {left:?}"
+    );
+    let err = lock.refresh_for(Duration::ZERO).await.unwrap_err();
+    assert!(err.is_invalid_argument(), "{err:?}");
+}
