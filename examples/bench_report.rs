@@ -5,6 +5,7 @@
 //! cargo run --release --example bench_report                # writes ./BENCHMARKS.md
 //! cargo run --release --example bench_report -- --quick     # smoke run, ~30 s
 //! cargo run --release --example bench_report -- --max-load 0.8 --out /tmp/B.md
+//! cargo run --release --example bench_report -- --only redlock  # section 7 alone, printed
 //! ```
 //!
 //! `--max-load L` waits (up to 15 minutes) until the 1-minute load average is below `L`
@@ -28,8 +29,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    AcquireDesign, Contender, ContentionSide, EXPIRATION_MS, RENEW_INTERVAL, Raw, Renewers,
-    Strategy, Until, fence_key, median, percentile,
+    AcquireDesign, Contender, ContentionSide, EXPIRATION_MS, QuorumContender, RENEW_INTERVAL, Raw,
+    Renewers, Strategy, Until, fence_key, median, percentile,
 };
 use leasehold::Client;
 use support::RedisServer;
@@ -116,6 +117,11 @@ struct Settings {
     contention_window: Duration,
     renewal_rounds: usize,
     renewal_windows: usize,
+    /// Cycles per variant and round of the Redlock latency comparison.
+    redlock_ops: usize,
+    /// `--only redlock`: run section 7 alone and print it (written only with `--out`).
+    only_redlock: bool,
+    out_given: bool,
 }
 
 impl Settings {
@@ -134,6 +140,9 @@ impl Settings {
             contention_window: Duration::from_millis(700),
             renewal_rounds: 2,
             renewal_windows: 2,
+            redlock_ops: 1_000,
+            only_redlock: false,
+            out_given: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -150,8 +159,16 @@ impl Settings {
                     s.contention_window = Duration::from_millis(200);
                     s.renewal_rounds = 1;
                     s.renewal_windows = 1;
+                    s.redlock_ops = 200;
                 }
-                "--out" => s.out = PathBuf::from(args.next().expect("--out PATH")),
+                "--out" => {
+                    s.out = PathBuf::from(args.next().expect("--out PATH"));
+                    s.out_given = true;
+                }
+                "--only" => match args.next().as_deref() {
+                    Some("redlock") => s.only_redlock = true,
+                    other => panic!("--only: expected `redlock`, got {other:?}"),
+                },
                 "--max-load" => {
                     s.max_load = Some(
                         args.next()
@@ -160,7 +177,9 @@ impl Settings {
                     )
                 }
                 "--bench" => {} // passed by `cargo bench`-style runners; ignored
-                other => panic!("unknown argument {other:?} (--quick, --out PATH, --max-load L)"),
+                other => panic!(
+                    "unknown argument {other:?} (--quick, --out PATH, --max-load L, --only redlock)"
+                ),
             }
         }
         s
@@ -870,6 +889,278 @@ fn stores(settings: &Settings, url: &str) -> StoresResult {
     })
 }
 
+// ---------------------------------------------------------------------------
+// 8. Redlock over N servers
+// ---------------------------------------------------------------------------
+
+/// Tasks contending for one key in the Redlock contention comparison.
+const REDLOCK_CONTENDERS: usize = 8;
+
+struct RedlockResult {
+    /// `leasehold_single`, `redlock_3`, `rslock_3`, `redlock_5`, `rslock_5`.
+    ids: Vec<String>,
+    /// Mean µs per lock+unlock, per round, per variant.
+    means: Vec<Vec<f64>>,
+    /// This process's CPU µs per cycle, per round, per variant.
+    client_cpu: Vec<Vec<f64>>,
+    /// The redis-servers' CPU µs per cycle (all five together), per round, per variant.
+    server_cpu: Vec<Vec<f64>>,
+    /// Per node count: acquisitions/s per round of Redlock and of rslock on one key.
+    contention: Vec<(usize, [Vec<f64>; 2])>,
+    /// Per node count: hand-off latencies (release started → next holder's lock
+    /// returned) of Redlock and of rslock, sorted.
+    handoffs: Vec<[Vec<Duration>; 2]>,
+    /// How long `tokio::time::sleep(1.5 ms)` lasts here, on average.
+    tokio_sleep: Duration,
+}
+
+impl RedlockResult {
+    fn index(&self, id: &str) -> usize {
+        self.ids.iter().position(|i| i == id).expect("variant")
+    }
+
+    /// Median of the per-round ratios `a / b` of lock+unlock time.
+    fn ratio(&self, a: &str, b: &str) -> f64 {
+        paired_ratio(&self.means[self.index(a)], &self.means[self.index(b)])
+    }
+
+    /// Redlock's contended acquisitions/s over rslock's, for `nodes` nodes.
+    fn contention_ratio(&self, nodes: usize) -> f64 {
+        let (_, [redlock, rslock]) = self
+            .contention
+            .iter()
+            .find(|(n, _)| *n == nodes)
+            .expect("node count");
+        paired_ratio(redlock, rslock)
+    }
+}
+
+/// Five fresh redis-servers; leasehold on one of them, Redlock and rslock's multi-server
+/// `LockManager` over 3 and over 5 of them, interleaved by round.
+fn redlock(settings: &Settings) -> RedlockResult {
+    let servers: Vec<RedisServer> = (0..5).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let rt = common::current_thread_runtime();
+    let (contenders, pids) = rt.block_on(async {
+        let mut pids = Vec::new();
+        for url in &urls {
+            pids.push(common::server_pid(&mut common::connection(url).await).await);
+        }
+        (QuorumContender::all(&urls).await, pids)
+    });
+    let servers_cpu = || pids.iter().map(|p| common::cpu_time(p)).sum::<Duration>();
+    let n = contenders.len();
+    let mut r = RedlockResult {
+        ids: contenders.iter().map(QuorumContender::id).collect(),
+        means: vec![Vec::new(); n],
+        client_cpu: vec![Vec::new(); n],
+        server_cpu: vec![Vec::new(); n],
+        contention: Vec::new(),
+        handoffs: Vec::new(),
+        tokio_sleep: Duration::ZERO,
+    };
+    let ops = settings.redlock_ops;
+    rt.block_on(async {
+        let indices: Vec<usize> = (0..n).collect();
+        for round in 0..settings.latency_rounds {
+            for i in rotated(&indices, round) {
+                let contender = &contenders[i];
+                let key = format!("rl:{}", contender.id());
+                for _ in 0..ops / 20 {
+                    contender.lock_unlock(&key, "v").await;
+                }
+                let (client0, server0) = (common::cpu_time("self"), servers_cpu());
+                let started = Instant::now();
+                for _ in 0..ops {
+                    contender.lock_unlock(&key, "v").await;
+                }
+                let took = started.elapsed();
+                r.means[i].push(us(took) / ops as f64);
+                r.client_cpu[i].push(us(common::cpu_time("self") - client0) / ops as f64);
+                r.server_cpu[i].push(us(servers_cpu() - server0) / ops as f64);
+            }
+        }
+    });
+    drop(rt);
+    let rt = common::multi_thread_runtime();
+    rt.block_on(async {
+        let mut run = 0;
+        for nodes in [3, 5] {
+            let sides = [
+                ContentionSide::Redlock(common::redlock(&urls[..nodes]).await),
+                ContentionSide::Rslock(common::rslock_contender(&urls[..nodes])),
+            ];
+            let mut rates: [Vec<f64>; 2] = Default::default();
+            let mut handoffs: [Vec<Duration>; 2] = Default::default();
+            for round in 0..settings.contention_rounds {
+                for s in rotated(&[0usize, 1], round) {
+                    run += 1;
+                    let stats = common::contention_run(
+                        &sides[s],
+                        &format!("rl-contention:{run}"),
+                        REDLOCK_CONTENDERS,
+                        Strategy::NonFixed,
+                        HOLD,
+                        THINK,
+                        Until::Elapsed(settings.contention_window),
+                    )
+                    .await;
+                    rates[s].push(stats.acquisitions as f64 / stats.elapsed.as_secs_f64());
+                    handoffs[s].extend(stats.handoffs);
+                }
+            }
+            handoffs.iter_mut().for_each(|h| h.sort());
+            r.contention.push((nodes, rates));
+            r.handoffs.push(handoffs);
+        }
+        let started = Instant::now();
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_micros(1500)).await;
+        }
+        r.tokio_sleep = started.elapsed() / 200;
+    });
+    r
+}
+
+/// Section 7 of the report.
+fn redlock_section(w: &mut String, r: &RedlockResult, settings: &Settings) {
+    let _ = writeln!(w, "\n## 8. Redlock over 3 and 5 servers\n");
+    let _ = writeln!(
+        w,
+        "Five more redis-servers on this machine. One uncontended `lock` + `unlock` (Redlock: \
+         `try_lock` + `unlock`, each fanned out to every node in parallel), {} rounds × {} \
+         cycles per variant, current-thread runtime; ratios are medians of per-round ratios. \
+         CPU columns: this process, and all five redis-servers together, per cycle.\n",
+        settings.latency_rounds, settings.redlock_ops
+    );
+    let _ = writeln!(
+        w,
+        "| variant | median µs / cycle | ÷ leasehold on one server | ÷ rslock on the same servers | client CPU µs / cycle | servers' CPU µs / cycle |"
+    );
+    let _ = writeln!(w, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (i, id) in r.ids.iter().enumerate() {
+        let describe = match id.as_str() {
+            "leasehold_single" => "leasehold, one server (`Client`)".to_owned(),
+            other => match other.split_once('_') {
+                Some(("redlock", n)) => format!("**leasehold `Redlock`**, {n} servers"),
+                Some(("rslock", n)) => format!("rslock 0.10 `LockManager`, {n} servers"),
+                _ => other.to_owned(),
+            },
+        };
+        let vs_rslock = match id.split_once('_') {
+            Some(("redlock", n)) => format!("{:.3}", r.ratio(id, &format!("rslock_{n}"))),
+            _ => "".to_owned(),
+        };
+        let _ = writeln!(
+            w,
+            "| {describe} | {:.1} | {:.3} | {vs_rslock} | {:.1} | {:.1} |",
+            median(&r.means[i]),
+            r.ratio(id, "leasehold_single"),
+            median(&r.client_cpu[i]),
+            median(&r.server_cpu[i]),
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nContention: {REDLOCK_CONTENDERS} tasks on one key, each holding it {} ms and pausing {} ms; \
+         Redlock retries under `NonFixedInterval(2 ms)`, rslock after its own random delay \
+         (whole milliseconds in 0..5, mean 2 ms); {} rounds × {} ms windows.\n",
+        HOLD.as_millis(),
+        THINK.as_millis(),
+        settings.contention_rounds,
+        settings.contention_window.as_millis()
+    );
+    let _ = writeln!(
+        w,
+        "| servers | Redlock acquisitions/s | rslock acquisitions/s | Redlock ÷ rslock | hand-off p50 / p90 ms, Redlock | hand-off p50 / p90 ms, rslock |"
+    );
+    let _ = writeln!(w, "| ---: | ---: | ---: | ---: | ---: | ---: |");
+    for ((nodes, [redlock, rslock]), handoffs) in r.contention.iter().zip(&r.handoffs) {
+        let ms = |h: &[Duration], p: f64| percentile(h, p).as_secs_f64() * 1e3;
+        let _ = writeln!(
+            w,
+            "| {nodes} | {:.0} | {:.0} | {:.3} | {:.2} / {:.2} | {:.2} / {:.2} |",
+            median(redlock),
+            median(rslock),
+            r.contention_ratio(*nodes),
+            ms(&handoffs[0], 50.0),
+            ms(&handoffs[0], 90.0),
+            ms(&handoffs[1], 50.0),
+            ms(&handoffs[1], 90.0),
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nUnder contention a waiter's turn comes when its retry delay ends. leasehold sleeps \
+         the strategy's delays on tokio's timer, which counts whole milliseconds and rounds a \
+         deadline up to the next one (a 1.5 ms sleep lasted {:.2} ms here on average), and every \
+         waiter wakes on those ticks — the holder's release lands just after one, so the next \
+         attempt usually waits for the following tick; rslock sleeps on `futures-timer`'s own \
+         thread, to the microsecond. That is the hand-off gap above. What closes it is waking \
+         waiters when the key is released, as leasehold's hand-off does on one server \
+         (section 4); Redlock's waiters are not notified yet (each node would have to be \
+         watched), so they poll under their strategy like `leasehold_polling` there.",
+        r.tokio_sleep.as_secs_f64() * 1e3
+    );
+    let cpu = |id: &str| {
+        let i = r.index(id);
+        median(&r.client_cpu[i]) + median(&r.server_cpu[i])
+    };
+    let server = |id: &str| median(&r.server_cpu[r.index(id)]);
+    let client = |id: &str| median(&r.client_cpu[r.index(id)]);
+    let per_node_extra = (server("redlock_3") - server("rslock_3")) / 3.0;
+    let client_vs_rslock = (client("redlock_3") - client("rslock_3")) / 3.0;
+    let _ = writeln!(
+        w,
+        "\n**Reading it.** A Redlock cycle does the work of one server's cycle on every node: \
+         with N nodes the client sends and receives N times as much and N redis-servers each \
+         run their script. The fan-out overlaps the waiting, not that work: total CPU per \
+         cycle here is {:.0} µs on one server, {:.0} µs over 3 and {:.0} µs over 5 nodes. The \
+         latency ratio to one server therefore approaches 1 only when the nodes and the \
+         client have cores of their own (with N + 1 free cores the N round trips overlap \
+         fully); on a machine with fewer cores than nodes, it is bounded below by the CPU \
+         ratio. Against rslock the client's work per node is the same ({client_vs_rslock:+.1} µs \
+         per node and cycle) and the servers' is not ({per_node_extra:+.1} µs per node and \
+         cycle): rslock acquires with a bare `SET NX PX`, leasehold with the single-server \
+         script, which also keeps the key's claims and incarnation token and refuses an \
+         attempt its client already gave up on — what keeps a timed-out attempt that lands \
+         late from leaving a key behind, and a stale handle from re-arming a newer lock, \
+         which rslock's cannot. On a machine whose \
+         cores the servers share with the client, that server time is on the critical path; \
+         with a core per node it overlaps with the round trip. Under contention rslock also \
+         releases every node after each failed attempt, where leasehold releases only the \
+         nodes that granted it (none, when a majority answered \"held\").",
+        cpu("leasehold_single"),
+        cpu("redlock_3"),
+        cpu("redlock_5")
+    );
+}
+
+/// Section 7's rows of the Goals table.
+fn redlock_goals(w: &mut String, r: &RedlockResult) {
+    for nodes in [3, 5] {
+        let id = format!("redlock_{nodes}");
+        let single = r.ratio(&id, "leasehold_single");
+        let _ = writeln!(
+            w,
+            "| Redlock over {nodes}: lock+unlock ≤ 1.3 × leasehold on one server | {single:.3} × | {} |",
+            verdict(single, 1.3, true)
+        );
+        let rslock = r.ratio(&id, &format!("rslock_{nodes}"));
+        let _ = writeln!(
+            w,
+            "| Redlock over {nodes}: lock+unlock ≤ 1.0 × rslock 0.10 (at least as fast) | {rslock:.3} × | {} |",
+            verdict(rslock, 1.0, true)
+        );
+        let contended = r.contention_ratio(nodes);
+        let _ = writeln!(
+            w,
+            "| Redlock over {nodes}: contended acquisitions/s ≥ 1.0 × rslock 0.10 | {contended:.3} × | {} |",
+            verdict(contended, 1.0, false)
+        );
+    }
+}
+
 /// "met", or "missed by N %" of the goal, for a measured `value` against `goal`.
 fn verdict(value: f64, goal: f64, at_most: bool) -> String {
     let ok = if at_most {
@@ -889,30 +1180,51 @@ fn main() {
     if let Some(max) = settings.max_load {
         wait_for_quiet(max);
     }
+    if settings.only_redlock {
+        let load = loadavg();
+        let r = redlock(&settings);
+        let mut md = String::new();
+        redlock_section(&mut md, &r, &settings);
+        let _ = writeln!(md, "\n| goal | measured | verdict |\n| --- | ---: | --- |");
+        redlock_goals(&mut md, &r);
+        let (end, m) = (loadavg(), machine());
+        let _ = writeln!(
+            md,
+            "\nLoad average (1 min) {:.2} before, {:.2} after; {} × {}.",
+            load.0, end.0, m.nproc, m.cpu
+        );
+        if settings.out_given {
+            std::fs::write(&settings.out, &md).expect("write report");
+        }
+        println!("{md}");
+        return;
+    }
     let load_start = loadavg();
     let started = Instant::now();
     let m = machine();
     let server = RedisServer::start();
     let url = server.url();
 
-    eprintln!("[1/7] lock+unlock latency");
+    eprintln!("[1/8] lock+unlock latency");
     let lat = latency(&settings, &url);
-    eprintln!("[2/7] acquire designs");
+    eprintln!("[2/8] acquire designs");
     let (des, release_cost) = designs(&settings, &url);
     let semantics = check_design_semantics(&url);
-    eprintln!("[3/7] throughput");
+    eprintln!("[3/8] throughput");
     let tp = throughput(&settings, &url);
-    eprintln!("[4/7] contention");
+    eprintln!("[4/8] contention");
     let ct = contention(&settings, &url);
-    eprintln!("[5/7] renewal at scale");
+    eprintln!("[5/8] renewal at scale");
     let rn = renewal(&settings, &url);
-    eprintln!("[6/7] blocking facade overhead");
+    eprintln!("[6/8] blocking facade overhead");
     let bl = blocking_overhead(&settings, &url);
     #[cfg(feature = "cluster")]
     let st = {
-        eprintln!("[7/7] Redis Cluster and min_replicas");
+        eprintln!("[7/8] Redis Cluster and min_replicas");
         stores(&settings, &url)
     };
+    eprintln!("[8/8] Redlock over 3 and 5 servers");
+    let rl = redlock(&settings);
 
     let load_end = loadavg();
     let took = started.elapsed();
@@ -1379,6 +1691,9 @@ fn main() {
         f64::NAN
     };
 
+    // 8. Redlock
+    redlock_section(w, &rl, &settings);
+
     // Goals
     let _ = writeln!(w, "\n## Goals\n");
     let _ = writeln!(w, "| goal | measured | verdict |\n| --- | ---: | --- |");
@@ -1417,6 +1732,7 @@ fn main() {
         RENEW_INTERVAL.as_secs(),
         if renew_goal.0 { "met" } else { "**missed**" }
     );
+    redlock_goals(w, &rl);
     let raw_pair = median(&raw.means);
     let fenced_vs_raw = paired_ratio(&fenced.means, &raw.means);
     let no_rt = find("leasehold_no_response_timeout");

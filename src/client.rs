@@ -266,7 +266,7 @@ impl ClientBuilder {
         if redis_store::SCHEMES.iter().any(|s| url.starts_with(s)) {
             let (store, target) = RedisStore::open(url, &options).await?;
             return Ok(Client::with_backend(
-                Backend::Redis(Box::new(store)),
+                Backend::Redis(Arc::new(store)),
                 &settings,
                 target,
             ));
@@ -293,7 +293,7 @@ impl ClientBuilder {
         let (settings, options) = self.settings()?;
         let (store, target) = RedisStore::open_cluster(urls, &options).await?;
         Ok(Client::with_backend(
-            Backend::Redis(Box::new(store)),
+            Backend::Redis(Arc::new(store)),
             &settings,
             target,
         ))
@@ -313,7 +313,7 @@ impl ClientBuilder {
     pub fn from_cluster(self, conn: redis::cluster_async::ClusterConnection) -> Client {
         let (settings, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
-            Backend::Redis(Box::new(RedisStore::from_cluster(conn, &options))),
+            Backend::Redis(Arc::new(RedisStore::from_cluster(conn, &options))),
             &settings,
             "redis cluster (user connection)".to_owned(),
         )
@@ -336,7 +336,7 @@ impl ClientBuilder {
         let (settings, options) = self.settings()?;
         let (store, target) = RedisStore::open_sentinel(sentinels, master_name, &options).await?;
         Ok(Client::with_backend(
-            Backend::Redis(Box::new(store)),
+            Backend::Redis(Arc::new(store)),
             &settings,
             target,
         ))
@@ -353,7 +353,7 @@ impl ClientBuilder {
     pub fn from_connection(self, conn: ConnectionManager) -> Client {
         let (settings, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
-            Backend::Redis(Box::new(RedisStore::from_connection(conn, &options))),
+            Backend::Redis(Arc::new(RedisStore::from_connection(conn, &options))),
             &settings,
             "redis (user connection)".to_owned(),
         )
@@ -533,6 +533,27 @@ impl Client {
         }
     }
 
+    /// A client on `backend` with these settings (a Redlock over the stores of other
+    /// clients). Its pauses end early when the store says (a holder's lease ran out).
+    pub(crate) fn with_store(
+        backend: Backend,
+        default_timeout: Duration,
+        key_prefix: &str,
+        target: String,
+    ) -> Client {
+        let settings = Settings {
+            default_timeout,
+            notify: true,
+            key_prefix: key_prefix.into(),
+        };
+        Client::with_backend(backend, &settings, target)
+    }
+
+    /// Where the client points, without credentials.
+    pub(crate) fn target(&self) -> &str {
+        &self.inner.target
+    }
+
     /// The store this client talks to.
     pub(crate) fn backend(&self) -> &Backend {
         self.inner.leases.backend()
@@ -668,7 +689,7 @@ impl Client {
                 .await
             {
                 Ok(Attempted::Granted(lease)) => {
-                    attempts.answered();
+                    attempts.granted();
                     // Earlier attempts without an answer are aborted, detached: the
                     // claim of this one keeps the key.
                     return Ok(Lock::new(lease, expiration, timeout));
@@ -691,6 +712,7 @@ impl Client {
                 // A timeout or a dropped connection: the attempt may land.
                 Err(e) => (e, Last::Failed),
             };
+            attempts.failed(timeout).await;
             if !pause.wait(last, || self.backend().watch(key)).await {
                 return Err(error);
             }

@@ -19,6 +19,9 @@
 //!   releases it (hand-off), within the bounds of its retry strategy.
 //! * **Operable:** [`ClientBuilder::key_prefix`], [`Client::inspect`], [`Client::list`],
 //!   [`Client::force_release`], `tracing` spans and events, metrics (feature `metrics`).
+//! * **Redlock** over N independent Redis masters ([`redlock::Redlock`]): a lock that
+//!   survives the loss of a minority of nodes, with the module docs saying plainly which
+//!   timing assumptions it rests on and why it has no fencing token.
 //!
 //! # Example
 //!
@@ -148,6 +151,7 @@ mod leader;
 mod lease;
 mod lock;
 mod pause;
+pub mod redlock;
 mod refresh;
 mod release;
 mod request;

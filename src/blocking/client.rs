@@ -361,6 +361,11 @@ impl Client {
         Ok(Lock::new(lock, Arc::clone(&self.rt)))
     }
 
+    /// The async client and the runtime thread it lives on.
+    pub(super) fn into_parts(self) -> (crate::Client, Arc<Runtime>) {
+        (self.inner, self.rt)
+    }
+
     /// Read the fenced `resource` with `token`: the blocking form of
     /// [`crate::Client::fenced_get`].
     ///

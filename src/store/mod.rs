@@ -7,6 +7,7 @@
 //! a module here, a variant in [`Backend`] and an arm in [`dispatch!`].
 
 pub(crate) mod memory;
+pub(crate) mod quorum;
 pub(crate) mod redis;
 
 use std::fmt;
@@ -107,6 +108,14 @@ pub(crate) trait Store {
     fn watch(&self, _key: &str) -> Option<Watch> {
         None
     }
+
+    /// Whether an attempt that did not grant the key may still have taken it on part of
+    /// the store (a quorum over several nodes, some of which granted): then the client
+    /// [aborts](Store::abort) every such attempt at once — retiring its claims, deleting
+    /// what no other claim holds — before it waits for another try.
+    fn partial(&self) -> bool {
+        false
+    }
 }
 
 /// A lock as an operator sees it.
@@ -170,9 +179,11 @@ pub(crate) type Fenced = std::result::Result<Option<String>, u64>;
 /// One of the supported stores.
 pub(crate) enum Backend {
     Memory(memory::MemoryStore),
-    // Boxed: a network store's state is large, and a pointer away costs nothing next to
-    // a round trip.
-    Redis(Box<redis::RedisStore>),
+    // Behind a pointer: a network store's state is large, and a pointer away costs
+    // nothing next to a round trip. Shared: a Redlock quorum is made of the stores of
+    // the clients it was built from.
+    Redis(std::sync::Arc<redis::RedisStore>),
+    Redlock(Box<quorum::Quorum>),
 }
 
 /// `dispatch!(backend, store => expression)`: the expression with `store` bound to the
@@ -182,6 +193,7 @@ macro_rules! dispatch {
         match $backend {
             Backend::Memory($store) => $call,
             Backend::Redis($store) => $call,
+            Backend::Redlock($store) => $call,
         }
     };
 }
@@ -191,6 +203,7 @@ impl Backend {
         match self {
             Backend::Memory(_) => "memory",
             Backend::Redis(_) => "redis",
+            Backend::Redlock(_) => "redlock",
         }
     }
 }
@@ -270,5 +283,9 @@ impl Store for Backend {
 
     fn watch(&self, key: &str) -> Option<Watch> {
         dispatch!(self, s => s.watch(key))
+    }
+
+    fn partial(&self) -> bool {
+        dispatch!(self, s => s.partial())
     }
 }

@@ -17,6 +17,7 @@
 pub mod blocking_cases;
 pub mod cases;
 pub mod history;
+pub mod locker;
 
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
