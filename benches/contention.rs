@@ -1,6 +1,7 @@
 //! Contention: 2, 8 and 32 tasks on one key, each holding it 1 ms and pausing 1 ms
 //! between critical sections, under `FixedInterval`, `NonFixedInterval` and
-//! `ExponentialBackoff` — leasehold against `SET NX PX` + release by hand sleeping the
+//! `ExponentialBackoff` — leasehold woken on release, leasehold polling (`notify(false)`)
+//! and `SET NX PX` + release by hand, the last two sleeping the
 //! same strategy's delays.
 //!
 //! With the `etcd` feature, `contention/etcd_8_tasks`: leasehold on etcd (waiters in
@@ -33,6 +34,13 @@ fn contention(c: &mut Criterion) {
     let sides = rt.block_on(async {
         vec![
             ContentionSide::Leasehold(Client::open(&url).await.expect("client")),
+            ContentionSide::LeaseholdPolling(
+                Client::builder()
+                    .notify(false)
+                    .open(&url)
+                    .await
+                    .expect("client"),
+            ),
             ContentionSide::Raw(Raw::connect(&url).await),
         ]
     });

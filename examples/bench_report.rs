@@ -5,11 +5,13 @@
 //! cargo run --release --example bench_report                # writes ./BENCHMARKS.md
 //! cargo run --release --example bench_report -- --quick     # smoke run, ~30 s
 //! cargo run --release --example bench_report -- --max-load 0.8 --out /tmp/B.md
+//! cargo run --release --example bench_report -- --only redlock  # section 8 alone, printed
+//! cargo run --release --features etcd --example bench_report -- --only etcd  # section 9
 //! ```
 //!
-//! With `--features etcd`, section 7 compares leasehold on a local single-member etcd with
-//! etcd's own lock service, and the hand-off of its fair wait with polling Redis;
-//! `--only-etcd` runs that section alone (`--out` then gets just it).
+//! With `--features etcd`, section 9 compares leasehold on a local single-member etcd with
+//! etcd's own lock service, and the hand-off of its fair wait with polling Redis; `--only
+//! etcd` prints that section alone (and writes it to `--out`, when given).
 //!
 //! `--max-load L` waits (up to 15 minutes) until the 1-minute load average is below `L`
 //! before measuring. Needs `redis-server` (Redis >= 7) on `PATH` or in
@@ -32,8 +34,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    AcquireDesign, Contender, ContentionSide, EXPIRATION_MS, RENEW_INTERVAL, Raw, Renewers,
-    Strategy, Until, fence_key, median, percentile,
+    AcquireDesign, Contender, ContentionSide, EXPIRATION_MS, QuorumContender, RENEW_INTERVAL, Raw,
+    Renewers, Strategy, Until, fence_key, median, percentile,
 };
 use leasehold::Client;
 use support::RedisServer;
@@ -108,6 +110,7 @@ fn live_allocations() -> usize {
 
 struct Settings {
     quick: bool,
+    /// `--only etcd`: run section 9 alone and print it (written only with `--out`).
     only_etcd: bool,
     out: PathBuf,
     max_load: Option<f64>,
@@ -121,6 +124,11 @@ struct Settings {
     contention_window: Duration,
     renewal_rounds: usize,
     renewal_windows: usize,
+    /// Cycles per variant and round of the Redlock latency comparison.
+    redlock_ops: usize,
+    /// `--only redlock`: run section 8 alone and print it (written only with `--out`).
+    only_redlock: bool,
+    out_given: bool,
 }
 
 impl Settings {
@@ -140,6 +148,9 @@ impl Settings {
             contention_window: Duration::from_millis(700),
             renewal_rounds: 2,
             renewal_windows: 2,
+            redlock_ops: 1_000,
+            only_redlock: false,
+            out_given: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -156,9 +167,17 @@ impl Settings {
                     s.contention_window = Duration::from_millis(200);
                     s.renewal_rounds = 1;
                     s.renewal_windows = 1;
+                    s.redlock_ops = 200;
                 }
-                "--only-etcd" => s.only_etcd = true,
-                "--out" => s.out = PathBuf::from(args.next().expect("--out PATH")),
+                "--out" => {
+                    s.out = PathBuf::from(args.next().expect("--out PATH"));
+                    s.out_given = true;
+                }
+                "--only" => match args.next().as_deref() {
+                    Some("redlock") => s.only_redlock = true,
+                    Some("etcd") => s.only_etcd = true,
+                    other => panic!("--only: expected `redlock` or `etcd`, got {other:?}"),
+                },
                 "--max-load" => {
                     s.max_load = Some(
                         args.next()
@@ -168,7 +187,7 @@ impl Settings {
                 }
                 "--bench" => {} // passed by `cargo bench`-style runners; ignored
                 other => panic!(
-                    "unknown argument {other:?} (--quick, --only-etcd, --out PATH, --max-load L)"
+                    "unknown argument {other:?} (--quick, --out PATH, --max-load L, --only redlock|etcd)"
                 ),
             }
         }
@@ -537,22 +556,43 @@ const CONTENTION_TASKS: [usize; 3] = [2, 8, 32];
 const HOLD: Duration = Duration::from_millis(1);
 const THINK: Duration = Duration::from_millis(1);
 
+/// The sides of a contention run, in this order: leasehold woken on release, leasehold
+/// polling (`notify(false)`), and `SET NX PX` by hand.
+const SIDES: usize = 3;
+
 struct ContentionResult {
     tasks: usize,
     strategy: Strategy,
-    /// acquisitions/s per round: leasehold, raw.
-    rate: [Vec<f64>; 2],
-    handoffs: [Vec<Duration>; 2],
-    per_task: [Vec<u64>; 2],
+    /// acquisitions/s per round, per side.
+    rate: [Vec<f64>; SIDES],
+    handoffs: [Vec<Duration>; SIDES],
+    per_task: [Vec<u64>; SIDES],
+    /// Commands the server ran per second and per waiting task, per round, per side.
+    load: [Vec<f64>; SIDES],
 }
 
-fn contention(settings: &Settings, url: &str) -> Vec<ContentionResult> {
+struct Contention {
+    results: Vec<ContentionResult>,
+    /// PING round trips measured between the windows of the same run.
+    ping: Vec<Duration>,
+}
+
+fn contention(settings: &Settings, url: &str) -> Contention {
     let rt = common::multi_thread_runtime();
     rt.block_on(async {
         let sides = [
             ContentionSide::Leasehold(Client::open(url).await.expect("client")),
+            ContentionSide::LeaseholdPolling(
+                Client::builder()
+                    .notify(false)
+                    .open(url)
+                    .await
+                    .expect("client"),
+            ),
             ContentionSide::Raw(Raw::connect(url).await),
         ];
+        let mut probe = common::connection(url).await;
+        let mut ping = Vec::new();
         let mut results = Vec::new();
         let mut run = 0;
         for tasks in CONTENTION_TASKS {
@@ -562,12 +602,15 @@ fn contention(settings: &Settings, url: &str) -> Vec<ContentionResult> {
                     strategy,
                     rate: Default::default(),
                     handoffs: Default::default(),
-                    per_task: [vec![0; tasks], vec![0; tasks]],
+                    per_task: std::array::from_fn(|_| vec![0; tasks]),
+                    load: Default::default(),
                 };
                 for round in 0..settings.contention_rounds {
-                    for s in rotated(&[0usize, 1], round) {
+                    ping.push(common::ping_rtt(&mut probe, 50).await);
+                    for s in rotated(&[0usize, 1, 2], round) {
                         run += 1;
                         let key = format!("contention:{run}");
+                        let calls = common::total_calls(&mut probe).await;
                         let stats = common::contention_run(
                             &sides[s],
                             &key,
@@ -578,7 +621,11 @@ fn contention(settings: &Settings, url: &str) -> Vec<ContentionResult> {
                             Until::Elapsed(settings.contention_window),
                         )
                         .await;
-                        r.rate[s].push(stats.acquisitions as f64 / stats.elapsed.as_secs_f64());
+                        // The INFO call itself is one command.
+                        let calls = common::total_calls(&mut probe).await - calls - 1;
+                        let secs = stats.elapsed.as_secs_f64();
+                        r.rate[s].push(stats.acquisitions as f64 / secs);
+                        r.load[s].push(calls as f64 / secs / (tasks - 1).max(1) as f64);
                         r.handoffs[s].extend(stats.handoffs);
                         for (total, n) in r.per_task[s].iter_mut().zip(stats.per_task) {
                             *total += n;
@@ -591,7 +638,8 @@ fn contention(settings: &Settings, url: &str) -> Vec<ContentionResult> {
                 results.push(r);
             }
         }
-        results
+        ping.sort();
+        Contention { results, ping }
     })
 }
 
@@ -765,6 +813,363 @@ fn blocking_overhead(settings: &Settings, url: &str) -> Vec<BlockingResult> {
     results
 }
 
+// ---------------------------------------------------------------------------
+// 7. Redis Cluster and min_replicas
+// ---------------------------------------------------------------------------
+
+/// Mean µs per lock+unlock per round, for each store setup (in [`STORE_SETUPS`] order).
+#[cfg(feature = "cluster")]
+struct StoresResult {
+    means: [Vec<f64>; 4],
+}
+
+#[cfg(feature = "cluster")]
+const STORE_SETUPS: [&str; 4] = [
+    "one redis-server",
+    "3-master Redis Cluster",
+    "a master with one replica",
+    "the same with `min_replicas(1, 100 ms)`",
+];
+
+/// lock+unlock through a 3-master cluster against the same client on one server, and
+/// with `min_replicas(1)` against the same master without it, interleaved.
+#[cfg(feature = "cluster")]
+fn stores(settings: &Settings, url: &str) -> StoresResult {
+    let cluster = support::RedisCluster::start(3, 0);
+    let master = RedisServer::start();
+    let replica = RedisServer::start_with(support::ServerOptions {
+        extra_args: vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            master.port().to_string(),
+        ],
+        ..support::ServerOptions::default()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(
+        replica.try_cmd_sync(&["INFO", "replication"]),
+        Ok(redis::Value::BulkString(ref b)) if String::from_utf8_lossy(b).contains("master_link_status:up")
+    ) {
+        assert!(Instant::now() < deadline, "the replica never synced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rt = common::current_thread_runtime();
+    rt.block_on(async {
+        let urls = cluster.urls();
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        let clients = [
+            Client::open(url).await.expect("single"),
+            Client::open_cluster(&urls).await.expect("cluster"),
+            Client::open(&master.url()).await.expect("master"),
+            Client::builder()
+                .min_replicas(1, Duration::from_millis(100))
+                .open(&master.url())
+                .await
+                .expect("master with min_replicas"),
+        ];
+        let mut r = StoresResult {
+            means: Default::default(),
+        };
+        for round in 0..settings.latency_rounds {
+            for i in rotated(&[0usize, 1, 2, 3], round) {
+                let client = &clients[i];
+                let key = format!("stores:{i}");
+                for _ in 0..settings.latency_ops / 20 {
+                    client
+                        .try_lock(&key, "v", common::EXPIRATION)
+                        .await
+                        .unwrap()
+                        .unlock()
+                        .await
+                        .unwrap();
+                }
+                let started = Instant::now();
+                for _ in 0..settings.latency_ops {
+                    let lock = client
+                        .try_lock(&key, "v", common::EXPIRATION)
+                        .await
+                        .expect("lock");
+                    lock.unlock().await.expect("unlock");
+                }
+                r.means[i].push(us(started.elapsed()) / settings.latency_ops as f64);
+            }
+        }
+        r
+    })
+}
+
+// ---------------------------------------------------------------------------
+// 8. Redlock over N servers
+// ---------------------------------------------------------------------------
+
+/// Tasks contending for one key in the Redlock contention comparison.
+const REDLOCK_CONTENDERS: usize = 8;
+
+struct RedlockResult {
+    /// `leasehold_single`, `redlock_3`, `rslock_3`, `redlock_5`, `rslock_5`.
+    ids: Vec<String>,
+    /// Mean µs per lock+unlock, per round, per variant.
+    means: Vec<Vec<f64>>,
+    /// This process's CPU µs per cycle, per round, per variant.
+    client_cpu: Vec<Vec<f64>>,
+    /// The redis-servers' CPU µs per cycle (all five together), per round, per variant.
+    server_cpu: Vec<Vec<f64>>,
+    /// Per node count: acquisitions/s per round of Redlock and of rslock on one key.
+    contention: Vec<(usize, [Vec<f64>; 2])>,
+    /// Per node count: hand-off latencies (release started → next holder's lock
+    /// returned) of Redlock and of rslock, sorted.
+    handoffs: Vec<[Vec<Duration>; 2]>,
+    /// How long `tokio::time::sleep(1.5 ms)` lasts here, on average.
+    tokio_sleep: Duration,
+}
+
+impl RedlockResult {
+    fn index(&self, id: &str) -> usize {
+        self.ids.iter().position(|i| i == id).expect("variant")
+    }
+
+    /// Median of the per-round ratios `a / b` of lock+unlock time.
+    fn ratio(&self, a: &str, b: &str) -> f64 {
+        paired_ratio(&self.means[self.index(a)], &self.means[self.index(b)])
+    }
+
+    /// Redlock's contended acquisitions/s over rslock's, for `nodes` nodes.
+    fn contention_ratio(&self, nodes: usize) -> f64 {
+        let (_, [redlock, rslock]) = self
+            .contention
+            .iter()
+            .find(|(n, _)| *n == nodes)
+            .expect("node count");
+        paired_ratio(redlock, rslock)
+    }
+}
+
+/// Five fresh redis-servers; leasehold on one of them, Redlock and rslock's multi-server
+/// `LockManager` over 3 and over 5 of them, interleaved by round.
+fn redlock(settings: &Settings) -> RedlockResult {
+    let servers: Vec<RedisServer> = (0..5).map(|_| RedisServer::start()).collect();
+    let urls: Vec<String> = servers.iter().map(RedisServer::url).collect();
+    let rt = common::current_thread_runtime();
+    let (contenders, pids) = rt.block_on(async {
+        let mut pids = Vec::new();
+        for url in &urls {
+            pids.push(common::server_pid(&mut common::connection(url).await).await);
+        }
+        (QuorumContender::all(&urls).await, pids)
+    });
+    let servers_cpu = || pids.iter().map(|p| common::cpu_time(p)).sum::<Duration>();
+    let n = contenders.len();
+    let mut r = RedlockResult {
+        ids: contenders.iter().map(QuorumContender::id).collect(),
+        means: vec![Vec::new(); n],
+        client_cpu: vec![Vec::new(); n],
+        server_cpu: vec![Vec::new(); n],
+        contention: Vec::new(),
+        handoffs: Vec::new(),
+        tokio_sleep: Duration::ZERO,
+    };
+    let ops = settings.redlock_ops;
+    rt.block_on(async {
+        let indices: Vec<usize> = (0..n).collect();
+        for round in 0..settings.latency_rounds {
+            for i in rotated(&indices, round) {
+                let contender = &contenders[i];
+                let key = format!("rl:{}", contender.id());
+                for _ in 0..ops / 20 {
+                    contender.lock_unlock(&key, "v").await;
+                }
+                let (client0, server0) = (common::cpu_time("self"), servers_cpu());
+                let started = Instant::now();
+                for _ in 0..ops {
+                    contender.lock_unlock(&key, "v").await;
+                }
+                let took = started.elapsed();
+                r.means[i].push(us(took) / ops as f64);
+                r.client_cpu[i].push(us(common::cpu_time("self") - client0) / ops as f64);
+                r.server_cpu[i].push(us(servers_cpu() - server0) / ops as f64);
+            }
+        }
+    });
+    drop(rt);
+    let rt = common::multi_thread_runtime();
+    rt.block_on(async {
+        let mut run = 0;
+        for nodes in [3, 5] {
+            let sides = [
+                ContentionSide::Redlock(common::redlock(&urls[..nodes]).await),
+                ContentionSide::Rslock(common::rslock_contender(&urls[..nodes])),
+            ];
+            let mut rates: [Vec<f64>; 2] = Default::default();
+            let mut handoffs: [Vec<Duration>; 2] = Default::default();
+            for round in 0..settings.contention_rounds {
+                for s in rotated(&[0usize, 1], round) {
+                    run += 1;
+                    let stats = common::contention_run(
+                        &sides[s],
+                        &format!("rl-contention:{run}"),
+                        REDLOCK_CONTENDERS,
+                        Strategy::NonFixed,
+                        HOLD,
+                        THINK,
+                        Until::Elapsed(settings.contention_window),
+                    )
+                    .await;
+                    rates[s].push(stats.acquisitions as f64 / stats.elapsed.as_secs_f64());
+                    handoffs[s].extend(stats.handoffs);
+                }
+            }
+            handoffs.iter_mut().for_each(|h| h.sort());
+            r.contention.push((nodes, rates));
+            r.handoffs.push(handoffs);
+        }
+        let started = Instant::now();
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_micros(1500)).await;
+        }
+        r.tokio_sleep = started.elapsed() / 200;
+    });
+    r
+}
+
+/// Section 7 of the report.
+fn redlock_section(w: &mut String, r: &RedlockResult, settings: &Settings) {
+    let _ = writeln!(w, "\n## 8. Redlock over 3 and 5 servers\n");
+    let _ = writeln!(
+        w,
+        "Five more redis-servers on this machine. One uncontended `lock` + `unlock` (Redlock: \
+         `try_lock` + `unlock`, each fanned out to every node in parallel), {} rounds × {} \
+         cycles per variant, current-thread runtime; ratios are medians of per-round ratios. \
+         CPU columns: this process, and all five redis-servers together, per cycle.\n",
+        settings.latency_rounds, settings.redlock_ops
+    );
+    let _ = writeln!(
+        w,
+        "| variant | median µs / cycle | ÷ leasehold on one server | ÷ rslock on the same servers | client CPU µs / cycle | servers' CPU µs / cycle |"
+    );
+    let _ = writeln!(w, "| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (i, id) in r.ids.iter().enumerate() {
+        let describe = match id.as_str() {
+            "leasehold_single" => "leasehold, one server (`Client`)".to_owned(),
+            other => match other.split_once('_') {
+                Some(("redlock", n)) => format!("**leasehold `Redlock`**, {n} servers"),
+                Some(("rslock", n)) => format!("rslock 0.10 `LockManager`, {n} servers"),
+                _ => other.to_owned(),
+            },
+        };
+        let vs_rslock = match id.split_once('_') {
+            Some(("redlock", n)) => format!("{:.3}", r.ratio(id, &format!("rslock_{n}"))),
+            _ => "".to_owned(),
+        };
+        let _ = writeln!(
+            w,
+            "| {describe} | {:.1} | {:.3} | {vs_rslock} | {:.1} | {:.1} |",
+            median(&r.means[i]),
+            r.ratio(id, "leasehold_single"),
+            median(&r.client_cpu[i]),
+            median(&r.server_cpu[i]),
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nContention: {REDLOCK_CONTENDERS} tasks on one key, each holding it {} ms and pausing {} ms; \
+         Redlock retries under `NonFixedInterval(2 ms)`, rslock after its own random delay \
+         (whole milliseconds in 0..5, mean 2 ms); {} rounds × {} ms windows.\n",
+        HOLD.as_millis(),
+        THINK.as_millis(),
+        settings.contention_rounds,
+        settings.contention_window.as_millis()
+    );
+    let _ = writeln!(
+        w,
+        "| servers | Redlock acquisitions/s | rslock acquisitions/s | Redlock ÷ rslock | hand-off p50 / p90 ms, Redlock | hand-off p50 / p90 ms, rslock |"
+    );
+    let _ = writeln!(w, "| ---: | ---: | ---: | ---: | ---: | ---: |");
+    for ((nodes, [redlock, rslock]), handoffs) in r.contention.iter().zip(&r.handoffs) {
+        let ms = |h: &[Duration], p: f64| percentile(h, p).as_secs_f64() * 1e3;
+        let _ = writeln!(
+            w,
+            "| {nodes} | {:.0} | {:.0} | {:.3} | {:.2} / {:.2} | {:.2} / {:.2} |",
+            median(redlock),
+            median(rslock),
+            r.contention_ratio(*nodes),
+            ms(&handoffs[0], 50.0),
+            ms(&handoffs[0], 90.0),
+            ms(&handoffs[1], 50.0),
+            ms(&handoffs[1], 90.0),
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nUnder contention a waiter's turn comes when its retry delay ends. leasehold sleeps \
+         the strategy's delays on tokio's timer, which counts whole milliseconds and rounds a \
+         deadline up to the next one (a 1.5 ms sleep lasted {:.2} ms here on average), and every \
+         waiter wakes on those ticks — the holder's release lands just after one, so the next \
+         attempt usually waits for the following tick; rslock sleeps on `futures-timer`'s own \
+         thread, to the microsecond. That is the hand-off gap above. What closes it is waking \
+         waiters when the key is released, as leasehold's hand-off does on one server \
+         (section 4); Redlock's waiters are not notified yet (each node would have to be \
+         watched), so they poll under their strategy like `leasehold_polling` there.",
+        r.tokio_sleep.as_secs_f64() * 1e3
+    );
+    let cpu = |id: &str| {
+        let i = r.index(id);
+        median(&r.client_cpu[i]) + median(&r.server_cpu[i])
+    };
+    let server = |id: &str| median(&r.server_cpu[r.index(id)]);
+    let client = |id: &str| median(&r.client_cpu[r.index(id)]);
+    let per_node_extra = (server("redlock_3") - server("rslock_3")) / 3.0;
+    let client_vs_rslock = (client("redlock_3") - client("rslock_3")) / 3.0;
+    let _ = writeln!(
+        w,
+        "\n**Reading it.** A Redlock cycle does the work of one server's cycle on every node: \
+         with N nodes the client sends and receives N times as much and N redis-servers each \
+         run their script. The fan-out overlaps the waiting, not that work: total CPU per \
+         cycle here is {:.0} µs on one server, {:.0} µs over 3 and {:.0} µs over 5 nodes. The \
+         latency ratio to one server therefore approaches 1 only when the nodes and the \
+         client have cores of their own (with N + 1 free cores the N round trips overlap \
+         fully); on a machine with fewer cores than nodes, it is bounded below by the CPU \
+         ratio. Against rslock the client's work per node is the same ({client_vs_rslock:+.1} µs \
+         per node and cycle) and the servers' is not ({per_node_extra:+.1} µs per node and \
+         cycle): rslock acquires with a bare `SET NX PX`, leasehold with the single-server \
+         script, which also keeps the key's claims and incarnation token and refuses an \
+         attempt its client already gave up on — what keeps a timed-out attempt that lands \
+         late from leaving a key behind, and a stale handle from re-arming a newer lock, \
+         which rslock's cannot. On a machine whose \
+         cores the servers share with the client, that server time is on the critical path; \
+         with a core per node it overlaps with the round trip. Under contention rslock also \
+         releases every node after each failed attempt, where leasehold releases only the \
+         nodes that granted it (none, when a majority answered \"held\").",
+        cpu("leasehold_single"),
+        cpu("redlock_3"),
+        cpu("redlock_5")
+    );
+}
+
+/// Section 7's rows of the Goals table.
+fn redlock_goals(w: &mut String, r: &RedlockResult) {
+    for nodes in [3, 5] {
+        let id = format!("redlock_{nodes}");
+        let single = r.ratio(&id, "leasehold_single");
+        let _ = writeln!(
+            w,
+            "| Redlock over {nodes}: lock+unlock ≤ 1.3 × leasehold on one server | {single:.3} × | {} |",
+            verdict(single, 1.3, true)
+        );
+        let rslock = r.ratio(&id, &format!("rslock_{nodes}"));
+        let _ = writeln!(
+            w,
+            "| Redlock over {nodes}: lock+unlock ≤ 1.0 × rslock 0.10 (at least as fast) | {rslock:.3} × | {} |",
+            verdict(rslock, 1.0, true)
+        );
+        let contended = r.contention_ratio(nodes);
+        let _ = writeln!(
+            w,
+            "| Redlock over {nodes}: contended acquisitions/s ≥ 1.0 × rslock 0.10 | {contended:.3} × | {} |",
+            verdict(contended, 1.0, false)
+        );
+    }
+}
+
 /// "met", or "missed by N %" of the goal, for a measured `value` against `goal`.
 fn verdict(value: f64, goal: f64, at_most: bool) -> String {
     let ok = if at_most {
@@ -786,9 +1191,29 @@ fn main() {
     }
     if settings.only_etcd {
         let md = etcd_section(&settings);
-        std::fs::write(&settings.out, &md).expect("write report");
+        if settings.out_given {
+            std::fs::write(&settings.out, &md).expect("write report");
+        }
         println!("{md}");
-        eprintln!("wrote {}", settings.out.display());
+        return;
+    }
+    if settings.only_redlock {
+        let load = loadavg();
+        let r = redlock(&settings);
+        let mut md = String::new();
+        redlock_section(&mut md, &r, &settings);
+        let _ = writeln!(md, "\n| goal | measured | verdict |\n| --- | ---: | --- |");
+        redlock_goals(&mut md, &r);
+        let (end, m) = (loadavg(), machine());
+        let _ = writeln!(
+            md,
+            "\nLoad average (1 min) {:.2} before, {:.2} after; {} × {}.",
+            load.0, end.0, m.nproc, m.cpu
+        );
+        if settings.out_given {
+            std::fs::write(&settings.out, &md).expect("write report");
+        }
+        println!("{md}");
         return;
     }
     let load_start = loadavg();
@@ -797,21 +1222,28 @@ fn main() {
     let server = RedisServer::start();
     let url = server.url();
 
-    eprintln!("[1/6] lock+unlock latency");
+    eprintln!("[1/9] lock+unlock latency");
     let lat = latency(&settings, &url);
-    eprintln!("[2/6] acquire designs");
+    eprintln!("[2/9] acquire designs");
     let (des, release_cost) = designs(&settings, &url);
     let semantics = check_design_semantics(&url);
-    eprintln!("[3/6] throughput");
+    eprintln!("[3/9] throughput");
     let tp = throughput(&settings, &url);
-    eprintln!("[4/6] contention");
+    eprintln!("[4/9] contention");
     let ct = contention(&settings, &url);
-    eprintln!("[5/6] renewal at scale");
+    eprintln!("[5/9] renewal at scale");
     let rn = renewal(&settings, &url);
-    eprintln!("[6/6] blocking facade overhead");
+    eprintln!("[6/9] blocking facade overhead");
     let bl = blocking_overhead(&settings, &url);
+    #[cfg(feature = "cluster")]
+    let st = {
+        eprintln!("[7/9] Redis Cluster and min_replicas");
+        stores(&settings, &url)
+    };
+    eprintln!("[8/9] Redlock over 3 and 5 servers");
+    let rl = redlock(&settings);
 
-    eprintln!("[7] etcd");
+    eprintln!("[9/9] etcd");
     let etcd_md = etcd_section(&settings);
 
     let load_end = loadavg();
@@ -1048,51 +1480,93 @@ fn main() {
 
     // 4. Contention
     let _ = writeln!(w, "\n## 4. Contention on one key\n");
+    let rtt = percentile(&ct.ping, 50.0);
     let _ = writeln!(
         w,
-        "N tasks loop on one key: acquire (retrying under the strategy), hold {} ms, release, \
-         pause {} ms. Baseline: `SET NX PX` + release by hand sleeping the same strategy's \
-         delays. {} rounds × {} ms per variant. Hand-off = from the holder starting its \
-         release to the next holder's `lock` returning (pooled over rounds). Fairness = fewest \
-         and most acquisitions of one task (pooled).\n",
+        "N tasks loop on one key: acquire (retrying under the strategy, {} ms steps), hold {} ms, \
+         release, pause {} ms. Three sides, interleaved: leasehold with **hand-off** (a waiter is \
+         woken when the key is released), leasehold **polling** (`ClientBuilder::notify(false)`: \
+         it sleeps out the strategy's delays), and `SET NX PX` + release by hand sleeping the same \
+         delays. {} rounds × {} ms per variant. Hand-off = from the holder starting its release to \
+         the next holder's `lock` returning (pooled over rounds). Fairness = fewest and most \
+         acquisitions of one task (pooled). Server load = commands the server ran per second per \
+         waiting task (`INFO commandstats`). A `PING` round trip in the same run: **{:.3} ms** \
+         (median over {} samples of 50).\n",
+        Strategy::INTERVAL.as_millis(),
         HOLD.as_millis(),
         THINK.as_millis(),
         settings.contention_rounds,
-        settings.contention_window.as_millis()
+        settings.contention_window.as_millis(),
+        rtt.as_secs_f64() * 1e3,
+        ct.ping.len(),
     );
     let _ = writeln!(
         w,
-        "| tasks | strategy | leasehold acq/s | raw acq/s | leasehold ÷ raw | hand-off p50 / p99 ms (leasehold) | (raw) | min / max per task (leasehold) | (raw) |"
+        "| tasks | strategy | acq/s: hand-off / polling / raw | hand-off ÷ polling | hand-off p50 / p99 ms | polling p50 / p99 ms | raw p50 / p99 ms | p50 in PING round trips | min / max per task: hand-off / polling / raw | server commands /s per waiter: hand-off / polling |"
     );
     let _ = writeln!(
         w,
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    for r in &ct {
+    let (mut worst_p50_rtts, mut worst_p99, mut worst_rate, mut fair_ok) =
+        (0.0f64, Duration::ZERO, f64::INFINITY, true);
+    for r in &ct.results {
         let fair = |v: &[u64]| {
-            format!(
-                "{} / {}",
+            (
                 v.iter().min().copied().unwrap_or(0),
-                v.iter().max().copied().unwrap_or(0)
+                v.iter().max().copied().unwrap_or(0),
             )
         };
+        let ratio = |(lo, hi): (u64, u64)| lo as f64 / hi.max(1) as f64;
+        let p = |s: usize, q: f64| percentile(&r.handoffs[s], q);
+        let p50_rtts = p(0, 50.0).as_secs_f64() / rtt.as_secs_f64();
+        worst_p50_rtts = worst_p50_rtts.max(p50_rtts);
+        worst_p99 = worst_p99.max(p(0, 99.0));
+        let rate_ratio = paired_ratio(&r.rate[0], &r.rate[1]);
+        worst_rate = worst_rate.min(rate_ratio);
+        // Fairness no worse than polling, within one acquisition's worth of noise.
+        fair_ok &= ratio(fair(&r.per_task[0])) + 0.05 >= ratio(fair(&r.per_task[1]));
+        let f = [0, 1, 2].map(|s| fair(&r.per_task[s]));
         let _ = writeln!(
             w,
-            "| {} | {} | {:.0} | {:.0} | {:.3} | {:.2} / {:.2} | {:.2} / {:.2} | {} | {} |",
+            "| {} | {} | {:.0} / {:.0} / {:.0} | {:.3} | {:.2} / {:.2} | {:.2} / {:.2} | {:.2} / {:.2} | {:.1} | {}–{} / {}–{} / {}–{} | {:.0} / {:.0} |",
             r.tasks,
             r.strategy.name(),
             median(&r.rate[0]),
             median(&r.rate[1]),
-            paired_ratio(&r.rate[0], &r.rate[1]),
-            ms(percentile(&r.handoffs[0], 50.0)),
-            ms(percentile(&r.handoffs[0], 99.0)),
-            ms(percentile(&r.handoffs[1], 50.0)),
-            ms(percentile(&r.handoffs[1], 99.0)),
-            fair(&r.per_task[0]),
-            fair(&r.per_task[1]),
+            median(&r.rate[2]),
+            rate_ratio,
+            ms(p(0, 50.0)),
+            ms(p(0, 99.0)),
+            ms(p(1, 50.0)),
+            ms(p(1, 99.0)),
+            ms(p(2, 50.0)),
+            ms(p(2, 99.0)),
+            p50_rtts,
+            f[0].0,
+            f[0].1,
+            f[1].0,
+            f[1].1,
+            f[2].0,
+            f[2].1,
+            median(&r.load[0]),
+            median(&r.load[1]),
         );
     }
+    let _ = writeln!(
+        w,
+        "\nGoals (issue \"Hand-off on release\"): hand-off p50 ≤ 3 PING round trips — worst \
+         {:.1} ({}); p99 ≤ 1 ms — worst {:.2} ms ({}); acquisitions/s at least polling's — worst \
+         ratio {:.3} ({}); fairness no worse than polling ({}).",
+        worst_p50_rtts,
+        verdict(worst_p50_rtts, 3.0, true),
+        ms(worst_p99),
+        verdict(ms(worst_p99), 1.0, true),
+        worst_rate,
+        verdict(worst_rate, 1.0, false),
+        if fair_ok { "met" } else { "**missed**" },
+    );
 
     // 5. Renewal
     let _ = writeln!(w, "\n## 5. `auto_refresh` at scale\n");
@@ -1195,6 +1669,51 @@ fn main() {
          call completes in its first poll: no hand-off at all."
     );
 
+    // 7. Redis Cluster and min_replicas
+    let _ = writeln!(w, "\n## 7. Redis Cluster and `min_replicas`\n");
+    #[cfg(feature = "cluster")]
+    let cluster_ratio = {
+        let _ = writeln!(
+            w,
+            "Uncontended `try_lock` + `unlock` through the same client API on four setups, \
+             interleaved ({} rounds × {} ops): one redis-server (the one of section 1), a \
+             3-master Redis Cluster (every node on this machine), and a master with one \
+             replica without and with `min_replicas(1, 100 ms)` (`WAIT 1 100` pipelined after \
+             the acquire script: same round trip, but the master answers once the replica \
+             acknowledged).\n",
+            settings.latency_rounds, settings.latency_ops
+        );
+        let _ = writeln!(
+            w,
+            "| setup | µs per lock+unlock | ratio |\n| --- | ---: | --- |"
+        );
+        let base = [0usize, 0, 2, 2];
+        for (i, name) in STORE_SETUPS.iter().enumerate() {
+            let ratio = if i == base[i] {
+                "—".to_owned()
+            } else {
+                format!(
+                    "{:.3} × {}",
+                    paired_ratio(&st.means[i], &st.means[base[i]]),
+                    STORE_SETUPS[base[i]]
+                )
+            };
+            let _ = writeln!(w, "| {name} | {:.1} | {ratio} |", median(&st.means[i]));
+        }
+        paired_ratio(&st.means[1], &st.means[0])
+    };
+    #[cfg(not(feature = "cluster"))]
+    let cluster_ratio = {
+        let _ = writeln!(
+            w,
+            "Not measured: run the report with `--features cluster` (or `--all-features`)."
+        );
+        f64::NAN
+    };
+
+    // 8. Redlock
+    redlock_section(w, &rl, &settings);
+
     // Goals
     let _ = writeln!(w, "\n## Goals\n");
     let _ = writeln!(w, "| goal | measured | verdict |\n| --- | ---: | --- |");
@@ -1218,12 +1737,22 @@ fn main() {
     );
     let _ = writeln!(
         w,
+        "| lock+unlock through a 3-master cluster ≤ 1.10 × one server | {cluster_ratio:.3} × | {} |",
+        if cluster_ratio.is_nan() {
+            "not measured".to_owned()
+        } else {
+            verdict(cluster_ratio, 1.10, true)
+        }
+    );
+    let _ = writeln!(
+        w,
         "| 10,000 renewing locks: < 2 KiB each, small fraction of a core | {:.0} B, {:.1} % of a core at {} s interval | {} |",
         renew_goal.1,
         100.0 * renew_goal.2,
         RENEW_INTERVAL.as_secs(),
         if renew_goal.0 { "met" } else { "**missed**" }
     );
+    redlock_goals(w, &rl);
     let raw_pair = median(&raw.means);
     let fenced_vs_raw = paired_ratio(&fenced.means, &raw.means);
     let no_rt = find("leasehold_no_response_timeout");
@@ -1265,12 +1794,12 @@ fn main() {
 }
 
 // ---------------------------------------------------------------------------
-// 7. etcd: against etcd's lock service; hand-off of the fair wait
+// 9. etcd: against etcd's lock service; hand-off of the fair wait
 // ---------------------------------------------------------------------------
 
 #[cfg(not(feature = "etcd"))]
 fn etcd_section(_: &Settings) -> String {
-    "\n## 7. etcd\n\nNot measured: run with `--features etcd`.\n".to_owned()
+    "\n## 9. etcd\n\nNot measured: run with `--features etcd`.\n".to_owned()
 }
 
 #[cfg(feature = "etcd")]
@@ -1379,7 +1908,7 @@ fn etcd_section(settings: &Settings) -> String {
 
     let mut md = String::new();
     let w = &mut md;
-    let _ = writeln!(w, "\n## 7. etcd\n");
+    let _ = writeln!(w, "\n## 9. etcd\n");
     let _ = writeln!(
         w,
         "A local single-member `{version}` (data in memory, heartbeat 10 ms), same run. \

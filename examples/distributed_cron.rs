@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Options: `--nodes N` (default 1, or 3 on the embedded store), `--ticks N` (how many
-//! ticks to run for, default 5), `--every-ms MS` (the period, default 1000), and the store
+//! periods to run for, default 5), `--every-ms MS` (the period, default 1000), and the store
 //! URL as an argument or in `REDIS_URL` (default `memory://distributed-cron`, which only
 //! nodes of one process share).
 
@@ -75,9 +75,13 @@ fn clock(t: SystemTime) -> String {
 #[tokio::main]
 async fn main() -> leasehold::Result<()> {
     let args = args();
+    // The client's Debug names the store without its password.
+    let store = Client::open(&args.url).await?;
     println!(
-        "{} node(s) on {}: a job every {:?}, for {} ticks",
-        args.nodes, args.url, args.every, args.ticks
+        "{} node(s) on {store:?}: a job every {:?}, running for {:?} (every tick due in that time, the first one included)",
+        args.nodes,
+        args.every,
+        args.every * args.ticks
     );
     // Which node ran each tick (seen by the nodes of this process).
     let ran: Arc<Mutex<BTreeMap<SystemTime, Vec<usize>>>> = Arc::default();

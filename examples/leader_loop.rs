@@ -27,7 +27,9 @@ async fn main() -> leasehold::Result<()> {
         }
     }
     let contenders: usize = contenders.unwrap_or(if url.starts_with("memory://") { 3 } else { 1 });
-    println!("{contenders} contender(s) on {url}");
+    // The client's Debug names the store without its password.
+    let store = format!("{:?}", Client::open(&url).await?);
+    println!("{contenders} contender(s) on {store}");
 
     let mut tasks = Vec::new();
     for name in (0..contenders).map(|i| char::from(b'A' + i as u8)) {

@@ -109,7 +109,12 @@ impl ClientBuilder {
         }
     }
 
-    /// Bound on one round trip for [`Client::try_lock`]. Default: [`DEFAULT_TIMEOUT`] (1 s).
+    /// Bound on one round trip for operations without a timeout argument:
+    /// [`Client::try_lock`], inspection ([`Client::inspect`], [`Client::list`],
+    /// [`Client::force_release`]), client-level fenced access, `run_exclusive` and
+    /// `run_while_leader` attempts, the detached aborts of `lock`, and the attempt timeout
+    /// of a [`LockRequest`](crate::LockRequest) that names none. Default:
+    /// [`DEFAULT_TIMEOUT`] (1 s).
     /// Validated (at least 1 ms, at most [`MAX_DURATION`](crate::MAX_DURATION)) when the client is built.
     pub const fn default_timeout(mut self, timeout: Duration) -> Self {
         self.default_timeout = timeout;
@@ -149,8 +154,10 @@ impl ClientBuilder {
     /// it is waiting for; a miss also reports the holder's remaining time to live, so a
     /// waiter wakes when the holder's key expires (which pub/sub cannot report). A client
     /// on your own connection ([`Client::from_connection`]) polls unless given a
-    /// [`notifier`](ClientBuilder::notifier). `false`: waiters poll under their
-    /// strategy, and releases publish nothing.
+    /// [`notifier`](ClientBuilder::notifier); so do clients of a sentinel-managed master
+    /// and clients built from your own cluster connection (they still wake when the
+    /// holder's key expires). `false`: waiters poll under their strategy, and releases
+    /// publish nothing.
     ///
     /// On etcd (feature `etcd`) a miss puts the caller in line, and each waiter watches
     /// the key just before its own: waiters acquire in arrival order (see
@@ -183,9 +190,9 @@ impl ClientBuilder {
     /// is not extended. Each call's own `timeout` still bounds the whole round trip: make
     /// it longer than `timeout` here.
     ///
-    /// Redis stores only (one server, sentinel, cluster); the memory store and etcd
-    /// (whose writes Raft replicates before answering) ignore it.
-    /// Validated (`replicas` ≥ 1, `timeout` 1 ms ..= [`MAX_DURATION`](crate::MAX_DURATION))
+    /// Redis stores only (one server, sentinel, cluster); the memory store (it has no
+    /// replicas) and etcd (Raft replicates every write before answering) ignore a valid
+    /// setting. Validated (`replicas` ≥ 1, `timeout` 1 ms ..= [`MAX_DURATION`](crate::MAX_DURATION))
     /// when the client is built.
     pub const fn min_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
         self.min_replicas = Some((replicas, timeout));
@@ -247,11 +254,16 @@ impl ClientBuilder {
     ///
     /// * [`Error::InvalidArgument`] for an unparsable URL, an unsupported scheme or a bad
     ///   setting on the builder (before any I/O);
-    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials.
+    /// * [`Error::Redis`] when the server cannot be reached, rejects the credentials (or
+    ///   has a password the URL does not give: one `PING` checks it), or is not a Redis
+    ///   server; the message names it (`host:port`, never the password);
+    /// * [`Error::Store`] when no etcd member answers;
+    /// * [`Error::Timeout`] when connecting took longer than the connect timeout.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: dropping the future drops the half-open connection; nothing is written.
+    /// Cancel safe: dropping the future drops the half-open connection; nothing is written
+    /// (on etcd, a 1 s lease granted to measure the server's minimum may be left to expire).
     pub async fn open(self, url: &str) -> Result<Client> {
         let (settings, options) = self.settings()?;
         if let Some(name) = url.strip_prefix(memory::SCHEME) {
@@ -277,7 +289,7 @@ impl ClientBuilder {
         if redis_store::SCHEMES.iter().any(|s| url.starts_with(s)) {
             let (store, target) = RedisStore::open(url, &options).await?;
             return Ok(Client::with_backend(
-                Backend::Redis(Box::new(store)),
+                Backend::Redis(Arc::new(store)),
                 &settings,
                 target,
             ));
@@ -307,7 +319,7 @@ impl ClientBuilder {
         let (settings, options) = self.settings()?;
         let (store, target) = RedisStore::open_cluster(urls, &options).await?;
         Ok(Client::with_backend(
-            Backend::Redis(Box::new(store)),
+            Backend::Redis(Arc::new(store)),
             &settings,
             target,
         ))
@@ -318,14 +330,16 @@ impl ClientBuilder {
     ///
     /// # Panics
     ///
-    /// If a setting on the builder is invalid (`default_timeout` outside 1 ms ..=
-    /// [`MAX_DURATION`](crate::MAX_DURATION), `min_replicas` of 0).
+    /// If a setting on the builder is invalid (what opening a client reports as
+    /// [`Error::InvalidArgument`]): `default_timeout` or `connect_timeout` outside 1 ms
+    /// ..= [`MAX_DURATION`](crate::MAX_DURATION), a `key_prefix` with braces, or a
+    /// `min_replicas` of 0 replicas or with a timeout out of that range.
     #[cfg(feature = "cluster")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub fn from_cluster(self, conn: redis::cluster_async::ClusterConnection) -> Client {
         let (settings, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
-            Backend::Redis(Box::new(RedisStore::from_cluster(conn, &options))),
+            Backend::Redis(Arc::new(RedisStore::from_cluster(conn, &options))),
             &settings,
             "redis cluster (user connection)".to_owned(),
         )
@@ -348,7 +362,7 @@ impl ClientBuilder {
         let (settings, options) = self.settings()?;
         let (store, target) = RedisStore::open_sentinel(sentinels, master_name, &options).await?;
         Ok(Client::with_backend(
-            Backend::Redis(Box::new(store)),
+            Backend::Redis(Arc::new(store)),
             &settings,
             target,
         ))
@@ -358,12 +372,14 @@ impl ClientBuilder {
     ///
     /// # Panics
     ///
-    /// If a setting on the builder is invalid (`default_timeout` outside 1 ms ..=
-    /// [`MAX_DURATION`](crate::MAX_DURATION), `min_replicas` of 0).
+    /// If a setting on the builder is invalid (what opening a client reports as
+    /// [`Error::InvalidArgument`]): `default_timeout` or `connect_timeout` outside 1 ms
+    /// ..= [`MAX_DURATION`](crate::MAX_DURATION), a `key_prefix` with braces, or a
+    /// `min_replicas` of 0 replicas or with a timeout out of that range.
     pub fn from_connection(self, conn: ConnectionManager) -> Client {
         let (settings, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
-            Backend::Redis(Box::new(RedisStore::from_connection(conn, &options))),
+            Backend::Redis(Arc::new(RedisStore::from_connection(conn, &options))),
             &settings,
             "redis (user connection)".to_owned(),
         )
@@ -374,7 +390,10 @@ impl ClientBuilder {
     ///
     /// # Panics
     ///
-    /// If `default_timeout` was set outside 1 ms ..= [`MAX_DURATION`](crate::MAX_DURATION).
+    /// If a setting on the builder is invalid (what opening a client reports as
+    /// [`Error::InvalidArgument`]): `default_timeout` or `connect_timeout` outside 1 ms
+    /// ..= [`MAX_DURATION`](crate::MAX_DURATION), a `key_prefix` with braces, or a
+    /// `min_replicas` of 0 replicas or with a timeout out of that range.
     pub fn memory(self) -> Client {
         let (settings, _) = self.settings().unwrap_or_else(|e| panic!("{e}"));
         Client::with_backend(
@@ -449,9 +468,11 @@ impl Client {
     /// # Errors
     ///
     /// * [`Error::InvalidArgument`] for an unparsable URL or an unsupported scheme;
-    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials;
-    /// * [`Error::Store`] or [`Error::Timeout`] when no etcd member answers within the
-    ///   connect timeout.
+    /// * [`Error::Redis`] when the server cannot be reached, rejects the credentials (or
+    ///   has a password the URL does not give: one `PING` checks it), or is not a Redis
+    ///   server; the message names it (`host:port`, never the password);
+    /// * [`Error::Store`] when no etcd member answers;
+    /// * [`Error::Timeout`] when connecting took longer than the connect timeout.
     ///
     /// # Cancel safety
     ///
@@ -577,6 +598,27 @@ impl Client {
         }
     }
 
+    /// A client on `backend` with these settings (a Redlock over the stores of other
+    /// clients). Its pauses end early when the store says (a holder's lease ran out).
+    pub(crate) fn with_store(
+        backend: Backend,
+        default_timeout: Duration,
+        key_prefix: &str,
+        target: String,
+    ) -> Client {
+        let settings = Settings {
+            default_timeout,
+            notify: true,
+            key_prefix: key_prefix.into(),
+        };
+        Client::with_backend(backend, &settings, target)
+    }
+
+    /// Where the client points, without credentials.
+    pub(crate) fn target(&self) -> &str {
+        &self.inner.target
+    }
+
     /// The store this client talks to.
     pub(crate) fn backend(&self) -> &Backend {
         self.inner.leases.backend()
@@ -621,6 +663,9 @@ impl Client {
     /// * [`Error::InvalidArgument`] before any I/O: empty `key` or `val`; `expiration`
     ///   or `timeout` under 1 ms or over [`MAX_DURATION`](crate::MAX_DURATION);
     /// * [`Error::NotObtained`] when the last attempt found another value holding the key;
+    /// * [`Error::NotReplicated`] when the client asks for
+    ///   [`min_replicas`](ClientBuilder::min_replicas) and fewer replicas acknowledged the
+    ///   acquisition in time (it was released before this error is returned; not retried);
     /// * [`Error::Timeout`] when the last attempt exceeded `timeout`;
     /// * [`Error::Redis`] when the last attempt failed on the connection or the server
     ///   ([`Error::Store`] on etcd). Errors that retrying cannot fix (authentication,
@@ -739,6 +784,7 @@ impl Client {
                 // A timeout or a dropped connection: the attempt may land.
                 Err(e) => (e, Last::Failed),
             };
+            attempts.failed(timeout).await;
             if !pause
                 .wait(last, || self.backend().watch_waiter(key, val))
                 .await
@@ -757,7 +803,7 @@ impl Client {
     /// # Errors
     ///
     /// As [`lock`](Client::lock): [`Error::InvalidArgument`], [`Error::NotObtained`],
-    /// [`Error::Timeout`], [`Error::Redis`].
+    /// [`Error::NotReplicated`], [`Error::Timeout`], [`Error::Redis`].
     ///
     /// # Cancel safety
     ///

@@ -64,6 +64,32 @@ pub enum Error {
         /// Replicas asked for.
         wanted: u32,
     },
+    /// [Redlock](crate::redlock): the nodes did not agree. Not enough of them granted
+    /// (acquire), re-armed (refresh) or released (unlock) the key, and not a majority of
+    /// them answered that another value holds it — some failed, or the answers split.
+    /// Never reported as contention ([`Error::NotObtained`], [`Error::NotHeld`]): those
+    /// need a majority saying so.
+    ///
+    /// Transient ([`Error::is_transient`]) unless the nodes that failed with errors
+    /// retrying cannot fix leave fewer than a quorum.
+    #[error(
+        "redlock: no quorum of {quorum}/{nodes} nodes ({granted} agreed, {held} answered the key is not ours, {failed} failed)",
+        quorum = (.granted + .held + .failed) / 2 + 1,
+        nodes = .granted + .held + .failed
+    )]
+    Quorum {
+        /// Nodes that granted the key (acquire), re-armed it (refresh), released it
+        /// (unlock), held it (ttl) or completed an abort.
+        granted: u32,
+        /// Nodes that answered that another value holds the key (acquire) or that this
+        /// value does not hold it (refresh, unlock, ttl).
+        held: u32,
+        /// Nodes that failed: timed out (or answered after the lease's validity was
+        /// gone), or a connection or server error.
+        failed: u32,
+        /// Each failed node's index (in the order the nodes were given) and its error.
+        errors: Vec<(usize, Error)>,
+    },
     /// A fenced resource refused this fencing token: it has already seen a higher one,
     /// so this holder's lease was superseded. Nothing was read or written.
     #[error("stale fencing token {token}: the resource has already seen token {highest}")]
@@ -111,6 +137,11 @@ impl Error {
         matches!(self, Error::NotReplicated { .. })
     }
 
+    /// [Redlock](crate::redlock)'s nodes did not agree ([`Error::Quorum`]).
+    pub fn is_quorum(&self) -> bool {
+        matches!(self, Error::Quorum { .. })
+    }
+
     /// A fenced resource refused a stale fencing token ([`Error::Fenced`]).
     pub fn is_fenced(&self) -> bool {
         matches!(self, Error::Fenced { .. })
@@ -136,6 +167,17 @@ impl Error {
             // Each store classifies its own failures.
             Error::Redis(e) => crate::store::redis::is_transient(e),
             Error::Store(e) => e.is_transient(),
+            // Worth another attempt while a quorum could still answer.
+            Error::Quorum {
+                granted,
+                held,
+                failed,
+                errors,
+            } => {
+                let nodes = (granted + held + failed) as usize;
+                let lost_for_good = errors.iter().filter(|(_, e)| !e.is_transient()).count();
+                nodes - lost_for_good > nodes / 2
+            }
             _ => false,
         }
     }
@@ -228,6 +270,27 @@ mod tests {
         assert!(Error::NotObtained.is_transient());
         assert!(!Error::NotHeld.is_transient());
         assert!(!Error::invalid("x").is_transient());
+    }
+
+    #[test]
+    fn a_quorum_error_is_transient_while_a_quorum_could_still_answer() {
+        let quorum = |errors: Vec<Error>| Error::Quorum {
+            granted: 1,
+            held: 1,
+            failed: errors.len() as u32,
+            errors: errors.into_iter().enumerate().collect(),
+        };
+        let auth = || Error::Redis((redis::ErrorKind::AuthenticationFailed, "no").into());
+        // 5 nodes, quorum 3.
+        assert!(quorum(vec![Error::Timeout, Error::Timeout, Error::Timeout]).is_transient());
+        assert!(quorum(vec![auth(), auth(), Error::Timeout]).is_transient());
+        assert!(!quorum(vec![auth(), auth(), auth()]).is_transient());
+        let e = quorum(vec![Error::Timeout, auth(), Error::Timeout]);
+        assert!(e.is_quorum() && !e.is_not_obtained());
+        assert_eq!(
+            e.to_string(),
+            "redlock: no quorum of 3/5 nodes (1 agreed, 1 answered the key is not ours, 3 failed)"
+        );
     }
 
     #[test]

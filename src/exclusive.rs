@@ -19,9 +19,12 @@ impl Client {
     /// (each attempt bounded by the client's default timeout), renews it every third of
     /// `expiration` while `job` runs, and releases it when `job` is done. `job` receives
     /// the [fencing token](crate::Lock::fencing_token) of this acquisition: pass it to what
-    /// the job writes. If the lease is lost while `job` runs — renewal failed, or its
-    /// validity ran out without a confirmed renewal — `job` is dropped at its next await
-    /// point and the loss is returned.
+    /// the job writes. If the lease is lost while `job` runs — the store says the key is
+    /// gone or held by another value, or the lease's validity runs out without a
+    /// confirmed renewal (renewal gave up, or cannot reach the store) — `job` is dropped
+    /// at its next await point and the loss is returned. A renewal that gave up does not
+    /// stop `job` at once: the lease it already has is still valid, and `job` runs until
+    /// that validity ends — before any other host could take the key.
     ///
     /// The scheduler modes of cron-style job runners map onto `retry`:
     /// * *skip if still running* (elsewhere): [`NoRetry`](crate::NoRetry) — a held key is
@@ -51,7 +54,8 @@ impl Client {
     ///
     /// * [`Error::InvalidArgument`] for an empty `key` or an `expiration` under 3 ms
     ///   (it is split into renewal intervals) or over [`MAX_DURATION`](crate::MAX_DURATION);
-    /// * from acquiring: [`Error::NotObtained`], [`Error::Timeout`], [`Error::Redis`];
+    /// * from acquiring: [`Error::NotObtained`], [`Error::NotReplicated`],
+    ///   [`Error::Timeout`], [`Error::Redis`];
     /// * the loss that aborted `job`: [`Error::NotHeld`], [`Error::MaxRetryExceeded`] or
     ///   another renewal error, or [`Error::LeaseExpired`] when the lease ran out while
     ///   renewal was still trying.

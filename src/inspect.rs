@@ -41,8 +41,9 @@ impl LockInfo {
     }
 
     /// An opaque digest of the holder's value (a SHA-1 on Redis, a 64-bit hash on etcd
-    /// and in memory): equal for one holder, different for another, and useless for
-    /// taking the lock over.
+    /// and in memory): equal for one holder, different for another. It does not reveal a
+    /// value made by [`random_value`](crate::random_value) (128 random bits); a guessable
+    /// value (a host name) could be recovered from it by trying candidates.
     pub fn holder(&self) -> &str {
         &self.holder
     }

@@ -147,7 +147,8 @@ impl Client {
     ///   is split into renewal intervals) or over [`MAX_DURATION`];
     /// * from a campaign whose `retry` budget ran out: [`Error::NotObtained`] (another
     ///   contender led throughout), [`Error::Timeout`] or [`Error::Redis`]; an error that
-    ///   retrying cannot fix (authentication, permissions) ends the call at once.
+    ///   retrying cannot fix (authentication, permissions) ends the call at once, as does
+    ///   [`Error::NotReplicated`] (with [`min_replicas`](crate::ClientBuilder::min_replicas)).
     ///
     /// Losing the lease is not an error of the call: it campaigns again.
     ///

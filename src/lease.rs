@@ -111,8 +111,9 @@ pub(crate) enum Attempted {
     Unreplicated { acked: u32, wanted: u32 },
 }
 
-/// A key and value, with the hash under which a client keeps their lease.
-#[derive(Debug, Clone, Copy)]
+/// A key and value, with the hash under which a client keeps their lease. No `Debug`:
+/// the value is a secret.
+#[derive(Clone, Copy)]
 pub(crate) struct Pair<'a> {
     pub(crate) key: &'a str,
     pub(crate) val: &'a str,

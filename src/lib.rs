@@ -21,6 +21,9 @@
 //!   expirations count whole seconds (see `Client::open`).
 //! * **Operable:** [`ClientBuilder::key_prefix`], [`Client::inspect`], [`Client::list`],
 //!   [`Client::force_release`], `tracing` spans and events, metrics (feature `metrics`).
+//! * **Redlock** over N independent Redis masters ([`redlock::Redlock`]): a lock that
+//!   survives the loss of a minority of nodes, with the module docs saying plainly which
+//!   timing assumptions it rests on and why it has no fencing token.
 //!
 //! # Example
 //!
@@ -55,8 +58,9 @@
 //! # Blocking API
 //!
 //! For code without an async runtime, [`blocking`] has the same client, lock and
-//! renewal without `.await`, driven by a background runtime thread (so renewal keeps
-//! going while the calling thread works or sleeps):
+//! renewal without `.await` (all but what takes async closures or your own async
+//! connection), driven by a background runtime thread (so renewal keeps going while the
+//! calling thread works or sleeps):
 //!
 //! ```
 //! use std::time::Duration;
@@ -150,6 +154,7 @@ mod leader;
 mod lease;
 mod lock;
 mod pause;
+pub mod redlock;
 mod refresh;
 mod release;
 mod request;

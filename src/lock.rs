@@ -120,6 +120,9 @@ impl Lock {
     ///
     /// * [`Error::NotHeld`] when the key is gone or held by another value (it is left
     ///   untouched, and the lock counts as lost);
+    /// * [`Error::NotReplicated`] when the client asks for
+    ///   [`min_replicas`](crate::ClientBuilder::min_replicas) and fewer replicas
+    ///   acknowledged the re-arm in time (the lease this holder computes is not extended);
     /// * [`Error::Timeout`] when the round trip exceeded the timeout;
     /// * [`Error::Redis`] on a connection or server error.
     ///
@@ -131,9 +134,12 @@ impl Lock {
         self.refresh_for(self.expiration).await
     }
 
-    /// Re-arm the key to `expiration` (instead of the one the lock was acquired with), if
-    /// this lock's value still holds it. A shorter expiration shortens the lease: the
-    /// key's TTL is replaced, not extended. Bounded by the lock's timeout.
+    /// Re-arm the key for at least `expiration` from now (instead of the expiration the
+    /// lock was acquired with), if this lock's value still holds it: a longer expiration
+    /// extends the key and the lease. A re-arm never *shortens* them — another handle or
+    /// an acquire of the same value may rely on the time left — so a shorter expiration
+    /// than the time left changes nothing; to give the key up early, [`unlock`](Lock::unlock)
+    /// it. Bounded by the lock's timeout.
     ///
     /// # Errors
     ///
@@ -144,8 +150,7 @@ impl Lock {
     ///
     /// # Cancel safety
     ///
-    /// As [`refresh`](Lock::refresh); while it is in flight the lease counts as re-armed
-    /// to the shorter of the two expirations.
+    /// As [`refresh`](Lock::refresh).
     pub async fn refresh_for(&self, expiration: Duration) -> Result<()> {
         let expiration = crate::args::check_duration("expiration", expiration)?;
         let expiration = crate::store::Store::grant(self.lease.backend(), expiration)?;

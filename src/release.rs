@@ -27,6 +27,12 @@
 //! nothing can be sent, and what an attempt may have created stays until it expires.
 //! `tests/model.rs` checks these rules exhaustively against cancellation at every await,
 //! connection swaps and late deliveries.
+//!
+//! On a [partial](crate::store::Store::partial) store (a Redlock quorum) an attempt that
+//! was answered but did not win may still have been granted by some nodes: every such
+//! attempt is aborted [at once](Attempts::failed), before the retry strategy is asked
+//! for a delay, and whatever that abort could not reach is left to the one sent when
+//! the call ends.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +63,8 @@ pub(crate) struct Attempts<'a> {
     /// Answered misses that left a place in line (on a store that queues, etcd): aborted
     /// with the others unless the call ends holding the key.
     queued: Vec<AttemptId>,
+    /// Whether an answered attempt may have been taken by part of the store.
+    partial: bool,
 }
 
 impl<'a> Attempts<'a> {
@@ -74,6 +82,7 @@ impl<'a> Attempts<'a> {
             last: None,
             earlier: Vec::new(),
             queued: Vec::new(),
+            partial: leases.backend().partial(),
         }
     }
 
@@ -86,26 +95,33 @@ impl<'a> Attempts<'a> {
     }
 
     /// The last attempt sent got an answer (or was rejected without running): its
-    /// outcome is known.
+    /// outcome is known. On a partial store an answer that did not grant the key still
+    /// leaves the attempt to [`failed`](Attempts::failed): some nodes may have taken it.
     pub(crate) fn answered(&mut self) {
+        if !self.partial {
+            self.last = None;
+        }
+    }
+
+    /// The last attempt sent was granted: its claim keeps the key. Earlier attempts
+    /// without an answer are aborted, detached, when this is dropped; a place in line
+    /// this call had became the key (the store dropped its waiting claim), and is not
+    /// withdrawn.
+    pub(crate) fn granted(&mut self) {
         self.last = None;
+        self.queued.clear();
     }
 
     /// The last attempt sent found the key held. On a store that `queues`, it left this
     /// call's place in line (a claim on a waiting key): that place stays until the call
-    /// ends, and is withdrawn then unless the call ends holding the key.
+    /// ends, and is withdrawn then unless the call ends holding the key. Elsewhere, as
+    /// [`answered`](Attempts::answered).
     pub(crate) fn missed(&mut self, queues: bool) {
         if queues {
             self.queued.extend(self.last.take());
+        } else {
+            self.answered();
         }
-        self.last = None;
-    }
-
-    /// The last attempt sent was granted the key: a place in line this call had became
-    /// the key (the store dropped its waiting claim), and is not withdrawn.
-    pub(crate) fn granted(&mut self) {
-        self.last = None;
-        self.queued.clear();
     }
 
     /// The call ends without the key: withdraw its place in line now, and wait for it
@@ -118,6 +134,17 @@ impl<'a> Attempts<'a> {
         }
         let timeout = self.timeout;
         self.abort_now(timeout).await;
+    }
+
+    /// An attempt failed, and the call is about to wait for another or end. On a partial
+    /// store, abort the attempts that did not win at once (one round trip, bounded by
+    /// `timeout`): what they took is released where no other claim holds it, before the
+    /// strategy is asked for a delay. Nothing on other stores (their unanswered attempts
+    /// are aborted when the call ends).
+    pub(crate) async fn failed(&mut self, timeout: Duration) {
+        if self.partial {
+            self.abort_now(timeout).await;
+        }
     }
 
     /// Abort the attempts without an answer now, and wait for it (once): for a call that

@@ -9,8 +9,8 @@ use crate::{AutoRefresh, Client, Lock, NoRetry, Result, RetryStrategy};
 pub const DEFAULT_EXPIRATION: Duration = Duration::from_secs(30);
 
 /// How many renewals in a row may fail before [`LockRequest::acquire_renewed`]'s renewal
-/// gives up: 3 (with renewal every third of the expiration, the last one is sent with a
-/// third of the lease left).
+/// gives up: 3. A renewal that timed out or lost its connection is retried at once, so
+/// this counts failures, not time: [`Lock::lost`] is the time-based signal.
 pub const DEFAULT_MAX_RETRY: u32 = 3;
 
 /// A lock to acquire, with named options: [`Client::lock`] without positional durations
@@ -146,7 +146,9 @@ impl<'a, R: RetryStrategy> LockRequest<'a, R> {
     /// [`Lock::auto_refresh`] every third of the expiration, re-arming the expiration,
     /// each renewal bounded by the attempt timeout, giving up after
     /// [`DEFAULT_MAX_RETRY`] failed renewals in a row. Renewal ends with
-    /// [`Lock::unlock`], or when the lock (every handle of it) is dropped.
+    /// [`Lock::unlock`], or when the lock (every handle of it) or the returned
+    /// [`AutoRefresh`] is dropped — so bind both: `let (lock, _) = …` stops renewal at
+    /// once (the `must_use` lint does not see into a tuple).
     ///
     /// # Errors
     ///

@@ -24,7 +24,7 @@ async fn an_acl_user_locks_inside_its_prefix_and_gets_a_clear_error_outside_it()
     ]);
     let url = format!("redis://app:app-secret@127.0.0.1:{}/", server.port());
     let client = Client::open(&url).await.unwrap();
-    // Inside the prefix: the lock and its fence counter (`app:job:fence{N}`) are allowed.
+    // Inside the prefix: the lock and its fence counter (`app:leasehold:fence{N}`) are allowed.
     let lock = client.try_lock("app:job", "v", SEC).await.unwrap();
     assert_eq!(lock.fencing_token(), 1);
     lock.refresh().await.unwrap();

@@ -1,8 +1,9 @@
 #![allow(dead_code)]
 //! What the criterion benches and `examples/bench_report.rs` measure, written once:
-//! the contenders (leasehold, the same round trips by hand with redis-rs, rslock), the
-//! server-side alternatives for the fenced acquire, the workloads, and the probes
-//! (CPU time, Redis command statistics).
+//! the contenders (leasehold, the same round trips by hand with redis-rs, rslock; Redlock
+//! over N servers against rslock's multi-server `LockManager`), the server-side
+//! alternatives for the fenced acquire, the workloads, and the probes (CPU time, Redis
+//! command statistics).
 //!
 //! Included by path (`#[path = "common/mod.rs"] mod common;`), like `tests/support`.
 
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use leasehold::redlock::{Redlock, RedlockLock};
 use leasehold::{Client, ExponentialBackoff, FixedInterval, NonFixedInterval, RetryStrategy};
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
@@ -99,6 +101,13 @@ pub fn fence_key(key: &str) -> String {
 /// The record of aborted attempts that goes with a lock key, of the library's shape.
 pub fn aborted_key(key: &str) -> String {
     format!("{key}:aborted{{12345}}")
+}
+
+/// The per-key fence counter of the earlier layout, which the acquire script merges into
+/// the shared counter on a fresh acquisition (a `GET` of a missing key), as the library
+/// sends it.
+pub fn legacy_fence_key(key: &str) -> String {
+    format!("{key}:fence{{54321}}")
 }
 
 /// The claims that go with a lock key, of the library's shape.
@@ -256,11 +265,12 @@ impl Raw {
             AcquireDesign::Function => {
                 let reply: i64 = redis::cmd("FCALL")
                     .arg("leasehold_bench_acquire")
-                    .arg(4)
+                    .arg(5)
                     .arg(key)
                     .arg(fence)
                     .arg(aborted_key(key))
                     .arg(claims_key(key))
+                    .arg(legacy_fence_key(key))
                     .arg(val)
                     .arg(ttl_ms)
                     .arg(ATTEMPT_ID)
@@ -292,6 +302,7 @@ impl Raw {
             // The shipped script also refuses attempts its client aborted.
             call.key(aborted_key(key))
                 .key(claims_key(key))
+                .key(legacy_fence_key(key))
                 .arg(val)
                 .arg(ttl_ms)
                 .arg(ATTEMPT_ID);
@@ -537,27 +548,57 @@ impl Strategy {
 /// Who contends for the one key.
 #[derive(Clone)]
 pub enum ContentionSide {
-    /// `Client::lock` with the strategy.
+    /// `Client::lock` with the strategy (waiters woken on release: hand-off).
     Leasehold(Client),
+    /// The same with `ClientBuilder::notify(false)`: waiters poll under the strategy.
+    LeaseholdPolling(Client),
     /// `SET NX PX` in a loop, sleeping the strategy's delays in between, + `release.lua`.
     Raw(Raw),
+    /// `Redlock::lock` with the strategy, over N servers.
+    Redlock(Redlock),
+    /// rslock 0.10's `LockManager::lock` over the same servers, retrying without end
+    /// after its own random delay (see [`rslock_contender`]); the strategy is ignored.
+    Rslock(Arc<rslock::LockManager>),
+}
+
+/// A lock held by one side of a contention run.
+pub enum Held {
+    Lock(leasehold::Lock),
+    Redlock(RedlockLock),
+    Rslock(rslock::Lock),
+    /// Raw `SET NX PX`: released by key and value.
+    Raw,
 }
 
 impl ContentionSide {
     pub fn id(&self) -> &'static str {
         match self {
             ContentionSide::Leasehold(_) => "leasehold",
+            ContentionSide::LeaseholdPolling(_) => "leasehold_polling",
             ContentionSide::Raw(_) => "raw_set_nx_px",
+            ContentionSide::Redlock(_) => "leasehold_redlock",
+            ContentionSide::Rslock(_) => "rslock",
         }
     }
 
     /// Acquire `key` for `val`, retrying under `strategy` without end.
-    async fn acquire(&self, key: &str, val: &str, strategy: Strategy) -> Option<leasehold::Lock> {
+    async fn acquire(&self, key: &str, val: &str, strategy: Strategy) -> Held {
         match self {
-            ContentionSide::Leasehold(c) => Some(
+            ContentionSide::Leasehold(c) | ContentionSide::LeaseholdPolling(c) => Held::Lock(
                 c.lock(key, val, EXPIRATION, TIMEOUT, strategy.build())
                     .await
                     .expect("lock under contention"),
+            ),
+            ContentionSide::Redlock(r) => Held::Redlock(
+                r.lock(key, val, EXPIRATION, REDLOCK_TIMEOUT, strategy.build())
+                    .await
+                    .expect("redlock under contention"),
+            ),
+            ContentionSide::Rslock(manager) => Held::Rslock(
+                manager
+                    .lock(key.as_bytes(), EXPIRATION)
+                    .await
+                    .expect("rslock under contention"),
             ),
             ContentionSide::Raw(raw) => {
                 let mut delays = strategy.build();
@@ -565,18 +606,20 @@ impl ContentionSide {
                     let delay = delays.next_delay().expect("unbounded strategy");
                     tokio::time::sleep(delay).await;
                 }
-                None
+                Held::Raw
             }
         }
     }
 
-    async fn release(&self, lock: Option<leasehold::Lock>, key: &str, val: &str) {
+    async fn release(&self, lock: Held, key: &str, val: &str) {
         match (self, lock) {
-            (_, Some(lock)) => lock.unlock().await.expect("unlock under contention"),
-            (ContentionSide::Raw(raw), None) => {
+            (_, Held::Lock(lock)) => lock.unlock().await.expect("unlock under contention"),
+            (_, Held::Redlock(lock)) => lock.unlock().await.expect("unlock under contention"),
+            (ContentionSide::Rslock(manager), Held::Rslock(lock)) => manager.unlock(&lock).await,
+            (ContentionSide::Raw(raw), Held::Raw) => {
                 assert!(raw.release(key, val).await, "release under contention")
             }
-            (ContentionSide::Leasehold(_), None) => unreachable!("leasehold holds a Lock"),
+            _ => unreachable!("each side holds its own kind of lock"),
         }
     }
 
@@ -590,8 +633,12 @@ impl ContentionSide {
                     .await
                     .expect("DEL");
             }
-            // A cancelled attempt that may have landed is released by the client itself.
-            ContentionSide::Leasehold(_) => {}
+            // A cancelled attempt that may have landed is released by the client itself
+            // (rslock: its keys expire; the next run uses a fresh key).
+            ContentionSide::Leasehold(_)
+            | ContentionSide::LeaseholdPolling(_)
+            | ContentionSide::Redlock(_)
+            | ContentionSide::Rslock(_) => {}
         }
     }
 }
@@ -731,6 +778,93 @@ pub fn median(values: &[f64]) -> f64 {
 }
 
 // ---------------------------------------------------------------------------
+// Redlock: N independent servers
+// ---------------------------------------------------------------------------
+
+/// Per-attempt timeout of the Redlock contenders (every node answers well within it).
+pub const REDLOCK_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// The retry delay given to rslock under contention: it sleeps a uniformly random whole
+/// number of milliseconds in `0..5`, mean 2 ms — the mean of the strategies leasehold
+/// runs with ([`Strategy::INTERVAL`]).
+pub const RSLOCK_RETRY_DELAY: Duration = Duration::from_millis(5);
+
+/// One uncontended lock + unlock over N servers, or over one as the baseline.
+#[derive(Clone)]
+pub enum QuorumContender {
+    /// leasehold on one Redis server: the baseline of the Redlock goal.
+    Single(Client),
+    /// `Redlock::try_lock` + `RedlockLock::unlock` over `n` servers.
+    Redlock(Redlock, usize),
+    /// rslock 0.10 `LockManager::lock` + `unlock` over the same `n` servers.
+    Rslock(Arc<rslock::LockManager>, usize),
+}
+
+impl QuorumContender {
+    pub fn id(&self) -> String {
+        match self {
+            QuorumContender::Single(_) => "leasehold_single".to_owned(),
+            QuorumContender::Redlock(_, n) => format!("redlock_{n}"),
+            QuorumContender::Rslock(_, n) => format!("rslock_{n}"),
+        }
+    }
+
+    /// leasehold on the first server, then Redlock and rslock over the first 3 and over
+    /// all 5 of `urls`.
+    pub async fn all(urls: &[String]) -> Vec<QuorumContender> {
+        let mut all = vec![QuorumContender::Single(
+            Client::open(&urls[0]).await.expect("leasehold client"),
+        )];
+        for n in [3, 5] {
+            all.push(QuorumContender::Redlock(redlock(&urls[..n]).await, n));
+            all.push(QuorumContender::Rslock(
+                Arc::new(rslock::LockManager::new(urls[..n].to_vec())),
+                n,
+            ));
+        }
+        all
+    }
+
+    /// Acquire `key` for `val` (uncontended: must succeed), then release it.
+    pub async fn lock_unlock(&self, key: &str, val: &str) {
+        match self {
+            QuorumContender::Single(c) => {
+                let lock = c.try_lock(key, val, EXPIRATION).await.expect("try_lock");
+                lock.unlock().await.expect("unlock");
+            }
+            QuorumContender::Redlock(r, _) => {
+                let lock = r.try_lock(key, val, EXPIRATION).await.expect("redlock");
+                lock.unlock().await.expect("unlock");
+            }
+            QuorumContender::Rslock(manager, _) => {
+                let lock = manager
+                    .lock(key.as_bytes(), EXPIRATION)
+                    .await
+                    .expect("rslock lock");
+                manager.unlock(&lock).await;
+            }
+        }
+    }
+}
+
+/// A Redlock over `urls`, with [`REDLOCK_TIMEOUT`] as its default timeout.
+pub async fn redlock(urls: &[String]) -> Redlock {
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    Redlock::builder()
+        .default_timeout(REDLOCK_TIMEOUT)
+        .open(&urls)
+        .await
+        .expect("redlock")
+}
+
+/// An rslock `LockManager` over `urls` that retries without end under contention.
+pub fn rslock_contender(urls: &[String]) -> Arc<rslock::LockManager> {
+    let mut manager = rslock::LockManager::new(urls.to_vec());
+    manager.set_retry(u32::MAX, RSLOCK_RETRY_DELAY);
+    Arc::new(manager)
+}
+
+// ---------------------------------------------------------------------------
 // Probes
 // ---------------------------------------------------------------------------
 
@@ -799,6 +933,38 @@ pub async fn command_stats(conn: &mut ConnectionManager, command: &str) -> (u64,
             .unwrap_or(0)
     };
     (field("calls="), field("usec="))
+}
+
+/// Commands the server has run so far, all commands together (`INFO commandstats`).
+pub async fn total_calls(conn: &mut ConnectionManager) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO commandstats");
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Median round trip of a `PING` on `conn`, over `n` pings.
+pub async fn ping_rtt(conn: &mut ConnectionManager, n: usize) -> Duration {
+    let mut rtts = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let _: String = redis::cmd("PING").query_async(conn).await.expect("PING");
+        rtts.push(t.elapsed());
+    }
+    rtts.sort();
+    rtts[n / 2]
 }
 
 /// Renewal at scale: `n` keys held and renewed every `interval`, by leasehold's

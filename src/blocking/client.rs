@@ -121,7 +121,9 @@ impl ClientBuilder {
     ///
     /// * [`Error::InvalidArgument`] for an unparsable URL, an unsupported scheme or a bad
     ///   duration set on the builder (before any I/O);
-    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials;
+    /// * [`Error::Redis`] when the server cannot be reached, rejects the credentials or
+    ///   is not a Redis server (the message names it, never the password);
+    /// * [`Error::Timeout`] when connecting took longer than the connect timeout;
     /// * [`Error::Store`] when the runtime thread cannot be started.
     ///
     /// # Panics
@@ -240,7 +242,9 @@ impl Client {
     /// # Errors
     ///
     /// * [`Error::InvalidArgument`] for an unparsable URL or an unsupported scheme;
-    /// * [`Error::Redis`] when the server cannot be reached or rejects the credentials;
+    /// * [`Error::Redis`] when the server cannot be reached, rejects the credentials or
+    ///   is not a Redis server (the message names it, never the password);
+    /// * [`Error::Timeout`] when connecting took longer than the connect timeout;
     /// * [`Error::Store`] when the runtime thread cannot be started.
     ///
     /// # Panics
@@ -311,6 +315,8 @@ impl Client {
     /// * [`Error::InvalidArgument`] before any I/O: empty `key` or `val`; `expiration`
     ///   or `timeout` under 1 ms or over [`MAX_DURATION`](crate::MAX_DURATION);
     /// * [`Error::NotObtained`] when the last attempt found another value holding the key;
+    /// * [`Error::NotReplicated`] when fewer replicas than `min_replicas` asked for
+    ///   acknowledged the acquisition in time (it was released; not retried);
     /// * [`Error::Timeout`] when the last attempt exceeded `timeout`;
     /// * [`Error::Redis`] when the last attempt failed on the connection or the server.
     ///
@@ -341,7 +347,7 @@ impl Client {
     /// # Errors
     ///
     /// As [`lock`](Client::lock): [`Error::InvalidArgument`], [`Error::NotObtained`],
-    /// [`Error::Timeout`], [`Error::Redis`].
+    /// [`Error::NotReplicated`], [`Error::Timeout`], [`Error::Redis`].
     ///
     /// # Panics
     ///
@@ -353,6 +359,11 @@ impl Client {
             self.inner.try_lock(key, val, expiration),
         )?;
         Ok(Lock::new(lock, Arc::clone(&self.rt)))
+    }
+
+    /// The async client and the runtime thread it lives on.
+    pub(super) fn into_parts(self) -> (crate::Client, Arc<Runtime>) {
+        (self.inner, self.rt)
     }
 
     /// Read the fenced `resource` with `token`: the blocking form of
@@ -369,6 +380,12 @@ impl Client {
     pub fn fenced_get(&self, resource: &str, token: u64) -> Result<Option<String>> {
         self.rt
             .run("Client::fenced_get", self.inner.fenced_get(resource, token))
+    }
+
+    /// The bound on one round trip for operations without a timeout argument; see
+    /// [`crate::ClientBuilder::default_timeout`].
+    pub fn default_timeout(&self) -> Duration {
+        self.inner.default_timeout()
     }
 
     /// Write the fenced `resource` with `token`: the blocking form of

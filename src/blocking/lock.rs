@@ -70,6 +70,8 @@ impl Lock {
     ///
     /// * [`Error::NotHeld`] when the key is gone or held by another value (it is left
     ///   untouched, and the lock counts as lost);
+    /// * [`Error::NotReplicated`] when fewer replicas than `min_replicas` asked for
+    ///   acknowledged the re-arm in time;
     /// * [`Error::Timeout`] when the round trip exceeded the timeout;
     /// * [`Error::Redis`] on a connection or server error;
     ///
@@ -79,6 +81,32 @@ impl Lock {
     #[track_caller]
     pub fn refresh(&self) -> Result<()> {
         self.rt.run("Lock::refresh", self.inner.refresh())
+    }
+
+    /// Re-arm the key for at least `expiration` from now: the blocking form of
+    /// [`crate::Lock::refresh_for`] (it never shortens the key or the lease).
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Lock::refresh_for`].
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async runtime (see the [module docs](super#panics)).
+    #[track_caller]
+    pub fn refresh_for(&self, expiration: Duration) -> Result<()> {
+        self.rt
+            .run("Lock::refresh_for", self.inner.refresh_for(expiration))
+    }
+
+    /// Whether this lock must be considered lost: `valid_for().is_none()`.
+    pub fn is_lost(&self) -> bool {
+        self.inner.is_lost()
+    }
+
+    /// The timeout the lock was acquired with: it bounds every call on the lock.
+    pub fn timeout(&self) -> Duration {
+        self.inner.timeout()
     }
 
     /// Read the fenced `resource` with this lock's fencing token: the blocking form of

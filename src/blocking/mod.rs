@@ -2,7 +2,8 @@
 //!
 //! [`Client`], [`Lock`] and [`AutoRefresh`] have the names and semantics of their async
 //! counterparts ([`crate::Client`], [`crate::Lock`], [`crate::AutoRefresh`]), without
-//! `.await`. They wrap the async types: every lock operation is the async one.
+//! `.await`; so do [`Redlock`] and [`RedlockLock`] ([`crate::redlock`]). They wrap the
+//! async types: every lock operation is the async one.
 //!
 //! ```
 //! use std::time::Duration;
@@ -59,7 +60,9 @@
 //! [`AutoRefresh::try_error`], the accessors, and every `Drop` — work anywhere.
 
 mod client;
+mod inspect;
 mod lock;
+mod redlock;
 mod refresh;
 mod request;
 mod runtime;
@@ -67,6 +70,7 @@ mod wait;
 
 pub use client::{Client, ClientBuilder};
 pub use lock::Lock;
+pub use redlock::{Redlock, RedlockBuilder, RedlockLock};
 pub use refresh::AutoRefresh;
 pub use request::LockRequest;
 pub use runtime::RUNTIME_THREAD_NAME;

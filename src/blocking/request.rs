@@ -99,7 +99,8 @@ impl<'a, R: RetryStrategy> LockRequest<'a, R> {
 
     /// Acquire the key and keep it: the blocking form of
     /// [`crate::LockRequest::acquire_renewed`] (renewal every third of the expiration,
-    /// until unlocked or dropped).
+    /// until the lock is unlocked, or the lock or the returned [`AutoRefresh`] is dropped:
+    /// bind both).
     ///
     /// # Errors
     ///

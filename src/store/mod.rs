@@ -10,6 +10,7 @@
 #[cfg(feature = "etcd")]
 pub(crate) mod etcd;
 pub(crate) mod memory;
+pub(crate) mod quorum;
 pub(crate) mod redis;
 
 use std::fmt;
@@ -124,6 +125,14 @@ pub(crate) trait Store {
     fn queues(&self) -> bool {
         false
     }
+
+    /// Whether an attempt that did not grant the key may still have taken it on part of
+    /// the store (a quorum over several nodes, some of which granted): then the client
+    /// [aborts](Store::abort) every such attempt at once — retiring its claims, deleting
+    /// what no other claim holds — before it waits for another try.
+    fn partial(&self) -> bool {
+        false
+    }
 }
 
 /// A lock as an operator sees it.
@@ -169,7 +178,9 @@ impl fmt::Display for AttemptId {
 /// the resource has seen, or equal to it and from the same `holder` (a different holder
 /// under an equal token — possible after a failover lost the counter — is refused). An
 /// accepted token becomes the highest. `write: Some(v)` sets the resource; `None` reads.
-#[derive(Debug, Clone, Copy)]
+///
+/// No `Debug`: it carries a lock value.
+#[derive(Clone, Copy)]
 pub(crate) struct Fence<'a> {
     pub(crate) resource: &'a str,
     pub(crate) token: u64,
@@ -185,9 +196,11 @@ pub(crate) type Fenced = std::result::Result<Option<String>, u64>;
 /// One of the supported stores.
 pub(crate) enum Backend {
     Memory(memory::MemoryStore),
-    // Boxed: a network store's state is large, and a pointer away costs nothing next to
-    // a round trip.
-    Redis(Box<redis::RedisStore>),
+    // Behind a pointer: a network store's state is large, and a pointer away costs
+    // nothing next to a round trip. Shared: a Redlock quorum is made of the stores of
+    // the clients it was built from.
+    Redis(std::sync::Arc<redis::RedisStore>),
+    Redlock(Box<quorum::Quorum>),
     #[cfg(feature = "etcd")]
     Etcd(Box<etcd::EtcdStore>),
 }
@@ -199,6 +212,7 @@ macro_rules! dispatch {
         match $backend {
             Backend::Memory($store) => $call,
             Backend::Redis($store) => $call,
+            Backend::Redlock($store) => $call,
             #[cfg(feature = "etcd")]
             Backend::Etcd($store) => $call,
         }
@@ -210,6 +224,7 @@ impl Backend {
         match self {
             Backend::Memory(_) => "memory",
             Backend::Redis(_) => "redis",
+            Backend::Redlock(_) => "redlock",
             #[cfg(feature = "etcd")]
             Backend::Etcd(_) => "etcd",
         }
@@ -299,5 +314,9 @@ impl Store for Backend {
 
     fn queues(&self) -> bool {
         dispatch!(self, s => s.queues())
+    }
+
+    fn partial(&self) -> bool {
+        dispatch!(self, s => s.partial())
     }
 }

@@ -359,3 +359,29 @@ pub fn lock_requests_take_named_options_and_keep_a_renewed_lock(s: &BlockingStor
     lock.unlock().unwrap();
     assert!(renewal.error().is_none());
 }
+
+pub fn refresh_for_inspection_and_force_release(s: &BlockingStore) {
+    let c = &s.client;
+    let lock = c.try_lock("k", "a", 2 * SEC).unwrap();
+    assert_eq!(lock.timeout(), c.default_timeout());
+    lock.refresh_for(20 * SEC).unwrap();
+    assert!(lock.ttl().unwrap().unwrap() > 15 * SEC);
+    let info = c.inspect("k").unwrap().expect("held");
+    assert_eq!(
+        (info.key(), info.fencing_token()),
+        ("k", lock.fencing_token())
+    );
+    assert_ne!(info.holder(), "a");
+    let keys: Vec<String> = c
+        .list("")
+        .unwrap()
+        .iter()
+        .map(|i| i.key().to_owned())
+        .collect();
+    assert_eq!(keys, ["k"]);
+    assert!(c.force_release("k").unwrap());
+    assert!(!c.force_release("k").unwrap());
+    assert!(c.inspect("k").unwrap().is_none());
+    assert!(lock.refresh().unwrap_err().is_not_held());
+    assert!(lock.is_lost());
+}

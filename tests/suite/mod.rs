@@ -24,6 +24,7 @@
 pub mod blocking_cases;
 pub mod cases;
 pub mod history;
+pub mod locker;
 
 use std::any::Any;
 use std::fmt::Debug;
@@ -352,6 +353,7 @@ macro_rules! conformance {
                     debug_output_never_shows_the_lock_value,
                     inspection_lists_locks_by_prefix_and_force_release_frees_them,
                     lock_requests_take_named_options_and_keep_a_renewed_lock,
+                    refresh_for_extends_and_never_shortens,
                 );
             }
             mod blocking {
@@ -369,6 +371,7 @@ macro_rules! conformance {
                     debug_output_never_shows_the_lock_value,
                     fenced_resources_refuse_a_superseded_holder,
                     lock_requests_take_named_options_and_keep_a_renewed_lock,
+                    refresh_for_inspection_and_force_release,
                 );
             }
         }

@@ -1,0 +1,635 @@
+//! Redlock: one lock over N independent Redis masters, held while a majority of them
+//! holds it (quorum = N/2 + 1).
+//!
+//! Every operation goes to every node at once, so it costs one round trip (the slowest
+//! node's, bounded by the timeout), not N. Each node runs the single-server scripts of
+//! [`RedisStore`] unchanged — the same owner checks, claims, incarnation tokens and
+//! record of aborted attempts — so this module only counts answers:
+//!
+//! * **acquire** waits for every node (within the timeout and the validity window,
+//!   `expiration − drift`: a grant that arrives later counts as a timeout) and wins when a
+//!   quorum granted it. Waiting for all, not just the fastest quorum, puts the key on
+//!   every node that can take it (a node still answering when the attempt returned —
+//!   reloading its scripts, reconnecting — might never get it), so the lock survives as
+//!   many node failures as it can. It is [`Acquire::Held`] only when a majority answered
+//!   that another value holds the key, [`Error::Quorum`] in every other case — node
+//!   failures are never counted as contention. What each node did with an attempt that
+//!   did not win is remembered until the client [aborts](Store::abort) it: nodes that
+//!   did not answer get the single-server abort (a late arrival refused, its claim
+//!   retired, the key deleted if no other claim holds it), nodes that granted it get its
+//!   claim retired (a release of that claim alone: they answered, so nothing can arrive
+//!   late), nodes that refused it get nothing — so contention costs no extra round trip
+//!   and leaves no record.
+//! * **refresh** and **pttl** act, on each node, on the incarnation the lock holds there
+//!   (each node has tokens of its own: [`Incarnations`] keeps them behind the one token
+//!   the lease knows). Refresh succeeds when a quorum re-armed the key, is "not held"
+//!   when a majority says so, and is [`Error::Quorum`] otherwise; it never releases
+//!   anything.
+//! * **release** and **abort** go to every node and wait for all of them.
+//!
+//! The token an acquisition reports stands for the per-node incarnations and is no
+//! fencing token: counters on independent nodes cannot give a monotonic one (see the
+//! `redlock` module docs).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::redis::RedisStore;
+use super::{Acquire, AttemptId, Fence, Fenced, Inspected, Store};
+use crate::lease::drift_allowance;
+use crate::{Error, Result};
+
+/// Independent Redis masters, used as one store.
+pub(crate) struct Quorum {
+    nodes: Box<[Arc<RedisStore>]>,
+    /// What each node did with the acquire attempts that did not win, until they are
+    /// aborted.
+    unsettled: Mutex<HashMap<AttemptId, Unsettled>>,
+    incarnations: Mutex<Incarnations>,
+}
+
+/// What one node did with an attempt that did not win.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Left {
+    /// Nothing: it refused the attempt, rejected it without running it, or was already
+    /// cleaned up.
+    Nothing,
+    /// A claim on the key: it granted the attempt.
+    Claim,
+    /// Unknown: the attempt timed out or lost its connection, and may land later.
+    Unknown,
+}
+
+/// The nodes' outcome of one attempt that did not win.
+struct Unsettled {
+    nodes: Box<[Left]>,
+    since: Instant,
+}
+
+/// What aborting some attempts takes on one node.
+#[derive(Default, Clone)]
+struct Cleanup {
+    /// Attempts whose outcome there is unknown: abort them (refuse late arrivals).
+    unknown: Vec<AttemptId>,
+    /// Attempts it granted: retire their claims.
+    granted: Vec<AttemptId>,
+}
+
+/// Once this many attempts are unsettled, those older than [`FORGET_AFTER`] are
+/// forgotten. A forgotten attempt is aborted on every node, as if each outcome were
+/// unknown: forgetting costs a round trip, never safety.
+const SWEEP_AT: usize = 1024;
+const FORGET_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// The locks this client holds on the nodes, by key and value: for each, the token the
+/// lease knows and the incarnation (the node's own token) on every node that granted it.
+/// A same-value re-acquire that finds the same incarnations keeps the token (the lease is
+/// shared); one that finds another incarnation anywhere gets a new token (the key was
+/// taken afresh there: the earlier lease is over).
+#[derive(Default)]
+struct Incarnations {
+    by_pair: HashMap<Box<str>, Incarnation>,
+    last_token: u64,
+    /// Entries at the last sweep: the next sweep comes when there are twice as many.
+    swept_at: usize,
+}
+
+struct Incarnation {
+    token: u64,
+    nodes: Box<[Option<u64>]>,
+    /// No node holds this incarnation past this instant (its last arming plus its
+    /// expiration, plus room for the round trip): the entry may be forgotten after it.
+    until: Instant,
+}
+
+/// How much longer than its last arming plus its expiration an incarnation is kept (a
+/// node armed it when the request arrived, after it was sent).
+const KEEP_PAST_EXPIRY: Duration = Duration::from_secs(60);
+
+/// `key` and `val` as one map key (the length first, so that no two pairs collide).
+fn pair_id(key: &str, val: &str) -> Box<str> {
+    format!("{}:{key}{val}", key.len()).into()
+}
+
+impl Incarnations {
+    /// The token of the incarnations in `granted` (one per node, `None` where the node
+    /// did not grant), armed at `sent` for `expiration`.
+    fn hold(
+        &mut self,
+        key: &str,
+        val: &str,
+        granted: Box<[Option<u64>]>,
+        sent: Instant,
+        expiration: Duration,
+    ) -> u64 {
+        let until = sent + expiration + KEEP_PAST_EXPIRY;
+        let id = pair_id(key, val);
+        if let Some(held) = self.by_pair.get_mut(&id) {
+            let same = held
+                .nodes
+                .iter()
+                .zip(granted.iter())
+                .all(|(was, now)| !matches!((was, now), (Some(a), Some(b)) if a != b));
+            if same {
+                for (was, now) in held.nodes.iter_mut().zip(granted.iter()) {
+                    *was = was.or(*now);
+                }
+                held.until = held.until.max(until);
+                return held.token;
+            }
+        }
+        self.last_token += 1;
+        let token = self.last_token;
+        self.by_pair.insert(
+            id,
+            Incarnation {
+                token,
+                nodes: granted,
+                until,
+            },
+        );
+        if self.by_pair.len() >= (2 * self.swept_at).max(64) {
+            let now = Instant::now();
+            self.by_pair.retain(|_, held| held.until > now);
+            self.swept_at = self.by_pair.len();
+        }
+        token
+    }
+
+    /// Each node's incarnation of the lock of `token`, if it is this client's.
+    fn nodes(&self, key: &str, val: &str, token: u64) -> Option<Box<[Option<u64>]>> {
+        self.by_pair
+            .get(&pair_id(key, val))
+            .filter(|held| held.token == token)
+            .map(|held| held.nodes.clone())
+    }
+
+    /// The lock of `token` was re-armed at `sent` for `expiration`.
+    fn rearmed(&mut self, key: &str, val: &str, token: u64, sent: Instant, expiration: Duration) {
+        if let Some(held) = self
+            .by_pair
+            .get_mut(&pair_id(key, val))
+            .filter(|held| held.token == token)
+        {
+            held.until = held.until.max(sent + expiration + KEEP_PAST_EXPIRY);
+        }
+    }
+
+    /// The lock on `key` for `val` was released: forget it.
+    fn released(&mut self, key: &str, val: &str) {
+        self.by_pair.remove(&pair_id(key, val));
+    }
+}
+
+/// How long a lease armed at the start of an attempt is certainly held, after the
+/// drift allowance.
+fn validity_window(expiration: Duration) -> Duration {
+    expiration.saturating_sub(drift_allowance(expiration))
+}
+
+/// The answers of one fan-out, and each failed node's error.
+#[derive(Default)]
+struct Tally {
+    granted: u32,
+    held: u32,
+    errors: Vec<(usize, Error)>,
+}
+
+impl Tally {
+    fn fail(&mut self, node: usize, error: Error) {
+        tracing::debug!(node, error = %error, "redlock: node failed");
+        self.errors.push((node, error));
+    }
+
+    fn into_error(self) -> Error {
+        Error::Quorum {
+            granted: self.granted,
+            held: self.held,
+            failed: self.errors.len() as u32,
+            errors: self.errors,
+        }
+    }
+}
+
+impl Quorum {
+    /// A quorum over `nodes`: at least one, each a store of its own.
+    pub(crate) fn new(nodes: Vec<Arc<RedisStore>>) -> Result<Quorum> {
+        if nodes.is_empty() {
+            return Err(Error::invalid("nodes: name at least one Redis master"));
+        }
+        for (i, node) in nodes.iter().enumerate() {
+            if nodes[..i].iter().any(|other| Arc::ptr_eq(other, node)) {
+                return Err(Error::invalid(
+                    "nodes: the same client twice (the nodes must be independent masters)",
+                ));
+            }
+        }
+        Ok(Quorum {
+            nodes: nodes.into_boxed_slice(),
+            unsettled: Mutex::default(),
+            incarnations: Mutex::default(),
+        })
+    }
+
+    /// How many nodes must agree: a majority.
+    pub(crate) fn quorum(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
+
+    fn reached(&self, count: u32) -> bool {
+        count as usize >= self.quorum()
+    }
+
+    /// `op` on every node at once (given its index and the node): the answers in node
+    /// order, once every node answered (each node's call is bounded by its timeout).
+    async fn all<'a, T, F>(&'a self, op: impl Fn(usize, &'a RedisStore) -> F) -> Vec<T>
+    where
+        F: Future<Output = T> + 'a,
+    {
+        join_all(self.nodes.iter().enumerate().map(|(i, node)| op(i, node))).await
+    }
+
+    /// Keep what each node did with `attempt` (which did not win) until it is aborted.
+    fn remember(&self, attempt: AttemptId, nodes: Box<[Left]>) {
+        let now = Instant::now();
+        let mut table = self.unsettled.lock();
+        if table.len() >= SWEEP_AT {
+            table.retain(|_, u| now.duration_since(u.since) < FORGET_AFTER);
+        }
+        table.insert(attempt, Unsettled { nodes, since: now });
+    }
+}
+
+impl Store for Quorum {
+    fn grant(&self, expiration: Duration) -> Result<Duration> {
+        if validity_window(expiration).is_zero() {
+            return Err(Error::invalid(format!(
+                "expiration: Redlock needs one that outlasts its drift allowance (1 % + 2 ms): \
+                 at least 3 ms (got {expiration:?})"
+            )));
+        }
+        Ok(expiration)
+    }
+
+    async fn acquire(
+        &self,
+        key: &str,
+        val: &str,
+        expiration: Duration,
+        attempt: AttemptId,
+        timeout: Duration,
+    ) -> Result<Acquire> {
+        let started = Instant::now();
+        let window = validity_window(expiration);
+        let valid_until = started + window;
+        // Waiting longer than the window is pointless: a later grant is worth nothing.
+        let bound = timeout.min(window);
+        let answers = self
+            .all(|_, node| async move {
+                let answer = node.acquire(key, val, expiration, attempt, bound).await;
+                (answer, Instant::now())
+            })
+            .await;
+        let n = self.nodes.len();
+        let mut left = vec![Left::Unknown; n].into_boxed_slice();
+        let mut granted = vec![None; n].into_boxed_slice();
+        // When each node could let another value in: now where this attempt holds it
+        // (it is released if the attempt fails), at the reported expiry where another
+        // value holds it, never known where the node failed.
+        let mut free_in = Vec::with_capacity(n);
+        let mut tally = Tally::default();
+        for (i, (answer, at)) in answers.into_iter().enumerate() {
+            match answer {
+                Ok(Acquire::Acquired(token)) if at < valid_until => {
+                    left[i] = Left::Claim;
+                    granted[i] = Some(token);
+                    tally.granted += 1;
+                    free_in.push(Some(Duration::ZERO));
+                }
+                Ok(Acquire::Acquired(token)) => {
+                    // Granted, but after the validity it would have added to was gone.
+                    left[i] = Left::Claim;
+                    granted[i] = Some(token);
+                    tally.fail(i, Error::Timeout);
+                    free_in.push(Some(Duration::ZERO));
+                }
+                Ok(Acquire::Unreplicated { acked, wanted, .. }) => {
+                    left[i] = Left::Claim;
+                    tally.fail(i, Error::NotReplicated { acked, wanted });
+                    free_in.push(Some(Duration::ZERO));
+                }
+                Ok(Acquire::Held(ttl)) => {
+                    left[i] = Left::Nothing;
+                    tally.held += 1;
+                    free_in.push(ttl);
+                }
+                Err(e) => {
+                    // A rejected attempt did not run; a timed-out one may land later.
+                    left[i] = if e.is_transient() {
+                        Left::Unknown
+                    } else {
+                        Left::Nothing
+                    };
+                    tally.fail(i, e);
+                    free_in.push(None);
+                }
+            }
+        }
+        if self.reached(tally.granted) {
+            let token = self
+                .incarnations
+                .lock()
+                .hold(key, val, granted, started, expiration);
+            return Ok(Acquire::Acquired(token));
+        }
+        self.remember(attempt, left);
+        if self.reached(tally.held) {
+            // A majority could let another value in once the quorum-th of them is free.
+            let mut known: Vec<Duration> = free_in.into_iter().flatten().collect();
+            known.sort_unstable();
+            Ok(Acquire::Held(known.get(self.quorum() - 1).copied()))
+        } else {
+            Err(tally.into_error())
+        }
+    }
+
+    async fn refresh(
+        &self,
+        key: &str,
+        val: &str,
+        token: u64,
+        expiration: Duration,
+        timeout: Duration,
+    ) -> Result<bool> {
+        let Some(incarnations) = self.incarnations.lock().nodes(key, val, token) else {
+            return Ok(false); // not a lock of this client's (any more)
+        };
+        let sent = Instant::now();
+        let bound = timeout.min(validity_window(expiration));
+        let answers = self
+            .all(|i, node| {
+                let incarnation = incarnations[i];
+                async move {
+                    match incarnation {
+                        Some(t) => node.refresh(key, val, t, expiration, bound).await,
+                        None => Ok(false), // the node never granted this lock
+                    }
+                }
+            })
+            .await;
+        let mut tally = Tally::default();
+        for (i, answer) in answers.into_iter().enumerate() {
+            match answer {
+                Ok(true) => tally.granted += 1,
+                Ok(false) => tally.held += 1,
+                Err(e) => tally.fail(i, e),
+            }
+        }
+        if self.reached(tally.granted) {
+            self.incarnations
+                .lock()
+                .rearmed(key, val, token, sent, expiration);
+            Ok(true)
+        } else if self.reached(tally.held) {
+            Ok(false)
+        } else {
+            Err(tally.into_error())
+        }
+    }
+
+    async fn release(
+        &self,
+        key: &str,
+        val: &str,
+        claims: &[AttemptId],
+        timeout: Duration,
+    ) -> Result<bool> {
+        self.incarnations.lock().released(key, val);
+        let answers = self
+            .all(|_, node| node.release(key, val, claims, timeout))
+            .await;
+        let mut tally = Tally::default();
+        for (i, answer) in answers.into_iter().enumerate() {
+            match answer {
+                Ok(true) => tally.granted += 1,
+                Ok(false) => tally.held += 1,
+                Err(e) => tally.fail(i, e),
+            }
+        }
+        if self.reached(tally.granted) {
+            Ok(true)
+        } else if self.reached(tally.held) {
+            Ok(false)
+        } else {
+            Err(tally.into_error())
+        }
+    }
+
+    async fn abort(
+        &self,
+        key: &str,
+        val: &str,
+        attempts: &[AttemptId],
+        timeout: Duration,
+    ) -> Result<()> {
+        // What to do on each node: abort the attempts whose outcome there is unknown (a
+        // late arrival must be refused), retire the claims of those it granted (it
+        // answered: nothing can arrive late, nothing needs remembering), nothing where
+        // it refused them.
+        let mut plan = vec![Cleanup::default(); self.nodes.len()];
+        {
+            let mut table = self.unsettled.lock();
+            for &attempt in attempts {
+                match table.remove(&attempt) {
+                    Some(unsettled) => {
+                        for (node, left) in unsettled.nodes.iter().enumerate() {
+                            match left {
+                                Left::Nothing => {}
+                                Left::Claim => plan[node].granted.push(attempt),
+                                Left::Unknown => plan[node].unknown.push(attempt),
+                            }
+                        }
+                    }
+                    // Cancelled while in flight, or forgotten: possibly anywhere.
+                    None => plan.iter_mut().for_each(|p| p.unknown.push(attempt)),
+                }
+            }
+        }
+        let plan = &plan;
+        let answers = self
+            .all(|i, node| async move {
+                let cleanup = &plan[i];
+                if !cleanup.unknown.is_empty() {
+                    let all = [&cleanup.unknown[..], &cleanup.granted[..]].concat();
+                    node.abort(key, val, &all, timeout).await
+                } else if !cleanup.granted.is_empty() {
+                    node.release(key, val, &cleanup.granted, timeout)
+                        .await
+                        .map(drop)
+                } else {
+                    Ok(()) // refused there: nothing to do
+                }
+            })
+            .await;
+        let mut tally = Tally::default();
+        let mut again: Vec<usize> = Vec::new();
+        for (i, answer) in answers.into_iter().enumerate() {
+            match answer {
+                Ok(()) => tally.granted += 1,
+                Err(e) => {
+                    again.push(i);
+                    tally.fail(i, e);
+                }
+            }
+        }
+        if again.is_empty() {
+            return Ok(());
+        }
+        // Another abort of these attempts does again what failed, and only that.
+        let mut retry: HashMap<AttemptId, Box<[Left]>> = HashMap::new();
+        for &i in &again {
+            let cleanup = &plan[i];
+            let left = cleanup
+                .unknown
+                .iter()
+                .map(|&a| (a, Left::Unknown))
+                .chain(cleanup.granted.iter().map(|&a| (a, Left::Claim)));
+            for (attempt, left) in left {
+                retry
+                    .entry(attempt)
+                    .or_insert_with(|| vec![Left::Nothing; self.nodes.len()].into())[i] = left;
+            }
+        }
+        for (attempt, nodes) in retry {
+            self.remember(attempt, nodes);
+        }
+        Err(tally.into_error())
+    }
+
+    async fn pttl(
+        &self,
+        key: &str,
+        val: &str,
+        token: u64,
+        timeout: Duration,
+    ) -> Result<Option<Duration>> {
+        let Some(incarnations) = self.incarnations.lock().nodes(key, val, token) else {
+            return Ok(None);
+        };
+        let answers = self
+            .all(|i, node| {
+                let incarnation = incarnations[i];
+                async move {
+                    match incarnation {
+                        Some(t) => node.pttl(key, val, t, timeout).await,
+                        None => Ok(None),
+                    }
+                }
+            })
+            .await;
+        let mut ttls = Vec::with_capacity(self.nodes.len());
+        let mut tally = Tally::default();
+        for (i, answer) in answers.into_iter().enumerate() {
+            match answer {
+                Ok(Some(ttl)) => {
+                    ttls.push(ttl);
+                    tally.granted += 1;
+                }
+                Ok(None) => tally.held += 1,
+                Err(e) => tally.fail(i, e),
+            }
+        }
+        if ttls.len() >= self.quorum() {
+            // A majority holds it at least this long.
+            ttls.sort_unstable_by(|a, b| b.cmp(a));
+            Ok(Some(ttls[self.quorum() - 1]))
+        } else if self.reached(tally.held) {
+            Ok(None)
+        } else {
+            Err(tally.into_error())
+        }
+    }
+
+    async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool> {
+        let answers = self.all(|_, node| node.force_release(key, timeout)).await;
+        let mut tally = Tally::default();
+        for (i, answer) in answers.into_iter().enumerate() {
+            match answer {
+                Ok(true) => tally.granted += 1,
+                Ok(false) => tally.held += 1,
+                Err(e) => tally.fail(i, e),
+            }
+        }
+        if tally.errors.is_empty() {
+            Ok(tally.granted > 0)
+        } else {
+            Err(tally.into_error())
+        }
+    }
+
+    async fn inspect(&self, _key: &str, _timeout: Duration) -> Result<Option<Inspected>> {
+        Err(Error::invalid(
+            "inspect: not available on Redlock (inspect each node's client)",
+        ))
+    }
+
+    async fn list(&self, _prefix: &str, _timeout: Duration) -> Result<Vec<Inspected>> {
+        Err(Error::invalid(
+            "list: not available on Redlock (list each node's client)",
+        ))
+    }
+
+    async fn fenced(&self, _access: &Fence<'_>, _timeout: Duration) -> Result<Fenced> {
+        Err(Error::invalid(
+            "fencing: Redlock has no fencing tokens (see the redlock module docs)",
+        ))
+    }
+
+    fn partial(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_is_the_expiration_less_the_drift_allowance() {
+        assert_eq!(
+            validity_window(Duration::from_secs(10)),
+            Duration::from_millis(9_898)
+        );
+        assert!(validity_window(Duration::from_millis(2)).is_zero());
+        assert!(!validity_window(Duration::from_millis(3)).is_zero());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_token_stands_for_the_same_incarnations_and_a_new_one_for_others() {
+        let mut incarnations = Incarnations::default();
+        let now = Instant::now();
+        let sec = Duration::from_secs(1);
+        let first = incarnations.hold("k", "v", [Some(5), Some(7), None].into(), now, sec);
+        // A re-acquire that finds the same incarnations (and one more node): same token.
+        let again = incarnations.hold("k", "v", [Some(5), None, Some(2)].into(), now, sec);
+        assert_eq!(again, first);
+        assert_eq!(
+            incarnations.nodes("k", "v", first).unwrap()[..],
+            [Some(5), Some(7), Some(2)]
+        );
+        // A node that issued another token: the key was taken afresh there.
+        let fresh = incarnations.hold("k", "v", [Some(6), Some(7), Some(2)].into(), now, sec);
+        assert_ne!(fresh, first);
+        assert!(incarnations.nodes("k", "v", first).is_none());
+        // Pairs do not collide, and a released lock is forgotten.
+        assert!(incarnations.nodes("kv", "", fresh).is_none());
+        incarnations.released("k", "v");
+        assert!(incarnations.nodes("k", "v", fresh).is_none());
+    }
+}
