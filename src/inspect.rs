@@ -101,10 +101,9 @@ impl Client {
 
     /// Every lock held whose key starts with `prefix` (under the client's key prefix),
     /// sorted by key. The store is walked in steps (`SCAN` on Redis: never `KEYS`, which
-    /// would block the server; on a cluster, every master; on etcd, key ranges of 512
-    /// keys, keys only), each step bounded by the
-    /// client's default timeout; a lock taken or released during the walk may or may not
-    /// be in the list.
+    /// would block the server; on a cluster, every master; on etcd, ranges of 512 keys,
+    /// keys only), each step bounded by the client's default timeout; a lock taken or
+    /// released during the walk may or may not be in the list.
     ///
     /// # Errors
     ///

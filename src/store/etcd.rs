@@ -35,7 +35,9 @@
 //! least the asked one is kept alive, else the key and its claims move to a longer lease.
 //! A release deletes its claims and, in the same transaction, the key if no other claim
 //! is left (one nested transaction per claim named, each comparing the ranges between
-//! them empty: etcd's compares are ANDed, the nesting makes the OR). An abort records its
+//! them empty: etcd's compares are ANDed, the nesting makes the OR; a release of more
+//! than eight claims retires them first and deletes the key in a second transaction,
+//! which compares the claims' range empty). An abort records its
 //! attempts (an hour, on a lease shared by the client's aborts; every acquire compares
 //! its record absent), retires their claims, and deletes the key if it holds `v` and no
 //! claim is left.
