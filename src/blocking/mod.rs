@@ -3,7 +3,9 @@
 //! [`Client`], [`Lock`] and [`AutoRefresh`] have the names and semantics of their async
 //! counterparts ([`crate::Client`], [`crate::Lock`], [`crate::AutoRefresh`]), without
 //! `.await`; so do [`Redlock`] and [`RedlockLock`] ([`crate::redlock`]). They wrap the
-//! async types: every lock operation is the async one.
+//! async types: every lock operation is the async one. [`Client::run_exclusive`] runs a
+//! plain closure under a renewed lock; what must drop a running job on loss
+//! (`run_while_leader`, the scheduler) is async only.
 //!
 //! ```
 //! use std::time::Duration;
@@ -60,6 +62,7 @@
 //! [`AutoRefresh::try_error`], the accessors, and every `Drop` — work anywhere.
 
 mod client;
+mod exclusive;
 mod inspect;
 mod lock;
 mod redlock;

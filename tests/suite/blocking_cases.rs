@@ -385,3 +385,58 @@ pub fn refresh_for_inspection_and_force_release(s: &BlockingStore) {
     assert!(lock.refresh().unwrap_err().is_not_held());
     assert!(lock.is_lost());
 }
+
+pub fn run_exclusive_renews_releases_and_reports_a_loss(s: &BlockingStore) {
+    let c = &s.client;
+    // Runs longer than its expiration: renewal keeps a rival out; released at the end.
+    let token = c
+        .run_exclusive("job", 600 * MS, NoRetry, |lock| {
+            for _ in 0..3 {
+                thread::sleep(500 * MS);
+                let err = c.try_lock("job", "rival", SEC).unwrap_err();
+                assert!(err.is_not_obtained(), "{err:?}");
+                assert!(!lock.is_lost());
+            }
+            lock.fencing_token()
+        })
+        .unwrap();
+    assert!(token > 0);
+    let rival = c.try_lock("job", "rival", SEC).unwrap();
+    assert!(
+        rival.fencing_token() > token,
+        "released, then a newer token"
+    );
+
+    // Held elsewhere: skipped, the job never runs; bad input before any I/O.
+    let mut ran = 0;
+    let err = c
+        .run_exclusive("job", 600 * MS, NoRetry, |_| ran += 1)
+        .unwrap_err();
+    assert!(err.is_not_obtained(), "{err:?}");
+    let err = c
+        .run_exclusive("job", 2 * MS, NoRetry, |_| ran += 1)
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    assert_eq!(ran, 0);
+    rival.unlock().unwrap();
+
+    // Taken away while running: the job sees it, and its output gives way to the loss;
+    // the new holder is left alone.
+    let err = c
+        .run_exclusive("job", 600 * MS, NoRetry, |lock| {
+            assert!(c.force_release("job").unwrap());
+            let _rival = c.try_lock("job", "rival", 10 * SEC).unwrap();
+            let deadline = Instant::now() + 5 * SEC;
+            while !lock.is_lost() {
+                assert!(Instant::now() < deadline, "loss not seen within 5 s");
+                thread::sleep(10 * MS);
+            }
+            "finished"
+        })
+        .unwrap_err();
+    assert!(
+        err.is_not_held() || matches!(err, Error::LeaseExpired),
+        "{err:?}"
+    );
+    assert!(c.inspect("job").unwrap().is_some(), "rival still holds");
+}

@@ -440,3 +440,64 @@ pub async fn refresh_for_extends_and_never_shortens(c: &Client) {
     let err = lock.refresh_for(Duration::ZERO).await.unwrap_err();
     assert!(err.is_invalid_argument(), "{err:?}");
 }
+
+pub async fn run_exclusive_renews_releases_and_reports_a_loss(c: &Client) {
+    // Runs longer than its expiration: renewal keeps a rival out; released at the end.
+    let token = c
+        .run_exclusive("job", 600 * MS, NoRetry, |token| async move {
+            for _ in 0..3 {
+                tokio::time::sleep(500 * MS).await;
+                let err = c.try_lock("job", "rival", SEC).await.unwrap_err();
+                assert!(err.is_not_obtained(), "{err:?}");
+            }
+            token
+        })
+        .await
+        .unwrap();
+    assert!(token > 0);
+    let rival = c.try_lock("job", "rival", SEC).await.unwrap();
+    assert!(
+        rival.fencing_token() > token,
+        "released, then a newer token"
+    );
+
+    // Held elsewhere: skipped, the job never runs.
+    let ran = &AtomicUsize::new(0);
+    let err = c
+        .run_exclusive("job", 600 * MS, NoRetry, |_| async move {
+            ran.fetch_add(1, Ordering::SeqCst);
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_not_obtained(), "{err:?}");
+    let err = c
+        .run_exclusive("job", 2 * MS, NoRetry, |_| async move {
+            ran.fetch_add(1, Ordering::SeqCst);
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+    rival.unlock().await.unwrap();
+
+    // Taken away while running: the job is aborted and the loss returned; the new
+    // holder is left alone.
+    let err = c
+        .run_exclusive("job", 600 * MS, NoRetry, |_| async move {
+            assert!(c.force_release("job").await.unwrap());
+            let _rival = c.try_lock("job", "rival", 10 * SEC).await.unwrap();
+            tokio::time::sleep(10 * SEC).await;
+            ran.fetch_add(1, Ordering::SeqCst);
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_not_held() || matches!(err, Error::LeaseExpired),
+        "{err:?}"
+    );
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "aborted before it finished");
+    assert!(
+        c.inspect("job").await.unwrap().is_some(),
+        "rival still holds"
+    );
+}

@@ -354,6 +354,7 @@ macro_rules! conformance {
                     inspection_lists_locks_by_prefix_and_force_release_frees_them,
                     lock_requests_take_named_options_and_keep_a_renewed_lock,
                     refresh_for_extends_and_never_shortens,
+                    run_exclusive_renews_releases_and_reports_a_loss,
                 );
             }
             mod blocking {
@@ -372,6 +373,7 @@ macro_rules! conformance {
                     fenced_resources_refuse_a_superseded_holder,
                     lock_requests_take_named_options_and_keep_a_renewed_lock,
                     refresh_for_inspection_and_force_release,
+                    run_exclusive_renews_releases_and_reports_a_loss,
                 );
             }
         }
