@@ -139,7 +139,40 @@ impl Client {
         check_key(key)?;
         let key = self.store_key(key);
         self.backend()
-            .force_release(&key, self.default_timeout())
+            .force_release(&key, None, self.default_timeout())
+            .await
+    }
+
+    /// [`force_release`](Client::force_release) only while the lock on `key` is the
+    /// acquisition with fencing token `token` (as [`LockInfo::fencing_token`] showed
+    /// it): checked and deleted in one step on the store, so a lock taken since by
+    /// anyone else — even under the same value — is never deleted. `false` when no lock
+    /// was there or it has another token.
+    ///
+    /// ```
+    /// # async fn demo() -> leasehold::Result<()> {
+    /// let client = leasehold::Client::open("memory://").await?;
+    /// if let Some(info) = client.inspect("nightly-report").await? {
+    ///     // ... an operator decides on `info` ...
+    ///     if !client.force_release_if(info.key(), info.fencing_token()).await? {
+    ///         println!("it changed hands meanwhile; nothing released");
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`force_release`](Client::force_release).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future may or may not have deleted that lock (never another).
+    pub async fn force_release_if(&self, key: &str, token: u64) -> Result<bool> {
+        check_key(key)?;
+        let key = self.store_key(key);
+        self.backend()
+            .force_release(&key, Some(token), self.default_timeout())
             .await
     }
 }

@@ -110,7 +110,12 @@ pub async fn release(client: &Client, key: &str, yes: bool, p: &Printer) -> Resu
             Some(_) => {}
         }
     }
-    if client.force_release(key).await.map_err(store)? {
+    // Only the acquisition shown (and confirmed): one that replaced it is never deleted.
+    if client
+        .force_release_if(key, info.fencing_token())
+        .await
+        .map_err(store)?
+    {
         report(true, Some(&info))?;
         if !p.json {
             p.out(&format!(
@@ -122,7 +127,8 @@ pub async fn release(client: &Client, key: &str, yes: bool, p: &Printer) -> Resu
     } else {
         report(false, None)?;
         p.note(&format!(
-            "no lock on \"{key}\" any more (released or expired meanwhile)"
+            "not released: the lock on \"{key}\" under token {} is gone (released, expired or taken again meanwhile)",
+            info.fencing_token()
         ));
         Ok(NO_LOCK)
     }

@@ -53,4 +53,23 @@ impl Client {
         self.rt
             .run("Client::force_release", self.inner.force_release(key))
     }
+
+    /// Delete the lock on `key` only while it is the acquisition with fencing token
+    /// `token`: the blocking form of [`crate::Client::force_release_if`]. `false` when no
+    /// lock was there or it has another token.
+    ///
+    /// # Errors
+    ///
+    /// As [`force_release`](Client::force_release).
+    ///
+    /// # Panics
+    ///
+    /// When called from inside an async runtime (see the [module docs](super#panics)).
+    #[track_caller]
+    pub fn force_release_if(&self, key: &str, token: u64) -> Result<bool> {
+        self.rt.run(
+            "Client::force_release_if",
+            self.inner.force_release_if(key, token),
+        )
+    }
 }

@@ -1046,7 +1046,7 @@ impl EtcdStore {
         Ok(())
     }
 
-    async fn force_release_now(&self, key: &str) -> Result<bool> {
+    async fn force_release_now(&self, key: &str, only: Option<u64>) -> Result<bool> {
         check_name("key", key)?;
         let (start, end) = line(key);
         for _ in 0..3 {
@@ -1057,6 +1057,9 @@ impl EtcdStore {
             let Some(hash) = contender_hash(key, holder.key()) else {
                 return Ok(false);
             };
+            if only.is_some_and(|t| u64::try_from(holder.create_revision()).ok() != Some(t)) {
+                return Ok(false);
+            }
             let keys = Keys::of_hash(key, hash);
             let txn = Txn::new()
                 .when([Compare::create_revision(
@@ -1649,8 +1652,11 @@ impl Store for EtcdStore {
         within(timeout, Retry::Transient, || self.pttl_now(key, val, token)).await
     }
 
-    async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool> {
-        within(timeout, Retry::Transient, || self.force_release_now(key)).await
+    async fn force_release(&self, key: &str, only: Option<u64>, timeout: Duration) -> Result<bool> {
+        within(timeout, Retry::Transient, || {
+            self.force_release_now(key, only)
+        })
+        .await
     }
 
     async fn inspect(&self, key: &str, timeout: Duration) -> Result<Option<Inspected>> {

@@ -200,12 +200,14 @@ impl MemoryStore {
         Self::held(&mut store.slots, key, val, Some(token), now).map(|slot| slot.deadline - now)
     }
 
-    fn force_release_now(&self, key: &str) -> bool {
+    fn force_release_now(&self, key: &str, only: Option<u64>) -> bool {
         let now = Instant::now();
         let released = {
             let mut store = self.store.lock();
             match store.slots.get_mut(key) {
-                Some(slot) if slot.holder(now).is_some() => {
+                Some(slot)
+                    if slot.holder(now).is_some() && only.is_none_or(|t| t == slot.fence) =>
+                {
                     slot.held = false;
                     slot.claims.clear();
                     true
@@ -332,8 +334,13 @@ impl Store for MemoryStore {
         Ok(self.pttl_now(key, val, token))
     }
 
-    async fn force_release(&self, key: &str, _timeout: Duration) -> Result<bool> {
-        Ok(self.force_release_now(key))
+    async fn force_release(
+        &self,
+        key: &str,
+        only: Option<u64>,
+        _timeout: Duration,
+    ) -> Result<bool> {
+        Ok(self.force_release_now(key, only))
     }
 
     async fn fenced(&self, access: &Fence<'_>, _timeout: Duration) -> Result<Fenced> {

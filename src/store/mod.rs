@@ -89,8 +89,9 @@ pub(crate) trait Store {
         timeout: Duration,
     ) -> Result<Option<Duration>>;
 
-    /// Delete `key` whoever holds it (an operator's decision). `false`: no lock there.
-    async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool>;
+    /// Delete `key` whoever holds it (an operator's decision), or only while its current
+    /// incarnation has fencing token `only`. `false`: no lock there (or another token).
+    async fn force_release(&self, key: &str, only: Option<u64>, timeout: Duration) -> Result<bool>;
 
     /// What an operator may see of the lock on `key`, if there is one. Each round trip
     /// is bounded by `timeout`.
@@ -288,8 +289,8 @@ impl Store for Backend {
         dispatch!(self, s => s.pttl(key, val, token, timeout).await)
     }
 
-    async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool> {
-        dispatch!(self, s => s.force_release(key, timeout).await)
+    async fn force_release(&self, key: &str, only: Option<u64>, timeout: Duration) -> Result<bool> {
+        dispatch!(self, s => s.force_release(key, only, timeout).await)
     }
 
     async fn inspect(&self, key: &str, timeout: Duration) -> Result<Option<Inspected>> {

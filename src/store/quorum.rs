@@ -556,8 +556,10 @@ impl Store for Quorum {
         }
     }
 
-    async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool> {
-        let answers = self.all(|_, node| node.force_release(key, timeout)).await;
+    async fn force_release(&self, key: &str, only: Option<u64>, timeout: Duration) -> Result<bool> {
+        let answers = self
+            .all(|_, node| node.force_release(key, only, timeout))
+            .await;
         let mut tally = Tally::default();
         for (i, answer) in answers.into_iter().enumerate() {
             match answer {

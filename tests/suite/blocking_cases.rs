@@ -440,3 +440,15 @@ pub fn run_exclusive_renews_releases_and_reports_a_loss(s: &BlockingStore) {
     );
     assert!(c.inspect("job").unwrap().is_some(), "rival still holds");
 }
+
+pub fn force_release_if_deletes_only_the_acquisition_named(s: &BlockingStore) {
+    let c = &s.client;
+    let first = c.try_lock("k", "a", 30 * SEC).unwrap();
+    let shown = c.inspect("k").unwrap().expect("held").fencing_token();
+    first.unlock().unwrap();
+    let again = c.try_lock("k", "a", 30 * SEC).unwrap();
+    assert!(!c.force_release_if("k", shown).unwrap());
+    assert!(again.ttl().unwrap().is_some(), "the newer lock is kept");
+    assert!(c.force_release_if("k", again.fencing_token()).unwrap());
+    assert!(c.inspect("k").unwrap().is_none());
+}

@@ -501,3 +501,32 @@ pub async fn run_exclusive_renews_releases_and_reports_a_loss(c: &Client) {
         "rival still holds"
     );
 }
+
+pub async fn force_release_if_deletes_only_the_acquisition_named(c: &Client) {
+    let first = c.try_lock("k", "a", 30 * SEC).await.unwrap();
+    let shown = c.inspect("k").await.unwrap().expect("held").fencing_token();
+    assert_eq!(shown, first.fencing_token());
+    first.unlock().await.unwrap();
+    // Taken again since it was shown, even under the same value: not deleted.
+    let again = c.try_lock("k", "a", 30 * SEC).await.unwrap();
+    assert!(again.fencing_token() > shown);
+    assert!(!c.force_release_if("k", shown).await.unwrap());
+    assert!(
+        again.ttl().await.unwrap().is_some(),
+        "the newer lock is kept"
+    );
+    // The acquisition named: deleted, once.
+    assert!(
+        c.force_release_if("k", again.fencing_token())
+            .await
+            .unwrap()
+    );
+    assert!(c.inspect("k").await.unwrap().is_none());
+    assert!(
+        !c.force_release_if("k", again.fencing_token())
+            .await
+            .unwrap()
+    );
+    let err = c.force_release_if("", 1).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+}

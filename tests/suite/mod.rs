@@ -355,6 +355,7 @@ macro_rules! conformance {
                     lock_requests_take_named_options_and_keep_a_renewed_lock,
                     refresh_for_extends_and_never_shortens,
                     run_exclusive_renews_releases_and_reports_a_loss,
+                    force_release_if_deletes_only_the_acquisition_named,
                 );
             }
             mod blocking {
@@ -374,6 +375,7 @@ macro_rules! conformance {
                     lock_requests_take_named_options_and_keep_a_renewed_lock,
                     refresh_for_inspection_and_force_release,
                     run_exclusive_renews_releases_and_reports_a_loss,
+                    force_release_if_deletes_only_the_acquisition_named,
                 );
             }
         }

@@ -502,8 +502,8 @@ impl Store for RedisStore {
         Ok(locks)
     }
 
-    async fn force_release(&self, key: &str, timeout: Duration) -> Result<bool> {
-        let cmd = scripts::force_release(key, self.publish());
+    async fn force_release(&self, key: &str, only: Option<u64>, timeout: Duration) -> Result<bool> {
+        let cmd = scripts::force_release(key, only, self.publish());
         Ok(self
             .conn
             .run::<i64>(&scripts::FORCE_RELEASE, &cmd, timeout)

@@ -171,9 +171,13 @@ pub(crate) fn inspect(key: &str) -> Cmd {
     key_and_claims(&INSPECT, key, 0).0
 }
 
-pub(crate) fn force_release(key: &str, publish: Option<Publish>) -> Cmd {
-    let (mut cmd, sidecar) = key_and_claims(&FORCE_RELEASE, key, key.len() + SIDECAR_EXTRA);
+pub(crate) fn force_release(key: &str, only: Option<u64>, publish: Option<Publish>) -> Cmd {
+    let (mut cmd, sidecar) = key_and_claims(&FORCE_RELEASE, key, 2 * key.len() + SIDECAR_EXTRA);
     write_announcement(key, &sidecar, publish, &mut cmd);
+    match only {
+        Some(token) => cmd.arg(token),
+        None => cmd.arg(""),
+    };
     cmd
 }
 
