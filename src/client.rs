@@ -418,8 +418,10 @@ impl Client {
     /// * `memory://` or `memory://NAME` — the embedded in-process store. Every client
     ///   opened on the same URL in one process shares the same store, as clients of one
     ///   server would. For a store private to one client, use [`Client::memory`].
-    /// * `etcd://host:port[,host:port…]` — etcd v3, any members of one cluster (feature
-    ///   `etcd`; plain HTTP/2, no TLS or credentials yet). See below.
+    /// * `etcd://[user:password@]host:port[,host:port…]` — etcd v3, any members of one
+    ///   cluster (feature `etcd`; plain HTTP/2, no TLS yet). With credentials the client
+    ///   authenticates on connect and again whenever etcd's token goes stale;
+    ///   percent-encode `@ : / ,` in them. See below.
     ///
     /// For Redis Cluster see `Client::open_cluster` (feature `cluster`); for a
     /// sentinel-managed master, `Client::open_sentinel` (feature `sentinel`).

@@ -112,7 +112,7 @@ use redact::Redacted;
 pub struct Config {
     /// One store, by URL: `redis://[user:password@]host[:port][/db]`, `rediss://…`
     /// (feature `tls`), `redis+unix:///path` / `unix:///path`, `memory://[NAME]`,
-    /// `etcd://host:port[,host:port…]` (feature `etcd`). See
+    /// `etcd://[user:password@]host:port[,host:port…]` (feature `etcd`). See
     /// [`Client::open`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,

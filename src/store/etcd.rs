@@ -1,4 +1,4 @@
-//! etcd v3 (`etcd://h1:p1[,h2:p2…]`, feature `etcd`): consensus-backed leases, the
+//! etcd v3 (`etcd://[user:password@]h1:p1[,h2:p2…]`, feature `etcd`): consensus-backed leases, the
 //! create revision as the fencing token, a lock's claims as keys, and a fair wait in
 //! line behind the holder.
 //!
@@ -264,13 +264,21 @@ impl EtcdStore {
     /// server's minimum lease TTL (a lease of 1 s is granted and revoked). Also returns
     /// where it points.
     pub(crate) async fn open(url: &str, options: &Options) -> Result<(EtcdStore, String)> {
-        let endpoints = endpoints(url)?;
-        let connect = etcd::ConnectOptions::new()
+        let Target { endpoints, user } = parse_url(url)?;
+        let mut connect = etcd::ConnectOptions::new()
             .with_connect_timeout(options.connect_timeout)
             // A dead member is noticed by HTTP/2 pings, not only by the next request.
             .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
             // A member cut off from its leader refuses at once instead of stalling.
             .with_require_leader(true);
+        if let Some((name, password)) = user {
+            // Authenticated on connect; a call refused for a stale token (etcd drops an
+            // idle one after `--auth-token-ttl`, 5 minutes by default) was not executed,
+            // so it is sent again once authenticated anew.
+            connect = connect
+                .with_user(name, password)
+                .with_auto_token_refresh(true);
+        }
         let client = tokio::time::timeout(
             options.connect_timeout,
             etcd::Client::connect(&endpoints, Some(connect)),
@@ -1743,13 +1751,39 @@ fn retryable(e: &StoreError, retry: Retry) -> bool {
     e.is_transient() && (retry == Retry::Transient || unsent())
 }
 
-/// `etcd://h1:p1[,h2:p2…]` → `["http://h1:p1", …]`.
-fn endpoints(url: &str) -> Result<Vec<String>> {
-    let hosts = url
+/// What an `etcd://` URL names: the members' endpoints and the credentials, if any.
+struct Target {
+    endpoints: Vec<String>,
+    /// User name and password (percent-decoded).
+    user: Option<(String, String)>,
+}
+
+/// `etcd://[user:password@]h1:p1[,h2:p2…]` → `["http://h1:p1", …]` and the credentials.
+/// Messages never quote the URL: it may hold a password.
+fn parse_url(url: &str) -> Result<Target> {
+    const EXPECTED: &str = "url: expected etcd://[user:password@]host:port[,host:port…] \
+                            (percent-encode @ : / , in the user name and password)";
+    let rest = url
         .strip_prefix(SCHEME)
-        .ok_or_else(|| Error::invalid("url: expected etcd://host:port[,host:port…]"))?
-        .trim_end_matches('/');
+        .ok_or_else(|| Error::invalid(EXPECTED))?;
+    let (user, hosts) = match rest.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let (name, password) = userinfo
+                .split_once(':')
+                .ok_or_else(|| Error::invalid(format!("{EXPECTED}: a user needs a password")))?;
+            let name = percent_decode(name).ok_or_else(|| Error::invalid(EXPECTED))?;
+            let password = percent_decode(password).ok_or_else(|| Error::invalid(EXPECTED))?;
+            if name.is_empty() || password.is_empty() {
+                return Err(Error::invalid(format!(
+                    "{EXPECTED}: an empty user name or password"
+                )));
+            }
+            (Some((name, password)), hosts)
+        }
+        None => (None, rest),
+    };
     let endpoints: Vec<String> = hosts
+        .trim_end_matches('/')
         .split(',')
         .map(|h| {
             let valid = !h.is_empty()
@@ -1760,13 +1794,28 @@ fn endpoints(url: &str) -> Result<Vec<String>> {
             if valid {
                 Ok(format!("http://{h}"))
             } else {
-                Err(Error::invalid(
-                    "url: expected etcd://host:port[,host:port…] (TLS and credentials are not supported)",
-                ))
+                Err(Error::invalid(format!(
+                    "{EXPECTED} (TLS is not supported yet)"
+                )))
             }
         })
         .collect::<Result<_>>()?;
-    Ok(endpoints)
+    Ok(Target { endpoints, user })
+}
+
+/// `%XX` escapes decoded; `None` for a malformed escape or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn check_name(what: &str, name: &str) -> Result<()> {
@@ -1867,20 +1916,32 @@ mod tests {
     const ATTEMPT: AttemptId = AttemptId { client: 7, seq: 3 };
 
     #[test]
-    fn urls_name_members() {
-        assert_eq!(
-            endpoints("etcd://a:1,127.0.0.1:2379").unwrap(),
-            ["http://a:1", "http://127.0.0.1:2379"]
-        );
+    fn urls_name_members_and_credentials() {
+        let t = parse_url("etcd://a:1,127.0.0.1:2379").unwrap();
+        assert_eq!(t.endpoints, ["http://a:1", "http://127.0.0.1:2379"]);
+        assert_eq!(t.user, None);
+        let t = parse_url("etcd://app:p%40ss%3Aw%2Cd@a:1,b:2/").unwrap();
+        assert_eq!(t.endpoints, ["http://a:1", "http://b:2"]);
+        assert_eq!(t.user, Some(("app".to_owned(), "p@ss:w,d".to_owned())));
+        // A raw @ in the password still splits at the last one.
+        let t = parse_url("etcd://app:p@ss@a:1").unwrap();
+        assert_eq!(t.user, Some(("app".to_owned(), "p@ss".to_owned())));
         for bad in [
             "etcd://",
             "etcd://a",
             "etcd://a:0",
             "etcd://a:x",
-            "etcd://u:p@a:1",
             "etcd://a:1,",
+            "etcd://u@a:1",
+            "etcd://:secret@a:1",
+            "etcd://u:@a:1",
+            "etcd://u:secret%zz@a:1",
+            "etcd://u:secret@",
+            "etcds://a:1",
         ] {
-            assert!(endpoints(bad).unwrap_err().is_invalid_argument(), "{bad}");
+            let err = parse_url(bad).err().expect(bad);
+            assert!(err.is_invalid_argument(), "{bad}");
+            assert!(!err.to_string().contains("secret"), "{bad}: {err}");
         }
     }
 

@@ -166,6 +166,11 @@ impl Members {
                     &timers.heartbeat_ms.to_string(),
                     "--election-timeout",
                     &timers.election_ms.to_string(),
+                    // Matters only once a test enables authentication: its tokens go
+                    // stale after 2 idle seconds (default 300), so re-authenticating
+                    // is exercised.
+                    "--auth-token-ttl",
+                    "2",
                     "--logger",
                     "zap",
                     "--log-outputs",
