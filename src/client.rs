@@ -199,7 +199,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Trust this root certificate (PEM) for `rediss://` instead of the platform's
+    /// Trust this root certificate (PEM) for `rediss://` and `etcds://` instead of the platform's
     /// root store — for a private CA. Default: the platform's roots.
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
@@ -274,10 +274,12 @@ impl ClientBuilder {
             ));
         }
         #[cfg(feature = "etcd")]
-        if url.starts_with(etcd_store::SCHEME) {
+        if etcd_store::SCHEMES.iter().any(|s| url.starts_with(s)) {
             let options = etcd_store::Options {
                 connect_timeout: options.connect_timeout,
                 queue: settings.notify,
+                #[cfg(feature = "tls")]
+                tls_root_certificate: options.tls_root_certificate.clone(),
             };
             let (store, target) = EtcdStore::open(url, &options).await?;
             return Ok(Client::with_backend(
@@ -295,10 +297,11 @@ impl ClientBuilder {
             ));
         }
         Err(Error::invalid(if cfg!(feature = "etcd") {
-            "url: expected redis://, rediss://, redis+unix://, unix://, etcd:// or memory://"
+            "url: expected redis://, rediss://, redis+unix://, unix://, etcd://, etcds:// or \
+             memory://"
         } else {
             "url: expected redis://, rediss://, redis+unix://, unix:// or memory:// \
-             (etcd:// needs the `etcd` feature)"
+             (etcd:// and etcds:// need the `etcd` feature)"
         }))
     }
 
@@ -419,9 +422,12 @@ impl Client {
     ///   opened on the same URL in one process shares the same store, as clients of one
     ///   server would. For a store private to one client, use [`Client::memory`].
     /// * `etcd://[user:password@]host:port[,host:port…]` — etcd v3, any members of one
-    ///   cluster (feature `etcd`; plain HTTP/2, no TLS yet). With credentials the client
+    ///   cluster (feature `etcd`; plain HTTP/2). With credentials the client
     ///   authenticates on connect and again whenever etcd's token goes stale;
-    ///   percent-encode `@ : / ,` in them. See below.
+    ///   percent-encode `@ : / , %` in them. See below.
+    /// * `etcds://[user:password@]host:port[,host:port…]` — the same over TLS (features
+    ///   `etcd` and `tls`), verified against the platform's roots or
+    ///   [`ClientBuilder::tls_root_certificate`].
     ///
     /// For Redis Cluster see `Client::open_cluster` (feature `cluster`); for a
     /// sentinel-managed master, `Client::open_sentinel` (feature `sentinel`).

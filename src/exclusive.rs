@@ -71,7 +71,7 @@ impl Client {
     /// * [`Error::InvalidArgument`] for an empty `key` or an `expiration` under 3 ms
     ///   (it is split into renewal intervals) or over [`MAX_DURATION`](crate::MAX_DURATION);
     /// * from acquiring: [`Error::NotObtained`], [`Error::NotReplicated`],
-    ///   [`Error::Timeout`], [`Error::Redis`];
+    ///   [`Error::Timeout`], [`Error::Redis`], [`Error::Store`];
     /// * the loss that aborted `job`: [`Error::NotHeld`], [`Error::MaxRetryExceeded`] or
     ///   another renewal error, or [`Error::LeaseExpired`] when the lease ran out while
     ///   renewal was still trying.

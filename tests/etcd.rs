@@ -691,3 +691,53 @@ async fn credentials_in_the_url_open_a_member_with_authentication() {
     assert!(err.is_store(), "{err:?}");
     eprintln!("without credentials: {err}");
 }
+
+/// `etcds://` (feature `tls`) against a member serving TLS with a certificate from a CA
+/// made for the test: with that CA as the root certificate the whole cycle works; with
+/// the platform's roots the certificate is refused, as a store error, never contention.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcds_works_against_a_member_serving_tls_with_a_private_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    support::make_certs(dir.path());
+    let server = EtcdServer::start_tls(support::TlsFiles {
+        cert: &dir.path().join("server.crt"),
+        key: &dir.path().join("server.key"),
+    });
+    let url = format!("etcds://{}", server.tls_endpoint());
+    let ca = std::fs::read(dir.path().join("ca.crt")).unwrap();
+
+    let client = Client::builder()
+        .tls_root_certificate(ca.clone())
+        .open(&url)
+        .await
+        .expect("TLS with the test CA");
+    let lock = client.try_lock("k", "v", 2 * SEC).await.unwrap();
+    let err = client.try_lock("k", "w", 2 * SEC).await.unwrap_err();
+    assert!(err.is_not_obtained(), "{err:?}");
+    lock.refresh().await.unwrap();
+    lock.unlock().await.unwrap();
+    // A plain thread: the blocking API refuses a runtime context.
+    let blocking = std::thread::spawn(move || {
+        let client = leasehold::blocking::Client::builder()
+            .tls_root_certificate(ca)
+            .open(&url)?;
+        client.try_lock("k", "v", 2 * SEC)?.unlock()
+    });
+    blocking.join().unwrap().expect("blocking over TLS");
+
+    // The platform's roots do not know the test CA: refused at open.
+    let err = Client::builder()
+        .connect_timeout(3 * SEC)
+        .open(&format!("etcds://{}", server.tls_endpoint()))
+        .await
+        .unwrap_err();
+    assert!(err.is_store() || err.is_timeout(), "{err:?}");
+    // Plain HTTP/2 to the TLS port is no etcd either.
+    let err = Client::builder()
+        .connect_timeout(3 * SEC)
+        .open(&format!("etcd://{}", server.tls_endpoint()))
+        .await
+        .unwrap_err();
+    assert!(err.is_store() || err.is_timeout(), "{err:?}");
+}

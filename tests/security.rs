@@ -111,75 +111,12 @@ async fn lock_values_never_appear_in_debug_display_or_errors() {
 #[cfg(feature = "tls")]
 mod tls {
     use super::*;
-    use std::path::Path;
-    use std::process::Command;
-
-    /// A CA and a server certificate for 127.0.0.1, made with the `openssl` CLI.
-    fn make_certs(dir: &Path) {
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("openssl is installed (apt-get install openssl)");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=leasehold test CA",
-        ]);
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ]);
-        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-        ]);
-    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn rediss_works_against_a_tls_server_with_a_private_ca() {
         let dir = std::env::temp_dir().join(format!("leasehold-tls-{}", leasehold::random_value()));
         std::fs::create_dir_all(&dir).unwrap();
-        make_certs(&dir);
+        support::make_certs(&dir);
         let tls_port = support::free_port();
         let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
         let server = RedisServer::start_with(ServerOptions {

@@ -125,12 +125,24 @@ pub async fn release(client: &Client, key: &str, yes: bool, p: &Printer) -> Resu
         }
         Ok(OK)
     } else {
-        report(false, None)?;
-        p.note(&format!(
-            "not released: the lock on \"{key}\" under token {} is gone (released, expired or taken again meanwhile)",
-            info.fencing_token()
-        ));
-        Ok(NO_LOCK)
+        // Gone, or taken again since it was shown: say which.
+        match client.inspect(key).await.map_err(store)? {
+            None => {
+                report(false, None)?;
+                p.note(&format!(
+                    "no lock on \"{key}\" any more (released or expired meanwhile)"
+                ));
+                Ok(NO_LOCK)
+            }
+            Some(now) => {
+                report(false, Some(&now))?;
+                p.note(&format!(
+                    "not released: \"{key}\" changed hands (now {}); run again",
+                    render::summary(&now)
+                ));
+                Ok(NOT_CONFIRMED)
+            }
+        }
     }
 }
 

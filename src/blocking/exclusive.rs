@@ -18,12 +18,14 @@ impl Client {
     /// returns. `job` gets the held [`Lock`]: pass
     /// [`fencing_token`](Lock::fencing_token) to what it writes.
     ///
-    /// **One difference from the async form:** a running closure cannot be stopped from
-    /// outside, so a lost lease does not abort `job`. It should check
-    /// [`Lock::is_lost`] (or [`valid_for`](Lock::valid_for)) between steps and stop when
-    /// the lease is gone, and fence its writes. If the lease was lost by the time `job`
-    /// returns, its output is dropped and the loss is returned, as the async form reports
-    /// an aborted job: the job did not run exclusively to its end.
+    /// **The difference from the async form:** a running closure cannot be stopped from
+    /// outside, so a lost lease does not abort `job` (the async form drops its future at
+    /// the loss). It should check [`Lock::is_lost`] (or [`valid_for`](Lock::valid_for))
+    /// between steps and stop when the lease is gone, and fence its writes. If the lease
+    /// was lost by the time `job` returns, its output is dropped and the loss is
+    /// returned — the job may have gone on well past the loss, so it did not run
+    /// exclusively to its end. (The async form returns the output of a job that finished
+    /// before the loss was noticed.)
     ///
     /// ```
     /// use std::time::Duration;
@@ -44,7 +46,7 @@ impl Client {
     /// * [`Error::InvalidArgument`] for an empty `key` or an `expiration` under 3 ms
     ///   or over [`MAX_DURATION`](crate::MAX_DURATION);
     /// * from acquiring: [`Error::NotObtained`], [`Error::NotReplicated`],
-    ///   [`Error::Timeout`], [`Error::Redis`];
+    ///   [`Error::Timeout`], [`Error::Redis`], [`Error::Store`];
     /// * the loss, when the lease was lost while `job` ran: [`Error::NotHeld`],
     ///   [`Error::MaxRetryExceeded`] or another renewal error, or [`Error::LeaseExpired`]
     ///   when the lease ran out while renewal was still trying.
@@ -55,7 +57,8 @@ impl Client {
     /// # Panics
     ///
     /// When called from inside an async runtime (see the [module docs](super#panics)).
-    /// A panic in `job` stops renewal and is resumed; the key is left to expire.
+    /// A panic in `job` propagates; dropping the handles on the way stops renewal, and
+    /// the key is left to expire.
     #[track_caller]
     pub fn run_exclusive<T>(
         &self,

@@ -87,6 +87,12 @@ use crate::{Error, Result};
 /// The URL scheme of this store.
 pub(crate) const SCHEME: &str = "etcd://";
 
+/// etcd over TLS (feature `tls` too).
+pub(crate) const TLS_SCHEME: &str = "etcds://";
+
+/// The URL schemes of this store.
+pub(crate) const SCHEMES: [&str; 2] = [SCHEME, TLS_SCHEME];
+
 const STORE: &str = "etcd";
 
 /// Ends a lock name; what follows is a contender's hash, or `~` and a companion key.
@@ -126,6 +132,10 @@ pub(crate) struct Options {
     pub(crate) connect_timeout: Duration,
     /// Whether a miss puts the caller in line (`ClientBuilder::notify`).
     pub(crate) queue: bool,
+    /// The root certificate (PEM) for `etcds://` (`ClientBuilder::tls_root_certificate`);
+    /// `None`: the platform's roots.
+    #[cfg(feature = "tls")]
+    pub(crate) tls_root_certificate: Option<Vec<u8>>,
 }
 
 pub(crate) struct EtcdStore {
@@ -264,13 +274,29 @@ impl EtcdStore {
     /// server's minimum lease TTL (a lease of 1 s is granted and revoked). Also returns
     /// where it points.
     pub(crate) async fn open(url: &str, options: &Options) -> Result<(EtcdStore, String)> {
-        let Target { endpoints, user } = parse_url(url)?;
+        let Target {
+            endpoints,
+            user,
+            tls,
+        } = parse_url(url)?;
         let mut connect = etcd::ConnectOptions::new()
             .with_connect_timeout(options.connect_timeout)
             // A dead member is noticed by HTTP/2 pings, not only by the next request.
             .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
             // A member cut off from its leader refuses at once instead of stalling.
             .with_require_leader(true);
+        #[cfg(feature = "tls")]
+        if tls {
+            let roots = match &options.tls_root_certificate {
+                Some(pem) => {
+                    etcd::TlsOptions::new().ca_certificate(etcd::Certificate::from_pem(pem))
+                }
+                None => etcd::TlsOptions::new().with_native_roots(),
+            };
+            connect = connect.with_tls(roots);
+        }
+        #[cfg(not(feature = "tls"))]
+        let _ = tls; // refused by `parse_url`
         if let Some((name, password)) = user {
             // Authenticated on connect; a call refused for a stale token (etcd drops an
             // idle one after `--auth-token-ttl`, 5 minutes by default) was not executed,
@@ -1756,16 +1782,27 @@ struct Target {
     endpoints: Vec<String>,
     /// User name and password (percent-decoded).
     user: Option<(String, String)>,
+    /// `etcds://`: TLS to every member.
+    tls: bool,
 }
 
-/// `etcd://[user:password@]h1:p1[,h2:p2…]` → `["http://h1:p1", …]` and the credentials.
-/// Messages never quote the URL: it may hold a password.
+/// `etcd://[user:password@]h1:p1[,h2:p2…]` → `["http://h1:p1", …]` and the credentials;
+/// `etcds://…` → `https://…`. Messages never quote the URL: it may hold a password.
 fn parse_url(url: &str) -> Result<Target> {
     const EXPECTED: &str = "url: expected etcd://[user:password@]host:port[,host:port…] \
-                            (percent-encode @ : / , in the user name and password)";
-    let rest = url
-        .strip_prefix(SCHEME)
-        .ok_or_else(|| Error::invalid(EXPECTED))?;
+                            or etcds://… (percent-encode @ : / , % in the user name and \
+                            password)";
+    let (rest, tls) = match (url.strip_prefix(SCHEME), url.strip_prefix(TLS_SCHEME)) {
+        (Some(rest), _) => (rest, false),
+        (None, Some(rest)) => (rest, true),
+        (None, None) => return Err(Error::invalid(EXPECTED)),
+    };
+    if tls && !cfg!(feature = "tls") {
+        return Err(Error::invalid(
+            "url: etcds:// needs the `tls` feature (TLS to etcd)",
+        ));
+    }
+    let http = if tls { "https" } else { "http" };
     let (user, hosts) = match rest.rsplit_once('@') {
         Some((userinfo, hosts)) => {
             let (name, password) = userinfo
@@ -1792,15 +1829,17 @@ fn parse_url(url: &str) -> Result<Target> {
                     !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
                 });
             if valid {
-                Ok(format!("http://{h}"))
+                Ok(format!("{http}://{h}"))
             } else {
-                Err(Error::invalid(format!(
-                    "{EXPECTED} (TLS is not supported yet)"
-                )))
+                Err(Error::invalid(EXPECTED))
             }
         })
         .collect::<Result<_>>()?;
-    Ok(Target { endpoints, user })
+    Ok(Target {
+        endpoints,
+        user,
+        tls,
+    })
 }
 
 /// `%XX` escapes decoded; `None` for a malformed escape or bytes that are not UTF-8.
@@ -1810,6 +1849,9 @@ fn percent_decode(s: &str) -> Option<String> {
     while let Some(b) = bytes.next() {
         if b == b'%' {
             let hex = [bytes.next()?, bytes.next()?];
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
             out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
         } else {
             out.push(b);
@@ -1926,6 +1968,16 @@ mod tests {
         // A raw @ in the password still splits at the last one.
         let t = parse_url("etcd://app:p@ss@a:1").unwrap();
         assert_eq!(t.user, Some(("app".to_owned(), "p@ss".to_owned())));
+        match parse_url("etcds://app:secret@a:1,b:2") {
+            Ok(t) => {
+                assert!(cfg!(feature = "tls") && t.tls);
+                assert_eq!(t.endpoints, ["https://a:1", "https://b:2"]);
+            }
+            Err(e) => {
+                assert!(!cfg!(feature = "tls") && e.is_invalid_argument());
+                assert!(!e.to_string().contains("secret"), "{e}");
+            }
+        }
         for bad in [
             "etcd://",
             "etcd://a",
@@ -1936,8 +1988,9 @@ mod tests {
             "etcd://:secret@a:1",
             "etcd://u:@a:1",
             "etcd://u:secret%zz@a:1",
+            "etcd://u:secret%+f@a:1",
             "etcd://u:secret@",
-            "etcds://a:1",
+            "etcs://a:1",
         ] {
             let err = parse_url(bad).err().expect(bad);
             assert!(err.is_invalid_argument(), "{bad}");

@@ -557,8 +557,14 @@ impl Store for Quorum {
     }
 
     async fn force_release(&self, key: &str, only: Option<u64>, timeout: Duration) -> Result<bool> {
+        if only.is_some() {
+            // Each node counts its own tokens: the lease's token names none of them.
+            return Err(Error::invalid(
+                "force_release_if: a Redlock's token is no node's token",
+            ));
+        }
         let answers = self
-            .all(|_, node| node.force_release(key, only, timeout))
+            .all(|_, node| node.force_release(key, None, timeout))
             .await;
         let mut tally = Tally::default();
         for (i, answer) in answers.into_iter().enumerate() {

@@ -434,10 +434,7 @@ pub fn run_exclusive_renews_releases_and_reports_a_loss(s: &BlockingStore) {
             "finished"
         })
         .unwrap_err();
-    assert!(
-        err.is_not_held() || matches!(err, Error::LeaseExpired),
-        "{err:?}"
-    );
+    assert!(err.is_not_held(), "renewal found the key gone: {err:?}");
     assert!(c.inspect("job").unwrap().is_some(), "rival still holds");
 }
 
@@ -447,8 +444,12 @@ pub fn force_release_if_deletes_only_the_acquisition_named(s: &BlockingStore) {
     let shown = c.inspect("k").unwrap().expect("held").fencing_token();
     first.unlock().unwrap();
     let again = c.try_lock("k", "a", 30 * SEC).unwrap();
+    assert!(again.fencing_token() > shown);
     assert!(!c.force_release_if("k", shown).unwrap());
     assert!(again.ttl().unwrap().is_some(), "the newer lock is kept");
     assert!(c.force_release_if("k", again.fencing_token()).unwrap());
     assert!(c.inspect("k").unwrap().is_none());
+    assert!(!c.force_release_if("k", again.fencing_token()).unwrap());
+    let err = c.force_release_if("", 1).unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
 }

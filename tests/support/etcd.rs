@@ -54,8 +54,17 @@ const CLUSTER_TIMERS: Timers = Timers {
 struct Member {
     name: String,
     client_port: u16,
+    /// A second client port serving TLS, when started with certificate files.
+    tls_port: Option<u16>,
     peer_port: u16,
     service: Service,
+}
+
+/// A server certificate and its key (PEM files) for a TLS client port.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsFiles<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
 }
 
 impl Member {
@@ -75,13 +84,13 @@ impl Members {
     /// Starts `n` members and waits (bounded) until every one is healthy. A
     /// member that exits early (a picked port was taken meanwhile) makes the
     /// whole cluster start over on new ports, up to 5 times.
-    fn start(n: usize, timers: Timers) -> Members {
+    fn start(n: usize, timers: Timers, tls: Option<TlsFiles<'_>>) -> Members {
         assert!(n >= 1, "an etcd cluster needs at least one member");
         let deadline = Instant::now() + TIMEOUT;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let members = Members::create(n, timers);
+            let members = Members::create(n, timers, tls);
             // One after the other, each once it serves its peer port: a new
             // member first asks every peer whether it was bootstrapped
             // already, and a peer that listens but does not serve yet holds
@@ -112,7 +121,7 @@ impl Members {
         }
     }
 
-    fn create(n: usize, timers: Timers) -> Members {
+    fn create(n: usize, timers: Timers, tls: Option<TlsFiles<'_>>) -> Members {
         let dir = memory_temp_dir("etcd");
         let token = dir
             .path()
@@ -140,10 +149,16 @@ impl Members {
             .enumerate()
             .map(|(i, &(client_port, peer_port))| {
                 let name = format!("m{i}");
-                let client = format!("http://127.0.0.1:{client_port}");
+                // Plain HTTP always (health probes and the JSON gateway use it), plus
+                // a TLS port when certificate files are given.
+                let tls_port = tls.map(|_| free_port());
+                let mut client = format!("http://127.0.0.1:{client_port}");
+                if let Some(port) = tls_port {
+                    client.push_str(&format!(",https://127.0.0.1:{port}"));
+                }
                 let peer = format!("http://127.0.0.1:{peer_port}");
                 let data = dir.path().join(&name);
-                let args: Vec<String> = [
+                let mut args: Vec<String> = [
                     "--name",
                     &name,
                     "--data-dir",
@@ -179,6 +194,14 @@ impl Members {
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
+                if let Some(files) = tls {
+                    args.extend([
+                        "--cert-file".to_owned(),
+                        files.cert.to_string_lossy().into_owned(),
+                        "--key-file".to_owned(),
+                        files.key.to_string_lossy().into_owned(),
+                    ]);
+                }
                 let service = Service::new(
                     format!(
                         "etcd member {name} (client 127.0.0.1:{client_port}, peer {peer_port})"
@@ -195,6 +218,7 @@ impl Members {
                 Member {
                     name,
                     client_port,
+                    tls_port,
                     peer_port,
                     service,
                 }
@@ -306,7 +330,7 @@ impl EtcdServer {
     /// etcd (`apt-get install -y etcd-server`, or `LEASEHOLD_ETCD`).
     pub fn start() -> EtcdServer {
         EtcdServer {
-            inner: Members::start(1, SINGLE_TIMERS),
+            inner: Members::start(1, SINGLE_TIMERS, None),
         }
     }
 
@@ -326,6 +350,23 @@ impl EtcdServer {
             });
             server
         })
+    }
+
+    /// A member that also serves TLS clients, with the given server certificate
+    /// (for 127.0.0.1): [`tls_endpoint`](Self::tls_endpoint).
+    pub fn start_tls(files: TlsFiles<'_>) -> EtcdServer {
+        EtcdServer {
+            inner: Members::start(1, SINGLE_TIMERS, Some(files)),
+        }
+    }
+
+    /// `127.0.0.1:PORT` of the TLS client port. Panics unless started with
+    /// [`start_tls`](Self::start_tls).
+    pub fn tls_endpoint(&self) -> String {
+        let port = self.inner.members[0]
+            .tls_port
+            .expect("started with start_tls");
+        format!("127.0.0.1:{port}")
     }
 
     /// `127.0.0.1:PORT` (the client port).
@@ -404,7 +445,7 @@ impl EtcdCluster {
     /// (which needs an elected leader).
     pub fn start(n: usize) -> EtcdCluster {
         EtcdCluster {
-            inner: Members::start(n, CLUSTER_TIMERS),
+            inner: Members::start(n, CLUSTER_TIMERS, None),
         }
     }
 

@@ -172,7 +172,8 @@ pub(crate) fn inspect(key: &str) -> Cmd {
 }
 
 pub(crate) fn force_release(key: &str, only: Option<u64>, publish: Option<Publish>) -> Cmd {
-    let (mut cmd, sidecar) = key_and_claims(&FORCE_RELEASE, key, 2 * key.len() + SIDECAR_EXTRA);
+    // The announcement (a flag and the channel: key + sidecar) and the token.
+    let (mut cmd, sidecar) = key_and_claims(&FORCE_RELEASE, key, key.len() + SIDECAR_EXTRA + 21);
     write_announcement(key, &sidecar, publish, &mut cmd);
     match only {
         Some(token) => cmd.arg(token),
