@@ -556,7 +556,7 @@ async fn bad_urls_keys_and_unreachable_members_fail_as_documented() {
         "etcd://u:secret@h",
         "etcd://u:secret%zz@h:1",
         "etcd://h:1/path",
-        "etcds://u:secret@h:1",
+        "etcds://u:secret@h",
     ] {
         let err = Client::open(bad).await.unwrap_err();
         assert!(err.is_invalid_argument(), "{bad}: {err:?}");
