@@ -1687,10 +1687,9 @@ impl Store for EtcdStore {
     }
 
     async fn force_release(&self, key: &str, only: Option<u64>, timeout: Duration) -> Result<bool> {
-        within(timeout, Retry::Transient, || {
-            self.force_release_now(key, only)
-        })
-        .await
+        // A delete whose answer was lost must not be tried again: the retry would find
+        // the next contender at the head of the line and delete it too.
+        within(timeout, Retry::Unsent, || self.force_release_now(key, only)).await
     }
 
     async fn inspect(&self, key: &str, timeout: Duration) -> Result<Option<Inspected>> {
