@@ -427,7 +427,7 @@ impl Client {
     ///   percent-encode `@ : / , %` in them. See below.
     /// * `etcds://[user:password@]host:port[,host:port…]` — the same over TLS (features
     ///   `etcd` and `tls`), verified against the platform's roots or
-    ///   [`ClientBuilder::tls_root_certificate`].
+    ///   `ClientBuilder::tls_root_certificate`.
     ///
     /// For Redis Cluster see `Client::open_cluster` (feature `cluster`); for a
     /// sentinel-managed master, `Client::open_sentinel` (feature `sentinel`).
