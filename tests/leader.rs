@@ -1,4 +1,4 @@
-//! Leader loops (`Client::run_while_leader`) on a real redis-server and `memory://NAME`:
+//! Leader loops (`Client::run_while_leader`, and its blocking form) on a real redis-server and `memory://NAME`:
 //! one leader at a time among contenders with their own clients; take-over after the
 //! leader is cut off (black-holed connection: the old leader's `lost()` fires before the
 //! successor is elected) or its key is deleted behind its back; the old term's future is
@@ -350,4 +350,100 @@ async fn a_leader_whose_key_is_deleted_is_replaced_and_learns_it_at_its_next_ren
         a_lost - deleted,
         a_lost.saturating_duration_since(b_elected),
     );
+}
+
+/// The blocking form: a term whose key is taken away returns when its closure sees the
+/// loss; its output is dropped and the closure is called again (term 2, a higher token,
+/// the loss named); a term that returns while still leading ends the call and releases.
+/// Two threads with clients of their own never lead at once.
+fn blocking_leader_loop(url: &str) {
+    use leasehold::blocking::Client;
+    let ms = Duration::from_millis(1);
+    let client = Client::open(url).unwrap();
+    let other = Client::open(url).unwrap();
+    let mut terms = Vec::new();
+    let out = client
+        .run_while_leader(
+            "leader",
+            600 * ms,
+            std::iter::repeat_n(20 * ms, 250), // bounded: 5 s of campaigning
+            |leadership| {
+                terms.push((
+                    leadership.term(),
+                    leadership.fencing_token(),
+                    leadership.previous_loss().map(|e| e.is_not_held()),
+                ));
+                if leadership.term() == 1 {
+                    assert!(other.force_release("leader").unwrap());
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while !leadership.is_lost() {
+                        assert!(Instant::now() < deadline, "loss not seen within 5 s");
+                        std::thread::sleep(10 * ms);
+                    }
+                    return "term 1, lost";
+                }
+                "term 2, done"
+            },
+        )
+        .unwrap();
+    assert_eq!(out, "term 2, done");
+    assert_eq!(terms.len(), 2, "{terms:?}");
+    assert_eq!((terms[0].0, terms[0].2), (1, None));
+    assert_eq!((terms[1].0, terms[1].2), (2, Some(true)));
+    assert!(terms[1].1 > terms[0].1, "{terms:?}");
+    assert!(other.inspect("leader").unwrap().is_none(), "released");
+
+    let bad = client.run_while_leader("", 600 * ms, leasehold::NoRetry, |_| ());
+    assert!(matches!(bad, Err(leasehold::Error::InvalidArgument(_))));
+    let bad = client.run_while_leader("k", 2 * ms, leasehold::NoRetry, |_| ());
+    assert!(matches!(bad, Err(leasehold::Error::InvalidArgument(_))));
+
+    // One leader at a time among threads, each leading for 200 ms, twice.
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, spans) = (url.to_owned(), Arc::clone(&spans));
+            std::thread::spawn(move || {
+                let client = Client::open(&url).unwrap();
+                for _ in 0..2 {
+                    client
+                        .run_while_leader(
+                            "shared",
+                            Duration::from_secs(2),
+                            std::iter::repeat_n(10 * ms, 1000), // bounded: 10 s
+                            |leadership| {
+                                let start = Instant::now();
+                                std::thread::sleep(200 * ms);
+                                assert!(!leadership.is_lost());
+                                spans.lock().unwrap().push((start, Instant::now()));
+                            },
+                        )
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut spans = spans.lock().unwrap().clone();
+    assert_eq!(spans.len(), 6);
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "two leaders at once: {pair:?}");
+    }
+}
+
+#[test]
+fn blocking_leaders_on_redis_take_turns_and_a_lost_term_is_led_again() {
+    let server = RedisServer::start();
+    blocking_leader_loop(&server.url());
+}
+
+#[test]
+fn blocking_leaders_on_memory_take_turns_and_a_lost_term_is_led_again() {
+    blocking_leader_loop(&format!(
+        "memory://blocking-leader-{}",
+        leasehold::random_value()
+    ));
 }

@@ -3,9 +3,10 @@
 //! [`Client`], [`Lock`] and [`AutoRefresh`] have the names and semantics of their async
 //! counterparts ([`crate::Client`], [`crate::Lock`], [`crate::AutoRefresh`]), without
 //! `.await`; so do [`Redlock`] and [`RedlockLock`] ([`crate::redlock`]). They wrap the
-//! async types: every lock operation is the async one. [`Client::run_exclusive`] runs a
-//! plain closure under a renewed lock; what must drop a running job on loss
-//! (`run_while_leader`, the scheduler) is async only.
+//! async types: every lock operation is the async one. [`Client::run_exclusive`] and
+//! `Client::run_while_leader` (feature `schedule`) run plain closures under a renewed
+//! lock, which check whether the lease is lost between steps (a closure cannot be
+//! stopped from outside); the scheduler is async only.
 //!
 //! ```
 //! use std::time::Duration;
@@ -64,6 +65,8 @@
 mod client;
 mod exclusive;
 mod inspect;
+#[cfg(feature = "schedule")]
+mod leader;
 mod lock;
 mod redlock;
 mod refresh;
@@ -72,6 +75,9 @@ mod runtime;
 mod wait;
 
 pub use client::{Client, ClientBuilder};
+#[cfg(feature = "schedule")]
+#[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
+pub use leader::Leadership;
 pub use lock::Lock;
 pub use redlock::{Redlock, RedlockBuilder, RedlockLock};
 pub use refresh::AutoRefresh;
