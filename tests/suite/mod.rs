@@ -25,6 +25,8 @@ pub mod blocking_cases;
 pub mod cases;
 pub mod history;
 pub mod locker;
+#[cfg(feature = "schedule")]
+pub mod schedule;
 
 use std::any::Any;
 use std::fmt::Debug;
