@@ -4,6 +4,7 @@
 #   scripts/test.sh                 install what is missing, then `cargo test --workspace --all-features`
 #   scripts/test.sh -- <args>       the same, passing <args> to cargo test (a filter, --test NAME, ...)
 #   scripts/test.sh --setup-only    install what is missing and stop (CI runs the gates itself)
+#   scripts/test.sh --check         only report what is missing (exit 1 if anything is)
 #
 # The suite spawns real servers on free loopback ports: redis-server, redis-cli (which creates
 # the throwaway Redis Cluster) and etcd; building the etcd client needs protoc; the TLS test
@@ -14,7 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 setup_only=false
+check_only=false
 if [ "${1:-}" = "--setup-only" ]; then setup_only=true; shift; fi
+if [ "${1:-}" = "--check" ]; then check_only=true; shift; fi
 [ "${1:-}" = "--" ] && shift
 
 missing=()
@@ -22,9 +25,31 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have "${LEASEHOLD_REDIS_SERVER:-redis-server}" || missing+=(redis-server)
 have "${LEASEHOLD_REDIS_CLI:-redis-cli}" || missing+=(redis-tools)
 have "${LEASEHOLD_ETCD:-etcd}" || missing+=(etcd-server)
+# protoc alone is not enough: etcd-client's build imports google/protobuf/*.proto, which
+# Debian ships in libprotobuf-dev (left out by --no-install-recommends). Probe the real
+# thing: compile a file that imports descriptor.proto.
+protoc_works() {
+  local dir
+  dir=$(mktemp -d) || return 1
+  printf 'syntax = "proto3";\nimport "google/protobuf/descriptor.proto";\n' >"$dir/probe.proto"
+  "${PROTOC:-protoc}" -I"$dir" --descriptor_set_out="$dir/out" "$dir/probe.proto" >/dev/null 2>&1
+  local ok=$?
+  rm -rf "$dir"
+  return $ok
+}
 have "${PROTOC:-protoc}" || missing+=(protobuf-compiler)
+protoc_works || missing+=(libprotobuf-dev)
 have openssl || missing+=(openssl)
 [ -e /usr/share/zoneinfo/Europe/Berlin ] || missing+=(tzdata)
+
+if $check_only; then
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "scripts/test.sh: would install: ${missing[*]}"
+    exit 1
+  fi
+  echo "scripts/test.sh: everything the suite needs is installed"
+  exit 0
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
@@ -46,6 +71,8 @@ MSG
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
     "${missing[@]}" >/dev/null
+  # protobuf-compiler brings protoc; the probe must now pass (libprotobuf-dev included).
+  protoc_works || { echo "scripts/test.sh: protoc cannot compile an import of google/protobuf/descriptor.proto (install libprotobuf-dev)" >&2; exit 1; }
 fi
 
 $setup_only && exit 0
