@@ -29,11 +29,12 @@ pub(crate) trait Store {
     /// store's granularity; [`crate::Error::InvalidArgument`] if it cannot be granted.
     fn grant(&self, expiration: Duration) -> Result<Duration>;
 
-    /// Take `key` for `val` unless another value holds it. Idempotent: if `val` already
-    /// holds it, re-arm the expiration (never shortening it) and return the existing
-    /// token. `attempt` names this attempt: it becomes one of the key's *claims* (retired
-    /// by [`release`](Store::release) or [`abort`](Store::abort); the key is deleted once
-    /// none is left), and it can be aborted if its outcome is unknown.
+    /// Take `key` for `val` unless another value holds it. Idempotent, and the value is
+    /// the holder's identity: if `val` already holds the key, re-arm it to exactly
+    /// `expiration` (shorter or longer) and return the existing token. A fresh
+    /// acquisition records `attempt` as the key's *creator* (what [`abort`](Store::abort)
+    /// may undo). An attempt aborted before it reached the store is refused
+    /// ([`Acquire::Refused`]: nothing done).
     async fn acquire(
         &self,
         key: &str,
@@ -43,51 +44,38 @@ pub(crate) trait Store {
         timeout: Duration,
     ) -> Result<Acquire>;
 
-    /// Re-arm the expiration (never shortening it) if `val` holds `key` in the
-    /// incarnation of fencing token `token`. `false`: not held (gone, another value, or
-    /// re-created since), nothing changed.
+    /// Set the key's expiration to exactly `expiration` (shorter or longer) if `val`
+    /// holds `key`. `false`: not held (gone, or another value), nothing changed.
     async fn refresh(
         &self,
         key: &str,
         val: &str,
-        token: u64,
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool>;
 
-    /// Retire a lock's `claims` (the attempts that armed it) if `val` holds `key`, and
-    /// delete the key once no claim is left (another acquire of the same value may still
-    /// hold it). `false`: none of the claims held the key, nothing changed.
-    async fn release(
-        &self,
-        key: &str,
-        val: &str,
-        claims: &[AttemptId],
-        timeout: Duration,
-    ) -> Result<bool>;
+    /// Delete `key` if `val` holds it. `false`: not held, nothing changed.
+    async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool>;
 
-    /// Give up on acquire `attempts` of `key` for `val` whose outcome is unknown (their
-    /// caller stopped waiting, or their connection was replaced): any of them that
-    /// reaches the store later is refused, their claims are retired, and the key is
-    /// deleted if `val` holds it and no claim is left (what they may have created, never
-    /// what another acquire of the value holds).
+    /// Give up on acquire `attempts` of `key` for `val` (all of this client) whose
+    /// outcome is unknown (their caller stopped waiting, or their connection was
+    /// replaced): any of them that reaches the store later is refused, and the key is
+    /// deleted if `val` holds it and one of `attempts` created it — never a lock that was
+    /// held before they began. The record of aborted attempts is one per key and client:
+    /// the highest aborted attempt number, refusing every attempt of the client up to it
+    /// (an earlier attempt still in flight is refused too, and its caller tries again).
+    /// `true`: the key was deleted.
     async fn abort(
         &self,
         key: &str,
         val: &str,
         attempts: &[AttemptId],
         timeout: Duration,
-    ) -> Result<()>;
+    ) -> Result<bool>;
 
-    /// Remaining time to live if `val` holds `key` in the incarnation of `token`; `None`
-    /// if not. A key without expiry (set by hand) reports `Duration::MAX`.
-    async fn pttl(
-        &self,
-        key: &str,
-        val: &str,
-        token: u64,
-        timeout: Duration,
-    ) -> Result<Option<Duration>>;
+    /// Remaining time to live if `val` holds `key`; `None` if not. A key without expiry
+    /// (set by hand) reports `Duration::MAX`.
+    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>>;
 
     /// Delete `key` whoever holds it (an operator's decision), or only while its current
     /// incarnation has fencing token `only`. `false`: no lock there (or another token).
@@ -129,8 +117,8 @@ pub(crate) trait Store {
 
     /// Whether an attempt that did not grant the key may still have taken it on part of
     /// the store (a quorum over several nodes, some of which granted): then the client
-    /// [aborts](Store::abort) every such attempt at once — retiring its claims, deleting
-    /// what no other claim holds — before it waits for another try.
+    /// [aborts](Store::abort) every such attempt at once — deleting what it created —
+    /// before it waits for another try.
     fn partial(&self) -> bool {
         false
     }
@@ -159,6 +147,9 @@ pub(crate) enum Acquire {
     /// The key now holds our value on the master, but fewer replicas than asked for
     /// acknowledged it (`min_replicas`): a failover could lose it.
     Unreplicated { token: u64, acked: u32, wanted: u32 },
+    /// An attempt of this client up to this one was aborted before it reached the store:
+    /// it did nothing (another attempt, with a higher number, is not refused).
+    Refused,
 }
 
 /// The identity of one acquire attempt: the client that sent it and its sequence
@@ -252,21 +243,14 @@ impl Store for Backend {
         &self,
         key: &str,
         val: &str,
-        token: u64,
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool> {
-        dispatch!(self, s => s.refresh(key, val, token, expiration, timeout).await)
+        dispatch!(self, s => s.refresh(key, val, expiration, timeout).await)
     }
 
-    async fn release(
-        &self,
-        key: &str,
-        val: &str,
-        claims: &[AttemptId],
-        timeout: Duration,
-    ) -> Result<bool> {
-        dispatch!(self, s => s.release(key, val, claims, timeout).await)
+    async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
+        dispatch!(self, s => s.release(key, val, timeout).await)
     }
 
     async fn abort(
@@ -275,18 +259,12 @@ impl Store for Backend {
         val: &str,
         attempts: &[AttemptId],
         timeout: Duration,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         dispatch!(self, s => s.abort(key, val, attempts, timeout).await)
     }
 
-    async fn pttl(
-        &self,
-        key: &str,
-        val: &str,
-        token: u64,
-        timeout: Duration,
-    ) -> Result<Option<Duration>> {
-        dispatch!(self, s => s.pttl(key, val, token, timeout).await)
+    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
+        dispatch!(self, s => s.pttl(key, val, timeout).await)
     }
 
     async fn force_release(&self, key: &str, only: Option<u64>, timeout: Duration) -> Result<bool> {
