@@ -234,7 +234,6 @@ impl ClientBuilder {
             min_replicas,
             notify: self.notify,
             notifier: self.notifier.clone(),
-            prefix_len: self.key_prefix.len(),
             #[cfg(feature = "tls")]
             tls_root_certificate: self.tls_root_certificate.clone(),
         };

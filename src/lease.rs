@@ -200,6 +200,19 @@ impl Leases {
         self.next_attempt.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Whether an abort of attempts on `key` for `val` may undo what they created, and if
+    /// so, marks it as a release about to be sent: not while this client holds a lease
+    /// of the pair (a same-value lock joined what they created: it is that lock now).
+    pub(crate) fn may_undo(&self, key: &str, val: &str) -> bool {
+        let pair = self.pair(key, val);
+        let held = self.table.lock().find(pair);
+        if held.is_some_and(|lease| !lease.is_lost()) {
+            return false;
+        }
+        self.releasing(pair);
+        true
+    }
+
     /// A release of `pair` is about to be sent.
     fn releasing(&self, pair: Pair<'_>) {
         let order = self.next_write();
@@ -263,7 +276,13 @@ impl Leases {
     /// re-acquire, which re-armed the key to its own expiration), else a new one (an
     /// earlier lease with another token is over: its incarnation expired or was released,
     /// and the key was taken afresh).
-    fn hold(self: &Arc<Self>, pair: Pair<'_>, token: u64, until: Instant, order: u64) -> Arc<Lease> {
+    fn hold(
+        self: &Arc<Self>,
+        pair: Pair<'_>,
+        token: u64,
+        until: Instant,
+        order: u64,
+    ) -> Arc<Lease> {
         let mut table = self.table.lock();
         if let Some(held) = table.find(pair) {
             if held.token == token && held.confirm(order, until) {

@@ -368,11 +368,14 @@ mod tests {
         let valid = lock.valid_for().unwrap();
         assert!(valid <= Duration::from_millis(300), "{valid:?}");
         let ttl = lock.ttl().await.unwrap().unwrap();
-        assert!(valid <= ttl && ttl <= Duration::from_millis(300), "{valid:?} of {ttl:?}");
+        assert!(
+            valid <= ttl && ttl <= Duration::from_millis(300),
+            "{valid:?} of {ttl:?}"
+        );
         drop(renewal);
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(lock.valid_for(), None, "the lease ended with the key");
-        client
+        let _next = client
             .try_lock("job", "next", Duration::from_secs(60))
             .await
             .expect("the key expired 300 ms after the last renewal");

@@ -14,8 +14,11 @@
 //!   before they began. The value is the holder's identity: a same-value lock of this
 //!   client that joined what an aborted attempt created loses it with it, and learns so
 //!   at once ([`Leases::released`]);
-//! * when the call ends holding the key, its earlier attempts without an answer are
-//!   only refused, never undone: the key they may have created is the call's own lock;
+//! * when the call ends holding the key, or another lock of the value in this client
+//!   holds it when the abort is sent, the attempts are only refused, never undone: the
+//!   key they may have created is that lock now. An abort that may undo is marked as a
+//!   release of the pair before it is sent: a same-value attempt sent before it and
+//!   granted is not believed (its grant may be what the abort deleted), and tried again;
 //! * retrying an abort, or an abort arriving late, does nothing more than the first.
 //!
 //! On a store that keeps waiters in line ([`Store::queues`](crate::store::Store::queues):
@@ -161,10 +164,11 @@ impl<'a> Attempts<'a> {
         if attempts.is_empty() {
             return;
         }
+        let undo = !self.holds && self.leases.may_undo(self.key, self.val);
         let aborted = self
             .leases
             .backend()
-            .abort(self.key, self.val, &attempts, !self.holds, timeout)
+            .abort(self.key, self.val, &attempts, undo, timeout)
             .await;
         if let Ok(deleted) = aborted {
             if deleted {
@@ -222,10 +226,11 @@ impl Abort {
         let started = Instant::now();
         let mut pause = ABORT_RETRY_FIRST;
         loop {
+            let undo = self.undo && self.leases.may_undo(&self.key, &self.val);
             let sent = self
                 .leases
                 .backend()
-                .abort(&self.key, &self.val, &self.attempts, self.undo, self.timeout)
+                .abort(&self.key, &self.val, &self.attempts, undo, self.timeout)
                 .await;
             match sent {
                 Ok(true) => {

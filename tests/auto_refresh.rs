@@ -222,6 +222,6 @@ async fn lost_fires_before_a_contender_acquires_when_the_holder_is_cut_off() {
         .lock("other", "me", SEC, SEC, FixedInterval::new(50 * MS, 40))
         .await
         .expect("the holder's client recovers");
-    assert_eq!(again.fencing_token(), 1);
+    assert!(again.valid_for().is_some());
     assert_eq!(server.get("job").as_deref(), Some("contender"));
 }

@@ -13,9 +13,9 @@ use support::{FaultProxy, RedisServer, ServerOptions, wait_until};
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
 
-/// The fence counter of `key` (found by its prefix: `key:fence…`).
+/// The token in the state of `key` (found by its prefix: `key:state…`).
 fn fence(server: &RedisServer, key: &str) -> Option<String> {
-    let pattern = format!("{key}:fence*");
+    let pattern = format!("{key}:state*");
     let keys: Vec<String> = match server.cmd_sync(&["KEYS", &pattern]) {
         redis::Value::Array(keys) => keys
             .into_iter()
@@ -27,7 +27,8 @@ fn fence(server: &RedisServer, key: &str) -> Option<String> {
         other => panic!("unexpected {other:?}"),
     };
     assert!(keys.len() <= 1, "{keys:?}");
-    keys.first().and_then(|k| server.get(k))
+    let state = keys.first().and_then(|k| server.get(k))?;
+    Some(state.split(' ').next().unwrap().to_owned())
 }
 
 /// Load the scripts into the server's cache, so that an attempt under test is one
@@ -131,18 +132,22 @@ fn keys(server: &RedisServer, pattern: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_fence_counter_lives_next_to_the_lock_key_and_outlives_it() {
+async fn the_state_lives_next_to_the_lock_key_and_outlives_it_for_a_bounded_time() {
     let server = RedisServer::start();
     let client = Client::open(&server.url()).await.unwrap();
-    // A key without a namespace keeps a counter of its own, next to it.
     let lock = client.try_lock("job", "v", SEC).await.unwrap();
-    assert_eq!(fence(&server, "job").as_deref(), Some("1"));
+    let token = lock.fencing_token().to_string();
+    assert_eq!(fence(&server, "job").as_ref(), Some(&token));
     assert_eq!(server.get("job").as_deref(), Some("v"));
     lock.unlock().await.unwrap();
     assert_eq!(server.get("job"), None);
-    assert_eq!(fence(&server, "job").as_deref(), Some("1"));
-    // Namespaced keys share one counter per slot: 100 per-entity keys leave at most one
-    // counter per slot they fall in, and nothing else once unlocked.
+    assert_eq!(
+        fence(&server, "job").as_ref(),
+        Some(&token),
+        "outlives the lock"
+    );
+    // Per-entity keys: one state each, which expires an hour after its lock (bounded
+    // footprint), and nothing else once unlocked.
     for i in 0..100 {
         let lock = client
             .try_lock(&format!("order:{i}"), "v", SEC)
@@ -151,26 +156,25 @@ async fn the_fence_counter_lives_next_to_the_lock_key_and_outlives_it() {
         lock.unlock().await.unwrap();
     }
     let left = keys(&server, "order:*");
-    assert!(
-        !left.is_empty() && left.iter().all(|k| k.starts_with("order:leasehold:fence{")),
-        "{left:?}"
-    );
-    assert!(left.len() <= 100);
-    // Hash-tagged keys of one tag share their slot's counter: tokens rise across them.
-    let a = client.try_lock("user:{7}:a", "v", SEC).await.unwrap();
-    let b = client.try_lock("user:{7}:b", "v", SEC).await.unwrap();
-    assert_eq!(b.fencing_token(), a.fencing_token() + 1);
-    assert_eq!(keys(&server, "user:leasehold:fence*").len(), 1);
+    assert_eq!(left.len(), 100, "{left:?}");
+    for key in &left {
+        assert!(key.contains(":state{"), "{key}");
+        let ttl = match server.cmd_sync(&["PTTL", key]) {
+            redis::Value::Int(ms) => ms,
+            other => panic!("{other:?}"),
+        };
+        assert!(ttl > 0 && ttl <= 3_601_000, "{key}: {ttl}");
+    }
 }
 
-/// Upgrading from the layout of one counter per key: the first acquisition in the new
-/// layout continues from the old counter (a token never goes back) and removes it.
+/// Upgrading from the layout of one counter per key: an acquisition without state takes a
+/// token above the key's counter of the earlier layout (a token never goes back).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_continue_from_a_counter_of_the_earlier_layout() {
     let server = RedisServer::start();
     let client = Client::open(&server.url()).await.unwrap();
-    // Lock `app:job` once, then rename the shared counter to the earlier layout's
-    // per-key name (`key:fence{N}`, the same slot tag), as an earlier version left it.
+    // Lock `app:job` once to learn its slot tag, then leave only a counter of the earlier
+    // layout (`key:fence{N}`, the same slot tag), as an earlier version left it.
     client
         .try_lock("app:job", "v", SEC)
         .await
@@ -178,14 +182,17 @@ async fn tokens_continue_from_a_counter_of_the_earlier_layout() {
         .unlock()
         .await
         .unwrap();
-    let shared = keys(&server, "app:leasehold:fence*").pop().unwrap();
-    let old = format!("app:job:fence{}", &shared["app:leasehold:fence".len()..]);
-    server.cmd_sync(&["RENAME", &shared, &old]);
-    server.cmd_sync(&["SET", &old, "41"]);
+    let state = keys(&server, "app:job:state*").pop().unwrap();
+    let old = format!("app:job:fence{}", &state["app:job:state".len()..]);
+    server.cmd_sync(&["DEL", &state]);
+    let big = u64::MAX / 2;
+    server.cmd_sync(&["SET", &old, &big.to_string()]);
     let lock = client.try_lock("app:job", "w", SEC).await.unwrap();
-    assert_eq!(lock.fencing_token(), 42, "continues from the old counter");
-    assert_eq!(server.get(&old), None, "the old counter is gone");
-    assert_eq!(server.get(&shared).as_deref(), Some("42"));
+    assert_eq!(
+        lock.fencing_token(),
+        big + 1,
+        "continues from the old counter"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,7 +209,6 @@ async fn a_cancelled_lock_call_does_not_leave_an_orphan() {
     // long before the 60 s expiration.
     assert!(wait_until(5 * SEC, || fence(&server, "k").is_some()));
     assert!(wait_until(5 * SEC, || server.get("k").is_none()));
-    assert_eq!(fence(&server, "k").as_deref(), Some("1"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,8 +251,11 @@ async fn a_timed_out_attempt_that_landed_is_recognised_by_the_next_one() {
     let (locked, landed) = tokio::join!(locking, heal);
     assert_eq!(landed.as_deref(), Some("v"), "the timed-out attempt landed");
     let lock = locked.expect("the second attempt recognises the first");
-    assert_eq!(lock.fencing_token(), 1, "one acquisition, one token");
-    assert_eq!(fence(&server, "k").as_deref(), Some("1"));
+    assert_eq!(
+        fence(&server, "k"),
+        Some(lock.fencing_token().to_string()),
+        "one acquisition, one token"
+    );
     assert_eq!(server.get("k").as_deref(), Some("v"));
 }
 
@@ -292,10 +301,9 @@ async fn the_client_reconnects_after_a_restart_and_nothing_is_resurrected() {
         .lock("k", "w", 60 * SEC, SEC, retry)
         .await
         .expect("reconnected");
-    assert_eq!(
-        again.fencing_token(),
-        1,
-        "the counter was lost with the restart"
+    assert!(
+        again.fencing_token() > lock.fencing_token(),
+        "the state was lost with the restart: the server's clock keeps tokens rising"
     );
 }
 
@@ -314,15 +322,17 @@ async fn killed_connections_and_flushed_scripts_are_survived() {
     lock.refresh()
         .await
         .expect("the lock was kept across the kill");
-    assert_eq!(other.fencing_token(), 1);
+    assert!(other.valid_for().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_that_dies_frees_the_key_within_its_expiration() {
     let server = RedisServer::start();
+    let dead;
     {
         let holder = Client::open(&server.url()).await.unwrap();
         let lock = holder.try_lock("k", "dead", 300 * MS).await.unwrap();
+        dead = lock.fencing_token();
         drop(lock);
         drop(holder); // the process is gone; nothing released the key
     }
@@ -338,7 +348,7 @@ async fn a_holder_that_dies_frees_the_key_within_its_expiration() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(lock.fencing_token(), 2);
+    assert_eq!(lock.fencing_token(), dead + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,7 +364,7 @@ async fn the_callers_timeout_is_not_capped_by_a_hidden_response_timeout() {
         .await
         .expect("a slow server within the caller's timeout is not an error");
     assert!(started.elapsed() >= 800 * MS);
-    assert_eq!(lock.fencing_token(), 1);
+    assert!(lock.valid_for().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -122,7 +122,10 @@ async fn a_cancelled_shorter_relock_shortens_every_handle_at_once() {
     );
     tokio::time::sleep(300 * MS).await; // the re-lock landed after the pause
     let ttl = pttl(&server, "k");
-    assert!((0..=SEC.as_millis() as i64).contains(&ttl), "re-armed to 1 s: {ttl}");
+    assert!(
+        (0..=SEC.as_millis() as i64).contains(&ttl),
+        "re-armed to 1 s: {ttl}"
+    );
     assert!(held.valid_for().unwrap() <= Duration::from_millis(ttl as u64 + 50));
     tokio::time::sleep(1200 * MS).await; // past the re-lock's 1 s
     assert_eq!(held.valid_for(), None);

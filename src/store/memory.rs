@@ -63,8 +63,10 @@ struct Slot {
     deadline: Instant,
     /// The fencing token of this incarnation.
     token: u64,
-    /// The attempt that created this incarnation: an abort naming it deletes the key.
+    /// The attempt that created this incarnation, and the last that armed it: an abort
+    /// naming both deletes the key (no other attempt of the value armed it since).
     creator: AttemptId,
+    last: AttemptId,
 }
 
 impl Slot {
@@ -109,6 +111,7 @@ impl MemoryStore {
                 Some(_) => {
                     // The same holder: re-armed to the expiration given, same token.
                     slot.deadline = deadline;
+                    slot.last = attempt;
                     return Acquire::Acquired(slot.token);
                 }
                 None => {}
@@ -123,6 +126,7 @@ impl MemoryStore {
                 slot.deadline = deadline;
                 slot.token = token;
                 slot.creator = attempt;
+                slot.last = attempt;
             }
             None => {
                 store.slots.insert(
@@ -132,6 +136,7 @@ impl MemoryStore {
                         deadline,
                         token,
                         creator: attempt,
+                        last: attempt,
                     },
                 );
             }
@@ -164,13 +169,14 @@ impl MemoryStore {
     }
 
     /// Delete `key` if `val` holds it and, with `created_by`, one of those attempts
-    /// created it. `true` if deleted.
+    /// created it and one armed it last. `true` if deleted.
     fn release_now(&self, key: &str, val: &str, created_by: Option<&[AttemptId]>) -> bool {
         let now = Instant::now();
         let deleted = {
             let mut store = self.store.lock();
-            let delete = Self::held(&mut store.slots, key, val, now)
-                .is_some_and(|slot| created_by.is_none_or(|a| a.contains(&slot.creator)));
+            let delete = Self::held(&mut store.slots, key, val, now).is_some_and(|slot| {
+                created_by.is_none_or(|a| a.contains(&slot.creator) && a.contains(&slot.last))
+            });
             if delete {
                 store.slots.remove(key);
             }
@@ -397,7 +403,10 @@ mod tests {
         else {
             panic!("free key");
         };
-        assert!(again > last, "a swept key's next token is above every earlier one");
+        assert!(
+            again > last,
+            "a swept key's next token is above every earlier one"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -406,15 +415,32 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(m.acquire_now("k", "v", ms(1000), A), Acquire::Acquired(1));
         assert_eq!(m.acquire_now("k", "v", ms(100), B), Acquire::Acquired(1));
-        assert_eq!(m.pttl_now("k", "v"), Some(ms(100)), "a re-lock sets its expiration");
+        assert_eq!(
+            m.pttl_now("k", "v"),
+            Some(ms(100)),
+            "a re-lock sets its expiration"
+        );
         assert!(!m.release_now("k", "v", Some(&[B])), "B did not create it");
+        assert!(
+            !m.release_now("k", "v", Some(&[A])),
+            "B armed it since A created it"
+        );
         assert_eq!(m.pttl_now("k", "v"), Some(ms(100)));
         assert!(m.refresh_now("k", "v", ms(50)), "shorter");
         assert_eq!(m.pttl_now("k", "v"), Some(ms(50)));
-        assert!(m.release_now("k", "v", Some(&[A])), "A created it");
+        assert!(
+            m.release_now("k", "v", Some(&[A, B])),
+            "A created it, B armed it last"
+        );
         assert_eq!(m.pttl_now("k", "v"), None);
         assert_eq!(m.acquire_now("k", "v", ms(1000), B), Acquire::Acquired(2));
-        assert!(m.release_now("k", "v", None), "any handle of the value releases");
-        assert!(!m.refresh_now("k", "v", ms(1000)), "nothing re-creates a lost lock");
+        assert!(
+            m.release_now("k", "v", None),
+            "any handle of the value releases"
+        );
+        assert!(
+            !m.refresh_now("k", "v", ms(1000)),
+            "nothing re-creates a lost lock"
+        );
     }
 }

@@ -1,20 +1,19 @@
-//! Key names on Redis: the keys that go with a lock key (its fence counter, its claims,
-//! its record of aborted attempts, its release channel) and with a fenced resource (its
-//! highest token), each in the same Redis Cluster slot as the key it belongs to, and
-//! CRC16 slot arithmetic.
+//! Key names on Redis: the keys that go with a lock key (its state, its clients' records
+//! of aborted attempts, its release channel) and with a fenced resource (its highest
+//! token), each in the same Redis Cluster slot as the key it belongs to, and CRC16 slot
+//! arithmetic.
 //!
-//! **Fence counters are shared per namespace and slot**, so that per-entity keys
-//! (`order:{id}`) do not leave a counter each behind forever: a lock key's counter is
-//! `<namespace>leasehold:fence{N}`, where the namespace is the client's key prefix or,
-//! without one, the key's first segment (up to and including its first `:`), and `N`
-//! a number that hashes to the key's slot. At most 16,384 counters per namespace; a
-//! key-prefix ACL such as `~app:*` covers the counter of every `app:…` key. Tokens then
-//! rise per slot, hence per key. A key without a namespace (no `:`, no prefix) or whose
-//! namespace holds a brace keeps a counter of its own, `key:fence{N}` (the layout of
-//! earlier versions, which the acquire script migrates from: a token never goes back).
+//! **Protocol v2 keeps O(1) state per key**, named after the store key alone (never the
+//! client's key prefix, so every client of a store key draws from the same tokens):
 //!
-//! The other companions of a key are its own, and short-lived: claims live and die with
-//! the lock, a record of aborted attempts lives an hour.
+//! * `state`: `<token> <creator>[ <locked at> <label>]`, living as long as the lock plus
+//!   an hour: the token of the key's incarnation, the attempt that created it (what an
+//!   abort may undo) and, when set, the holder label. The next acquisition's token
+//!   follows it; when it is gone, the token is the server's clock in microseconds.
+//! * `aborted<client id>`: per client that aborted attempts on the key, the highest
+//!   attempt number aborted, kept an hour after its last abort.
+//! * `fence`: the key's own counter of the earlier layout, only read (a token never goes
+//!   back across the upgrade).
 //!
 //! A sidecar of `key` keeps `key` as its prefix for every key without a stray `{`, so
 //! key-prefix ACLs such as `~app:*` and `SCAN app:*` cover it:
@@ -95,32 +94,6 @@ impl<'a> Sidecar<'a> {
         self.write(suffix, &mut out);
         String::from_utf8(out).expect("a key and ASCII make UTF-8")
     }
-}
-
-/// The shared fence counter's name after the namespace.
-const SHARED_FENCE: &str = "leasehold:fence";
-
-/// The fence counter of `key`, whose first `prefix_len` bytes are the client's key
-/// prefix; see the [module docs](self).
-pub(crate) fn write_fence_counter(key: &str, prefix_len: usize, out: &mut impl Write) {
-    let namespace = if prefix_len > 0 {
-        &key[..prefix_len]
-    } else {
-        key.find(':').map_or("", |colon| &key[..=colon])
-    };
-    if namespace.is_empty() || namespace.contains(['{', '}']) {
-        return Sidecar::of(key).write(FENCE, out);
-    }
-    let tag = SLOT_TAGS[usize::from(key_slot(key.as_bytes()))];
-    write!(out, "{namespace}{SHARED_FENCE}{{{tag}}}").expect("writing to memory");
-}
-
-/// [`write_fence_counter`] as a `String`.
-#[cfg(test)]
-pub(crate) fn fence_counter(key: &str, prefix_len: usize) -> String {
-    let mut out = Vec::with_capacity(key.len() + SIDECAR_EXTRA);
-    write_fence_counter(key, prefix_len, &mut out);
-    String::from_utf8(out).expect("a key and ASCII make UTF-8")
 }
 
 /// For every cluster slot, the smallest number whose decimal text hashes to it
@@ -254,43 +227,6 @@ mod tests {
         assert_eq!(key_slot(token_key.as_bytes()), key_slot(b"app:row"));
         assert!(fence_key("app:job").starts_with("app:job:fence{"));
         assert!(fence_key("a{b").starts_with('{'));
-    }
-
-    #[test]
-    fn fence_counters_are_shared_per_namespace_and_slot() {
-        // No prefix: the first segment is the namespace.
-        let a = fence_counter("app:job", 0);
-        assert!(a.starts_with("app:leasehold:fence{"), "{a}");
-        assert_eq!(key_slot(a.as_bytes()), key_slot(b"app:job"));
-        // Keys of one namespace in one slot share it.
-        let (x, y) = ("order:{7}:a", "order:{7}:b");
-        assert_eq!(fence_counter(x, 0), fence_counter(y, 0));
-        assert_eq!(key_slot(fence_counter(x, 0).as_bytes()), key_slot(b"7"));
-        // A prefix is the namespace.
-        let p = fence_counter("tenant-1:job", "tenant-1:".len());
-        assert!(p.starts_with("tenant-1:leasehold:fence{"), "{p}");
-        // No namespace, or braces in it: a counter of its own, as before.
-        assert_eq!(fence_counter("job", 0), Sidecar::of("job").name(FENCE));
-        assert_eq!(
-            fence_counter("a{b:job", 0),
-            Sidecar::of("a{b:job").name(FENCE)
-        );
-        assert_eq!(
-            fence_counter("{t}:job", 0),
-            Sidecar::of("{t}:job").name(FENCE)
-        );
-        // However many keys, at most one counter per slot in a namespace.
-        let counters: std::collections::HashSet<String> = (0..50_000)
-            .map(|i| fence_counter(&format!("order:{i}"), 0))
-            .collect();
-        assert!(counters.len() <= 16_384, "{}", counters.len());
-        for i in 0..1000 {
-            let key = format!("order:{i}");
-            assert_eq!(
-                key_slot(fence_counter(&key, 0).as_bytes()),
-                key_slot(key.as_bytes())
-            );
-        }
     }
 
     #[test]

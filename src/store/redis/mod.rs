@@ -31,9 +31,6 @@ pub(crate) struct Options {
     pub(crate) notify: bool,
     /// The client for the subscriber connection of a store on a user's connection.
     pub(crate) notifier: Option<redis::Client>,
-    /// How long the client's key prefix is (every key starts with it): it names the
-    /// namespace of shared fence counters.
-    pub(crate) prefix_len: usize,
     #[cfg(feature = "tls")]
     pub(crate) tls_root_certificate: Option<Vec<u8>>,
 }
@@ -43,7 +40,6 @@ pub(crate) struct RedisStore {
     min_replicas: Option<(u32, Duration)>,
     /// Release notifications (`None`: off, or no way to subscribe).
     notifier: Option<Notifier>,
-    prefix_len: usize,
 }
 
 impl RedisStore {
@@ -69,7 +65,6 @@ impl RedisStore {
             ),
             min_replicas: options.min_replicas,
             notifier,
-            prefix_len: options.prefix_len,
         };
         Ok((store, target))
     }
@@ -87,7 +82,6 @@ impl RedisStore {
             conn: Conn::new(Connection::Single(conn), Source::User),
             min_replicas: options.min_replicas,
             notifier,
-            prefix_len: options.prefix_len,
         }
     }
 
@@ -164,7 +158,6 @@ impl RedisStore {
             min_replicas: options.min_replicas,
             // A user's cluster connection: its nodes are not known here to subscribe.
             notifier: None,
-            prefix_len: options.prefix_len,
         }
     }
 
@@ -219,7 +212,6 @@ impl RedisStore {
             // A subscriber would not follow a failover: waiters poll, and wake when the
             // holder's lease runs out.
             notifier: None,
-            prefix_len: options.prefix_len,
         };
         Ok((store, target))
     }
@@ -379,7 +371,7 @@ impl Store for RedisStore {
         attempt: AttemptId,
         timeout: Duration,
     ) -> Result<Acquire> {
-        let cmd = scripts::acquire(key, self.prefix_len, val, expiration, attempt, "");
+        let cmd = scripts::acquire(key, val, expiration, attempt, "");
         let (reply, short): (Value, _) = self.write(&scripts::ACQUIRE, &cmd, timeout).await?;
         match reply {
             Value::Int(0) => Ok(Acquire::Held(None)),

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use redis::{Arg, Cmd, RedisWrite, Script};
 
-use super::keys::{
-    ABORTED, FENCE, RELEASED, SIDECAR_EXTRA, STATE, Sidecar, TOKEN, write_fence_counter,
-};
+use super::keys::{ABORTED, FENCE, RELEASED, SIDECAR_EXTRA, STATE, Sidecar, TOKEN};
 use super::notify::Publish;
 use crate::store::{AttemptId, Fence};
 
@@ -95,31 +93,26 @@ fn write_aborted(sidecar: &Sidecar<'_>, client: u64, cmd: &mut Cmd) {
     sidecar.write(suffix, &mut cmd.writer_for_next_arg());
 }
 
-/// `EVALSHA <acquire> 5 <key> <state> <aborted> <legacy shared fence> <legacy own fence>
-/// <val> <ms> <attempt> <seq> <state memory> <label>`; `prefix_len`: the length of the
-/// client's key prefix at the start of `key` (it named the earlier layout's counter).
+/// `EVALSHA <acquire> 4 <key> <state> <aborted> <earlier layout's fence counter> <val>
+/// <ms> <attempt> <seq> <state memory> <label>`.
 pub(crate) fn acquire(
     key: &str,
-    prefix_len: usize,
     val: &str,
     expiration: Duration,
     attempt: AttemptId,
     label: &str,
 ) -> Cmd {
     let payload =
-        5 * key.len() + 4 * SIDECAR_EXTRA + 16 + val.len() + 2 * ATTEMPT_ID_LEN + label.len();
-    let mut cmd = ACQUIRE.evalsha(5, payload);
+        4 * key.len() + 3 * SIDECAR_EXTRA + 16 + val.len() + 2 * ATTEMPT_ID_LEN + label.len();
+    let mut cmd = ACQUIRE.evalsha(4, payload);
     let sidecar = Sidecar::of(key);
     cmd.arg(key);
     sidecar.write(STATE, &mut cmd.writer_for_next_arg());
     write_aborted(&sidecar, attempt.client, &mut cmd);
-    write_fence_counter(key, prefix_len, &mut cmd.writer_for_next_arg());
     sidecar.write(FENCE, &mut cmd.writer_for_next_arg());
     cmd.arg(val).arg(millis(expiration));
     write_attempt(attempt, &mut cmd);
-    cmd.arg(attempt.seq)
-        .arg(millis(STATE_MEMORY))
-        .arg(label);
+    cmd.arg(attempt.seq).arg(millis(STATE_MEMORY)).arg(label);
     cmd
 }
 
@@ -176,7 +169,8 @@ pub(crate) fn abort(
     undo: bool,
     publish: Option<Publish>,
 ) -> Cmd {
-    let payload = 4 * key.len() + 3 * SIDECAR_EXTRA + 16 + val.len() + (attempts.len() + 1) * ATTEMPT_ID_LEN;
+    let payload =
+        4 * key.len() + 3 * SIDECAR_EXTRA + 16 + val.len() + (attempts.len() + 1) * ATTEMPT_ID_LEN;
     let mut cmd = ABORT.evalsha(3, payload);
     let sidecar = Sidecar::of(key);
     cmd.arg(key);
@@ -253,11 +247,10 @@ mod tests {
             let sidecar = Sidecar::of(key);
             let plain = redis::cmd("EVALSHA")
                 .arg(&ACQUIRE.sha)
-                .arg(5)
+                .arg(4)
                 .arg(key)
                 .arg(sidecar.name(STATE))
                 .arg(aborted_record(key))
-                .arg(super::super::keys::fence_counter(key, 0))
                 .arg(sidecar.name(FENCE))
                 .arg("value")
                 .arg(30_000u64)
@@ -266,23 +259,22 @@ mod tests {
                 .arg(3_600_000u64)
                 .arg("")
                 .get_packed_command();
-            let cmd = acquire(key, 0, "value", Duration::from_secs(30), ATTEMPT, "");
+            let cmd = acquire(key, "value", Duration::from_secs(30), ATTEMPT, "");
             assert_eq!(cmd.get_packed_command(), plain, "{key:?}");
         }
     }
 
     #[test]
     fn the_eval_fallback_carries_the_same_keys_and_arguments() {
-        let cmd = acquire("job", 0, "value", Duration::from_secs(30), ATTEMPT, "host");
+        let cmd = acquire("job", "value", Duration::from_secs(30), ATTEMPT, "host");
         let eval = ACQUIRE.eval(&cmd);
         let sidecar = Sidecar::of("job");
         let plain = redis::cmd("EVAL")
             .arg(ACQUIRE.code)
-            .arg(5)
+            .arg(4)
             .arg("job")
             .arg(sidecar.name(STATE))
             .arg(aborted_record("job"))
-            .arg(sidecar.name(FENCE))
             .arg(sidecar.name(FENCE))
             .arg("value")
             .arg(30_000u64)
@@ -311,7 +303,13 @@ mod tests {
     #[test]
     fn an_abort_names_every_attempt_and_the_highest() {
         let second = AttemptId { seq: 8, ..ATTEMPT };
-        let cmd = abort("job", "value", &[second, ATTEMPT], true, Some(Publish::Sharded));
+        let cmd = abort(
+            "job",
+            "value",
+            &[second, ATTEMPT],
+            true,
+            Some(Publish::Sharded),
+        );
         let plain = redis::cmd("EVALSHA")
             .arg(&ABORT.sha)
             .arg(3)

@@ -1,12 +1,17 @@
 -- Fenced, idempotent acquire (protocol v2: the value is the holder's identity).
 -- KEYS[1]: lock key.
--- KEYS[2]: its state, '<token> <creator>[ <locked at, ms> <holder label>]': the token of
---   the key's current (or last) incarnation and the attempt that created it. It outlives
---   the lock by ARGV[5] ms, so that the next acquisition's token follows its token.
+-- KEYS[2]: its state, '<token> <creator> <last>[ <locked at, ms> <holder label>]': the
+--   token of the key's current (or last) incarnation, the attempt that created it and the
+--   last attempt that armed it (an abort undoes only a key that no other attempt armed
+--   since it was created). It outlives the lock by ARGV[5] ms, so that the next
+--   acquisition's token follows its token.
 -- KEYS[3]: this client's record of aborted attempts on the key: the highest attempt
 --   number its client gave up on (every attempt of the client up to it is refused).
--- KEYS[4], KEYS[5]: fence counters of the earlier layout (shared, and the key's own),
---   read only when the state is gone: a token never goes back across the upgrade.
+-- KEYS[4]: the key's own fence counter of the earlier layout, read only when the state
+--   is gone: a token never goes back across the upgrade. (The earlier layout's counters
+--   shared per namespace count acquisitions one by one: they stay far below the clock in
+--   microseconds, which they would need 57 years at a million acquisitions a second to
+--   reach.)
 -- All in one cluster slot.
 -- ARGV[1]: lock value; ARGV[2]: expiration, ms; ARGV[3]: this attempt's id; ARGV[4]: its
 -- number; ARGV[5]: how much longer than the lock its state lives, ms; ARGV[6]: the holder
@@ -24,8 +29,11 @@ if current == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   local state = redis.call('GET', KEYS[2])
   if state then
-    redis.call('PEXPIRE', KEYS[2], ARGV[2] + ARGV[5])
-    return string.match(state, '^%d+')
+    local token, creator, rest = string.match(state, '^(%d+) (%S+) %S+(.*)$')
+    if token then
+      redis.call('SET', KEYS[2], token .. ' ' .. creator .. ' ' .. ARGV[3] .. rest, 'PX', ARGV[2] + ARGV[5])
+      return token
+    end
   end
   -- Set by hand (no state): a new incarnation, below.
 elseif current then
@@ -62,15 +70,13 @@ else
   -- from a clock reading taken earlier), and above the counters of the earlier layout.
   local now = redis.call('TIME')
   token = now[1] .. string.format('%06d', tonumber(now[2]))
-  for i = 4, 5 do
-    local legacy = redis.call('GET', KEYS[i])
-    if legacy and string.match(legacy, '^%d+$') and not above(token, legacy) then
-      token = incr(legacy)
-    end
+  local legacy = redis.call('GET', KEYS[4])
+  if legacy and string.match(legacy, '^%d+$') and not above(token, legacy) then
+    token = incr(legacy)
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local record = token .. ' ' .. ARGV[3]
+local record = token .. ' ' .. ARGV[3] .. ' ' .. ARGV[3]
 if ARGV[6] ~= '' then
   local now = redis.call('TIME')
   record = record .. ' ' .. now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000)) .. ' ' .. ARGV[6]

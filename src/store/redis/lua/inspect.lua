@@ -12,7 +12,7 @@ local state = redis.pcall('GET', KEYS[2])
 if type(state) ~= 'string' then
   return false
 end
-local token, at, label = string.match(state, '^(%d+) %S+ ?(%d*) ?(.*)$')
+local token, at, label = string.match(state, '^(%d+) %S+ %S+ ?(%d*) ?(.*)$')
 if not token then
   return false
 end
