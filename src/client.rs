@@ -12,6 +12,10 @@ use crate::lease::{Attempted, Leases};
 use crate::lock::Lock;
 use crate::pause::{Last, Pause};
 use crate::release::Attempts;
+
+/// How many refused attempts in a row a `lock` call tries again at once (each refusal
+/// needs another call of this client to abort an attempt on the key meanwhile).
+const REFUSED_RETRIES: u32 = 3;
 use crate::retry::{NoRetry, RetryStrategy};
 #[cfg(feature = "etcd")]
 use crate::store::etcd::{self as etcd_store, EtcdStore};
@@ -757,6 +761,9 @@ impl Client {
         let pair = leases.pair(key, val);
         let mut attempts = Attempts::new(leases, key, val, self.inner.default_timeout);
         let mut pause = Pause::new(retry, self.inner.notify);
+        // Attempts refused because an earlier one of this client was aborted meanwhile
+        // (another call's, in flight): tried again at once, a few times.
+        let mut refused = 0;
         loop {
             let sent = Instant::now();
             let attempt = leases.next_attempt();
@@ -778,9 +785,19 @@ impl Client {
                     attempts.missed(self.backend().queues());
                     (Error::NotObtained, Last::Missed(ttl))
                 }
+                Ok(Attempted::Refused) if refused < REFUSED_RETRIES => {
+                    // Nothing was done: the next attempt has a higher number.
+                    attempts.answered();
+                    refused += 1;
+                    continue;
+                }
+                Ok(Attempted::Refused) => {
+                    attempts.answered();
+                    (Error::NotObtained, Last::Missed(None))
+                }
                 Ok(Attempted::Unreplicated { acked, wanted }) => {
                     // Not handed out: aborted before the error is returned (the key is
-                    // deleted unless another acquire of the value still claims it).
+                    // deleted if this call's attempt created it).
                     attempts.abort_now(timeout).await;
                     return Err(Error::NotReplicated { acked, wanted });
                 }

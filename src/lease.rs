@@ -3,12 +3,12 @@
 //!
 //! A client keeps one [`Lease`] per key and value it holds ([`Leases`]): every [`Lock`]
 //! handle of that key and value — the first acquisition and every same-value re-acquire
-//! of the same incarnation (same fencing token) — shares it, because the store holds one
-//! key with one expiration. Whatever any handle confirms (an acquire, a refresh) extends
-//! that one lease (a re-arm never shortens a key, so a confirmed write can only move it
-//! later); unlocking through one handle ends it for all. The lease carries the ids of the
-//! attempts that armed it — its *claims* on the key: an unlock retires them, and the store
-//! deletes the key only when no claim is left.
+//! of the same incarnation (same fencing token) — shares it, because the value is the
+//! holder's identity and the store holds one key with one expiration. Whatever any handle
+//! confirms (an acquire, a refresh) sets that one lease's validity, shorter or longer, as
+//! the store set the key's expiration: the write sent last wins, as it did on the store,
+//! so no handle believes it holds past the key's expiration. Unlocking through one handle
+//! ends it for all.
 //!
 //! [`Lock`]: crate::Lock
 
@@ -48,6 +48,8 @@ pub(crate) struct Leases {
     prefix: Box<str>,
     /// Random per client: names its acquire attempts (with `next_attempt`).
     client_id: u64,
+    /// Numbers the client's acquire attempts and refreshes in the order they are sent:
+    /// a lease takes the validity of the last write sent that was confirmed.
     next_attempt: AtomicU64,
     hasher: FastHash,
     table: Mutex<Table>,
@@ -109,6 +111,9 @@ pub(crate) enum Attempted {
     Held(Option<Duration>),
     /// The key is ours on the master, but too few replicas acknowledged it.
     Unreplicated { acked: u32, wanted: u32 },
+    /// The store refused the attempt: an earlier attempt of this client was aborted
+    /// meanwhile (nothing was done; another attempt is not refused).
+    Refused,
 }
 
 /// A key and value, with the hash under which a client keeps their lease. No `Debug`:
@@ -177,7 +182,21 @@ impl Leases {
     pub(crate) fn next_attempt(&self) -> AttemptId {
         AttemptId {
             client: self.client_id,
-            seq: self.next_attempt.fetch_add(1, Ordering::Relaxed),
+            seq: self.next_write(),
+        }
+    }
+
+    /// The number of a write about to be sent (an acquire attempt or a refresh).
+    fn next_write(&self) -> u64 {
+        self.next_attempt.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The store deleted `key` held by `val` on this client's behalf (an abort deleted
+    /// what an attempt created): every handle of that lease knows it is lost.
+    pub(crate) fn released(&self, key: &str, val: &str) {
+        let lease = self.table.lock().find(self.pair(key, val));
+        if let Some(lease) = lease {
+            lease.mark_lost();
         }
     }
 
@@ -198,31 +217,25 @@ impl Leases {
         Ok(match acquired {
             Acquire::Acquired(token) => {
                 let until = valid_until(sent, expiration);
-                Attempted::Granted(self.hold(pair, token, until, attempt))
+                Attempted::Granted(self.hold(pair, token, until, attempt.seq))
             }
             Acquire::Held(ttl) => Attempted::Held(ttl),
             Acquire::Unreplicated { acked, wanted, .. } => {
                 Attempted::Unreplicated { acked, wanted }
             }
+            Acquire::Refused => Attempted::Refused,
         })
     }
 
-    /// The lease of `pair` after `attempt` was granted `token`, arming the key until at
-    /// least `until`: the lease already held if it has that token (a same-value
-    /// re-acquire: the attempt becomes one more of its claims), else a new one (an
+    /// The lease of `pair` after write number `order` was granted `token`, arming the
+    /// key until `until`: the lease already held if it has that token (a same-value
+    /// re-acquire, which re-armed the key to its own expiration), else a new one (an
     /// earlier lease with another token is over: its incarnation expired or was released,
     /// and the key was taken afresh).
-    fn hold(
-        self: &Arc<Self>,
-        pair: Pair<'_>,
-        token: u64,
-        until: Instant,
-        attempt: AttemptId,
-    ) -> Arc<Lease> {
+    fn hold(self: &Arc<Self>, pair: Pair<'_>, token: u64, until: Instant, order: u64) -> Arc<Lease> {
         let mut table = self.table.lock();
         if let Some(held) = table.find(pair) {
-            if held.token == token && held.confirm(until) {
-                held.claims.lock().push(attempt);
+            if held.token == token && held.confirm(order, until) {
                 return held;
             }
             held.mark_lost(); // superseded
@@ -234,11 +247,10 @@ impl Leases {
             token,
             state: Mutex::new(State {
                 valid_until: until,
+                order,
                 lost: false,
             }),
             changed: Notify::new(),
-            first_claim: attempt,
-            claims: Mutex::new(Vec::new()),
             renewal: Mutex::new(None),
         });
         table.add(pair, &lease);
@@ -259,10 +271,6 @@ pub(crate) struct Lease {
     /// Wakes [`Lease::lost`] waiters when `state` changed. Part of the lease's own
     /// allocation: a lock costs no channel.
     changed: Notify,
-    /// The attempt that created the lease, and the same-value re-acquires that joined it
-    /// since: its claims on the key.
-    first_claim: AttemptId,
-    claims: Mutex<Vec<AttemptId>>,
     /// The running auto-refresh task, if any; unlocking stops it first, and it ends
     /// when the last handle of the lease is dropped.
     renewal: Mutex<Option<Renewal>>,
@@ -272,6 +280,8 @@ pub(crate) struct Lease {
 struct State {
     /// The lease is certainly held until this instant (monotonic clock).
     valid_until: Instant,
+    /// The number of the write that set `valid_until` (see [`Leases::next_write`]).
+    order: u64,
     /// A store confirmed the key is gone or owned by someone else, or it was unlocked.
     lost: bool,
 }
@@ -348,17 +358,19 @@ impl Lease {
         }
     }
 
-    /// A write sent when the lease would end at `until` was confirmed: the store holds
-    /// the key at least until then (a re-arm never shortens it). `false` if the lease was
-    /// already lost: a lost lease stays lost.
-    fn confirm(&self, until: Instant) -> bool {
+    /// Write number `order`, which armed the key until `until`, was confirmed: unless a
+    /// later write was confirmed already, the store holds the key until then — sooner or
+    /// later than before (a write sets the expiration it was given). `false` if the lease
+    /// was already lost: a lost lease stays lost.
+    fn confirm(&self, order: u64, until: Instant) -> bool {
         let changed = {
             let mut state = self.state.lock();
             if state.lost {
                 return false;
             }
-            let change = until > state.valid_until;
-            if change {
+            let change = order > state.order && until != state.valid_until;
+            if order > state.order {
+                state.order = order;
                 state.valid_until = until;
             }
             change
@@ -386,9 +398,8 @@ impl Lease {
         newly
     }
 
-    /// One owner-checked refresh of this incarnation to `expiration` (never shortening
-    /// the key), bounded by `timeout`; once confirmed, the lease lasts at least as long
-    /// as it armed. `NotHeld` is returned without marking the lease lost: the caller does
+    /// One owner-checked refresh to exactly `expiration` (shorter or longer), bounded by
+    /// `timeout`; once confirmed, every handle of the lease counts its validity from it. `NotHeld` is returned without marking the lease lost: the caller does
     /// that (after reporting it, for renewal).
     pub(crate) async fn refresh(&self, expiration: Duration, timeout: Duration) -> Result<()> {
         let span = telemetry::op_span(
@@ -404,15 +415,16 @@ impl Lease {
     }
 
     async fn refresh_in(&self, expiration: Duration, timeout: Duration) -> Result<()> {
+        let order = self.leases.next_write();
         let sent = Instant::now();
         let refreshed = self
             .backend()
-            .refresh(self.key(), self.value(), self.token, expiration, timeout)
+            .refresh(self.key(), self.value(), expiration, timeout)
             .await?;
         if !refreshed {
             return Err(Error::NotHeld);
         }
-        self.confirm(valid_until(sent, expiration));
+        self.confirm(order, valid_until(sent, expiration));
         Ok(())
     }
 
@@ -421,7 +433,7 @@ impl Lease {
     pub(crate) async fn ttl(&self, timeout: Duration) -> Result<Option<Duration>> {
         let ttl = self
             .backend()
-            .pttl(self.key(), self.value(), self.token, timeout)
+            .pttl(self.key(), self.value(), timeout)
             .await?;
         if ttl.is_none() {
             self.mark_lost();
@@ -429,8 +441,8 @@ impl Lease {
         Ok(ttl)
     }
 
-    /// Stop renewal, then retire the lease's claims on the key (the store deletes it
-    /// once no claim is left); the lease is over either way. It is over before the
+    /// Stop renewal, then delete the key if the lease's value holds it (any handle of
+    /// the value, in any client, releases it); the lease is over either way. It is over before the
     /// release is sent: once the release may land, no handle of the lease may go on
     /// believing in it (whether or not the caller waits for the answer).
     pub(crate) async fn release(&self, timeout: Duration) -> Result<()> {
@@ -447,15 +459,9 @@ impl Lease {
             renewal.stop().await;
         }
         self.end();
-        let more = std::mem::take(&mut *self.claims.lock());
-        let claims = if more.is_empty() {
-            std::borrow::Cow::Borrowed(std::slice::from_ref(&self.first_claim))
-        } else {
-            std::borrow::Cow::Owned([&[self.first_claim][..], &more].concat())
-        };
         let released = self
             .backend()
-            .release(self.key(), self.value(), &claims, timeout)
+            .release(self.key(), self.value(), timeout)
             .await;
         if released? {
             Ok(())

@@ -6,20 +6,23 @@
 //! it sends a detached **abort** naming them. The store decides what that means when the
 //! abort lands, not the client before it sent it:
 //!
-//! * an aborted attempt that arrives afterwards is refused (the store remembers aborted
-//!   attempts for an hour);
-//! * the aborted attempts' *claims* on the key are retired, and the key is deleted if it
-//!   holds the value and no claim is left — so an abort deletes what its attempts may
-//!   have created, and never what another acquire of the same value holds (a lock this
-//!   client holds, an attempt of another call still in flight, the attempt that granted
-//!   this very call);
+//! * an aborted attempt that arrives afterwards is refused (the store keeps one record
+//!   per key and client, the highest attempt number aborted, for an hour after the last
+//!   abort: bounded state, whatever the number of aborts);
+//! * the key is deleted if it holds the value and one of the aborted attempts created it
+//!   — so an abort deletes what its attempts created, and never a lock that was held
+//!   before they began. The value is the holder's identity: a same-value lock of this
+//!   client that joined what an aborted attempt created loses it with it, and learns so
+//!   at once ([`Leases::released`]);
+//! * when the call ends holding the key, its earlier attempts without an answer are
+//!   only refused, never undone: the key they may have created is the call's own lock;
 //! * retrying an abort, or an abort arriving late, does nothing more than the first.
 //!
 //! On a store that keeps waiters in line ([`Store::queues`](crate::store::Store::queues):
-//! etcd), an answered miss leaves the call's place there too — a key with the claim of
-//! the attempt that put it in line. Those attempts are aborted with the others when the
-//! call ends without the key (awaited, before `NotObtained` is returned); when it ends
-//! holding the key, the place became the key and the store dropped its waiting claim.
+//! etcd), an answered miss leaves the call's place there too — a key queued behind the
+//! holder, created by the attempt that put it in line. Those attempts are aborted with
+//! the others when the call ends without the key (awaited, before `NotObtained` is
+//! returned); when it ends holding the key, the place became the key.
 //!
 //! So no bookkeeping of pending releases is needed on the client, and no ordering
 //! between an abort and what the client sends next. Aborts that failed are retried (for
@@ -65,6 +68,8 @@ pub(crate) struct Attempts<'a> {
     queued: Vec<AttemptId>,
     /// Whether an answered attempt may have been taken by part of the store.
     partial: bool,
+    /// The call ended holding the key: what is left is only refused, never undone.
+    holds: bool,
 }
 
 impl<'a> Attempts<'a> {
@@ -83,6 +88,7 @@ impl<'a> Attempts<'a> {
             earlier: Vec::new(),
             queued: Vec::new(),
             partial: leases.backend().partial(),
+            holds: false,
         }
     }
 
@@ -103,13 +109,13 @@ impl<'a> Attempts<'a> {
         }
     }
 
-    /// The last attempt sent was granted: its claim keeps the key. Earlier attempts
-    /// without an answer are aborted, detached, when this is dropped; a place in line
-    /// this call had became the key (the store dropped its waiting claim), and is not
-    /// withdrawn.
+    /// The last attempt sent was granted. Earlier attempts without an answer are
+    /// refused, detached, when this is dropped (not undone: what they created is this
+    /// call's lock); a place in line this call had became the key, and is not withdrawn.
     pub(crate) fn granted(&mut self) {
         self.last = None;
         self.queued.clear();
+        self.holds = true;
     }
 
     /// The last attempt sent found the key held. On a store that `queues`, it left this
@@ -158,9 +164,12 @@ impl<'a> Attempts<'a> {
         let aborted = self
             .leases
             .backend()
-            .abort(self.key, self.val, &attempts, timeout)
+            .abort(self.key, self.val, &attempts, !self.holds, timeout)
             .await;
-        if aborted.is_ok() {
+        if let Ok(deleted) = aborted {
+            if deleted {
+                self.leases.released(self.key, self.val);
+            }
             self.last = None;
             self.earlier.clear();
             self.queued.clear();
@@ -190,6 +199,7 @@ impl Drop for Attempts<'_> {
             key: self.key.to_owned(),
             val: self.val.to_owned(),
             attempts,
+            undo: !self.holds,
             timeout: self.timeout,
         };
         runtime.spawn(abort.run());
@@ -202,6 +212,8 @@ struct Abort {
     key: String,
     val: String,
     attempts: Vec<AttemptId>,
+    /// Delete what the attempts created (not when the call holds the key).
+    undo: bool,
     timeout: Duration,
 }
 
@@ -213,9 +225,13 @@ impl Abort {
             let sent = self
                 .leases
                 .backend()
-                .abort(&self.key, &self.val, &self.attempts, self.timeout)
+                .abort(&self.key, &self.val, &self.attempts, self.undo, self.timeout)
                 .await;
             match sent {
+                Ok(true) => {
+                    self.leases.released(&self.key, &self.val);
+                    return;
+                }
                 // Any failure is tried again (a permission can be restored, a server can
                 // come back): cleaning up must not depend on the moment it was tried.
                 Err(_) if started.elapsed() + pause < ABORT_RETRY_FOR => {

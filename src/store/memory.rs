@@ -19,9 +19,9 @@ use crate::wake::{Waiters, Watch};
 /// The URL scheme of this store: `memory://` or `memory://NAME`.
 pub(crate) const SCHEME: &str = "memory://";
 
-/// Free the values of expired, never released locks once this many acquisitions (and at
-/// least as many as there are keys, so that sweeping costs O(1) per acquisition) have
-/// happened since the last sweep. A key's slot stays, as its fence counter must.
+/// Drop the slots of expired, never released locks once this many acquisitions (and at
+/// least as many as there are slots, so that sweeping costs O(1) per acquisition) have
+/// happened since the last sweep.
 const SWEEP_EVERY: u32 = 1024;
 
 /// Named stores: every `memory://NAME` in a process opens the same store.
@@ -37,10 +37,13 @@ pub(crate) struct MemoryStore {
 
 #[derive(Default)]
 struct Slots {
-    /// One slot per key ever locked: the lock (if any) and the key's fence counter, which
-    /// outlives the locks it counts, as in Redis. One hash lookup per operation, and a
-    /// key that is locked again reuses its slot and its value buffer.
+    /// One slot per key held (expired ones are swept): state O(1) per held key, whatever
+    /// the number of re-locks or aborted attempts.
     slots: HashMap<String, Slot, FastHash>,
+    /// The last fencing token issued, for any key: one counter for the whole store, so
+    /// that every acquisition of a key gets a token above every earlier one without a
+    /// counter per key ever locked.
+    last_token: u64,
     since_sweep: u32,
     /// Fenced resources.
     resources: HashMap<String, Resource, FastHash>,
@@ -55,22 +58,19 @@ struct Resource {
 }
 
 struct Slot {
-    /// The holder's value; meaningful only while `held` and `deadline` is ahead.
+    /// The holder's value (its identity).
     value: String,
     deadline: Instant,
-    /// Set by an acquisition, cleared by a release (or by a sweep once expired).
-    held: bool,
-    /// The last fencing token issued for this key: the token of its current incarnation.
-    fence: u64,
-    /// The attempts that armed the current incarnation and were not retired since (the
-    /// buffer is reused from one incarnation to the next).
-    claims: Vec<AttemptId>,
+    /// The fencing token of this incarnation.
+    token: u64,
+    /// The attempt that created this incarnation: an abort naming it deletes the key.
+    creator: AttemptId,
 }
 
 impl Slot {
     /// The value holding the key at `now`, if any.
     fn holder(&self, now: Instant) -> Option<&str> {
-        (self.held && self.deadline > now).then_some(self.value.as_str())
+        (self.deadline > now).then_some(self.value.as_str())
     }
 }
 
@@ -99,121 +99,106 @@ impl MemoryStore {
         store.since_sweep += 1;
         if store.since_sweep >= SWEEP_EVERY && store.since_sweep as usize >= store.slots.len() {
             store.since_sweep = 0;
-            for slot in store.slots.values_mut() {
-                if slot.held && slot.deadline <= now {
-                    slot.held = false;
-                    slot.value = String::new();
-                    slot.claims = Vec::new();
+            store.slots.retain(|_, slot| slot.deadline > now);
+        }
+        if let Some(slot) = store.slots.get_mut(key) {
+            match slot.holder(now) {
+                Some(holder) if holder != val => {
+                    return Acquire::Held(Some(slot.deadline - now));
                 }
+                Some(_) => {
+                    // The same holder: re-armed to the expiration given, same token.
+                    slot.deadline = deadline;
+                    return Acquire::Acquired(slot.token);
+                }
+                None => {}
             }
         }
-        let Some(slot) = store.slots.get_mut(key) else {
-            store.slots.insert(
-                key.to_owned(),
-                Slot {
-                    value: val.to_owned(),
-                    deadline,
-                    held: true,
-                    fence: 1,
-                    claims: vec![attempt],
-                },
-            );
-            return Acquire::Acquired(1);
-        };
-        match slot.holder(now) {
-            Some(holder) if holder != val => Acquire::Held(Some(slot.deadline - now)),
-            Some(_) => {
-                // A re-arm never shortens the lease.
-                slot.deadline = slot.deadline.max(deadline);
-                slot.claims.push(attempt);
-                Acquire::Acquired(slot.fence)
-            }
-            None => {
-                slot.fence += 1;
+        store.last_token += 1;
+        let token = store.last_token;
+        match store.slots.get_mut(key) {
+            Some(slot) => {
                 slot.value.clear();
                 slot.value.push_str(val);
                 slot.deadline = deadline;
-                slot.held = true;
-                slot.claims.clear();
-                slot.claims.push(attempt);
-                Acquire::Acquired(slot.fence)
+                slot.token = token;
+                slot.creator = attempt;
+            }
+            None => {
+                store.slots.insert(
+                    key.to_owned(),
+                    Slot {
+                        value: val.to_owned(),
+                        deadline,
+                        token,
+                        creator: attempt,
+                    },
+                );
             }
         }
+        Acquire::Acquired(token)
     }
 
-    /// The slot of `key` if `val` holds it at `now` (in the incarnation of `token`, if
-    /// given).
+    /// The slot of `key` if `val` holds it at `now`.
     fn held<'a>(
         slots: &'a mut HashMap<String, Slot, FastHash>,
         key: &str,
         val: &str,
-        token: Option<u64>,
         now: Instant,
     ) -> Option<&'a mut Slot> {
         slots
             .get_mut(key)
-            .filter(|slot| slot.holder(now) == Some(val) && token.is_none_or(|t| t == slot.fence))
+            .filter(|slot| slot.holder(now) == Some(val))
     }
 
-    fn refresh_now(&self, key: &str, val: &str, token: u64, expiration: Duration) -> bool {
+    fn refresh_now(&self, key: &str, val: &str, expiration: Duration) -> bool {
         let now = Instant::now();
         let mut store = self.store.lock();
-        match Self::held(&mut store.slots, key, val, Some(token), now) {
+        match Self::held(&mut store.slots, key, val, now) {
             Some(slot) => {
-                slot.deadline = slot.deadline.max(deadline(now, expiration));
+                slot.deadline = deadline(now, expiration);
                 true
             }
             None => false,
         }
     }
 
-    /// Retire `claims` (and `abort` them: no difference in process); delete the key once
-    /// none is left. `Some(deleted)` if `val` held the key with any of them (`require`),
-    /// or held it at all (not `require`).
-    fn retire_now(&self, key: &str, val: &str, claims: &[AttemptId], require: bool) -> bool {
+    /// Delete `key` if `val` holds it and, with `created_by`, one of those attempts
+    /// created it. `true` if deleted.
+    fn release_now(&self, key: &str, val: &str, created_by: Option<&[AttemptId]>) -> bool {
         let now = Instant::now();
-        let (held, deleted) = {
+        let deleted = {
             let mut store = self.store.lock();
-            match Self::held(&mut store.slots, key, val, None, now) {
-                Some(slot) => {
-                    let before = slot.claims.len();
-                    slot.claims.retain(|c| !claims.contains(c));
-                    let mine = slot.claims.len() < before;
-                    let delete = slot.claims.is_empty() && (mine || !require);
-                    if delete {
-                        slot.held = false;
-                    }
-                    (mine || !require, delete)
-                }
-                None => (false, false),
+            let delete = Self::held(&mut store.slots, key, val, now)
+                .is_some_and(|slot| created_by.is_none_or(|a| a.contains(&slot.creator)));
+            if delete {
+                store.slots.remove(key);
             }
+            delete
         };
         if deleted {
             self.waiters.released(key);
         }
-        held
+        deleted
     }
 
-    fn pttl_now(&self, key: &str, val: &str, token: u64) -> Option<Duration> {
+    fn pttl_now(&self, key: &str, val: &str) -> Option<Duration> {
         let now = Instant::now();
         let mut store = self.store.lock();
-        Self::held(&mut store.slots, key, val, Some(token), now).map(|slot| slot.deadline - now)
+        Self::held(&mut store.slots, key, val, now).map(|slot| slot.deadline - now)
     }
 
     fn force_release_now(&self, key: &str, only: Option<u64>) -> bool {
         let now = Instant::now();
         let released = {
             let mut store = self.store.lock();
-            match store.slots.get_mut(key) {
-                Some(slot)
-                    if slot.holder(now).is_some() && only.is_none_or(|t| t == slot.fence) =>
-                {
-                    slot.held = false;
-                    slot.claims.clear();
-                    true
-                }
-                _ => false,
+            let delete = store.slots.get(key).is_some_and(|slot| {
+                slot.holder(now).is_some() && only.is_none_or(|t| t == slot.token)
+            });
+            if delete {
+                store.slots.remove(key);
             }
+            delete
         };
         if released {
             self.waiters.released(key);
@@ -232,7 +217,7 @@ impl MemoryStore {
         Some(Inspected {
             key: key.to_owned(),
             ttl: Some(slot.deadline - now),
-            token: slot.fence,
+            token: slot.token,
             holder: format!("{digest:016x}"),
         })
     }
@@ -294,44 +279,31 @@ impl Store for MemoryStore {
         &self,
         key: &str,
         val: &str,
-        token: u64,
         expiration: Duration,
         _timeout: Duration,
     ) -> Result<bool> {
-        Ok(self.refresh_now(key, val, token, expiration))
+        Ok(self.refresh_now(key, val, expiration))
     }
 
-    async fn release(
-        &self,
-        key: &str,
-        val: &str,
-        claims: &[AttemptId],
-        _timeout: Duration,
-    ) -> Result<bool> {
-        Ok(self.retire_now(key, val, claims, true))
+    async fn release(&self, key: &str, val: &str, _timeout: Duration) -> Result<bool> {
+        Ok(self.release_now(key, val, None))
     }
 
     /// An attempt on this store always has an answer, so nothing can arrive later: only
-    /// the claims are retired.
+    /// what the attempts created is deleted.
     async fn abort(
         &self,
         key: &str,
         val: &str,
         attempts: &[AttemptId],
+        undo: bool,
         _timeout: Duration,
-    ) -> Result<()> {
-        self.retire_now(key, val, attempts, false);
-        Ok(())
+    ) -> Result<bool> {
+        Ok(undo && self.release_now(key, val, Some(attempts)))
     }
 
-    async fn pttl(
-        &self,
-        key: &str,
-        val: &str,
-        token: u64,
-        _timeout: Duration,
-    ) -> Result<Option<Duration>> {
-        Ok(self.pttl_now(key, val, token))
+    async fn pttl(&self, key: &str, val: &str, _timeout: Duration) -> Result<Option<Duration>> {
+        Ok(self.pttl_now(key, val))
     }
 
     async fn force_release(
@@ -400,9 +372,9 @@ mod tests {
             Acquire::Held(Some(Duration::from_millis(100)))
         );
         tokio::time::advance(Duration::from_millis(99)).await;
-        assert_eq!(m.pttl_now("k", "a", 1), Some(Duration::from_millis(1)));
+        assert_eq!(m.pttl_now("k", "a"), Some(Duration::from_millis(1)));
         tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(m.pttl_now("k", "a", 1), None);
+        assert_eq!(m.pttl_now("k", "a"), None);
         assert_eq!(
             m.acquire_now("k", "b", Duration::from_millis(100), B),
             Acquire::Acquired(2)
@@ -410,46 +382,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn sweep_drops_expired_entries_but_keeps_fence_counters() {
+    async fn sweep_drops_expired_slots_and_tokens_still_rise() {
         let m = MemoryStore::new();
         for i in 0..SWEEP_EVERY - 1 {
             m.acquire_now(&format!("k{i}"), "v", Duration::from_millis(1), A);
         }
         tokio::time::advance(Duration::from_millis(2)).await;
-        m.acquire_now("trigger", "v", Duration::from_millis(1000), A);
-        let store = m.store.lock();
-        let held = store.slots.values().filter(|s| s.held).count();
-        assert_eq!(held, 1, "expired entries swept");
-        assert!(
-            store.slots.values().all(|s| s.held || s.value.is_empty()),
-            "swept values freed"
-        );
-        assert_eq!(
-            store.slots.len(),
-            SWEEP_EVERY as usize,
-            "fence counters kept"
-        );
+        let Acquire::Acquired(last) = m.acquire_now("trigger", "v", Duration::from_millis(1000), A)
+        else {
+            panic!("free key");
+        };
+        assert_eq!(m.store.lock().slots.len(), 1, "expired slots swept");
+        let Acquire::Acquired(again) = m.acquire_now("k0", "v", Duration::from_millis(1000), A)
+        else {
+            panic!("free key");
+        };
+        assert!(again > last, "a swept key's next token is above every earlier one");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_key_is_deleted_when_its_last_claim_is_retired_and_rearms_never_shorten() {
+    async fn the_value_is_the_identity_and_an_abort_deletes_only_what_it_created() {
         let m = MemoryStore::new();
         let ms = Duration::from_millis;
         assert_eq!(m.acquire_now("k", "v", ms(1000), A), Acquire::Acquired(1));
         assert_eq!(m.acquire_now("k", "v", ms(100), B), Acquire::Acquired(1));
-        assert_eq!(m.pttl_now("k", "v", 1), Some(ms(1000)), "never shortened");
-        assert!(m.retire_now("k", "v", &[A], true), "A's claim held it");
-        assert_eq!(
-            m.pttl_now("k", "v", 1),
-            Some(ms(1000)),
-            "B's claim keeps it"
-        );
-        assert!(!m.retire_now("k", "v", &[A], true), "A's claim is gone");
-        assert!(m.retire_now("k", "v", &[B], true));
-        assert_eq!(m.pttl_now("k", "v", 1), None, "no claim left: deleted");
-        // A new incarnation: the old token no longer refreshes it.
-        assert_eq!(m.acquire_now("k", "v", ms(1000), A), Acquire::Acquired(2));
-        assert!(!m.refresh_now("k", "v", 1, ms(1000)));
-        assert!(m.refresh_now("k", "v", 2, ms(1000)));
+        assert_eq!(m.pttl_now("k", "v"), Some(ms(100)), "a re-lock sets its expiration");
+        assert!(!m.release_now("k", "v", Some(&[B])), "B did not create it");
+        assert_eq!(m.pttl_now("k", "v"), Some(ms(100)));
+        assert!(m.refresh_now("k", "v", ms(50)), "shorter");
+        assert_eq!(m.pttl_now("k", "v"), Some(ms(50)));
+        assert!(m.release_now("k", "v", Some(&[A])), "A created it");
+        assert_eq!(m.pttl_now("k", "v"), None);
+        assert_eq!(m.acquire_now("k", "v", ms(1000), B), Acquire::Acquired(2));
+        assert!(m.release_now("k", "v", None), "any handle of the value releases");
+        assert!(!m.refresh_now("k", "v", ms(1000)), "nothing re-creates a lost lock");
     }
 }

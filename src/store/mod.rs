@@ -59,17 +59,18 @@ pub(crate) trait Store {
 
     /// Give up on acquire `attempts` of `key` for `val` (all of this client) whose
     /// outcome is unknown (their caller stopped waiting, or their connection was
-    /// replaced): any of them that reaches the store later is refused, and the key is
-    /// deleted if `val` holds it and one of `attempts` created it — never a lock that was
-    /// held before they began. The record of aborted attempts is one per key and client:
-    /// the highest aborted attempt number, refusing every attempt of the client up to it
-    /// (an earlier attempt still in flight is refused too, and its caller tries again).
-    /// `true`: the key was deleted.
+    /// replaced): any of them that reaches the store later is refused, and, with `undo`,
+    /// the key is deleted if `val` holds it and one of `attempts` created it — never a
+    /// lock that was held before they began. The record of aborted attempts is one per
+    /// key and client: the highest aborted attempt number, refusing every attempt of the
+    /// client up to it (an earlier attempt still in flight is refused too, and its caller
+    /// tries again). `true`: the key was deleted.
     async fn abort(
         &self,
         key: &str,
         val: &str,
         attempts: &[AttemptId],
+        undo: bool,
         timeout: Duration,
     ) -> Result<bool>;
 
@@ -258,9 +259,10 @@ impl Store for Backend {
         key: &str,
         val: &str,
         attempts: &[AttemptId],
+        undo: bool,
         timeout: Duration,
     ) -> Result<bool> {
-        dispatch!(self, s => s.abort(key, val, attempts, timeout).await)
+        dispatch!(self, s => s.abort(key, val, attempts, undo, timeout).await)
     }
 
     async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {

@@ -3,8 +3,8 @@
 //!
 //! Every operation goes to every node at once, so it costs one round trip (the slowest
 //! node's, bounded by the timeout), not N. Each node runs the single-server scripts of
-//! [`RedisStore`] unchanged — the same owner checks, claims, incarnation tokens and
-//! record of aborted attempts — so this module only counts answers:
+//! [`RedisStore`] unchanged — the same owner checks, tokens and record of aborted
+//! attempts — so this module only counts answers:
 //!
 //! * **acquire** waits for every node (within the timeout and the validity window,
 //!   `expiration − drift`: a grant that arrives later counts as a timeout) and wins when a
@@ -15,16 +15,15 @@
 //!   that another value holds the key, [`Error::Quorum`] in every other case — node
 //!   failures are never counted as contention. What each node did with an attempt that
 //!   did not win is remembered until the client [aborts](Store::abort) it: nodes that
-//!   did not answer get the single-server abort (a late arrival refused, its claim
-//!   retired, the key deleted if no other claim holds it), nodes that granted it get its
-//!   claim retired (a release of that claim alone: they answered, so nothing can arrive
-//!   late), nodes that refused it get nothing — so contention costs no extra round trip
-//!   and leaves no record.
-//! * **refresh** and **pttl** act, on each node, on the incarnation the lock holds there
-//!   (each node has tokens of its own: [`Incarnations`] keeps them behind the one token
-//!   the lease knows). Refresh succeeds when a quorum re-armed the key, is "not held"
-//!   when a majority says so, and is [`Error::Quorum`] otherwise; it never releases
-//!   anything.
+//!   did not answer or granted it get the single-server abort (a late arrival refused,
+//!   the key deleted if the attempt created it there — never a lock the value held
+//!   before), nodes that refused it get nothing — so contention costs no extra round
+//!   trip and leaves no record.
+//! * **refresh** and **pttl** act on every node where the value holds the key (the value
+//!   is the holder's identity). Refresh succeeds when a quorum re-armed the key, is "not
+//!   held" when a majority says so, and is [`Error::Quorum`] otherwise; it never
+//!   releases anything. [`Incarnations`] keeps each node's token behind the one token the
+//!   lease knows: a re-acquire that finds other incarnations is a new lease.
 //! * **release** and **abort** go to every node and wait for all of them.
 //!
 //! The token an acquisition reports stands for the per-node incarnations and is no
@@ -60,7 +59,7 @@ enum Left {
     /// Nothing: it refused the attempt, rejected it without running it, or was already
     /// cleaned up.
     Nothing,
-    /// A claim on the key: it granted the attempt.
+    /// It granted the attempt (which may have created the key there).
     Claim,
     /// Unknown: the attempt timed out or lost its connection, and may land later.
     Unknown,
@@ -70,15 +69,6 @@ enum Left {
 struct Unsettled {
     nodes: Box<[Left]>,
     since: Instant,
-}
-
-/// What aborting some attempts takes on one node.
-#[derive(Default, Clone)]
-struct Cleanup {
-    /// Attempts whose outcome there is unknown: abort them (refuse late arrivals).
-    unknown: Vec<AttemptId>,
-    /// Attempts it granted: retire their claims.
-    granted: Vec<AttemptId>,
 }
 
 /// Once this many attempts are unsettled, those older than [`FORGET_AFTER`] are
@@ -162,21 +152,9 @@ impl Incarnations {
         token
     }
 
-    /// Each node's incarnation of the lock of `token`, if it is this client's.
-    fn nodes(&self, key: &str, val: &str, token: u64) -> Option<Box<[Option<u64>]>> {
-        self.by_pair
-            .get(&pair_id(key, val))
-            .filter(|held| held.token == token)
-            .map(|held| held.nodes.clone())
-    }
-
-    /// The lock of `token` was re-armed at `sent` for `expiration`.
-    fn rearmed(&mut self, key: &str, val: &str, token: u64, sent: Instant, expiration: Duration) {
-        if let Some(held) = self
-            .by_pair
-            .get_mut(&pair_id(key, val))
-            .filter(|held| held.token == token)
-        {
+    /// The lock of `key` for `val` was re-armed at `sent` for `expiration`.
+    fn rearmed(&mut self, key: &str, val: &str, sent: Instant, expiration: Duration) {
+        if let Some(held) = self.by_pair.get_mut(&pair_id(key, val)) {
             held.until = held.until.max(sent + expiration + KEEP_PAST_EXPIRY);
         }
     }
@@ -319,6 +297,12 @@ impl Store for Quorum {
                     tally.fail(i, Error::Timeout);
                     free_in.push(Some(Duration::ZERO));
                 }
+                Ok(Acquire::Refused) => {
+                    // Nothing done there; counted as a failure, so the call tries again.
+                    left[i] = Left::Nothing;
+                    tally.fail(i, Error::NotObtained);
+                    free_in.push(None);
+                }
                 Ok(Acquire::Unreplicated { acked, wanted, .. }) => {
                     left[i] = Left::Claim;
                     tally.fail(i, Error::NotReplicated { acked, wanted });
@@ -363,25 +347,13 @@ impl Store for Quorum {
         &self,
         key: &str,
         val: &str,
-        token: u64,
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool> {
-        let Some(incarnations) = self.incarnations.lock().nodes(key, val, token) else {
-            return Ok(false); // not a lock of this client's (any more)
-        };
         let sent = Instant::now();
         let bound = timeout.min(validity_window(expiration));
         let answers = self
-            .all(|i, node| {
-                let incarnation = incarnations[i];
-                async move {
-                    match incarnation {
-                        Some(t) => node.refresh(key, val, t, expiration, bound).await,
-                        None => Ok(false), // the node never granted this lock
-                    }
-                }
-            })
+            .all(|_, node| node.refresh(key, val, expiration, bound))
             .await;
         let mut tally = Tally::default();
         for (i, answer) in answers.into_iter().enumerate() {
@@ -394,7 +366,7 @@ impl Store for Quorum {
         if self.reached(tally.granted) {
             self.incarnations
                 .lock()
-                .rearmed(key, val, token, sent, expiration);
+                .rearmed(key, val, sent, expiration);
             Ok(true)
         } else if self.reached(tally.held) {
             Ok(false)
@@ -403,17 +375,9 @@ impl Store for Quorum {
         }
     }
 
-    async fn release(
-        &self,
-        key: &str,
-        val: &str,
-        claims: &[AttemptId],
-        timeout: Duration,
-    ) -> Result<bool> {
+    async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
         self.incarnations.lock().released(key, val);
-        let answers = self
-            .all(|_, node| node.release(key, val, claims, timeout))
-            .await;
+        let answers = self.all(|_, node| node.release(key, val, timeout)).await;
         let mut tally = Tally::default();
         for (i, answer) in answers.into_iter().enumerate() {
             match answer {
@@ -431,57 +395,55 @@ impl Store for Quorum {
         }
     }
 
+    /// `true` when any node deleted the key (what an attempt created there): the
+    /// client's lease of the value, if any, can no longer count on a majority.
     async fn abort(
         &self,
         key: &str,
         val: &str,
         attempts: &[AttemptId],
+        undo: bool,
         timeout: Duration,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         // What to do on each node: abort the attempts whose outcome there is unknown (a
-        // late arrival must be refused), retire the claims of those it granted (it
-        // answered: nothing can arrive late, nothing needs remembering), nothing where
-        // it refused them.
-        let mut plan = vec![Cleanup::default(); self.nodes.len()];
+        // late arrival must be refused) and those it granted (delete what they created),
+        // nothing where it refused them.
+        let mut plan = vec![Vec::new(); self.nodes.len()];
         {
             let mut table = self.unsettled.lock();
             for &attempt in attempts {
                 match table.remove(&attempt) {
                     Some(unsettled) => {
                         for (node, left) in unsettled.nodes.iter().enumerate() {
-                            match left {
-                                Left::Nothing => {}
-                                Left::Claim => plan[node].granted.push(attempt),
-                                Left::Unknown => plan[node].unknown.push(attempt),
+                            if !matches!(left, Left::Nothing) {
+                                plan[node].push(attempt);
                             }
                         }
                     }
                     // Cancelled while in flight, or forgotten: possibly anywhere.
-                    None => plan.iter_mut().for_each(|p| p.unknown.push(attempt)),
+                    None => plan.iter_mut().for_each(|p| p.push(attempt)),
                 }
             }
         }
         let plan = &plan;
         let answers = self
             .all(|i, node| async move {
-                let cleanup = &plan[i];
-                if !cleanup.unknown.is_empty() {
-                    let all = [&cleanup.unknown[..], &cleanup.granted[..]].concat();
-                    node.abort(key, val, &all, timeout).await
-                } else if !cleanup.granted.is_empty() {
-                    node.release(key, val, &cleanup.granted, timeout)
-                        .await
-                        .map(drop)
+                if plan[i].is_empty() {
+                    Ok(false) // refused there: nothing to do
                 } else {
-                    Ok(()) // refused there: nothing to do
+                    node.abort(key, val, &plan[i], undo, timeout).await
                 }
             })
             .await;
         let mut tally = Tally::default();
+        let mut deleted = false;
         let mut again: Vec<usize> = Vec::new();
         for (i, answer) in answers.into_iter().enumerate() {
             match answer {
-                Ok(()) => tally.granted += 1,
+                Ok(gone) => {
+                    deleted |= gone;
+                    tally.granted += 1;
+                }
                 Err(e) => {
                     again.push(i);
                     tally.fail(i, e);
@@ -489,21 +451,16 @@ impl Store for Quorum {
             }
         }
         if again.is_empty() {
-            return Ok(());
+            return Ok(deleted);
         }
         // Another abort of these attempts does again what failed, and only that.
         let mut retry: HashMap<AttemptId, Box<[Left]>> = HashMap::new();
         for &i in &again {
-            let cleanup = &plan[i];
-            let left = cleanup
-                .unknown
-                .iter()
-                .map(|&a| (a, Left::Unknown))
-                .chain(cleanup.granted.iter().map(|&a| (a, Left::Claim)));
-            for (attempt, left) in left {
+            for &attempt in &plan[i] {
                 retry
                     .entry(attempt)
-                    .or_insert_with(|| vec![Left::Nothing; self.nodes.len()].into())[i] = left;
+                    .or_insert_with(|| vec![Left::Nothing; self.nodes.len()].into())[i] =
+                    Left::Unknown;
             }
         }
         for (attempt, nodes) in retry {
@@ -512,27 +469,8 @@ impl Store for Quorum {
         Err(tally.into_error())
     }
 
-    async fn pttl(
-        &self,
-        key: &str,
-        val: &str,
-        token: u64,
-        timeout: Duration,
-    ) -> Result<Option<Duration>> {
-        let Some(incarnations) = self.incarnations.lock().nodes(key, val, token) else {
-            return Ok(None);
-        };
-        let answers = self
-            .all(|i, node| {
-                let incarnation = incarnations[i];
-                async move {
-                    match incarnation {
-                        Some(t) => node.pttl(key, val, t, timeout).await,
-                        None => Ok(None),
-                    }
-                }
-            })
-            .await;
+    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
+        let answers = self.all(|_, node| node.pttl(key, val, timeout)).await;
         let mut ttls = Vec::with_capacity(self.nodes.len());
         let mut tally = Tally::default();
         for (i, answer) in answers.into_iter().enumerate() {
@@ -627,17 +565,15 @@ mod tests {
         // A re-acquire that finds the same incarnations (and one more node): same token.
         let again = incarnations.hold("k", "v", [Some(5), None, Some(2)].into(), now, sec);
         assert_eq!(again, first);
-        assert_eq!(
-            incarnations.nodes("k", "v", first).unwrap()[..],
-            [Some(5), Some(7), Some(2)]
-        );
         // A node that issued another token: the key was taken afresh there.
         let fresh = incarnations.hold("k", "v", [Some(6), Some(7), Some(2)].into(), now, sec);
         assert_ne!(fresh, first);
-        assert!(incarnations.nodes("k", "v", first).is_none());
-        // Pairs do not collide, and a released lock is forgotten.
-        assert!(incarnations.nodes("kv", "", fresh).is_none());
+        // Pairs do not collide.
+        let other = incarnations.hold("kv", "", [Some(6), Some(7), Some(2)].into(), now, sec);
+        assert_ne!(other, fresh);
+        // A released lock is forgotten: the same incarnations make a new token.
         incarnations.released("k", "v");
-        assert!(incarnations.nodes("k", "v", fresh).is_none());
+        let after = incarnations.hold("k", "v", [Some(6), Some(7), Some(2)].into(), now, sec);
+        assert_ne!(after, fresh);
     }
 }

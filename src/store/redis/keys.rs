@@ -30,11 +30,12 @@ use std::io::Write;
 /// The suffix of a lock key's own fence counter (a key without a namespace, and the
 /// layout of earlier versions).
 pub(crate) const FENCE: &str = "fence";
-/// The suffix of a lock key's record of aborted acquire attempts.
+/// The suffix of a client's record of aborted acquire attempts on a lock key, followed
+/// by the client's id in 16 hex digits.
 pub(crate) const ABORTED: &str = "aborted";
-/// The suffix of a lock key's claims: its incarnation's token and the attempts that armed
-/// it (it lives and dies with the lock key).
-pub(crate) const CLAIMS: &str = "claims";
+/// The suffix of a lock key's state: its incarnation's token and creator (and holder
+/// label); it outlives the lock, as the floor of the next token.
+pub(crate) const STATE: &str = "state";
 /// The suffix of a fenced resource's highest-token record.
 pub(crate) const TOKEN: &str = "token";
 /// The suffix of a lock key's release channel (a pub/sub channel, not a key: in the
@@ -229,7 +230,7 @@ mod tests {
             "a{b",
             "ключ",
         ] {
-            for suffix in [FENCE, ABORTED, CLAIMS, TOKEN, RELEASED] {
+            for suffix in [FENCE, ABORTED, STATE, TOKEN, RELEASED] {
                 let sidecar = Sidecar::of(key).name(suffix);
                 if !key.contains('{') || hash_tag(key.as_bytes()).is_some() {
                     assert!(sidecar.starts_with(key), "{sidecar:?}");

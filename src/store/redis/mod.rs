@@ -15,7 +15,6 @@ use redis::{FromRedisValue, RedisError, Value};
 use self::conn::{Conn, Connection, Source};
 use self::notify::{Notifier, Publish, Subscriber};
 use super::{Acquire, AttemptId, Fence, Fenced, Inspected, Store};
-use crate::error::StoreError;
 use crate::wake::Watch;
 use crate::{Error, Result};
 
@@ -380,19 +379,14 @@ impl Store for RedisStore {
         attempt: AttemptId,
         timeout: Duration,
     ) -> Result<Acquire> {
-        let cmd = scripts::acquire(key, self.prefix_len, val, expiration, attempt);
+        let cmd = scripts::acquire(key, self.prefix_len, val, expiration, attempt, "");
         let (reply, short): (Value, _) = self.write(&scripts::ACQUIRE, &cmd, timeout).await?;
         match reply {
             Value::Int(0) => Ok(Acquire::Held(None)),
             Value::Int(held) if held <= -2 => Ok(Acquire::Held(Some(Duration::from_millis(
                 held.unsigned_abs() - 2,
             )))),
-            // Only an attempt its caller gave up on is ever aborted: nobody reads this.
-            Value::Int(-1) => Err(Error::Store(StoreError::new(
-                "redis",
-                false,
-                "the acquire attempt was aborted",
-            ))),
+            Value::Int(-1) => Ok(Acquire::Refused),
             token => {
                 let token = token_from(token)?;
                 Ok(match short {
@@ -411,11 +405,10 @@ impl Store for RedisStore {
         &self,
         key: &str,
         val: &str,
-        token: u64,
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool> {
-        let cmd = scripts::refresh(key, val, token, expiration);
+        let cmd = scripts::refresh(key, val, expiration);
         let (refreshed, short): (i64, _) = self.write(&scripts::REFRESH, &cmd, timeout).await?;
         if refreshed != 1 {
             return Ok(false);
@@ -426,14 +419,8 @@ impl Store for RedisStore {
         }
     }
 
-    async fn release(
-        &self,
-        key: &str,
-        val: &str,
-        claims: &[AttemptId],
-        timeout: Duration,
-    ) -> Result<bool> {
-        let cmd = scripts::release(key, val, claims, self.publish());
+    async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
+        let cmd = scripts::release(key, val, self.publish());
         Ok(self
             .conn
             .run::<i64>(&scripts::RELEASE, &cmd, timeout)
@@ -446,21 +433,18 @@ impl Store for RedisStore {
         key: &str,
         val: &str,
         attempts: &[AttemptId],
+        undo: bool,
         timeout: Duration,
-    ) -> Result<()> {
-        let cmd = scripts::abort(key, val, attempts, self.publish());
-        self.conn.run::<i64>(&scripts::ABORT, &cmd, timeout).await?;
-        Ok(())
+    ) -> Result<bool> {
+        if attempts.is_empty() {
+            return Ok(false);
+        }
+        let cmd = scripts::abort(key, val, attempts, undo, self.publish());
+        Ok(self.conn.run::<i64>(&scripts::ABORT, &cmd, timeout).await? == 1)
     }
 
-    async fn pttl(
-        &self,
-        key: &str,
-        val: &str,
-        token: u64,
-        timeout: Duration,
-    ) -> Result<Option<Duration>> {
-        let cmd = scripts::pttl(key, val, token);
+    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
+        let cmd = scripts::pttl(key, val);
         let ms: i64 = self.conn.run(&scripts::PTTL, &cmd, timeout).await?;
         Ok(match ms {
             -1 => Some(Duration::MAX),
@@ -471,9 +455,9 @@ impl Store for RedisStore {
 
     async fn inspect(&self, key: &str, timeout: Duration) -> Result<Option<Inspected>> {
         let cmd = scripts::inspect(key);
-        let reply: Option<(String, i64, Value)> =
+        let reply: Option<(String, i64, Value, Value, Value)> =
             self.conn.run(&scripts::INSPECT, &cmd, timeout).await?;
-        let Some((holder, ms, token)) = reply else {
+        let Some((holder, ms, token, _locked_at, _label)) = reply else {
             return Ok(None);
         };
         Ok(Some(Inspected {

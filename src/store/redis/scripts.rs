@@ -4,13 +4,14 @@
 //! or `SCRIPT FLUSH`) gets the same call as `EVAL`, which runs and caches it in one
 //! round trip.
 
+use std::io::Write;
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::{Arg, Cmd, RedisWrite, Script};
 
 use super::keys::{
-    ABORTED, CLAIMS, FENCE, RELEASED, SIDECAR_EXTRA, Sidecar, TOKEN, write_fence_counter,
+    ABORTED, FENCE, RELEASED, SIDECAR_EXTRA, STATE, Sidecar, TOKEN, write_fence_counter,
 };
 use super::notify::Publish;
 use crate::store::{AttemptId, Fence};
@@ -30,10 +31,17 @@ pub(crate) static INSPECT: LazyLock<Lua> =
 pub(crate) static FORCE_RELEASE: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(include_str!("lua/force_release.lua")));
 
-/// How long a record of aborted attempts is kept: an aborted attempt that reaches the
-/// server later than this (TCP gives up on undelivered data after about 15 minutes)
-/// would no longer be refused.
+/// How long a client's record of aborted attempts on a key is kept after its last abort:
+/// an aborted attempt that reaches the server later than this (TCP gives up on
+/// undelivered data after about 15 minutes) would no longer be refused. One record per
+/// key and client, whatever the number of aborts.
 pub(crate) const ABORT_MEMORY: Duration = Duration::from_secs(60 * 60);
+
+/// How much longer than its lock a key's state (its last token) lives: the next
+/// acquisition within that time takes the token after it; a later one takes the server's
+/// clock in microseconds, which is above it unless the server's clock went back by more
+/// than this.
+pub(crate) const STATE_MEMORY: Duration = Duration::from_secs(60 * 60);
 
 /// A script and its SHA1.
 pub(crate) struct Lua {
@@ -51,8 +59,8 @@ impl Lua {
     /// keys and values plus a few integers, so that building the command costs one
     /// allocation per buffer and never regrows them.
     fn evalsha(&self, numkeys: u8, payload: usize) -> Cmd {
-        // EVALSHA, sha1, numkeys, up to 4 keys, values and ids, two integers.
-        let mut cmd = Cmd::with_capacity(10, "EVALSHA".len() + 40 + 1 + payload + 40);
+        // EVALSHA, sha1, numkeys, up to 5 keys, values and ids, a few integers.
+        let mut cmd = Cmd::with_capacity(12, "EVALSHA".len() + 40 + 1 + payload + 60);
         cmd.arg("EVALSHA").arg(&self.sha).arg(numkeys);
         cmd
     }
@@ -78,46 +86,61 @@ fn millis(d: Duration) -> u64 {
 /// The longest attempt id: 16 hex digits, `:`, 20 digits.
 const ATTEMPT_ID_LEN: usize = 37;
 
-/// `EVALSHA <acquire> 5 <key> <fence> <aborted> <claims> <legacy fence> <val> <ms>
-/// <attempt>`, the companion keys and the attempt id written in place; `prefix_len`: the
-/// length of the client's key prefix at the start of `key`.
+/// The sidecar suffix of a client's record of aborted attempts on a key.
+fn write_aborted(sidecar: &Sidecar<'_>, client: u64, cmd: &mut Cmd) {
+    let mut suffix = [0u8; ABORTED.len() + 16];
+    suffix[..ABORTED.len()].copy_from_slice(ABORTED.as_bytes());
+    write!(&mut suffix[ABORTED.len()..], "{client:016x}").expect("16 hex digits fit");
+    let suffix = std::str::from_utf8(&suffix).expect("ASCII");
+    sidecar.write(suffix, &mut cmd.writer_for_next_arg());
+}
+
+/// `EVALSHA <acquire> 5 <key> <state> <aborted> <legacy shared fence> <legacy own fence>
+/// <val> <ms> <attempt> <seq> <state memory> <label>`; `prefix_len`: the length of the
+/// client's key prefix at the start of `key` (it named the earlier layout's counter).
 pub(crate) fn acquire(
     key: &str,
     prefix_len: usize,
     val: &str,
     expiration: Duration,
     attempt: AttemptId,
+    label: &str,
 ) -> Cmd {
-    let payload = 5 * key.len() + 4 * SIDECAR_EXTRA + val.len() + ATTEMPT_ID_LEN;
+    let payload =
+        5 * key.len() + 4 * SIDECAR_EXTRA + 16 + val.len() + 2 * ATTEMPT_ID_LEN + label.len();
     let mut cmd = ACQUIRE.evalsha(5, payload);
     let sidecar = Sidecar::of(key);
     cmd.arg(key);
+    sidecar.write(STATE, &mut cmd.writer_for_next_arg());
+    write_aborted(&sidecar, attempt.client, &mut cmd);
     write_fence_counter(key, prefix_len, &mut cmd.writer_for_next_arg());
-    sidecar.write(ABORTED, &mut cmd.writer_for_next_arg());
-    sidecar.write(CLAIMS, &mut cmd.writer_for_next_arg());
     sidecar.write(FENCE, &mut cmd.writer_for_next_arg());
     cmd.arg(val).arg(millis(expiration));
     write_attempt(attempt, &mut cmd);
+    cmd.arg(attempt.seq)
+        .arg(millis(STATE_MEMORY))
+        .arg(label);
     cmd
 }
 
 fn write_attempt(attempt: AttemptId, cmd: &mut Cmd) {
-    use std::io::Write;
     write!(cmd.writer_for_next_arg(), "{attempt}").expect("writing to memory");
 }
 
-/// `<key> <claims>`, for the scripts that act on one incarnation.
-fn key_and_claims<'k>(lua: &Lua, key: &'k str, payload: usize) -> (Cmd, Sidecar<'k>) {
+/// `<key> <state>`, for the scripts that need the key's state.
+fn key_and_state<'k>(lua: &Lua, key: &'k str, payload: usize) -> (Cmd, Sidecar<'k>) {
     let mut cmd = lua.evalsha(2, 2 * key.len() + SIDECAR_EXTRA + payload);
     let sidecar = Sidecar::of(key);
     cmd.arg(key);
-    sidecar.write(CLAIMS, &mut cmd.writer_for_next_arg());
+    sidecar.write(STATE, &mut cmd.writer_for_next_arg());
     (cmd, sidecar)
 }
 
-pub(crate) fn refresh(key: &str, val: &str, token: u64, expiration: Duration) -> Cmd {
-    let (mut cmd, _) = key_and_claims(&REFRESH, key, val.len());
-    cmd.arg(val).arg(millis(expiration)).arg(token);
+pub(crate) fn refresh(key: &str, val: &str, expiration: Duration) -> Cmd {
+    let (mut cmd, _) = key_and_state(&REFRESH, key, val.len());
+    cmd.arg(val)
+        .arg(millis(expiration))
+        .arg(millis(STATE_MEMORY));
     cmd
 }
 
@@ -135,45 +158,54 @@ fn write_announcement(key: &str, sidecar: &Sidecar<'_>, publish: Option<Publish>
     }
 }
 
-pub(crate) fn release(key: &str, val: &str, claims: &[AttemptId], publish: Option<Publish>) -> Cmd {
-    let payload = key.len() + SIDECAR_EXTRA + val.len() + claims.len() * ATTEMPT_ID_LEN;
-    let (mut cmd, sidecar) = key_and_claims(&RELEASE, key, payload);
-    cmd.arg(val);
-    write_announcement(key, &sidecar, publish, &mut cmd);
-    for &claim in claims {
-        write_attempt(claim, &mut cmd);
-    }
+/// `EVALSHA <release> 1 <key> <val> <announce> <channel>`.
+pub(crate) fn release(key: &str, val: &str, publish: Option<Publish>) -> Cmd {
+    let mut cmd = RELEASE.evalsha(1, 2 * key.len() + SIDECAR_EXTRA + val.len());
+    cmd.arg(key).arg(val);
+    write_announcement(key, &Sidecar::of(key), publish, &mut cmd);
     cmd
 }
 
-pub(crate) fn abort(key: &str, val: &str, attempts: &[AttemptId], publish: Option<Publish>) -> Cmd {
-    let payload = 4 * key.len() + 3 * SIDECAR_EXTRA + val.len() + attempts.len() * ATTEMPT_ID_LEN;
+/// `EVALSHA <abort> 3 <key> <state> <aborted> <val> <ms> <announce> <channel> <highest
+/// seq> <attempts…>`; every attempt is of one client. Without `undo` no attempt is named:
+/// they are refused, and nothing they created is deleted.
+pub(crate) fn abort(
+    key: &str,
+    val: &str,
+    attempts: &[AttemptId],
+    undo: bool,
+    publish: Option<Publish>,
+) -> Cmd {
+    let payload = 4 * key.len() + 3 * SIDECAR_EXTRA + 16 + val.len() + (attempts.len() + 1) * ATTEMPT_ID_LEN;
     let mut cmd = ABORT.evalsha(3, payload);
     let sidecar = Sidecar::of(key);
     cmd.arg(key);
-    sidecar.write(ABORTED, &mut cmd.writer_for_next_arg());
-    sidecar.write(CLAIMS, &mut cmd.writer_for_next_arg());
+    sidecar.write(STATE, &mut cmd.writer_for_next_arg());
+    write_aborted(&sidecar, attempts.first().map_or(0, |a| a.client), &mut cmd);
     cmd.arg(val).arg(millis(ABORT_MEMORY));
     write_announcement(key, &sidecar, publish, &mut cmd);
-    for &attempt in attempts {
-        write_attempt(attempt, &mut cmd);
+    cmd.arg(attempts.iter().map(|a| a.seq).max().unwrap_or(0));
+    if undo {
+        for &attempt in attempts {
+            write_attempt(attempt, &mut cmd);
+        }
     }
     cmd
 }
 
-pub(crate) fn pttl(key: &str, val: &str, token: u64) -> Cmd {
-    let (mut cmd, _) = key_and_claims(&PTTL, key, val.len());
-    cmd.arg(val).arg(token);
+pub(crate) fn pttl(key: &str, val: &str) -> Cmd {
+    let mut cmd = PTTL.evalsha(1, key.len() + val.len());
+    cmd.arg(key).arg(val);
     cmd
 }
 
 pub(crate) fn inspect(key: &str) -> Cmd {
-    key_and_claims(&INSPECT, key, 0).0
+    key_and_state(&INSPECT, key, 0).0
 }
 
 pub(crate) fn force_release(key: &str, only: Option<u64>, publish: Option<Publish>) -> Cmd {
     // The announcement (a flag and the channel: key + sidecar) and the token.
-    let (mut cmd, sidecar) = key_and_claims(&FORCE_RELEASE, key, key.len() + SIDECAR_EXTRA + 21);
+    let (mut cmd, sidecar) = key_and_state(&FORCE_RELEASE, key, key.len() + SIDECAR_EXTRA + 21);
     write_announcement(key, &sidecar, publish, &mut cmd);
     match only {
         Some(token) => cmd.arg(token),
@@ -211,6 +243,10 @@ mod tests {
         seq: 7,
     };
 
+    fn aborted_record(key: &str) -> String {
+        Sidecar::of(key).name("aborted000000000000feed")
+    }
+
     #[test]
     fn commands_pack_to_the_plain_redis_rs_bytes() {
         for key in ["job", "app:job", "user:{42}:job", "a}b", "a{b", "ключ"] {
@@ -219,71 +255,76 @@ mod tests {
                 .arg(&ACQUIRE.sha)
                 .arg(5)
                 .arg(key)
+                .arg(sidecar.name(STATE))
+                .arg(aborted_record(key))
                 .arg(super::super::keys::fence_counter(key, 0))
-                .arg(sidecar.name(ABORTED))
-                .arg(sidecar.name(CLAIMS))
                 .arg(sidecar.name(FENCE))
                 .arg("value")
                 .arg(30_000u64)
                 .arg("000000000000feed:7")
+                .arg(7)
+                .arg(3_600_000u64)
+                .arg("")
                 .get_packed_command();
-            let cmd = acquire(key, 0, "value", Duration::from_secs(30), ATTEMPT);
+            let cmd = acquire(key, 0, "value", Duration::from_secs(30), ATTEMPT, "");
             assert_eq!(cmd.get_packed_command(), plain, "{key:?}");
         }
     }
 
     #[test]
     fn the_eval_fallback_carries_the_same_keys_and_arguments() {
-        let cmd = acquire("job", 0, "value", Duration::from_secs(30), ATTEMPT);
+        let cmd = acquire("job", 0, "value", Duration::from_secs(30), ATTEMPT, "host");
         let eval = ACQUIRE.eval(&cmd);
         let sidecar = Sidecar::of("job");
         let plain = redis::cmd("EVAL")
             .arg(ACQUIRE.code)
             .arg(5)
             .arg("job")
+            .arg(sidecar.name(STATE))
+            .arg(aborted_record("job"))
             .arg(sidecar.name(FENCE))
-            .arg(sidecar.name(ABORTED))
-            .arg(sidecar.name(CLAIMS))
             .arg(sidecar.name(FENCE))
             .arg("value")
             .arg(30_000u64)
             .arg("000000000000feed:7")
+            .arg(7)
+            .arg(3_600_000u64)
+            .arg("host")
             .get_packed_command();
         assert_eq!(eval.get_packed_command(), plain);
     }
 
     #[test]
-    fn a_release_names_the_locks_claims() {
-        let cmd = release("job", "value", &[ATTEMPT], None);
+    fn a_release_names_the_key_only() {
+        let cmd = release("job", "value", None);
         let plain = redis::cmd("EVALSHA")
             .arg(&RELEASE.sha)
-            .arg(2)
+            .arg(1)
             .arg("job")
-            .arg(Sidecar::of("job").name(CLAIMS))
             .arg("value")
             .arg("")
             .arg("job")
-            .arg("000000000000feed:7")
             .get_packed_command();
         assert_eq!(cmd.get_packed_command(), plain);
     }
 
     #[test]
-    fn an_abort_names_every_attempt() {
+    fn an_abort_names_every_attempt_and_the_highest() {
         let second = AttemptId { seq: 8, ..ATTEMPT };
-        let cmd = abort("job", "value", &[ATTEMPT, second], Some(Publish::Sharded));
+        let cmd = abort("job", "value", &[second, ATTEMPT], true, Some(Publish::Sharded));
         let plain = redis::cmd("EVALSHA")
             .arg(&ABORT.sha)
             .arg(3)
             .arg("job")
-            .arg(Sidecar::of("job").name(ABORTED))
-            .arg(Sidecar::of("job").name(CLAIMS))
+            .arg(Sidecar::of("job").name(STATE))
+            .arg(aborted_record("job"))
             .arg("value")
             .arg(3_600_000u64)
             .arg("s")
             .arg(Sidecar::of("job").name(RELEASED))
-            .arg("000000000000feed:7")
+            .arg(8)
             .arg("000000000000feed:8")
+            .arg("000000000000feed:7")
             .get_packed_command();
         assert_eq!(cmd.get_packed_command(), plain);
     }
