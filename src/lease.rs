@@ -232,7 +232,13 @@ impl Leases {
     /// re-acquire, which re-armed the key to its own expiration), else a new one (an
     /// earlier lease with another token is over: its incarnation expired or was released,
     /// and the key was taken afresh).
-    fn hold(self: &Arc<Self>, pair: Pair<'_>, token: u64, until: Instant, order: u64) -> Arc<Lease> {
+    fn hold(
+        self: &Arc<Self>,
+        pair: Pair<'_>,
+        token: u64,
+        until: Instant,
+        order: u64,
+    ) -> Arc<Lease> {
         let mut table = self.table.lock();
         if let Some(held) = table.find(pair) {
             if held.token == token && held.confirm(order, until) {

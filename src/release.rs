@@ -225,7 +225,13 @@ impl Abort {
             let sent = self
                 .leases
                 .backend()
-                .abort(&self.key, &self.val, &self.attempts, self.undo, self.timeout)
+                .abort(
+                    &self.key,
+                    &self.val,
+                    &self.attempts,
+                    self.undo,
+                    self.timeout,
+                )
                 .await;
             match sent {
                 Ok(true) => {

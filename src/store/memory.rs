@@ -397,7 +397,10 @@ mod tests {
         else {
             panic!("free key");
         };
-        assert!(again > last, "a swept key's next token is above every earlier one");
+        assert!(
+            again > last,
+            "a swept key's next token is above every earlier one"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -406,7 +409,11 @@ mod tests {
         let ms = Duration::from_millis;
         assert_eq!(m.acquire_now("k", "v", ms(1000), A), Acquire::Acquired(1));
         assert_eq!(m.acquire_now("k", "v", ms(100), B), Acquire::Acquired(1));
-        assert_eq!(m.pttl_now("k", "v"), Some(ms(100)), "a re-lock sets its expiration");
+        assert_eq!(
+            m.pttl_now("k", "v"),
+            Some(ms(100)),
+            "a re-lock sets its expiration"
+        );
         assert!(!m.release_now("k", "v", Some(&[B])), "B did not create it");
         assert_eq!(m.pttl_now("k", "v"), Some(ms(100)));
         assert!(m.refresh_now("k", "v", ms(50)), "shorter");
@@ -414,7 +421,13 @@ mod tests {
         assert!(m.release_now("k", "v", Some(&[A])), "A created it");
         assert_eq!(m.pttl_now("k", "v"), None);
         assert_eq!(m.acquire_now("k", "v", ms(1000), B), Acquire::Acquired(2));
-        assert!(m.release_now("k", "v", None), "any handle of the value releases");
-        assert!(!m.refresh_now("k", "v", ms(1000)), "nothing re-creates a lost lock");
+        assert!(
+            m.release_now("k", "v", None),
+            "any handle of the value releases"
+        );
+        assert!(
+            !m.refresh_now("k", "v", ms(1000)),
+            "nothing re-creates a lost lock"
+        );
     }
 }

@@ -364,9 +364,7 @@ impl Store for Quorum {
             }
         }
         if self.reached(tally.granted) {
-            self.incarnations
-                .lock()
-                .rearmed(key, val, sent, expiration);
+            self.incarnations.lock().rearmed(key, val, sent, expiration);
             Ok(true)
         } else if self.reached(tally.held) {
             Ok(false)

@@ -527,7 +527,13 @@ impl EtcdStore {
         Ok(None)
     }
 
-    async fn abort_now(&self, key: &str, val: &str, attempts: &[AttemptId]) -> Result<bool> {
+    async fn abort_now(
+        &self,
+        key: &str,
+        val: &str,
+        attempts: &[AttemptId],
+        undo: bool,
+    ) -> Result<bool> {
         check_name("key", key)?;
         let keys = Keys::new(key, val);
         // One record per client: its highest aborted attempt.
@@ -564,7 +570,8 @@ impl EtcdStore {
             };
             reads = gets(&reply);
         }
-        // From here on no aborted attempt can write: delete the key if one created it.
+        // From here on no aborted attempt can write: delete the key if one created it
+        // (with `undo`).
         let mut deleted = None;
         let mut kept = None;
         for _ in 0..3 {
@@ -578,7 +585,7 @@ impl EtcdStore {
                 .as_ref()
                 .and_then(|c| creator_of(c.value()))
                 .is_some_and(|c| attempts.contains(&c));
-            if !ours_created {
+            if !(undo && ours_created) {
                 kept = Some(ours.lease());
                 break;
             }
@@ -660,10 +667,11 @@ impl Store for EtcdStore {
         key: &str,
         val: &str,
         attempts: &[AttemptId],
+        undo: bool,
         timeout: Duration,
     ) -> Result<bool> {
         within(timeout, Retry::Transient, || {
-            self.abort_now(key, val, attempts)
+            self.abort_now(key, val, attempts, undo)
         })
         .await
     }

@@ -117,9 +117,7 @@ pub(crate) fn acquire(
     sidecar.write(FENCE, &mut cmd.writer_for_next_arg());
     cmd.arg(val).arg(millis(expiration));
     write_attempt(attempt, &mut cmd);
-    cmd.arg(attempt.seq)
-        .arg(millis(STATE_MEMORY))
-        .arg(label);
+    cmd.arg(attempt.seq).arg(millis(STATE_MEMORY)).arg(label);
     cmd
 }
 
@@ -176,7 +174,8 @@ pub(crate) fn abort(
     undo: bool,
     publish: Option<Publish>,
 ) -> Cmd {
-    let payload = 4 * key.len() + 3 * SIDECAR_EXTRA + 16 + val.len() + (attempts.len() + 1) * ATTEMPT_ID_LEN;
+    let payload =
+        4 * key.len() + 3 * SIDECAR_EXTRA + 16 + val.len() + (attempts.len() + 1) * ATTEMPT_ID_LEN;
     let mut cmd = ABORT.evalsha(3, payload);
     let sidecar = Sidecar::of(key);
     cmd.arg(key);
@@ -311,7 +310,13 @@ mod tests {
     #[test]
     fn an_abort_names_every_attempt_and_the_highest() {
         let second = AttemptId { seq: 8, ..ATTEMPT };
-        let cmd = abort("job", "value", &[second, ATTEMPT], true, Some(Publish::Sharded));
+        let cmd = abort(
+            "job",
+            "value",
+            &[second, ATTEMPT],
+            true,
+            Some(Publish::Sharded),
+        );
         let plain = redis::cmd("EVALSHA")
             .arg(&ABORT.sha)
             .arg(3)
