@@ -533,7 +533,8 @@ async fn state_per_key_stays_bounded_after_relocks_and_cancelled_calls() {
     assert_eq!(info.fencing_token(), held.fencing_token());
     held.refresh().await.expect("still held");
     held.unlock().await.unwrap();
-    waiter.try_lock("k", "w", SEC).await.expect("free");
+    let next = waiter.try_lock("k", "w", SEC).await.expect("free");
+    next.unlock().await.unwrap();
 }
 
 /// `lock` calls cancelled at every point of their attempts (timeouts from 0 to 20 ms
