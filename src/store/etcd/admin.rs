@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp};
 
+use super::errors::{Retry, failure, token, transient, within};
 use super::keys::{
     Keys, RESOURCE_SUFFIX, check_name, contender_hash, first_in_line, line, lock_name, prefix_end,
     value_hash,
 };
 use super::txn::{delete_ops, deleted_lease};
-use super::{EtcdStore, Retry, STORE, failure, token, transient, within};
+use super::{EtcdStore, STORE};
 use crate::error::StoreError;
 use crate::store::{Fence, Fenced, Inspected};
 use crate::{Error, Result};

@@ -6,8 +6,9 @@ use etcd_client as etcd;
 use etcd_client::LeaseTimeToLiveOptions;
 use tokio::time::Instant;
 
+use super::EtcdStore;
+use super::errors::{failure, transient};
 use super::keys::mix;
-use super::{EtcdStore, failure, transient};
 use crate::Result;
 use crate::store::AttemptId;
 

@@ -10,10 +10,11 @@ use etcd_client::{
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::EtcdStore;
+use super::errors::transient;
 use super::keys::{Keys, last_in_line};
 use super::lease::keep_alive;
 use super::txn::{gets, past_guard, unless_aborted};
-use super::{EtcdStore, transient};
 use crate::Result;
 use crate::store::AttemptId;
 use crate::wake::{Waiters, Watch};

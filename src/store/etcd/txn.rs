@@ -10,8 +10,8 @@ use etcd_client::{
     TxnResponse,
 };
 
+use super::errors::unexpected;
 use super::keys::{Keys, creator_text, first_in_line, last_in_line, seq_text};
-use super::unexpected;
 use crate::Result;
 use crate::store::AttemptId;
 
