@@ -398,8 +398,9 @@ impl EtcdStore {
     /// Re-arm `val`'s key `ours` (with its `creator`, as read) to exactly `ttl`: its
     /// lease kept alive if it was granted `ttl`, else the key moved to a lease of `ttl`
     /// (`spare`, granted `ttl` already, or a new one) and its old lease revoked. A move
-    /// by an `attempt` is refused if the attempt was aborted. `spare` is revoked unless
-    /// the key moved onto it.
+    /// by an `attempt` is refused if the attempt was aborted. `spare` is revoked when the
+    /// re-arm is done without it or refused; after [`Rearmed::Changed`] it is kept for
+    /// the retry of its attempt (else it expires, or the attempt's abort revokes it).
     #[allow(clippy::too_many_arguments)]
     async fn rearm(
         &self,
@@ -432,10 +433,9 @@ impl EtcdStore {
                 });
             }
             Some(_) => {}
-            None => {
-                self.revoke_detached(spare);
-                return Ok(Rearmed::Changed);
-            }
+            // Gone: the caller looks again. `spare` stays: a retry of the attempt that
+            // granted it finds it granted (a revoke racing that retry would fail it).
+            None => return Ok(Rearmed::Changed),
         }
         let lease = match spare {
             Some(lease) => lease,
@@ -455,7 +455,9 @@ impl EtcdStore {
             None => reply.succeeded(),
         };
         if !moved {
-            self.revoke_detached([lease]);
+            if spare.is_none() {
+                self.revoke_detached([lease]);
+            }
             return Ok(Rearmed::Changed);
         }
         self.revoke_detached([current]);
