@@ -879,9 +879,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(again.fencing_token(), first.fencing_token());
-        // A re-arm never shortens the key: both handles still count on 10 s.
-        assert!(first.valid_for().unwrap() > Duration::from_secs(9));
-        tokio::time::advance(Duration::from_secs(5)).await;
+        // A re-lock re-arms to its own expiration, shorter too: every handle follows.
+        assert!(first.valid_for().unwrap() < Duration::from_secs(1));
+        assert_eq!(
+            client.inspect("k").await.unwrap().unwrap().ttl(),
+            Some(Duration::from_secs(1))
+        );
+        tokio::time::advance(Duration::from_millis(500)).await;
         let renewed = client
             .try_lock("k", "v", Duration::from_secs(10))
             .await

@@ -41,6 +41,10 @@ pub(crate) fn valid_until(sent: Instant, expiration: Duration) -> Instant {
     sent + expiration.saturating_sub(drift_allowance(expiration))
 }
 
+/// How many groups of pairs [`Leases::released`] marks are kept for: a collision costs
+/// an extra round trip, never safety.
+const RELEASE_MARKS: usize = 64;
+
 /// A client's store, and the leases the client holds on it by key and value.
 pub(crate) struct Leases {
     backend: Backend,
@@ -51,6 +55,10 @@ pub(crate) struct Leases {
     /// Numbers the client's acquire attempts and refreshes in the order they are sent:
     /// a lease takes the validity of the last write sent that was confirmed.
     next_attempt: AtomicU64,
+    /// For each of [`RELEASE_MARKS`] groups of key and value pairs (by hash), the number
+    /// of the last release sent: a grant of an attempt sent before it may have been
+    /// deleted by it, and is not believed (the call tries again at once).
+    released: Box<[AtomicU64]>,
     hasher: FastHash,
     table: Mutex<Table>,
 }
@@ -146,6 +154,7 @@ impl Leases {
             prefix: prefix.into(),
             client_id: u64::from_le_bytes(id),
             next_attempt: AtomicU64::new(1),
+            released: (0..RELEASE_MARKS).map(|_| AtomicU64::new(0)).collect(),
             hasher: FastHash::new(),
             table: Mutex::default(),
         }
@@ -191,6 +200,18 @@ impl Leases {
         self.next_attempt.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// A release of `pair` is about to be sent.
+    fn releasing(&self, pair: Pair<'_>) {
+        let order = self.next_write();
+        self.released[pair.hash as usize % RELEASE_MARKS].fetch_max(order, Ordering::AcqRel);
+    }
+
+    /// Whether a release of `pair` (or of a pair in its group) was sent after write
+    /// number `order`.
+    fn released_after(&self, pair: Pair<'_>, order: u64) -> bool {
+        self.released[pair.hash as usize % RELEASE_MARKS].load(Ordering::Acquire) > order
+    }
+
     /// The store deleted `key` held by `val` on this client's behalf (an abort deleted
     /// what an attempt created): every handle of that lease knows it is lost.
     pub(crate) fn released(&self, key: &str, val: &str) {
@@ -210,13 +231,23 @@ impl Leases {
         timeout: Duration,
         sent: Instant,
     ) -> Result<Attempted> {
+        let until = valid_until(sent, expiration);
+        // A same-value re-acquire may shorten the key (it re-arms to its own
+        // expiration) whether or not its answer comes back: the lease held counts on no
+        // more from now on.
+        let held = self.table.lock().find(pair);
+        if let Some(held) = held {
+            held.expect(until);
+        }
         let acquired = self
             .backend
             .acquire(pair.key, pair.val, expiration, attempt, timeout)
             .await?;
         Ok(match acquired {
+            // Granted before a release of this client deleted it (the attempt re-armed a
+            // key an unlock then deleted): not believed; the next attempt tells.
+            Acquire::Acquired(_) if self.released_after(pair, attempt.seq) => Attempted::Refused,
             Acquire::Acquired(token) => {
-                let until = valid_until(sent, expiration);
                 Attempted::Granted(self.hold(pair, token, until, attempt.seq))
             }
             Acquire::Held(ttl) => Attempted::Held(ttl),
@@ -387,6 +418,23 @@ impl Lease {
         true
     }
 
+    /// A write that sets the key's expiration so that it lasts at least until `until` is
+    /// about to be sent: until it is confirmed, the lease counts on no more than that
+    /// (if its answer is lost, the key may have been shortened all the same).
+    fn expect(&self, until: Instant) {
+        let changed = {
+            let mut state = self.state.lock();
+            let change = !state.lost && until < state.valid_until;
+            if change {
+                state.valid_until = until;
+            }
+            change
+        };
+        if changed {
+            self.changed.notify_waiters();
+        }
+    }
+
     /// The store confirmed the lease's key is gone or held by another value (or
     /// another incarnation superseded it): the lease is over.
     pub(crate) fn mark_lost(&self) {
@@ -423,6 +471,8 @@ impl Lease {
     async fn refresh_in(&self, expiration: Duration, timeout: Duration) -> Result<()> {
         let order = self.leases.next_write();
         let sent = Instant::now();
+        let until = valid_until(sent, expiration);
+        self.expect(until);
         let refreshed = self
             .backend()
             .refresh(self.key(), self.value(), expiration, timeout)
@@ -430,7 +480,7 @@ impl Lease {
         if !refreshed {
             return Err(Error::NotHeld);
         }
-        self.confirm(order, valid_until(sent, expiration));
+        self.confirm(order, until);
         Ok(())
     }
 
@@ -465,6 +515,8 @@ impl Lease {
             renewal.stop().await;
         }
         self.end();
+        self.leases
+            .releasing(self.leases.pair(self.key(), self.value()));
         let released = self
             .backend()
             .release(self.key(), self.value(), timeout)

@@ -102,11 +102,12 @@ async fn the_loser_of_a_select_between_same_value_locks_never_deletes_the_winner
 }
 
 /// A same-value re-lock with a shorter expiration that may have landed (it was given up
-/// on during a server stall) never shortens the key under the lock already held: a
-/// re-arm only ever extends a key. The held lock keeps its lease, the store keeps the
-/// key, and a rival cannot take it when the shorter expiration would have run out.
+/// on during a server stall) re-arms the key to its own expiration (protocol v2: the
+/// value is the identity, as in bsm). Every handle of the lease in the client counts on
+/// no more than that from the moment it was sent, so none believes it holds past the
+/// key's expiration; once it ran out, a rival takes the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_relock_with_a_shorter_expiration_never_shortens_the_held_lock() {
+async fn a_cancelled_shorter_relock_shortens_every_handle_at_once() {
     let server = RedisServer::start();
     let client = Client::open(&server.url()).await.unwrap();
     warm_up(&client).await;
@@ -115,13 +116,21 @@ async fn a_relock_with_a_shorter_expiration_never_shortens_the_held_lock() {
     let cancelled =
         tokio::time::timeout(50 * MS, client.lock("k", "v", SEC, 5 * SEC, NoRetry)).await;
     assert!(cancelled.is_err());
-    tokio::time::sleep(1500 * MS).await; // past the re-lock's 1 s
-    assert!(pttl(&server, "k") > 8000, "the key kept its expiration");
-    assert!(held.valid_for().unwrap() > 8 * SEC);
+    assert!(
+        held.valid_for().unwrap() <= SEC,
+        "the handle counts on the shorter re-lock"
+    );
+    tokio::time::sleep(300 * MS).await; // the re-lock landed after the pause
+    let ttl = pttl(&server, "k");
+    assert!((0..=SEC.as_millis() as i64).contains(&ttl), "re-armed to 1 s: {ttl}");
+    assert!(held.valid_for().unwrap() <= Duration::from_millis(ttl as u64 + 50));
+    tokio::time::sleep(1200 * MS).await; // past the re-lock's 1 s
+    assert_eq!(held.valid_for(), None);
     let rival = Client::open(&server.url()).await.unwrap();
-    let err = rival.try_lock("k", "rival", SEC).await.unwrap_err();
-    assert!(err.is_not_obtained(), "{err:?}");
-    held.unlock().await.expect("still held");
+    let _rival = rival
+        .try_lock("k", "rival", SEC)
+        .await
+        .expect("the key expired with the re-lock's expiration");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -279,10 +288,15 @@ async fn a_repeated_token_from_another_holder_is_refused() {
     // What a failover to a replica that had not received the lock does: the lock key
     // and its fence counter are gone (the resource, replicated earlier, is not).
     let lost: Vec<String> = keys(&server, "job*");
-    assert!(lost.len() >= 2, "{lost:?}");
+    let state = keys(&server, "job:state*");
+    assert!(lost.len() >= 2 && state.len() == 1, "{lost:?}");
     for key in &lost {
         server.cmd_sync(&["DEL", key]);
     }
+    // The replica had the key's state of the incarnation before: the next token repeats
+    // (without the state, the server's clock would give a higher one).
+    let before = format!("{} earlier:1", a.fencing_token() - 1);
+    server.cmd_sync(&["SET", &state[0], &before]);
     let b = client.try_lock("job", "holder-b", 30 * SEC).await.unwrap();
     assert_eq!(b.fencing_token(), a.fencing_token(), "the token repeats");
     let err = b.fenced_set("row", "from b").await.unwrap_err();
@@ -314,10 +328,10 @@ async fn fencing_tokens_above_two_pow_53_stay_exact_and_distinct() {
         .unlock()
         .await
         .unwrap();
-    let counter = keys(&server, "k:fence*");
-    assert_eq!(counter.len(), 1, "{counter:?}");
+    let state = keys(&server, "k:state*");
+    assert_eq!(state.len(), 1, "{state:?}");
     let start = TWO_POW_53 + 2;
-    server.cmd_sync(&["SET", &counter[0], &start.to_string()]);
+    server.cmd_sync(&["SET", &state[0], &format!("{start} x:1")]);
     let a = client.try_lock("k", "a", 10 * SEC).await.unwrap();
     assert_eq!(a.fencing_token(), start + 1);
     a.unlock().await.unwrap();
@@ -326,6 +340,33 @@ async fn fencing_tokens_above_two_pow_53_stay_exact_and_distinct() {
     // Idempotent re-acquire keeps the exact token.
     let again = client.try_lock("k", "b", 10 * SEC).await.unwrap();
     assert_eq!(again.fencing_token(), start + 2);
+    // Carries across a run of nines.
+    b.unlock().await.unwrap();
+    server.cmd_sync(&["SET", &state[0], "18446744073709551599 x:1"]);
+    let c = client.try_lock("k", "c", 10 * SEC).await.unwrap();
+    assert_eq!(c.fencing_token(), 18_446_744_073_709_551_600);
+}
+
+/// Upgrading from the layout with fence counters: a key without state takes a token
+/// above its counter of the earlier layout, so a token never goes back (here a counter
+/// above the clock, which alone would have given a lower token).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_of_the_earlier_layout_are_merged_on_first_use() {
+    let server = RedisServer::start();
+    let client = Client::open(&server.url()).await.unwrap();
+    // `{t}:job` has a hash tag: its counter of the earlier layout was `{t}:job:fence`.
+    let legacy = TWO_POW_53 + 40;
+    server.cmd_sync(&["SET", "{t}:job:fence", &legacy.to_string()]);
+    let a = client.try_lock("{t}:job", "a", 10 * SEC).await.unwrap();
+    assert_eq!(a.fencing_token(), legacy + 1);
+    // A realistic counter (far below the clock in microseconds) is passed by the clock.
+    server.cmd_sync(&["SET", "{u}:job:fence", "123456"]);
+    let b = client.try_lock("{u}:job", "b", 10 * SEC).await.unwrap();
+    assert!(b.fencing_token() > 123_456);
+    // Negative control: the same key without the counter takes the clock, which is
+    // below the large counter: the merge is what kept the token from going back.
+    let c = client.try_lock("{v}:job", "c", 10 * SEC).await.unwrap();
+    assert!(c.fencing_token() < legacy, "{}", c.fencing_token());
 }
 
 async fn stale_tokens_above_two_pow_53_are_refused(client: &Client) {

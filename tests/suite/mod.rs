@@ -82,15 +82,12 @@ pub struct Traits {
     pub whole_seconds: bool,
     /// How long an expired key may still be there before the store deletes it.
     pub expiry_lag: Duration,
-    /// Each key counts its own tokens from 1 (else: one counter for every key).
-    pub tokens_per_key: bool,
 }
 
-/// Redis, Redis Cluster, Sentinel, memory: milliseconds, per-key tokens.
+/// Redis, Redis Cluster, Sentinel, memory: milliseconds.
 pub const MILLISECONDS: Traits = Traits {
     whole_seconds: false,
     expiry_lag: Duration::from_millis(20),
-    tokens_per_key: true,
 };
 
 /// etcd: leases of whole seconds, deleted by the server's expiry sweep (every 500 ms)
@@ -98,7 +95,6 @@ pub const MILLISECONDS: Traits = Traits {
 pub const ETCD: Traits = Traits {
     whole_seconds: true,
     expiry_lag: Duration::from_millis(700),
-    tokens_per_key: false,
 };
 
 impl Traits {
@@ -355,7 +351,7 @@ macro_rules! conformance {
                     debug_output_never_shows_the_lock_value,
                     inspection_lists_locks_by_prefix_and_force_release_frees_them,
                     lock_requests_take_named_options_and_keep_a_renewed_lock,
-                    refresh_for_extends_and_never_shortens,
+                    refresh_for_sets_the_expiration_given,
                     run_exclusive_renews_releases_and_reports_a_loss,
                     force_release_if_deletes_only_the_acquisition_named,
                 );
