@@ -1,6 +1,6 @@
 //! etcd (feature `etcd`): the whole conformance suite, async and blocking, on one etcd
 //! member shared by this test binary (a key prefix per case), plus what only etcd has —
-//! the fair wait in line, whole-second leases, a lock's claims as keys, the history
+//! the fair wait in line, whole-second leases, a lock's bounded state as keys, the history
 //! checker across processes, and `Config` with an `etcd://` URL. Member failures are in
 //! `tests/etcd_cluster.rs` (a 3-member cluster per test).
 
@@ -80,7 +80,7 @@ async fn line(prefix: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
-/// Every key the store keeps for lock `key` (the line, claims, records of aborted
+/// Every key the store keeps for lock `key` (the line, creator keys, records of aborted
 /// attempts), read directly.
 async fn keys_of(prefix: &str, key: &str) -> Vec<String> {
     use etcd_client::GetOptions;
@@ -410,22 +410,20 @@ async fn renewal_with_a_sub_second_expiration_keeps_a_whole_second_lease() {
     lock.unlock().await.unwrap();
 }
 
-// -- claims -----------------------------------------------------------------------
+// -- protocol v2: the value is the identity, state per key is bounded -------------
 
-/// Two clients lock one key with the same value: the second is a re-arm (same token,
-/// and a 1 s re-arm never shortens the 10 s key) with a claim of its own. Unlocking the
-/// first retires only its claim — the key stays for the second — and unlocking the
-/// second deletes it; a release whose claims are gone is `NotHeld` and leaves the key.
+/// Two clients holding the same value are one holder: the second's 1 s re-lock shares
+/// the key and its token and re-arms it to 1 s (shorter: the value is the identity), a
+/// 20 s re-lock moves it to a 20 s lease, and one unlock through any handle frees it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_stays_while_a_claim_is_left_and_rearms_never_shorten_it() {
-    let (first_client, prefix) = client("claims").await;
+async fn same_value_relocks_share_the_key_and_rearm_it_to_their_own_expiration() {
+    let (first_client, prefix) = client("identity").await;
     let second_client = another(&prefix).await;
     let first = first_client.try_lock("k", "v", 10 * SEC).await.unwrap();
     let second = second_client.try_lock("k", "v", SEC).await.unwrap();
     assert_eq!(second.fencing_token(), first.fencing_token());
-    let ttl = second.ttl().await.unwrap().unwrap();
-    assert!(ttl >= 9 * SEC, "never shortened: {ttl:?}");
-    // And a longer re-arm moves the key to a longer lease, with its claims.
+    let ttl = first.ttl().await.unwrap().unwrap();
+    assert!(ttl <= SEC, "re-armed to the shorter expiration: {ttl:?}");
     let third = second_client.try_lock("k", "v", 20 * SEC).await.unwrap();
     assert_eq!(third.fencing_token(), first.fencing_token());
     let ttl = first.ttl().await.unwrap().unwrap();
@@ -434,22 +432,115 @@ async fn a_key_stays_while_a_claim_is_left_and_rearms_never_shorten_it() {
         "re-armed to the longer expiration: {ttl:?}"
     );
     first.unlock().await.unwrap();
-    let info = first_client.inspect("k").await.unwrap().expect("kept");
-    assert_eq!(info.fencing_token(), second.fencing_token());
-    assert!(
-        second.ttl().await.unwrap().is_some(),
-        "the second's claim keeps it"
-    );
-    // The second client's handles share one lease: one unlock retires both claims.
-    second.unlock().await.unwrap();
     assert_eq!(first_client.inspect("k").await.unwrap(), None, "deleted");
+    assert_eq!(second.ttl().await.unwrap(), None);
     assert!(third.unlock().await.unwrap_err().is_not_held());
-    assert_eq!(line(&prefix, "k").await, Vec::<String>::new());
+    assert_eq!(keys_of(&prefix, "k").await, Vec::<String>::new());
+}
+
+/// 300 same-value re-locks of one key (issue 20: 124 broke every longer re-arm with
+/// `too many operations in txn request`), then a refresh to a longer expiration and one
+/// to a shorter one: both succeed and set the TTL asked for; the key is still two etcd
+/// keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_relocks_then_longer_and_shorter_refreshes() {
+    let (client, prefix) = client("relocks300").await;
+    let first = client.try_lock("k", "v", 5 * SEC).await.unwrap();
+    for _ in 0..300 {
+        let again = client.try_lock("k", "v", 5 * SEC).await.unwrap();
+        assert_eq!(again.fencing_token(), first.fencing_token());
+    }
+    assert_eq!(
+        keys_of(&prefix, "k").await.len(),
+        2,
+        "the key and its creator"
+    );
+    first.refresh_for(30 * SEC).await.expect("a longer re-arm");
+    let ttl = first.ttl().await.unwrap().unwrap();
+    assert!(ttl >= 29 * SEC, "extended: {ttl:?}");
+    first.refresh_for(2 * SEC).await.expect("a shorter re-arm");
+    let ttl = first.ttl().await.unwrap().unwrap();
+    assert!(ttl <= 2 * SEC, "shortened: {ttl:?}");
+    assert_eq!(
+        keys_of(&prefix, "k").await.len(),
+        2,
+        "the key and its creator"
+    );
+    first.unlock().await.unwrap();
+    assert_eq!(keys_of(&prefix, "k").await, Vec::<String>::new());
+}
+
+/// Lock, drop the handle, lock again with the same value, unlock: the key is free at
+/// once (issue 20: it stayed held for its full expiration).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_drop_relock_unlock_frees_the_key_at_once() {
+    let (client, prefix) = client("relock-drop").await;
+    let rival = another(&prefix).await;
+    for round in 0..5 {
+        let first = client.try_lock("k", "v", 30 * SEC).await.unwrap();
+        drop(first);
+        let again = client.try_lock("k", "v", 30 * SEC).await.unwrap();
+        again.unlock().await.unwrap();
+        let other = rival
+            .try_lock("k", "other", 30 * SEC)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: still held: {e:?}"));
+        other.unlock().await.unwrap();
+    }
+    assert_eq!(keys_of(&prefix, "k").await, Vec::<String>::new());
+}
+
+/// 200 same-value re-locks and 200 `lock` calls cancelled mid-flight (0 or 1 ms
+/// timeouts around calls on the held key; same value from the holder's client, another
+/// value from a second client) leave a bounded number of etcd keys under the lock's
+/// name: the held key and its creator, and one abort record per client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_per_key_stays_bounded_after_relocks_and_cancelled_calls() {
+    const BOUND: usize = 4;
+    let (client, prefix) = client("bounded").await;
+    let waiter = another(&prefix).await;
+    let held = client.try_lock("k", "v", 30 * SEC).await.unwrap();
+    for _ in 0..200 {
+        let again = client.try_lock("k", "v", 30 * SEC).await.unwrap();
+        assert_eq!(again.fencing_token(), held.fencing_token());
+    }
+    let most = keys_of(&prefix, "k").await.len();
+    assert_eq!(most, 2, "the key and its creator after the re-locks");
+    for i in 0..200u64 {
+        let cut = Duration::from_millis(i % 2);
+        let (who, val) = if i % 4 < 2 {
+            (&waiter, "w")
+        } else {
+            (&client, "v")
+        };
+        let call = who.lock("k", val, 30 * SEC, SEC, FixedInterval::new(SEC, 5));
+        let _ = tokio::time::timeout(cut, call).await;
+    }
+    // The detached aborts run; then only the bounded state is left.
+    let deadline = Instant::now() + 10 * SEC;
+    let left = loop {
+        let left = keys_of(&prefix, "k").await;
+        if line(&prefix, "k").await == ["v"] && left.len() <= BOUND {
+            break left;
+        }
+        assert!(Instant::now() < deadline, "left behind: {left:?}");
+        tokio::time::sleep(20 * MS).await;
+    };
+    let records = left.iter().filter(|k| k.contains("\\0~a")).count();
+    assert!(records <= 2, "one abort record per client: {left:?}");
+    // The held lock survived every cancelled same-value call.
+    let info = waiter.inspect("k").await.unwrap().expect("still held");
+    assert_eq!(info.fencing_token(), held.fencing_token());
+    held.refresh().await.expect("still held");
+    held.unlock().await.unwrap();
+    let next = waiter.try_lock("k", "w", SEC).await.expect("free");
+    next.unlock().await.unwrap();
 }
 
 /// `lock` calls cancelled at every point of their attempts (timeouts from 0 to 20 ms
 /// around a call that waits in line behind a holder, or takes a free key): the detached
-/// aborts retire whatever the attempts left — no place in line, no claim — and the key
+/// aborts delete whatever the attempts created — no place in line, no creator key but
+/// the holder's — and the key
 /// is free for another value afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_attempts_leave_nothing_behind() {
@@ -468,7 +559,7 @@ async fn cancelled_attempts_leave_nothing_behind() {
     loop {
         let held = line(&prefix, "held").await;
         let free = line(&prefix, "free").await;
-        let claims: Vec<String> = [
+        let creators: Vec<String> = [
             keys_of(&prefix, "held").await,
             keys_of(&prefix, "free").await,
         ]
@@ -476,12 +567,12 @@ async fn cancelled_attempts_leave_nothing_behind() {
         .into_iter()
         .filter(|k| k.contains("\\0~c"))
         .collect();
-        if held == ["holder"] && free.is_empty() && claims.len() == 1 {
+        if held == ["holder"] && free.is_empty() && creators.len() == 1 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "left behind: {held:?} {free:?} {claims:?}"
+            "left behind: {held:?} {free:?} {creators:?}"
         );
         tokio::time::sleep(20 * MS).await;
     }
@@ -495,7 +586,8 @@ async fn cancelled_attempts_leave_nothing_behind() {
 /// Same-value re-locks of a held lock, cancelled at every point of their attempts
 /// (timeouts from 0 to 20 ms; some complete and join the held lock's lease): the aborts
 /// never delete the held lock, it keeps its token and refreshes, a rival is refused; and
-/// once it is unlocked nothing is left — every claim a cancelled re-lock made was retired.
+/// once it is unlocked nothing is left but records of aborts (no cancelled re-lock
+/// created the key, so no abort deleted it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_same_value_relocks_never_delete_the_held_lock() {
     let (client, prefix) = client("relocks").await;

@@ -1,0 +1,98 @@
+//! How the store's calls fail, and which failures are tried again within a call's
+//! timeout.
+
+use std::time::Duration;
+
+use etcd_client as etcd;
+
+use super::STORE;
+use crate::error::StoreError;
+use crate::{Error, Result};
+
+/// Which failures of an operation may be tried again within its timeout.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retry {
+    /// Any transient failure: the operation is idempotent (acquire, refresh, abort,
+    /// reads, fenced access).
+    Transient,
+    /// Only a failure that says the request was never carried out: no connection to
+    /// the member could be made, or it was refused for want of a leader (not proposed).
+    /// A release or forced release whose answer was lost may have deleted the key, and
+    /// trying it again would report `NotHeld` (or delete the next holder).
+    Unsent,
+}
+
+/// Run `op` within `timeout`, trying again after the failures `retry` allows (a leader
+/// election, a member that went away: the balanced channel moves to another member),
+/// pausing 10 ms, doubling up to 100 ms. The caller's `timeout` stays the bound on
+/// everything.
+pub(super) async fn within<T, F, Fut>(timeout: Duration, retry: Retry, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let retrying = async {
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match op().await {
+                Err(Error::Store(e)) if retryable(&e, retry) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                done => return done,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, retrying)
+        .await
+        .map_err(|_| Error::Timeout)?
+}
+
+fn retryable(e: &StoreError, retry: Retry) -> bool {
+    let unsent = || {
+        let message = e.to_string();
+        message.contains("no leader") || message.contains("connect error")
+    };
+    e.is_transient() && (retry == Retry::Transient || unsent())
+}
+
+pub(super) fn token(revision: i64) -> Result<u64> {
+    u64::try_from(revision)
+        .ok()
+        .filter(|t| *t > 0)
+        .ok_or_else(|| Error::Store(StoreError::new(STORE, false, "no revision in the reply")))
+}
+
+pub(super) fn transient(message: impl Into<String>) -> Error {
+    Error::Store(StoreError::new(STORE, true, message))
+}
+
+pub(super) fn unexpected() -> Error {
+    Error::Store(StoreError::new(
+        STORE,
+        false,
+        "unexpected transaction reply",
+    ))
+}
+
+/// An etcd client error as ours: transient when another attempt could succeed (the
+/// connection, a leader election, a timeout on the server).
+pub(super) fn failure(e: etcd::Error) -> Error {
+    // gRPC codes: 1 cancelled, 4 deadline exceeded, 8 resource exhausted, 10 aborted,
+    // 14 unavailable (etcd: no leader, leader changed, request timed out).
+    let transient = match &e {
+        etcd::Error::TransportError(_) | etcd::Error::IoError(_) => true,
+        etcd::Error::GRpcStatus(status) => {
+            matches!(status.code() as i32, 1 | 4 | 8 | 10 | 14)
+                || status.message().contains("leader")
+                || status.message().contains("timed out")
+        }
+        etcd::Error::WatchError(_) | etcd::Error::LeaseKeepAliveError(_) => true,
+        _ => false,
+    };
+    let message = match &e {
+        etcd::Error::GRpcStatus(status) => status.message().to_owned(),
+        other => other.to_string(),
+    };
+    Error::Store(StoreError::new(STORE, transient, message).with_source(e))
+}
