@@ -440,11 +440,10 @@ impl Client {
     /// A lock is a key under the lock name (`KEY\0` and a hash of the value) holding the
     /// value, on an etcd lease; its [fencing token](Lock::fencing_token) is that key's
     /// **create revision** — strictly rising across every key of the cluster and every
-    /// leader change, never reused. Every acquire attempt that armed the key is one of its
-    /// *claims* (a key of its own on the same lease): an unlock or an abort retires its
-    /// own claims and deletes the key, in the same transaction, once no claim is left —
-    /// the same rules as on Redis. Owner checks compare the value and the create revision
-    /// in a transaction. Writes go through Raft: a lock survives the loss of any minority
+    /// leader change, never reused. The value is the holder's identity, as on Redis: the
+    /// key records the attempt that created it (one companion key on the same lease), an
+    /// abort deletes only what its attempts created, and owner checks compare the value
+    /// (and that the key is first in line) in a transaction. Writes go through Raft: a lock survives the loss of any minority
     /// of members, and a leader election within the call's `timeout` (operations retry
     /// inside it). What differs from the other stores:
     ///
@@ -689,21 +688,21 @@ impl Client {
     /// When `lock` ends (or is dropped) with such attempts behind it, it sends a detached
     /// owner-checked **abort** naming them:
     ///
-    /// * the store refuses any of them that arrives afterwards (for an hour: TCP gives
-    ///   up on undelivered data well before that), so an attempt stalled on a connection
-    ///   the client replaced never creates a lock later;
-    /// * each attempt that armed the key is one of its *claims*; the abort retires the
-    ///   aborted attempts' claims, and the key is deleted only when it holds `val` and no
-    ///   claim is left. So the abort removes what those attempts may have created, and
-    ///   never a lock held under the same value — by this call (the attempt that was
-    ///   granted), by another `lock` call still in flight, or by a [`Lock`] this client
-    ///   holds (a same-value re-lock that is given up on never deletes the lock it
-    ///   re-locks). [`Lock::unlock`] retires its lock's claims the same way.
+    /// * the store refuses any of them that arrives afterwards (one record per key and
+    ///   client, the highest attempt number aborted, kept an hour after the last abort:
+    ///   TCP gives up on undelivered data well before that), so an attempt stalled on a
+    ///   connection the client replaced never creates a lock later;
+    /// * the key is deleted only when it holds `val`, one of the aborted attempts created
+    ///   it and (on Redis and memory) one of them armed it last. So the abort removes
+    ///   what those attempts created, and never a lock held before they began: a
+    ///   same-value re-lock that is given up on never deletes the lock it re-locks. When
+    ///   this call ends holding the key, or a [`Lock`] of the value in this client holds
+    ///   it, its attempts are only refused, never undone.
     ///
-    /// On etcd, a call waiting in line has a place there (its key, with the claim of the
-    /// attempt that put it in line) even after answered misses: the abort names that
-    /// attempt too, so a dropped `lock` withdraws its place the same way, and a `lock`
-    /// that ends with `NotObtained` has withdrawn it before it returns.
+    /// On etcd, a call waiting in line has a place there (its key, created by the attempt
+    /// that put it in line) even after answered misses: the abort names that attempt too,
+    /// so a dropped `lock` withdraws its place the same way, and a `lock` that ends with
+    /// `NotObtained` has withdrawn it before it returns.
     ///
     /// Without a tokio runtime to run the abort on, what an attempt may have created
     /// stays until it expires.

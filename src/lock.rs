@@ -134,12 +134,14 @@ impl Lock {
         self.refresh_for(self.expiration).await
     }
 
-    /// Re-arm the key for at least `expiration` from now (instead of the expiration the
-    /// lock was acquired with), if this lock's value still holds it: a longer expiration
-    /// extends the key and the lease. A re-arm never *shortens* them — another handle or
-    /// an acquire of the same value may rely on the time left — so a shorter expiration
-    /// than the time left changes nothing; to give the key up early, [`unlock`](Lock::unlock)
-    /// it. Bounded by the lock's timeout.
+    /// Re-arm the key to exactly `expiration` from now (instead of the expiration the
+    /// lock was acquired with), if this lock's value still holds it — shorter or longer
+    /// (as bsm's refresh does: a 1 h lock refreshed to 60 s expires 60 s after the last
+    /// refresh, so a crashed holder does not block everyone for the hour). The value is
+    /// the holder's identity: every handle of the value in this client counts its
+    /// [`valid_for`](Lock::valid_for) from the shortened lease at once (from when the
+    /// refresh was sent: an answer that never came may have shortened the key all the
+    /// same). Bounded by the lock's timeout.
     ///
     /// # Errors
     ///

@@ -83,8 +83,8 @@ impl Lock {
         self.rt.run("Lock::refresh", self.inner.refresh())
     }
 
-    /// Re-arm the key for at least `expiration` from now: the blocking form of
-    /// [`crate::Lock::refresh_for`] (it never shortens the key or the lease).
+    /// Re-arm the key to exactly `expiration` from now (shorter or longer): the blocking
+    /// form of [`crate::Lock::refresh_for`].
     ///
     /// # Errors
     ///

@@ -163,9 +163,9 @@ impl RedlockLock {
             .auto_refresh(interval, expiration, timeout, max_retry)
     }
 
-    /// Stop any auto-refresh of this lock, then release it on **every** node: its claims
-    /// are retired there, and the key deleted where no other acquire of this value holds
-    /// it; succeeds when a majority released it. Renewal is stopped (its task gone), and
+    /// Stop any auto-refresh of this lock, then release it on **every** node: the key is
+    /// deleted wherever its value holds it (the value is the holder's identity); succeeds
+    /// when a majority released it. Renewal is stopped (its task gone), and
     /// the lease ended for every handle, before the releases are sent.
     ///
     /// # Errors

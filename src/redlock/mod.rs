@@ -37,8 +37,8 @@
 //!
 //! The nodes are N Redis servers that know nothing of each other (no replication, no
 //! cluster); the quorum is N/2 + 1. Each node runs the scripts of the single-server store,
-//! so every per-node operation is owner-checked and idempotent, and keeps its claims and
-//! incarnations, as there.
+//! so every per-node operation is owner-checked and idempotent, and keeps its state
+//! (token, creator, record of aborted attempts) as there.
 //!
 //! * **One round trip per attempt.** An attempt goes to every node at once and waits for
 //!   every answer, bounded by its `timeout`: it costs the slowest node's round trip, not
