@@ -133,7 +133,7 @@
 //! | `cluster` | off | Redis Cluster: `Client::open_cluster`, `Client::from_cluster` |
 //! | `sentinel` | off | a sentinel-managed Redis master: `Client::open_sentinel` |
 //! | `metrics` | off | counters, histograms and a gauge through the `metrics` facade (names in the README) |
-//! | `etcd` | off | the etcd store (`etcd://…`); adds `etcd-client` (tonic, prost), whose build compiles etcd's protobuf files with `protoc` (Debian/Ubuntu: `apt-get install protobuf-compiler`) |
+//! | `etcd` | off | the etcd store (`etcd://…`); adds `etcd-client` (tonic, prost), whose build compiles etcd's protobuf files with `protoc` and its well-known types (Debian/Ubuntu: `apt-get install protobuf-compiler libprotobuf-dev`) |
 //! | `serde` | off | `Config` (module `config`): the client's settings (store, key prefix, timeouts, retry strategy, renewal) from TOML, YAML or any serde format; adds `serde` and `humantime` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
