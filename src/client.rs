@@ -783,16 +783,14 @@ impl Client {
                     attempts.missed(self.backend().queues());
                     (Error::NotObtained, Last::Missed(ttl))
                 }
+                // Refused, or a grant not believed (it may have created the key a
+                // release then deleted): it stays among the attempts this call aborts
+                // unless it ends holding the key. The next attempt has a higher number.
                 Ok(Attempted::Refused) if refused < REFUSED_RETRIES => {
-                    // Nothing was done: the next attempt has a higher number.
-                    attempts.answered();
                     refused += 1;
                     continue;
                 }
-                Ok(Attempted::Refused) => {
-                    attempts.answered();
-                    (Error::NotObtained, Last::Missed(None))
-                }
+                Ok(Attempted::Refused) => (Error::NotObtained, Last::Missed(None)),
                 Ok(Attempted::Unreplicated { acked, wanted }) => {
                     // Not handed out: aborted before the error is returned (the key is
                     // deleted if this call's attempt created it).

@@ -95,7 +95,7 @@ async fn a_held_lock_survives_its_slot_moving_to_another_master() {
         .unwrap();
     let migration = cluster.begin_slot_migration(slot, target.port);
     let moved = migration.migrate_all_keys();
-    assert!(moved >= 3, "the lock key and its companions: {moved}");
+    assert!(moved >= 2, "the lock key and its state: {moved}");
     // Mid-migration: the keys live on the target, the source answers ASK.
     lock.refresh().await.expect("refresh through ASK");
     assert!(lock.ttl().await.unwrap().is_some());

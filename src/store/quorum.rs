@@ -407,6 +407,9 @@ impl Store for Quorum {
         // late arrival must be refused) and those it granted (delete what they created),
         // nothing where it refused them.
         let mut plan = vec![Vec::new(); self.nodes.len()];
+        // Per node: whether every attempt named there was answered (granted): then no
+        // record of aborted attempts is needed, only the undo.
+        let mut answered = vec![true; self.nodes.len()];
         {
             let mut table = self.unsettled.lock();
             for &attempt in attempts {
@@ -415,19 +418,25 @@ impl Store for Quorum {
                         for (node, left) in unsettled.nodes.iter().enumerate() {
                             if !matches!(left, Left::Nothing) {
                                 plan[node].push(attempt);
+                                answered[node] &= matches!(left, Left::Claim);
                             }
                         }
                     }
                     // Cancelled while in flight, or forgotten: possibly anywhere.
-                    None => plan.iter_mut().for_each(|p| p.push(attempt)),
+                    None => {
+                        plan.iter_mut().for_each(|p| p.push(attempt));
+                        answered.iter_mut().for_each(|a| *a = false);
+                    }
                 }
             }
         }
-        let plan = &plan;
+        let (plan, answered) = (&plan, &answered);
         let answers = self
             .all(|i, node| async move {
                 if plan[i].is_empty() {
                     Ok(false) // refused there: nothing to do
+                } else if answered[i] && undo {
+                    node.undo_answered(key, val, &plan[i], timeout).await
                 } else {
                     node.abort(key, val, &plan[i], undo, timeout).await
                 }

@@ -354,6 +354,22 @@ fn redis_client(url: &str, options: &Options) -> Result<redis::Client> {
     redis::Client::open(url).map_err(invalid)
 }
 
+impl RedisStore {
+    /// Undo what `attempts` created, when each of them was answered here (a Redlock node
+    /// that granted an attempt that lost the quorum): nothing can land later, so no
+    /// record of aborted attempts is kept. `true`: the key was deleted.
+    pub(crate) async fn undo_answered(
+        &self,
+        key: &str,
+        val: &str,
+        attempts: &[AttemptId],
+        timeout: Duration,
+    ) -> Result<bool> {
+        let cmd = scripts::abort(key, val, attempts, true, true, self.publish());
+        Ok(self.conn.run::<i64>(&scripts::ABORT, &cmd, timeout).await? == 1)
+    }
+}
+
 impl Store for RedisStore {
     fn grant(&self, expiration: Duration) -> Result<Duration> {
         Ok(expiration)
@@ -431,7 +447,7 @@ impl Store for RedisStore {
         if attempts.is_empty() {
             return Ok(false);
         }
-        let cmd = scripts::abort(key, val, attempts, undo, self.publish());
+        let cmd = scripts::abort(key, val, attempts, undo, false, self.publish());
         Ok(self.conn.run::<i64>(&scripts::ABORT, &cmd, timeout).await? == 1)
     }
 

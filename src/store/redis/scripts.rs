@@ -167,6 +167,7 @@ pub(crate) fn abort(
     val: &str,
     attempts: &[AttemptId],
     undo: bool,
+    answered: bool,
     publish: Option<Publish>,
 ) -> Cmd {
     let payload =
@@ -178,7 +179,12 @@ pub(crate) fn abort(
     write_aborted(&sidecar, attempts.first().map_or(0, |a| a.client), &mut cmd);
     cmd.arg(val).arg(millis(ABORT_MEMORY));
     write_announcement(key, &sidecar, publish, &mut cmd);
-    cmd.arg(attempts.iter().map(|a| a.seq).max().unwrap_or(0));
+    // 0: every attempt was answered, so none can land later: no record is kept.
+    cmd.arg(if answered {
+        0
+    } else {
+        attempts.iter().map(|a| a.seq).max().unwrap_or(0)
+    });
     if undo {
         for &attempt in attempts {
             write_attempt(attempt, &mut cmd);
@@ -308,6 +314,7 @@ mod tests {
             "value",
             &[second, ATTEMPT],
             true,
+            false,
             Some(Publish::Sharded),
         );
         let plain = redis::cmd("EVALSHA")

@@ -10,11 +10,14 @@
 -- a release ('p', 's' or '', as release.lua, best effort); ARGV[4]: the release channel;
 -- ARGV[5]: the highest attempt number aborted; ARGV[6..]: the attempt ids.
 -- Returns 1 when the key was deleted, 0 otherwise.
-local record = redis.call('GET', KEYS[3])
-if record and tonumber(record) >= tonumber(ARGV[5]) then
-  redis.call('PEXPIRE', KEYS[3], ARGV[2])
-else
-  redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[2])
+-- ARGV[5] = '0': the attempts were all answered (nothing can land late): no record.
+if ARGV[5] ~= '0' then
+  local record = redis.call('GET', KEYS[3])
+  if record and tonumber(record) >= tonumber(ARGV[5]) then
+    redis.call('PEXPIRE', KEYS[3], ARGV[2])
+  else
+    redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[2])
+  end
 end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
