@@ -85,7 +85,7 @@ impl Model for Leasehold {
                     if reply.is_some() {
                         actions.push(Action::AbortAnswer(t));
                     }
-                    if self.cfg.abort_answers_lost || reply.is_none() {
+                    if self.cfg.abort_timeouts {
                         actions.push(Action::AbortTimeout(t));
                     }
                 }
@@ -124,17 +124,15 @@ impl Model for Leasehold {
                         left,
                         reply: Some(reply),
                     } => {
-                        let reply = match reply {
-                            // Granted before a release of the pair was sent: the release
-                            // may have deleted it; not believed.
-                            AcqReply::Acquired(_)
-                                if rules.release_marks && s.release_mark > attempt =>
-                            {
-                                AcqReply::Refused
-                            }
-                            reply => reply,
-                        };
-                        s.calls[i].last = None; // answered
+                        // Granted before a release of the pair was sent: the release may
+                        // have deleted it; not believed.
+                        let unbelieved = matches!(reply, AcqReply::Acquired(_))
+                            && rules.release_marks
+                            && s.release_mark > attempt;
+                        let reply = if unbelieved { AcqReply::Refused } else { reply };
+                        if !(unbelieved && rules.unbelieved_grant_stays_unanswered) {
+                            s.calls[i].last = None; // answered
+                        }
                         match reply {
                             AcqReply::Acquired(token) => {
                                 let lease = s.hold(token, left, attempt, rules);
@@ -233,6 +231,10 @@ impl Model for Leasehold {
                     reply: None,
                 };
                 let (attempts, undo) = (task.attempts, task.undo);
+                if undo && rules.undoing_abort_marks_release {
+                    let order = s.next_write();
+                    s.release_mark = s.release_mark.max(order);
+                }
                 s.send(Msg::Abort {
                     task: t,
                     try_no,

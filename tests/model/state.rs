@@ -85,7 +85,9 @@ pub enum Phase {
     /// The pause before a retry.
     Sleeping,
     /// Returned a lock: a handle on lease `lease`.
-    Holding { lease: u8 },
+    Holding {
+        lease: u8,
+    },
     /// A refresh, write number `order`, in flight.
     Refreshing {
         lease: u8,
@@ -93,7 +95,10 @@ pub enum Phase {
         left: u8,
         reply: Option<bool>,
     },
-    Unlocking { lease: u8, reply: Option<bool> },
+    Unlocking {
+        lease: u8,
+        reply: Option<bool>,
+    },
     /// Returned an error, was cancelled, or unlocked.
     Done,
 }
@@ -115,7 +120,10 @@ pub enum TaskPhase {
     /// About to send a try (the first, or after a failed one).
     Ready,
     /// Try `try_no` sent; `reply` (whether it deleted the key) once the store ran it.
-    Sending { try_no: u8, reply: Option<bool> },
+    Sending {
+        try_no: u8,
+        reply: Option<bool>,
+    },
     Done,
 }
 
@@ -177,7 +185,7 @@ pub struct State {
     pub release_mark: u8,
     pub tasks: Vec<Task>,
     pub rival: Rival,
-    /// Per attempt number: the token of the key's incarnation held by `v` when it was
+    /// Per write number: for an attempt, the token of the key's incarnation held by `v` when it was
     /// sent (`None`: not held by `v`).
     pub pre: Vec<Option<u8>>,
     /// Attempts named by an abort that reached the store.
@@ -233,7 +241,9 @@ impl State {
     /// `Leases::next_write`.
     pub fn next_write(&mut self) -> u8 {
         let order = self.next;
+        assert!(order < 16, "write numbers are bits of a u16");
         self.next += 1;
+        self.pre.push(None);
         order
     }
 
@@ -284,8 +294,7 @@ impl State {
     /// `Leases::hold`.
     pub fn hold(&mut self, token: u8, until: u8, order: u8, rules: &Rules) -> u8 {
         if let Some(l) = self.find() {
-            if self.leases[usize::from(l)].token == token && self.confirm(l, order, until, rules)
-            {
+            if self.leases[usize::from(l)].token == token && self.confirm(l, order, until, rules) {
                 return l;
             }
             self.leases[usize::from(l)].lost = true; // superseded
@@ -357,9 +366,7 @@ impl State {
         if let Some(l) = self.find() {
             self.expect(l, exp, &cfg.rules);
         }
-        let pre = self.v_holds().then_some(self.store.token);
-        self.pre.push(pre);
-        debug_assert_eq!(self.pre.len(), usize::from(attempt) + 1);
+        self.pre[usize::from(attempt)] = self.v_holds().then_some(self.store.token);
         self.send(Msg::Acquire {
             call: i as u8,
             attempt,
@@ -461,8 +468,7 @@ impl State {
                 {
                     key.left = exp;
                 }
-                if let Phase::Refreshing { reply, .. } = &mut self.calls[usize::from(call)].phase
-                {
+                if let Phase::Refreshing { reply, .. } = &mut self.calls[usize::from(call)].phase {
                     *reply = Some(held);
                 }
             }
