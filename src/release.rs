@@ -232,21 +232,12 @@ impl Abort {
                 .backend()
                 .abort(&self.key, &self.val, &self.attempts, undo, self.timeout)
                 .await;
+            // Deleted, or a try that may have deleted a lock of the value unheard: no
+            // handle of it in this client may go on believing in it.
+            if matches!(sent, Ok(true)) || (sent.is_err() && undo) {
+                self.leases.released(&self.key, &self.val);
+            }
             match sent {
-                Ok(true) => {
-                    self.leases.released(&self.key, &self.val);
-                    return;
-                }
-                // A try that may have deleted a lock of the value unheard: no handle of it
-                // in this client may go on believing in it.
-                Err(_) if undo => {
-                    self.leases.released(&self.key, &self.val);
-                    if started.elapsed() + pause >= ABORT_RETRY_FOR {
-                        return;
-                    }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(ABORT_RETRY_MAX);
-                }
                 // Any failure is tried again (a permission can be restored, a server can
                 // come back): cleaning up must not depend on the moment it was tried.
                 Err(_) if started.elapsed() + pause < ABORT_RETRY_FOR => {
