@@ -12,10 +12,6 @@ use crate::lease::{Attempted, Leases};
 use crate::lock::Lock;
 use crate::pause::{Last, Pause};
 use crate::release::Attempts;
-
-/// How many refused attempts in a row a `lock` call tries again at once (each refusal
-/// needs another call of this client to abort an attempt on the key meanwhile).
-const REFUSED_RETRIES: u32 = 3;
 use crate::retry::{NoRetry, RetryStrategy};
 #[cfg(feature = "etcd")]
 use crate::store::etcd::{self as etcd_store, EtcdStore};
@@ -25,6 +21,13 @@ use crate::store::{Backend, Store};
 use crate::telemetry;
 use crate::{Error, Result};
 use tracing::Instrument;
+
+/// How many refused attempts in a row a `lock` call tries again at once (each refusal
+/// needs another call of this client to abort an attempt on the key meanwhile).
+const REFUSED_RETRIES: u32 = 3;
+
+/// The longest holder label a client accepts, in bytes.
+const MAX_HOLDER_LABEL: usize = 256;
 
 /// Default bound on one round trip for operations that take no timeout argument
 /// ([`Client::try_lock`]): 1 second.
@@ -80,6 +83,7 @@ pub struct ClientBuilder {
     notify: bool,
     notifier: Option<redis::Client>,
     key_prefix: String,
+    holder_label: Option<String>,
     min_replicas: Option<(u32, Duration)>,
     #[cfg(feature = "tls")]
     tls_root_certificate: Option<Vec<u8>>,
@@ -90,6 +94,7 @@ struct Settings {
     default_timeout: Duration,
     notify: bool,
     key_prefix: Box<str>,
+    holder_label: Box<str>,
 }
 
 impl Default for ClientBuilder {
@@ -107,6 +112,7 @@ impl ClientBuilder {
             notify: true,
             notifier: None,
             key_prefix: String::new(),
+            holder_label: None,
             min_replicas: None,
             #[cfg(feature = "tls")]
             tls_root_certificate: None,
@@ -144,6 +150,21 @@ impl ClientBuilder {
     /// hash tag is what keeps it and its companions in one Redis Cluster slot.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = prefix.into();
+        self
+    }
+
+    /// A label stored with every lock this client takes, for operators:
+    /// [`LockInfo::holder_label`](crate::LockInfo::holder_label) shows it, with
+    /// [`LockInfo::locked_at`](crate::LockInfo::locked_at), in [`Client::inspect`],
+    /// [`Client::list`] and the CLI. It is never a secret and never the lock's value
+    /// (whoever knows a value can release its lock). Default: this host's name and the
+    /// process id (`"web-3:4120"`). `""`: no label and no time are stored (the cheapest
+    /// acquire: see BENCHMARKS.md). A re-lock by the same value keeps the label and time
+    /// of the acquisition it re-arms.
+    ///
+    /// Validated when the client is built: at most 256 bytes ([`Error::InvalidArgument`]).
+    pub fn holder_label(mut self, label: impl Into<String>) -> Self {
+        self.holder_label = Some(label.into());
         self
     }
 
@@ -243,10 +264,21 @@ impl ClientBuilder {
                  key Redis Cluster hashes)",
             ));
         }
+        let holder_label: Box<str> = match &self.holder_label {
+            Some(label) if label.len() > MAX_HOLDER_LABEL => {
+                return Err(Error::invalid(format!(
+                    "holder_label: at most {MAX_HOLDER_LABEL} bytes (got {})",
+                    label.len()
+                )));
+            }
+            Some(label) => label.as_str().into(),
+            None => crate::inspect::default_holder_label().into(),
+        };
         let settings = Settings {
             default_timeout,
             notify: self.notify,
             key_prefix: self.key_prefix.as_str().into(),
+            holder_label,
         };
         Ok((settings, options))
     }
@@ -600,7 +632,11 @@ impl Client {
     fn with_backend(backend: Backend, settings: &Settings, target: String) -> Client {
         Client {
             inner: Arc::new(ClientInner {
-                leases: Arc::new(Leases::new(backend, &settings.key_prefix)),
+                leases: Arc::new(Leases::new(
+                    backend,
+                    &settings.key_prefix,
+                    &settings.holder_label,
+                )),
                 default_timeout: settings.default_timeout,
                 notify: settings.notify,
                 target,
@@ -614,14 +650,21 @@ impl Client {
         backend: Backend,
         default_timeout: Duration,
         key_prefix: &str,
+        holder_label: &str,
         target: String,
     ) -> Client {
         let settings = Settings {
             default_timeout,
             notify: true,
             key_prefix: key_prefix.into(),
+            holder_label: holder_label.into(),
         };
         Client::with_backend(backend, &settings, target)
+    }
+
+    /// The label stored with this client's locks (`""`: none).
+    pub(crate) fn holder_label(&self) -> &str {
+        self.inner.leases.holder_label()
     }
 
     /// Where the client points, without credentials.

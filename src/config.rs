@@ -131,6 +131,9 @@ pub struct Config {
     /// [`ClientBuilder::key_prefix`]. Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_prefix: Option<String>,
+    /// [`ClientBuilder::holder_label`]. Default: this host's name and the process id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holder_label: Option<String>,
     /// [`ClientBuilder::default_timeout`]. Default: [`DEFAULT_TIMEOUT`] (1 s).
     #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
     pub default_timeout: Option<Duration>,
@@ -433,6 +436,9 @@ impl Config {
         if let Some(prefix) = &self.key_prefix {
             builder = builder.key_prefix(prefix.as_str());
         }
+        if let Some(label) = &self.holder_label {
+            builder = builder.holder_label(label.as_str());
+        }
         if let Some(on) = self.notify {
             builder = builder.notify(on);
         }
@@ -638,6 +644,7 @@ impl fmt::Debug for Config {
             .field("sentinels", &urls(&self.sentinels))
             .field("master_name", &self.master_name)
             .field("key_prefix", &self.key_prefix)
+            .field("holder_label", &self.holder_label)
             .field("default_timeout", &self.default_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("notify", &self.notify)

@@ -3,30 +3,10 @@
 
 use std::time::Duration;
 
-use crate::args::check_duration;
 use crate::client::Client;
+use crate::refresh::Policy;
 use crate::retry::RetryStrategy;
 use crate::{Error, Result};
-
-/// Renewals per expiration in [`Client::run_exclusive`]: renew every third of it, so a
-/// renewal can fail once and the next one still lands in time.
-const RENEWALS_PER_EXPIRATION: u32 = 3;
-
-/// Failed renewals in a row that end a `run_exclusive` renewal.
-pub(crate) const RENEWAL_MAX_RETRY: u32 = 3;
-
-/// The renewal interval of a `run_exclusive` lease of `expiration` (checked: every
-/// third of it, at least 1 ms).
-pub(crate) fn renewal_interval(expiration: Duration) -> Result<Duration> {
-    let expiration = check_duration("expiration", expiration)?;
-    let interval = expiration / RENEWALS_PER_EXPIRATION;
-    if interval < Duration::from_millis(1) {
-        return Err(Error::invalid(format!(
-            "expiration: must be at least 3 ms to renew it (got {expiration:?})"
-        )));
-    }
-    Ok(interval)
-}
 
 impl Client {
     /// Run `job` while holding `key`, on one host at a time.
@@ -94,17 +74,12 @@ impl Client {
         F: FnOnce(u64) -> Fut,
         Fut: Future<Output = T>,
     {
-        let interval = renewal_interval(expiration)?;
         let timeout = self.default_timeout();
+        let policy = Policy::for_lease(expiration, timeout)?;
         let lock = self
             .lock(key, &crate::random_value(), expiration, timeout, retry)
             .await?;
-        let mut renewal = lock.auto_refresh(
-            interval,
-            expiration,
-            timeout.min(interval),
-            RENEWAL_MAX_RETRY,
-        )?;
+        let mut renewal = lock.renew(&policy)?;
         let outcome = tokio::select! {
             // A job that finished is reported as such, even if the lease lapsed just now.
             biased;

@@ -1,7 +1,8 @@
 //! Operating locks: what an operator may see of them, and taking one away.
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime};
 
 #[cfg(doc)]
 use crate::Error;
@@ -20,6 +21,8 @@ pub struct LockInfo {
     ttl: Option<Duration>,
     fencing_token: u64,
     holder: String,
+    holder_label: Option<String>,
+    locked_at: Option<SystemTime>,
 }
 
 impl LockInfo {
@@ -47,6 +50,37 @@ impl LockInfo {
     pub fn holder(&self) -> &str {
         &self.holder
     }
+
+    /// The label the holder's client stored with the lock
+    /// ([`ClientBuilder::holder_label`](crate::ClientBuilder::holder_label): by default
+    /// its host name and process id), if it stored one. Application text: escape it
+    /// before printing it to a terminal.
+    pub fn holder_label(&self) -> Option<&str> {
+        self.holder_label.as_deref()
+    }
+
+    /// When the lock's current acquisition was made, if its holder stored a label (a
+    /// re-lock by the same value keeps the first time). By the server's clock on Redis,
+    /// the process's clock in memory, and the holder's clock on etcd (which has no clock
+    /// to read; for a waiter that queued, when it joined the line).
+    pub fn locked_at(&self) -> Option<SystemTime> {
+        self.locked_at
+    }
+}
+
+/// The default holder label: this host's name and the process id (`"web-3:4120"`).
+pub(crate) fn default_holder_label() -> &'static str {
+    static LABEL: LazyLock<String> = LazyLock::new(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .or_else(|| std::env::var("COMPUTERNAME").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "unknown-host".to_owned());
+        format!("{host}:{}", std::process::id())
+    });
+    &LABEL
 }
 
 impl fmt::Debug for LockInfo {
@@ -56,6 +90,8 @@ impl fmt::Debug for LockInfo {
             .field("ttl", &self.ttl)
             .field("fencing_token", &self.fencing_token)
             .field("holder", &self.holder)
+            .field("holder_label", &self.holder_label)
+            .field("locked_at", &self.locked_at)
             .finish()
     }
 }
@@ -67,6 +103,8 @@ impl Client {
             ttl: inspected.ttl,
             fencing_token: inspected.token,
             holder: inspected.holder,
+            holder_label: inspected.label,
+            locked_at: inspected.locked_at,
         }
     }
 

@@ -6,11 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::{Client, Error, Lock, MAX_DURATION, Result, RetryStrategy};
-
-/// Renewals per expiration while leading: renew every third of it, so one renewal can
-/// fail and the next still lands in time.
-const RENEWALS_PER_EXPIRATION: u32 = 3;
+use crate::refresh::Policy;
+use crate::{Client, Error, Lock, Result, RetryStrategy};
 
 /// One term of leadership in [`Client::run_while_leader`]: what the leader's closure gets.
 ///
@@ -172,14 +169,8 @@ impl Client {
         if key.is_empty() {
             return Err(Error::InvalidArgument("key: must not be empty".into()));
         }
-        let interval = expiration / RENEWALS_PER_EXPIRATION;
-        if interval < Duration::from_millis(1) || expiration > MAX_DURATION {
-            return Err(Error::InvalidArgument(format!(
-                "expiration: must be between 3 ms (it is renewed every third) and {} s (got {expiration:?})",
-                MAX_DURATION.as_secs()
-            )));
-        }
         let timeout = self.default_timeout();
+        let policy = Policy::for_lease(expiration, timeout)?;
         let key: Arc<str> = Arc::from(key);
         let mut term = 0;
         let mut previous_loss = None;
@@ -191,7 +182,7 @@ impl Client {
             term += 1;
             let held = ReleaseOnDrop(Some(lock));
             let lock = held.lock();
-            let mut renewal = lock.auto_refresh(interval, expiration, timeout.min(interval), 3)?;
+            let mut renewal = lock.renew(&policy)?;
             let (lost_tx, lost_rx) = watch::channel(false);
             let leadership = Leadership {
                 key: Arc::clone(&key),
@@ -267,7 +258,7 @@ impl Drop for ReleaseOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::NoRetry;
+    use crate::{MAX_DURATION, NoRetry};
 
     const MS: Duration = Duration::from_millis(1);
 

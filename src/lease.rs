@@ -50,6 +50,8 @@ pub(crate) struct Leases {
     backend: Backend,
     /// What every key this client writes starts with (`ClientBuilder::key_prefix`).
     prefix: Box<str>,
+    /// Stored with every acquisition (`ClientBuilder::holder_label`; `""`: none).
+    label: Box<str>,
     /// Random per client: names its acquire attempts (with `next_attempt`).
     client_id: u64,
     /// Numbers the client's acquire attempts and refreshes in the order they are sent:
@@ -140,7 +142,7 @@ impl Pair<'_> {
 }
 
 impl Leases {
-    pub(crate) fn new(backend: Backend, prefix: &str) -> Self {
+    pub(crate) fn new(backend: Backend, prefix: &str, label: &str) -> Self {
         let mut id = [0u8; 8];
         // A clock-derived id would do as well: it only has to differ between clients.
         if getrandom::fill(&mut id).is_err() {
@@ -152,6 +154,7 @@ impl Leases {
         Leases {
             backend,
             prefix: prefix.into(),
+            label: label.into(),
             client_id: u64::from_le_bytes(id),
             next_attempt: AtomicU64::new(1),
             released: (0..RELEASE_MARKS).map(|_| AtomicU64::new(0)).collect(),
@@ -171,6 +174,11 @@ impl Leases {
 
     pub(crate) fn backend(&self) -> &Backend {
         &self.backend
+    }
+
+    /// The label stored with this client's acquisitions (`""`: none).
+    pub(crate) fn holder_label(&self) -> &str {
+        &self.label
     }
 
     /// `key` as the store knows it: with the client's key prefix.
@@ -254,7 +262,14 @@ impl Leases {
         }
         let acquired = self
             .backend
-            .acquire(pair.key, pair.val, expiration, attempt, timeout)
+            .acquire(
+                pair.key,
+                pair.val,
+                expiration,
+                attempt,
+                &self.label,
+                timeout,
+            )
             .await?;
         Ok(match acquired {
             // Granted before a release of this client deleted it (the attempt re-armed a

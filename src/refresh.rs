@@ -18,6 +18,81 @@ use tracing::Instrument;
 
 static NEXT_RENEWAL_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The first pause after a failed renewal, doubled after each further failure (up to the
+/// renewal interval), unless spreading the attempts left over the lease asks for more.
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// Renewals per expiration when the library renews a lease for you
+/// ([`Client::run_exclusive`](crate::Client::run_exclusive), `run_while_leader`,
+/// [`LockRequest::acquire_renewed`](crate::LockRequest::acquire_renewed), the scheduler,
+/// and their blocking twins): every third of it, so that one renewal can fail and the
+/// next still lands in time.
+const RENEWALS_PER_EXPIRATION: u32 = 3;
+
+/// How the library renews a lease for you: one policy, in one place. Every third of the
+/// expiration, each renewal bounded by the caller's timeout (at most the interval), and
+/// [`DEFAULT_MAX_RETRY`](crate::DEFAULT_MAX_RETRY) failed renewals, spread over what is
+/// left of the lease, before the failure is reported.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    pub(crate) interval: Duration,
+    pub(crate) expiration: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) max_retry: u32,
+}
+
+impl Policy {
+    /// The policy for a lease of `expiration` whose round trips are bounded by
+    /// `timeout`; checked before any I/O.
+    pub(crate) fn for_lease(expiration: Duration, timeout: Duration) -> Result<Policy> {
+        let expiration = check_duration("expiration", expiration)?;
+        let interval = expiration / RENEWALS_PER_EXPIRATION;
+        if interval < Duration::from_millis(1) {
+            return Err(Error::invalid(format!(
+                "expiration: must be at least 3 ms to renew it every third of it (got \
+                 {expiration:?})"
+            )));
+        }
+        Ok(Policy {
+            interval,
+            expiration,
+            timeout: timeout.min(interval),
+            max_retry: crate::DEFAULT_MAX_RETRY,
+        })
+    }
+}
+
+/// The pause before the next renewal attempt after `failures` (≥ 1) failed in a row, with
+/// `left` attempts left (≥ 1) and the lease valid for `valid_for`: attempts spread over
+/// what is left of the lease — each an equal share of the time in which an attempt can
+/// still start and answer before the lease ends (`valid_for - timeout`), or an
+/// exponential backoff from [`FIRST_RETRY_PAUSE`] (at most `interval`) if that is
+/// longer, never past that time — times `jitter` (½ to 1). `None`: the lease has run
+/// out, and cannot be saved.
+fn pause_after_failure(
+    failures: u32,
+    left: u32,
+    valid_for: Duration,
+    timeout: Duration,
+    interval: Duration,
+    jitter: f64,
+) -> Option<Duration> {
+    if valid_for.is_zero() {
+        return None;
+    }
+    let budget = valid_for.saturating_sub(timeout);
+    let share = budget / left.max(1);
+    let backoff = FIRST_RETRY_PAUSE
+        .saturating_mul(1 << (failures.clamp(1, 16) - 1))
+        .min(interval);
+    Some(
+        share
+            .max(backoff)
+            .min(budget)
+            .mul_f64(jitter.clamp(0.5, 1.0)),
+    )
+}
+
 /// Renews a lock in the background until stopped, and reports why it ended if it
 /// ended on a failure. Returned by [`Lock::auto_refresh`].
 ///
@@ -31,9 +106,16 @@ pub struct AutoRefresh {
     lease: Weak<Lease>,
     key: Arc<str>,
     id: u64,
-    /// The one failure that ends renewal; `None` once taken or closed.
-    failure: Option<oneshot::Receiver<Error>>,
+    /// The one failure that ends renewal, with its cause for a `MaxRetryExceeded`;
+    /// `None` once taken or closed.
+    failure: Option<oneshot::Receiver<Failure>>,
+    /// The cause of a `MaxRetryExceeded` taken from `failure`.
+    cause: Option<Error>,
 }
+
+/// What ends a renewal: the error reported, and the last failed renewal's error when
+/// that is [`Error::MaxRetryExceeded`].
+type Failure = (Error, Option<Error>);
 
 impl fmt::Debug for AutoRefresh {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -48,20 +130,26 @@ impl Lock {
     /// Renew this lock in the background: every `interval`, re-arm `expiration`.
     ///
     /// Each renewal is one owner-checked round trip bounded by `timeout`. A renewal that
-    /// timed out or hit a dropped connection is retried at once; `max_retry` such
-    /// failures in a row end renewal with [`Error::MaxRetryExceeded`]. [`Error::NotHeld`]
-    /// (the key is gone or owned by another value) or any other error ends it with that
-    /// error. The ending failure is sent once on the returned handle's channel
+    /// timed out or hit a dropped connection is tried again, and `max_retry` such failures
+    /// in a row end renewal with [`Error::MaxRetryExceeded`]
+    /// ([`AutoRefresh::cause`] keeps the last failure's error). [`Error::NotHeld`] (the
+    /// key is gone or owned by another value) or any other error ends it with that error.
+    /// The ending failure is sent once on the returned handle's channel
     /// ([`AutoRefresh::try_error`], [`AutoRefresh::error`]); a clean stop
     /// ([`Lock::unlock`], [`AutoRefresh::stop`], dropping the handle, dropping the last
     /// handle of the lock) closes it.
     ///
-    /// `max_retry` counts *consecutive* failed renewals, not time: with a short `timeout`
-    /// against a server that refuses connections at once, many retries pass quickly, and
-    /// with a long one few do. The time-based signal is the lease itself:
-    /// [`Lock::valid_for`] and [`Lock::lost`] say when the key may no longer be held,
-    /// whatever renewal is doing. Pass `u32::MAX` to keep retrying for as long as the
-    /// lease lasts and watch `lost()`.
+    /// The attempts after a failure are spread over what is left of the lease, so that a
+    /// server restart or a failover shorter than the lease's slack costs nothing: each
+    /// waits an equal share of the time in which an attempt can still answer before the
+    /// lease ends ([`Lock::valid_for`] minus `timeout`, over the attempts left), or an
+    /// exponential backoff from 50 ms (at most `interval`) when that is longer, with
+    /// jitter (½ to 1 times the pause). With `max_retry` 3 and a renewal every third of a
+    /// 10 s lease, the two retries after a failure land about 1.6–3.2 s and 3.2–6.4 s
+    /// later. Renewal also ends with [`Error::MaxRetryExceeded`] when the lease ran out
+    /// before the attempts were made: it cannot be saved then. [`Lock::valid_for`] and
+    /// [`Lock::lost`] remain the time-based signal, whatever renewal is doing. Pass
+    /// `u32::MAX` to keep retrying (with backoff) for as long as the lease lasts.
     ///
     /// Ticks missed because a renewal was slow are not made up in a burst: the next tick
     /// is scheduled one `interval` after the late one. Renewal never re-creates a lost
@@ -120,7 +208,21 @@ impl Lock {
             key: self.key().into(),
             id,
             failure: Some(failure_rx),
+            cause: None,
         })
+    }
+}
+
+impl Lock {
+    /// Renew this lock under `policy` (the library's own renewal of a lease it holds
+    /// for you).
+    pub(crate) fn renew(&self, policy: &Policy) -> Result<AutoRefresh> {
+        self.auto_refresh(
+            policy.interval,
+            policy.expiration,
+            policy.timeout,
+            policy.max_retry,
+        )
     }
 }
 
@@ -134,9 +236,10 @@ struct Renewing {
 }
 
 impl Renewing {
-    async fn run(self, failure: oneshot::Sender<Error>) {
+    async fn run(self, failure: oneshot::Sender<Failure>) {
         let mut ticks = tokio::time::interval_at(Instant::now() + self.interval, self.interval);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut jitter = crate::retry::rng::LazyRng::from_os();
         loop {
             ticks.tick().await;
             let mut failures = 0;
@@ -155,22 +258,38 @@ impl Renewing {
                         telemetry::renewed(store, None, false);
                         break;
                     }
-                    // Timed out or hit a dropped connection: retried at once.
+                    // Timed out or hit a dropped connection: tried again after a pause,
+                    // the attempts left spread over what is left of the lease.
                     Err(e) if e.is_transient() => {
                         failures += 1;
-                        let retrying = failures < self.max_retry;
-                        telemetry::renewed(store, Some(&e), retrying);
-                        if !retrying {
-                            let _ = failure.send(Error::MaxRetryExceeded);
+                        let pause = (failures < self.max_retry)
+                            .then(|| {
+                                let valid_for = lease.valid_for().unwrap_or(Duration::ZERO);
+                                let draw = jitter.uniform(500, 1000) as f64 / 1000.0;
+                                pause_after_failure(
+                                    failures,
+                                    self.max_retry - failures,
+                                    valid_for,
+                                    self.timeout,
+                                    self.interval,
+                                    draw,
+                                )
+                            })
+                            .flatten();
+                        telemetry::renewed(store, Some(&e), pause.is_some());
+                        let Some(pause) = pause else {
+                            let _ = failure.send((Error::MaxRetryExceeded, Some(e)));
                             return;
-                        }
+                        };
+                        drop(lease);
+                        tokio::time::sleep(pause).await;
                     }
                     Err(e) => {
                         telemetry::renewed(store, Some(&e), false);
                         let not_held = e.is_not_held();
                         // Report first, then wake `lost()`: whoever reacts to the loss
                         // finds its reason already on the channel.
-                        let _ = failure.send(e);
+                        let _ = failure.send((e, None));
                         if not_held {
                             lease.mark_lost();
                         }
@@ -189,8 +308,9 @@ impl AutoRefresh {
     pub fn try_error(&mut self) -> Option<Error> {
         let rx = self.failure.as_mut()?;
         match rx.try_recv() {
-            Ok(e) => {
+            Ok((e, cause)) => {
                 self.failure = None;
+                self.cause = cause;
                 Some(e)
             }
             Err(oneshot::error::TryRecvError::Empty) => None,
@@ -210,9 +330,19 @@ impl AutoRefresh {
     /// channel for the next call.
     pub async fn error(&mut self) -> Option<Error> {
         let rx = self.failure.as_mut()?;
-        let result = rx.await.ok();
+        let received = rx.await.ok();
         self.failure = None;
-        result
+        let (error, cause) = received?;
+        self.cause = cause;
+        Some(error)
+    }
+
+    /// Why renewal gave up, once [`try_error`](AutoRefresh::try_error) or
+    /// [`error`](AutoRefresh::error) returned [`Error::MaxRetryExceeded`]: the error of
+    /// the last failed renewal (a timeout, a refused connection…). `None` before that,
+    /// and for every other ending (which is its own cause).
+    pub fn cause(&self) -> Option<&Error> {
+        self.cause.as_ref()
     }
 
     /// Whether renewal is still going on: `false` once it was stopped, or ended on a
@@ -259,6 +389,31 @@ impl Drop for AutoRefresh {
 mod tests {
     use super::*;
     use crate::Client;
+
+    #[test]
+    fn retries_after_a_failure_spread_over_what_is_left_of_the_lease() {
+        let ms = Duration::from_millis;
+        // README settings under a 10 s lease: interval 3.33 s, timeout 200 ms, max_retry 3.
+        // After the first failure (6.6 s left, 2 attempts left): half of 6.4 s.
+        let p = |f, left, valid, jitter| {
+            pause_after_failure(f, left, ms(valid), ms(200), ms(3333), jitter)
+        };
+        assert_eq!(p(1, 2, 6600, 1.0), Some(ms(3200)));
+        assert_eq!(p(1, 2, 6600, 0.5), Some(ms(1600)));
+        // Jitter outside ½..1 is clamped.
+        assert_eq!(p(1, 2, 6600, 0.0), Some(ms(1600)));
+        // The last attempt left may wait until the last moment it can still answer.
+        assert_eq!(p(2, 1, 3400, 1.0), Some(ms(3200)));
+        // Many attempts left: exponential backoff from 50 ms, capped by the interval...
+        assert_eq!(p(1, 1000, 6600, 1.0), Some(ms(50)));
+        assert_eq!(p(3, 1000, 6600, 1.0), Some(ms(200)));
+        assert_eq!(p(12, 1000, 60_000, 1.0), Some(ms(3333)));
+        // ...and never past the time an attempt can still answer in.
+        assert_eq!(p(12, 1000, 1000, 1.0), Some(ms(800)));
+        assert_eq!(p(1, 2, 150, 1.0), Some(Duration::ZERO));
+        // A lease that ran out cannot be saved.
+        assert_eq!(p(1, 2, 0, 1.0), None);
+    }
 
     #[test]
     fn auto_refresh_is_send_sync() {

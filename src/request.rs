@@ -8,9 +8,10 @@ use crate::{AutoRefresh, Client, Lock, NoRetry, Result, RetryStrategy};
 /// The expiration of a [`LockRequest`] that does not name one: 30 s.
 pub const DEFAULT_EXPIRATION: Duration = Duration::from_secs(30);
 
-/// How many renewals in a row may fail before [`LockRequest::acquire_renewed`]'s renewal
-/// gives up: 3. A renewal that timed out or lost its connection is retried at once, so
-/// this counts failures, not time: [`Lock::lost`] is the time-based signal.
+/// How many renewals in a row may fail before the library's own renewal of a lease
+/// ([`LockRequest::acquire_renewed`], `run_exclusive`, `run_while_leader`, the
+/// scheduler) gives up: 3, spread over what is left of the lease (see
+/// [`Lock::auto_refresh`]). [`Lock::lost`] is the time-based signal.
 pub const DEFAULT_MAX_RETRY: u32 = 3;
 
 /// A lock to acquire, with named options: [`Client::lock`] without positional durations
@@ -159,15 +160,9 @@ impl<'a, R: RetryStrategy> LockRequest<'a, R> {
     ///
     /// As [`Client::lock`].
     pub async fn acquire_renewed(self) -> Result<(Lock, AutoRefresh)> {
-        let interval = self.expiration / 3;
-        if interval < Duration::from_millis(1) {
-            return Err(crate::Error::invalid(
-                "expiration: must be at least 3 ms to be renewed every third of it",
-            ));
-        }
-        let (expiration, timeout) = (self.expiration, self.attempt_timeout);
+        let policy = crate::refresh::Policy::for_lease(self.expiration, self.attempt_timeout)?;
         let lock = self.acquire().await?;
-        let renewal = lock.auto_refresh(interval, expiration, timeout, DEFAULT_MAX_RETRY)?;
+        let renewal = lock.renew(&policy)?;
         Ok((lock, renewal))
     }
 }

@@ -88,18 +88,85 @@ async fn an_overwritten_value_is_reported_within_an_interval_and_never_overwritt
     assert_eq!(lock.valid_for(), None);
 }
 
+/// The retries after a failed renewal are spread over what is left of the lease: a
+/// server paused for 2 s under a 5 s lease (renewed every 100 ms, 100 ms timeout,
+/// `max_retry` 3) costs nothing. Before the spreading, the three retries went out back to
+/// back and renewal gave up within 0.4 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_paused_longer_than_max_retry_timeouts_ends_renewal_with_max_retry_exceeded() {
+async fn a_server_paused_for_less_than_the_lease_costs_nothing() {
     let (server, client) = setup().await;
     let lock = hold(&client, 5 * SEC).await;
     let mut renewal = lock.auto_refresh(100 * MS, 5 * SEC, 100 * MS, 3).unwrap();
     tokio::time::sleep(150 * MS).await;
     server.client_pause(2 * SEC);
-    let err = tokio::time::timeout(3 * SEC, renewal.error())
+    let mut low = 5 * SEC;
+    let until = Instant::now() + 6 * SEC;
+    while Instant::now() < until {
+        assert!(renewal.try_error().is_none(), "{:?}", renewal.cause());
+        low = low.min(lock.valid_for().expect("the lease never lapses"));
+        tokio::time::sleep(50 * MS).await;
+    }
+    eprintln!("FIGURE pause 2 s under a 5 s lease: valid_for fell to {low:?}");
+    assert_eq!(server.get("job").as_deref(), Some("me"));
+    assert!(renewal.is_running());
+}
+
+/// A server that stays away: renewal reports `MaxRetryExceeded`, with the last failure
+/// as its cause, before the lease ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_gone_for_good_is_reported_with_its_cause_before_the_lease_ends() {
+    let (mut server, client) = setup().await;
+    let lock = hold(&client, 3 * SEC).await;
+    let mut renewal = lock.auto_refresh(SEC, 3 * SEC, 200 * MS, 3).unwrap();
+    tokio::time::sleep(100 * MS).await;
+    let lease_ends = Instant::now() + lock.valid_for().unwrap();
+    server.stop();
+    let err = tokio::time::timeout(5 * SEC, renewal.error())
         .await
         .expect("reported in time")
         .expect("a failure");
+    let reported = Instant::now();
     assert!(err.is_max_retry_exceeded(), "{err:?}");
+    let cause = renewal.cause().expect("the last failure's error");
+    assert!(cause.is_transient(), "{cause:?}");
+    eprintln!(
+        "FIGURE server gone: reported {:?} before the lease ended; cause: {cause}",
+        lease_ends.saturating_duration_since(reported)
+    );
+    assert!(reported <= lease_ends, "{:?} late", reported - lease_ends);
+}
+
+/// The README's renewal settings (every third of the expiration, 200 ms timeout,
+/// `max_retry` 3) under a 10 s lease ride out a 2 s restart of a Redis with an
+/// append-only file: nothing is reported, and the key keeps its value and token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_settings_ride_out_a_two_second_restart_of_a_persistent_redis() {
+    let mut server = RedisServer::start_with(support::ServerOptions {
+        appendonly_always: true,
+        ..Default::default()
+    });
+    let client = Client::open(&server.url()).await.unwrap();
+    let lock = hold(&client, 10 * SEC).await;
+    let token = lock.fencing_token();
+    let mut renewal = lock
+        .auto_refresh(10 * SEC / 3, 10 * SEC, 200 * MS, 3)
+        .unwrap();
+    // Renewals at 3.3 s, 6.7 s, 10 s…: down from 5.5 s to 7.5 s, over the second.
+    tokio::time::sleep(5500 * MS).await;
+    server.stop();
+    tokio::time::sleep(2 * SEC).await;
+    server.start_again();
+    let mut low = 10 * SEC;
+    let until = Instant::now() + 8 * SEC;
+    while Instant::now() < until {
+        assert!(renewal.try_error().is_none(), "{:?}", renewal.cause());
+        low = low.min(lock.valid_for().expect("the lease never lapses"));
+        tokio::time::sleep(100 * MS).await;
+    }
+    eprintln!("FIGURE 2 s restart under a 10 s lease: valid_for fell to {low:?}");
+    assert_eq!(server.get("job").as_deref(), Some("me"));
+    let again = client.try_lock("job", "me", 10 * SEC).await.unwrap();
+    assert_eq!(again.fencing_token(), token);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

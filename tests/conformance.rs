@@ -31,3 +31,40 @@ async fn exclusion_checker_catches_a_lock_that_does_not_exclude() {
     .await;
     assert!(overlaps > 0, "the checker must see overlapping holders");
 }
+
+/// A label set on the client is stored and shown; `""` stores none (and no time), and a
+/// label over 256 bytes is refused before any I/O. On a real Redis and in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holder_labels_are_the_clients_own_or_none() {
+    let server = support::RedisServer::start();
+    for url in [server.url(), "memory://labels".to_owned()] {
+        let named = Client::builder()
+            .holder_label("billing-worker-7 \u{1b}[31m")
+            .open(&url)
+            .await
+            .unwrap();
+        let quiet = Client::builder().holder_label("").open(&url).await.unwrap();
+        let _a = named.try_lock("a", "va", 10 * SEC).await.unwrap();
+        let _b = quiet.try_lock("b", "vb", 10 * SEC).await.unwrap();
+        let a = named.inspect("a").await.unwrap().expect("held");
+        assert_eq!(
+            a.holder_label(),
+            Some("billing-worker-7 \u{1b}[31m"),
+            "{url}"
+        );
+        assert!(a.locked_at().is_some());
+        let b = quiet.inspect("b").await.unwrap().expect("held");
+        assert_eq!((b.holder_label(), b.locked_at()), (None, None), "{url}");
+        // Another client sees the label of the holder, not its own.
+        assert_eq!(
+            quiet.inspect("a").await.unwrap().unwrap().holder_label(),
+            a.holder_label()
+        );
+        let err = Client::builder()
+            .holder_label("x".repeat(257))
+            .open(&url)
+            .await
+            .unwrap_err();
+        assert!(err.is_invalid_argument(), "{err:?}");
+    }
+}

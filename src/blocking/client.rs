@@ -81,6 +81,14 @@ impl ClientBuilder {
         }
     }
 
+    /// A label stored with every lock this client takes, for operators; see
+    /// [`crate::ClientBuilder::holder_label`].
+    pub fn holder_label(self, label: impl Into<String>) -> Self {
+        ClientBuilder {
+            inner: self.inner.holder_label(label),
+        }
+    }
+
     /// Whether waiters wake when a key is released or its holder's lease runs out; see
     /// [`crate::ClientBuilder::notify`].
     pub fn notify(self, on: bool) -> Self {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::client::Client;
 use super::lock::Lock;
-use crate::exclusive::{RENEWAL_MAX_RETRY, renewal_interval};
+use crate::refresh::Policy;
 use crate::{Error, Result, RetryStrategy};
 
 impl Client {
@@ -67,15 +67,10 @@ impl Client {
         retry: impl RetryStrategy,
         job: impl FnOnce(&Lock) -> T,
     ) -> Result<T> {
-        let interval = renewal_interval(expiration)?;
         let timeout = self.default_timeout();
+        let policy = Policy::for_lease(expiration, timeout)?;
         let lock = self.lock(key, &crate::random_value(), expiration, timeout, retry)?;
-        let mut renewal = lock.auto_refresh(
-            interval,
-            expiration,
-            timeout.min(interval),
-            RENEWAL_MAX_RETRY,
-        )?;
+        let mut renewal = lock.renew(&policy)?;
         // A panic in `job` drops `renewal` (its task stops) and `lock` (the key expires).
         let output = job(&lock);
         if lock.is_lost() {

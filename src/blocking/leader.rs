@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::client::Client;
 use super::lock::Lock;
-use crate::exclusive::{RENEWAL_MAX_RETRY, renewal_interval};
+use crate::refresh::Policy;
 use crate::{Error, Result, RetryStrategy};
 
 /// One term of leadership in [`Client::run_while_leader`]: what the leader's closure
@@ -137,20 +137,15 @@ impl Client {
         if key.is_empty() {
             return Err(Error::invalid("key: must not be empty"));
         }
-        let interval = renewal_interval(expiration)?;
         let timeout = self.default_timeout();
+        let policy = Policy::for_lease(expiration, timeout)?;
         let mut term = 0;
         let mut previous_loss = None;
         loop {
             let retry: &mut (dyn RetryStrategy + '_) = &mut retry;
             let lock = self.lock(key, &crate::random_value(), expiration, timeout, retry)?;
             term += 1;
-            let mut renewal = lock.auto_refresh(
-                interval,
-                expiration,
-                timeout.min(interval),
-                RENEWAL_MAX_RETRY,
-            )?;
+            let mut renewal = lock.renew(&policy)?;
             let output = lead(&Leadership {
                 lock: &lock,
                 term,

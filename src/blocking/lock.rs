@@ -186,6 +186,17 @@ impl Lock {
         })
     }
 
+    /// Renew this lock under `policy` (the library's own renewal of a lease it holds
+    /// for you).
+    pub(crate) fn renew(&self, policy: &crate::refresh::Policy) -> Result<AutoRefresh> {
+        self.auto_refresh(
+            policy.interval,
+            policy.expiration,
+            policy.timeout,
+            policy.max_retry,
+        )
+    }
+
     /// Stop any auto-refresh of this lock, then release it if this lock's value still
     /// holds the key. Renewal is stopped (its task gone) before the release is sent.
     ///

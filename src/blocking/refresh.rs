@@ -71,6 +71,12 @@ impl AutoRefresh {
         self.wait_error("AutoRefresh::error_timeout", Some(timeout))
     }
 
+    /// Why renewal gave up, once it was reported as [`Error::MaxRetryExceeded`]: the
+    /// error of the last failed renewal; see [`crate::AutoRefresh::cause`].
+    pub fn cause(&self) -> Option<&Error> {
+        self.inner.as_ref()?.cause()
+    }
+
     /// Whether the renewal task is still running.
     pub fn is_running(&self) -> bool {
         self.inner.as_ref().is_some_and(|r| r.is_running())

@@ -327,10 +327,12 @@ fn build(clients: Vec<Client>, default_timeout: Duration) -> Result<Redlock> {
     let count = nodes.len();
     let quorum = Quorum::new(nodes)?;
     let target = format!("[{}]", targets.join(", "));
+    let label = clients.first().map_or("", Client::holder_label);
     let client = Client::with_store(
         Backend::Redlock(Box::new(quorum)),
         default_timeout,
         &prefix,
+        label,
         target,
     );
     Ok(Redlock {

@@ -43,7 +43,7 @@ use std::time::Duration;
 mod backoff;
 mod exponential;
 mod fixed;
-mod rng;
+pub(crate) mod rng;
 
 #[cfg(feature = "backoff")]
 pub use backoff::BackoffAdapter;

@@ -29,13 +29,13 @@ pub(super) fn duration_from_nanos(nanos: u128) -> Duration {
 /// Creating it lazily keeps the strategies' constructors `const` and makes copies of an
 /// unused strategy draw independent sequences.
 #[derive(Debug, Clone)]
-pub(super) struct LazyRng {
+pub(crate) struct LazyRng {
     seed: Option<u64>,
     rng: Option<SmallRng>,
 }
 
 impl LazyRng {
-    pub(super) const fn from_os() -> Self {
+    pub(crate) const fn from_os() -> Self {
         Self {
             seed: None,
             rng: None,
@@ -50,7 +50,7 @@ impl LazyRng {
     }
 
     /// A value drawn uniformly from `low..=high` (`low` if `high <= low`).
-    pub(super) fn uniform(&mut self, low: u128, high: u128) -> u128 {
+    pub(crate) fn uniform(&mut self, low: u128, high: u128) -> u128 {
         if high <= low {
             return low;
         }

@@ -14,6 +14,7 @@ use super::job::Overlap;
 use super::report::{Outcome, Report, Skip, panic_message};
 use super::scheduler::{InFlight, JobEntry, Shared};
 use super::timing::{Millis, from_millis};
+use crate::refresh::Policy;
 use crate::{Error, Lock, Result};
 
 /// How often a tick waiting under `DelayIfStillRunning` retries the running lock.
@@ -190,9 +191,10 @@ impl Tick<'_> {
         let mut renewal = match &lease {
             None => None,
             Some(lock) => {
-                let interval = job.lock_at_most_for / 3;
-                let timeout = self.shared.client.default_timeout().min(interval);
-                match lock.auto_refresh(interval, job.lock_at_most_for, timeout, 3) {
+                let timeout = self.shared.client.default_timeout();
+                let renewal = Policy::for_lease(job.lock_at_most_for, timeout)
+                    .and_then(|policy| lock.renew(&policy));
+                match renewal {
                     Ok(renewal) => Some(renewal),
                     Err(e) => return self.report(Outcome::Error(e), Some(token)),
                 }

@@ -67,6 +67,10 @@ struct Slot {
     /// naming both deletes the key (no other attempt of the value armed it since).
     creator: AttemptId,
     last: AttemptId,
+    /// The holder's label (empty: none) and when this incarnation was taken (with a
+    /// label only).
+    label: String,
+    locked_at: Option<std::time::SystemTime>,
 }
 
 impl Slot {
@@ -93,6 +97,7 @@ impl MemoryStore {
         val: &str,
         expiration: Duration,
         attempt: AttemptId,
+        label: &str,
     ) -> Acquire {
         let now = Instant::now();
         let deadline = deadline(now, expiration);
@@ -119,6 +124,7 @@ impl MemoryStore {
         }
         store.last_token += 1;
         let token = store.last_token;
+        let locked_at = (!label.is_empty()).then(std::time::SystemTime::now);
         match store.slots.get_mut(key) {
             Some(slot) => {
                 slot.value.clear();
@@ -127,6 +133,9 @@ impl MemoryStore {
                 slot.token = token;
                 slot.creator = attempt;
                 slot.last = attempt;
+                slot.label.clear();
+                slot.label.push_str(label);
+                slot.locked_at = locked_at;
             }
             None => {
                 store.slots.insert(
@@ -137,6 +146,8 @@ impl MemoryStore {
                         token,
                         creator: attempt,
                         last: attempt,
+                        label: label.to_owned(),
+                        locked_at,
                     },
                 );
             }
@@ -225,6 +236,8 @@ impl MemoryStore {
             ttl: Some(slot.deadline - now),
             token: slot.token,
             holder: format!("{digest:016x}"),
+            label: (!slot.label.is_empty()).then(|| slot.label.clone()),
+            locked_at: slot.locked_at,
         })
     }
 
@@ -276,9 +289,10 @@ impl Store for MemoryStore {
         val: &str,
         expiration: Duration,
         attempt: AttemptId,
+        label: &str,
         _timeout: Duration,
     ) -> Result<Acquire> {
-        Ok(self.acquire_now(key, val, expiration, attempt))
+        Ok(self.acquire_now(key, val, expiration, attempt, label))
     }
 
     async fn refresh(
@@ -370,11 +384,11 @@ mod tests {
     async fn expiry_follows_the_paused_clock() {
         let m = MemoryStore::new();
         assert_eq!(
-            m.acquire_now("k", "a", Duration::from_millis(100), A),
+            m.acquire_now("k", "a", Duration::from_millis(100), A, ""),
             Acquire::Acquired(1)
         );
         assert_eq!(
-            m.acquire_now("k", "b", Duration::from_millis(100), B),
+            m.acquire_now("k", "b", Duration::from_millis(100), B, ""),
             Acquire::Held(Some(Duration::from_millis(100)))
         );
         tokio::time::advance(Duration::from_millis(99)).await;
@@ -382,7 +396,7 @@ mod tests {
         tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(m.pttl_now("k", "a"), None);
         assert_eq!(
-            m.acquire_now("k", "b", Duration::from_millis(100), B),
+            m.acquire_now("k", "b", Duration::from_millis(100), B, ""),
             Acquire::Acquired(2)
         );
     }
@@ -391,15 +405,16 @@ mod tests {
     async fn sweep_drops_expired_slots_and_tokens_still_rise() {
         let m = MemoryStore::new();
         for i in 0..SWEEP_EVERY - 1 {
-            m.acquire_now(&format!("k{i}"), "v", Duration::from_millis(1), A);
+            m.acquire_now(&format!("k{i}"), "v", Duration::from_millis(1), A, "");
         }
         tokio::time::advance(Duration::from_millis(2)).await;
-        let Acquire::Acquired(last) = m.acquire_now("trigger", "v", Duration::from_millis(1000), A)
+        let Acquire::Acquired(last) =
+            m.acquire_now("trigger", "v", Duration::from_millis(1000), A, "")
         else {
             panic!("free key");
         };
         assert_eq!(m.store.lock().slots.len(), 1, "expired slots swept");
-        let Acquire::Acquired(again) = m.acquire_now("k0", "v", Duration::from_millis(1000), A)
+        let Acquire::Acquired(again) = m.acquire_now("k0", "v", Duration::from_millis(1000), A, "")
         else {
             panic!("free key");
         };
@@ -413,8 +428,14 @@ mod tests {
     async fn the_value_is_the_identity_and_an_abort_deletes_only_what_it_created() {
         let m = MemoryStore::new();
         let ms = Duration::from_millis;
-        assert_eq!(m.acquire_now("k", "v", ms(1000), A), Acquire::Acquired(1));
-        assert_eq!(m.acquire_now("k", "v", ms(100), B), Acquire::Acquired(1));
+        assert_eq!(
+            m.acquire_now("k", "v", ms(1000), A, ""),
+            Acquire::Acquired(1)
+        );
+        assert_eq!(
+            m.acquire_now("k", "v", ms(100), B, ""),
+            Acquire::Acquired(1)
+        );
         assert_eq!(
             m.pttl_now("k", "v"),
             Some(ms(100)),
@@ -433,7 +454,10 @@ mod tests {
             "A created it, B armed it last"
         );
         assert_eq!(m.pttl_now("k", "v"), None);
-        assert_eq!(m.acquire_now("k", "v", ms(1000), B), Acquire::Acquired(2));
+        assert_eq!(
+            m.acquire_now("k", "v", ms(1000), B, ""),
+            Acquire::Acquired(2)
+        );
         assert!(
             m.release_now("k", "v", None),
             "any handle of the value releases"

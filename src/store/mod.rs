@@ -34,13 +34,16 @@ pub(crate) trait Store {
     /// `expiration` (shorter or longer) and return the existing token. A fresh
     /// acquisition records `attempt` as the key's *creator* (what [`abort`](Store::abort)
     /// may undo). An attempt aborted before it reached the store is refused
-    /// ([`Acquire::Refused`]: nothing done).
+    /// ([`Acquire::Refused`]: nothing done). A fresh acquisition also records `label`
+    /// (the holder's label for operators, `""`: none) and when it was taken, both shown
+    /// by [`inspect`](Store::inspect); a re-arm keeps what the acquisition recorded.
     async fn acquire(
         &self,
         key: &str,
         val: &str,
         expiration: Duration,
         attempt: AttemptId,
+        label: &str,
         timeout: Duration,
     ) -> Result<Acquire>;
 
@@ -135,6 +138,11 @@ pub(crate) struct Inspected {
     pub(crate) token: u64,
     /// A digest of the holder's value (the value itself is a secret).
     pub(crate) holder: String,
+    /// The holder's label, if its client gave one.
+    pub(crate) label: Option<String>,
+    /// When the current incarnation was acquired (the store's clock where it has one),
+    /// if recorded (with a label).
+    pub(crate) locked_at: Option<std::time::SystemTime>,
 }
 
 /// Outcome of one acquire attempt that reached the store.
@@ -235,9 +243,10 @@ impl Store for Backend {
         val: &str,
         expiration: Duration,
         attempt: AttemptId,
+        label: &str,
         timeout: Duration,
     ) -> Result<Acquire> {
-        dispatch!(self, s => s.acquire(key, val, expiration, attempt, timeout).await)
+        dispatch!(self, s => s.acquire(key, val, expiration, attempt, label, timeout).await)
     }
 
     async fn refresh(

@@ -261,6 +261,7 @@ impl Store for Quorum {
         val: &str,
         expiration: Duration,
         attempt: AttemptId,
+        label: &str,
         timeout: Duration,
     ) -> Result<Acquire> {
         let started = Instant::now();
@@ -270,7 +271,9 @@ impl Store for Quorum {
         let bound = timeout.min(window);
         let answers = self
             .all(|_, node| async move {
-                let answer = node.acquire(key, val, expiration, attempt, bound).await;
+                let answer = node
+                    .acquire(key, val, expiration, attempt, label, bound)
+                    .await;
                 (answer, Instant::now())
             })
             .await;

@@ -311,6 +311,38 @@ pub async fn inspection_lists_locks_by_prefix_and_force_release_frees_them(c: &C
     assert!(next.fencing_token() > info.fencing_token());
 }
 
+/// Operators see who holds a lock and since when: the client's holder label (by default
+/// its host name and process id) and the acquisition's time, kept by a same-value re-lock,
+/// new with the next acquisition. Never the value.
+pub async fn holder_label_and_locked_at_show_who_holds_since_when(c: &Client) {
+    let before = std::time::SystemTime::now() - SEC;
+    let lock = c.try_lock("labelled", "secret-v", 30 * SEC).await.unwrap();
+    let info = c.inspect("labelled").await.unwrap().expect("held");
+    let label = info.holder_label().expect("a default label");
+    assert!(
+        label.ends_with(&format!(":{}", std::process::id())) && label.len() > 2,
+        "{label:?}"
+    );
+    assert!(!label.contains("secret"), "{label:?}");
+    let at = info.locked_at().expect("locked_at recorded with the label");
+    let after = std::time::SystemTime::now() + SEC;
+    assert!(at > before && at < after, "{at:?}");
+    // A same-value re-lock re-arms the acquisition: same time, same label.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let _again = c.try_lock("labelled", "secret-v", 30 * SEC).await.unwrap();
+    let rearmed = c.inspect("labelled").await.unwrap().expect("held");
+    assert_eq!(rearmed.locked_at(), Some(at));
+    assert_eq!(rearmed.holder_label(), Some(label));
+    let listed = c.list("label").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].holder_label(), listed[0].locked_at()),
+        (Some(label), Some(at))
+    );
+    lock.unlock().await.unwrap();
+    assert_eq!(c.inspect("labelled").await.unwrap(), None);
+}
+
 /// Runs `workers` tasks that each take the lock `rounds` times through `acquire`, hold it
 /// for a moment, and unlock. Returns how many times a task entered the critical section
 /// while another was inside it.

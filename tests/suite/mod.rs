@@ -350,6 +350,7 @@ macro_rules! conformance {
                     many_tasks_never_hold_one_key_at_once,
                     debug_output_never_shows_the_lock_value,
                     inspection_lists_locks_by_prefix_and_force_release_frees_them,
+                    holder_label_and_locked_at_show_who_holds_since_when,
                     lock_requests_take_named_options_and_keep_a_renewed_lock,
                     refresh_for_sets_the_expiration_given,
                     run_exclusive_renews_releases_and_reports_a_loss,

@@ -8,8 +8,8 @@ use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp};
 
 use super::errors::{Retry, failure, token, transient, within};
 use super::keys::{
-    Keys, RESOURCE_SUFFIX, check_name, contender_hash, first_in_line, line, lock_name, prefix_end,
-    value_hash,
+    Keys, RESOURCE_SUFFIX, check_name, contender_hash, first_in_line, label_of, line, lock_name,
+    prefix_end, value_hash,
 };
 use super::txn::{delete_ops, deleted_lease};
 use super::{EtcdStore, STORE};
@@ -65,11 +65,16 @@ impl EtcdStore {
                 None => return Ok(None),
             },
         };
+        // The holder's label and when its attempt was made, from its creator key.
+        let (_, creator) = self.get(&Keys::of_hash(name, hash).creator, None).await?;
+        let (locked_at, label) = creator.first().and_then(|c| label_of(c.value())).unzip();
         Ok(Some(Inspected {
             key: name.to_owned(),
             ttl,
             token: token(holder.create_revision())?,
             holder: hash.to_owned(),
+            label,
+            locked_at,
         }))
     }
 

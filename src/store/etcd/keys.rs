@@ -80,18 +80,41 @@ pub(super) fn seq_text(seq: u64) -> String {
     format!("{seq:016x}")
 }
 
-/// The value of a creator key: the attempt's id.
-pub(super) fn creator_text(attempt: AttemptId) -> String {
-    format!("{:016x}:{}", attempt.client, seq_text(attempt.seq))
+/// The value of a creator key: the attempt's id, then, with a holder `label`, when the
+/// attempt was made (ms since the epoch, this client's clock: etcd has none to read) and
+/// the label.
+pub(super) fn creator_text(attempt: AttemptId, label: &str) -> String {
+    let id = format!("{:016x}:{}", attempt.client, seq_text(attempt.seq));
+    if label.is_empty() {
+        return id;
+    }
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{id} {at} {label}")
 }
 
 /// The attempt a creator key names, if it names one.
 pub(super) fn creator_of(value: &[u8]) -> Option<AttemptId> {
-    let (client, seq) = std::str::from_utf8(value).ok()?.split_once(':')?;
+    let value = std::str::from_utf8(value).ok()?;
+    let id = value.split_once(' ').map_or(value, |(id, _)| id);
+    let (client, seq) = id.split_once(':')?;
     Some(AttemptId {
         client: u64::from_str_radix(client, 16).ok()?,
         seq: u64::from_str_radix(seq, 16).ok()?,
     })
+}
+
+/// When the creator key's attempt was made and the holder's label, if it records them.
+pub(super) fn label_of(value: &[u8]) -> Option<(std::time::SystemTime, String)> {
+    let (_, rest) = value.split_at(value.iter().position(|&b| b == b' ')? + 1);
+    let (at, label) = rest.split_at(rest.iter().position(|&b| b == b' ')?);
+    let at: u64 = std::str::from_utf8(at).ok()?.parse().ok()?;
+    let label = String::from_utf8_lossy(&label[1..]).into_owned();
+    Some((
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(at),
+        label,
+    ))
 }
 
 /// The hash of a contender key of lock `name`, if `key` is one.
@@ -191,7 +214,7 @@ mod tests {
         sorted.sort();
         assert_eq!(texts, sorted);
         assert_eq!(
-            creator_of(creator_text(ATTEMPT).as_bytes()),
+            creator_of(creator_text(ATTEMPT, "").as_bytes()),
             Some(ATTEMPT),
             "round trip"
         );

@@ -253,6 +253,7 @@ impl EtcdStore {
         val: &str,
         expiration: Duration,
         attempt: AttemptId,
+        label: &str,
     ) -> Result<Acquire> {
         check_name("key", key)?;
         let ttl = self.ttl(expiration);
@@ -300,7 +301,7 @@ impl EtcdStore {
         }
         let lease = self.grant_lease(lease_id(attempt), ttl).await?;
         let reply = self
-            .txn(acquire_txn(&keys, val, attempt, lease, self.queue))
+            .txn(acquire_txn(&keys, val, attempt, label, lease, self.queue))
             .await?;
         let Some((revision, reply)) = past_guard(&reply)? else {
             self.revoke_detached([lease]);
@@ -639,10 +640,11 @@ impl Store for EtcdStore {
         val: &str,
         expiration: Duration,
         attempt: AttemptId,
+        label: &str,
         timeout: Duration,
     ) -> Result<Acquire> {
         within(timeout, Retry::Transient, || {
-            self.acquire_now(key, val, expiration, attempt)
+            self.acquire_now(key, val, expiration, attempt, label)
         })
         .await
     }

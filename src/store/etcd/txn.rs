@@ -72,6 +72,7 @@ pub(super) fn acquire_txn(
     keys: &Keys,
     val: &str,
     attempt: AttemptId,
+    label: &str,
     lease: i64,
     queue: bool,
 ) -> Txn {
@@ -81,7 +82,11 @@ pub(super) fn acquire_txn(
     let create = || {
         vec![
             TxnOp::put(contender, val, on_lease()),
-            TxnOp::put(keys.creator.as_str(), creator_text(attempt), on_lease()),
+            TxnOp::put(
+                keys.creator.as_str(),
+                creator_text(attempt, label),
+                on_lease(),
+            ),
         ]
     };
     let absent = || Compare::create_revision(contender, CompareOp::Equal, 0);

@@ -385,9 +385,10 @@ impl Store for RedisStore {
         val: &str,
         expiration: Duration,
         attempt: AttemptId,
+        label: &str,
         timeout: Duration,
     ) -> Result<Acquire> {
-        let cmd = scripts::acquire(key, val, expiration, attempt, "");
+        let cmd = scripts::acquire(key, val, expiration, attempt, label);
         let (reply, short): (Value, _) = self.write(&scripts::ACQUIRE, &cmd, timeout).await?;
         match reply {
             Value::Int(0) => Ok(Acquire::Held(None)),
@@ -465,14 +466,25 @@ impl Store for RedisStore {
         let cmd = scripts::inspect(key);
         let reply: Option<(String, i64, Value, Value, Value)> =
             self.conn.run(&scripts::INSPECT, &cmd, timeout).await?;
-        let Some((holder, ms, token, _locked_at, _label)) = reply else {
+        let Some((holder, ms, token, locked_at, label)) = reply else {
             return Ok(None);
         };
+        let text = |v: Value| match v {
+            Value::BulkString(bytes) if !bytes.is_empty() => {
+                Some(String::from_utf8_lossy(&bytes).into_owned())
+            }
+            _ => None,
+        };
+        let locked_at = text(locked_at)
+            .and_then(|ms| ms.parse().ok())
+            .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms));
         Ok(Some(Inspected {
             key: key.to_owned(),
             ttl: u64::try_from(ms).ok().map(Duration::from_millis),
             token: token_from(token)?,
             holder,
+            label: text(label),
+            locked_at,
         }))
     }
 
