@@ -301,3 +301,57 @@ async fn a_lost_subscription_is_taken_again_and_the_waiter_still_wakes() {
     eprintln!("FIGURE resubscribed: acquired {lag:?} after the unlock");
     assert!(lag < SEC, "{lag:?}");
 }
+
+/// A waiter whose key stays held makes exactly the attempts its strategy asks for: the
+/// first, then one per step. The confirmation of its subscription is no release: the
+/// subscriber checks that the key still exists instead of waking the waiter for one more
+/// attempt (which it did before: 4 script calls for a 2-step strategy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmed_subscription_costs_no_attempt_while_the_key_is_held() {
+    let s = redis(true).await;
+    let server = s.server.as_ref().unwrap();
+    let _held = s.holder.try_lock("k", "holder", 60 * SEC).await.unwrap();
+    let before = script_calls(server);
+    let err = s
+        .waiter
+        .lock(
+            "k",
+            "waiter",
+            10 * SEC,
+            SEC,
+            FixedInterval::new(300 * MS, 2),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is_not_obtained(), "{err:?}");
+    assert_eq!(
+        script_calls(server) - before,
+        3,
+        "the first attempt and 2 steps"
+    );
+}
+
+/// A key freed while the waiter's subscription was down is not missed: the key is
+/// deleted with no release published, then the subscriber connection is killed; when the
+/// resubscription is confirmed, the key is found gone and the waiter tries at once
+/// instead of sleeping out its 5 s step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_freed_before_a_subscription_is_confirmed_still_wakes_the_waiter() {
+    let s = redis(true).await;
+    let server = s.server.as_ref().unwrap();
+    let _held = s.holder.try_lock("k", "holder", 60 * SEC).await.unwrap();
+    let started = Instant::now();
+    let waiting = s
+        .waiter
+        .lock("k", "waiter", 10 * SEC, SEC, FixedInterval::new(5 * SEC, 1));
+    let free = async {
+        tokio::time::sleep(300 * MS).await;
+        server.cmd_sync(&["DEL", "k"]);
+        server.cmd_sync(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    };
+    let (lock, ()) = tokio::join!(waiting, free);
+    let _lock = lock.expect("acquired once the resubscription found the key gone");
+    let waited = started.elapsed();
+    eprintln!("FIGURE resubscribed-to-a-free-key: acquired after {waited:?}");
+    assert!(waited < 2 * SEC, "{waited:?}");
+}

@@ -8,9 +8,11 @@
 //!
 //! A key's channel is subscribed to when its first waiter starts waiting, and dropped
 //! when its last waiter leaves. The subscriber connection resubscribes by itself after a
-//! reconnect; every confirmation of a subscription (the first, or one after a reconnect)
-//! wakes the key's waiters once: a release before it may have gone unseen. Until then,
-//! and whenever the subscriber is down, waiters pause as their retry strategy says.
+//! reconnect. A release before a subscription was confirmed (the first, or one after a
+//! reconnect) may have gone unseen: on each confirmation the subscriber asks whether the
+//! key still exists (`EXISTS`, on the same connection), and wakes the key's first waiter
+//! if it is gone — no attempt is spent when the key is still held. Until then, and
+//! whenever the subscriber is down, waiters pause as their retry strategy says.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -156,12 +158,12 @@ impl Task {
                     Some(command) => conn.apply(command).await,
                     None => return, // the store is gone
                 },
-                Some(push) = pushes.recv() => self.pushed(push),
+                Some(push) = pushes.recv() => self.pushed(push, &mut conn).await,
             }
         }
     }
 
-    fn pushed(&self, push: PushInfo) {
+    async fn pushed(&self, push: PushInfo, conn: &mut Connection) {
         let channel = match push.data.first() {
             Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
             _ => return,
@@ -171,8 +173,14 @@ impl Task {
         };
         match push.kind {
             PushKind::Message | PushKind::SMessage => self.waiters.released(&key),
-            // Listening (again): a release before this may have gone unseen.
-            PushKind::Subscribe | PushKind::SSubscribe => self.waiters.wake_key(&key),
+            // Listening (again): a release before this may have gone unseen. If the key
+            // is gone, it is free: its first waiter tries (as for a release); if the
+            // check failed, every waiter tries once.
+            PushKind::Subscribe | PushKind::SSubscribe => match conn.exists(&key).await {
+                Ok(true) => {}
+                Ok(false) => self.waiters.released(&key),
+                Err(_) => self.waiters.wake_key(&key),
+            },
             _ => {}
         }
     }
@@ -212,6 +220,17 @@ async fn connect(
 }
 
 impl Connection {
+    /// Whether `key` exists (on a cluster, asked of the node that owns its slot).
+    async fn exists(&mut self, key: &str) -> redis::RedisResult<bool> {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(key);
+        match self {
+            Connection::Single(c) => cmd.query_async(c).await,
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(c) => cmd.query_async(c).await,
+        }
+    }
+
     /// Send one request; a failure leaves the key's waiters polling.
     async fn apply(&mut self, command: Command) {
         let _ = match (self, command) {
