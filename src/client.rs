@@ -293,7 +293,8 @@ impl ClientBuilder {
     ///   has a password the URL does not give: one `PING` checks it), or is not a Redis
     ///   server; the message names it (`host:port`, never the password);
     /// * [`Error::Store`] when no etcd member answers;
-    /// * [`Error::Timeout`] when connecting took longer than the connect timeout.
+    /// * a timeout ([`Error::is_timeout`]) when connecting took longer than the connect
+    ///   timeout: on Redis an [`Error::Redis`] that names the server.
     ///
     /// # Cancel safety
     ///
@@ -514,7 +515,8 @@ impl Client {
     ///   has a password the URL does not give: one `PING` checks it), or is not a Redis
     ///   server; the message names it (`host:port`, never the password);
     /// * [`Error::Store`] when no etcd member answers;
-    /// * [`Error::Timeout`] when connecting took longer than the connect timeout.
+    /// * a timeout ([`Error::is_timeout`]) when connecting took longer than the connect
+    ///   timeout: on Redis an [`Error::Redis`] that names the server.
     ///
     /// # Cancel safety
     ///
@@ -550,7 +552,8 @@ impl Client {
     ///
     /// * [`Error::InvalidArgument`] for no URL, or one that is not `redis://`/`rediss://`;
     /// * [`Error::Redis`] when no node can be reached or the cluster is not serving;
-    /// * [`Error::Timeout`] when connecting took longer than the connect timeout.
+    /// * a timeout ([`Error::is_timeout`]) when connecting took longer than the connect
+    ///   timeout: on Redis an [`Error::Redis`] that names the server.
     ///
     /// # Cancel safety
     ///

@@ -31,9 +31,9 @@ pub enum Error {
     /// ([`Client::run_exclusive`](crate::Client::run_exclusive) aborted the job).
     #[error("lock lease expired without a confirmed renewal")]
     LeaseExpired,
-    /// A round trip exceeded its timeout and no attempt was left; or a connection could
-    /// not be made within the connect timeout. One shape for one idea: every timeout is
-    /// this variant.
+    /// A round trip exceeded its timeout and no attempt was left. (A client's first
+    /// connection that times out at `open` is an [`Error::Redis`] naming the server;
+    /// [`Error::is_timeout`] is true for both.)
     ///
     /// A unit variant, as the contract has it: a timed-out round trip has no cause
     /// beyond "no answer in time". While a server is unreachable the connection keeps
@@ -122,9 +122,15 @@ impl Error {
         matches!(self, Error::LeaseExpired)
     }
 
-    /// A round trip timed out ([`Error::Timeout`]).
+    /// A round trip timed out ([`Error::Timeout`]), or a first connection did (an
+    /// [`Error::Redis`] I/O error of kind `TimedOut` that names the server).
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Timeout)
+        match self {
+            Error::Timeout => true,
+            // A first connection that timed out, naming the server.
+            Error::Redis(e) => e.is_timeout(),
+            _ => false,
+        }
     }
 
     /// The input was rejected before any I/O ([`Error::InvalidArgument`]).

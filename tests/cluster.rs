@@ -278,3 +278,19 @@ async fn handoff_uses_sharded_pubsub_in_the_keys_slot() {
         assert!(lag < 60 * MS, "{key}: {lag:?}");
     }
 }
+
+/// A one-server URL pointed at a cluster node is refused at open, with what to do
+/// instead — not accepted and then failing with a raw `MOVED` on the keys of other nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_server_url_at_a_cluster_node_is_refused_at_open() {
+    let cluster = RedisCluster::shared();
+    for node in cluster.masters() {
+        let err = Client::open(&node.url()).await.unwrap_err();
+        assert!(err.is_invalid_argument(), "{err:?}");
+        let shown = err.to_string();
+        assert!(
+            shown.contains("Redis Cluster node") && shown.contains("open_cluster"),
+            "{shown}"
+        );
+    }
+}

@@ -114,6 +114,38 @@ async fn a_server_that_never_answers_is_a_timeout_like_any_other() {
         .await
         .unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
+    let shown = err.to_string();
+    assert!(
+        shown.contains(&format!("cannot connect to 127.0.0.1:{port}")) && shown.contains("200ms"),
+        "names the server and the timeout: {shown}"
+    );
     let took = started.elapsed();
     assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+/// A cluster none of whose seeds answers: the error names every seed and what it said.
+#[tokio::test]
+async fn a_cluster_without_a_reachable_seed_names_each_seed() {
+    let (a, b) = (support::free_port(), support::free_port());
+    let silent = fake_server(None);
+    let urls = [
+        format!("redis://127.0.0.1:{a}"),
+        format!("redis://127.0.0.1:{b}"),
+        format!("redis://127.0.0.1:{silent}"),
+    ];
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let started = Instant::now();
+    let err = Client::builder()
+        .connect_timeout(Duration::from_millis(300))
+        .open_cluster(&urls)
+        .await
+        .unwrap_err();
+    let shown = err.to_string();
+    for port in [a, b, silent] {
+        assert!(shown.contains(&format!("127.0.0.1:{port}")), "{shown}");
+    }
+    assert!(shown.contains("refused"), "{shown}");
+    assert!(shown.contains("connect timeout"), "{shown}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "{took:?}");
 }

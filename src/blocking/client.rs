@@ -131,7 +131,8 @@ impl ClientBuilder {
     ///   duration set on the builder (before any I/O);
     /// * [`Error::Redis`] when the server cannot be reached, rejects the credentials or
     ///   is not a Redis server (the message names it, never the password);
-    /// * [`Error::Timeout`] when connecting took longer than the connect timeout;
+    /// * a timeout ([`Error::is_timeout`]) when connecting took longer than the connect
+    ///   timeout: on Redis an [`Error::Redis`] that names the server;
     /// * [`Error::Store`] when the runtime thread cannot be started.
     ///
     /// # Panics
@@ -252,7 +253,8 @@ impl Client {
     /// * [`Error::InvalidArgument`] for an unparsable URL or an unsupported scheme;
     /// * [`Error::Redis`] when the server cannot be reached, rejects the credentials or
     ///   is not a Redis server (the message names it, never the password);
-    /// * [`Error::Timeout`] when connecting took longer than the connect timeout;
+    /// * a timeout ([`Error::is_timeout`]) when connecting took longer than the connect
+    ///   timeout: on Redis an [`Error::Redis`] that names the server;
     /// * [`Error::Store`] when the runtime thread cannot be started.
     ///
     /// # Panics

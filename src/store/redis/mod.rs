@@ -137,9 +137,16 @@ impl RedisStore {
             None => (builder, subscriber),
         };
         let client = builder.build().map_err(redacted)?;
-        let conn = tokio::time::timeout(options.connect_timeout, client.get_async_connection())
-            .await
-            .map_err(|_| Error::Timeout)??;
+        let conn = match tokio::time::timeout(
+            options.connect_timeout,
+            client.get_async_connection(),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            // Say what each seed answered.
+            Ok(Err(_)) | Err(_) => return Err(seeds_unreachable(urls, options).await),
+        };
         let mut store = RedisStore::from_cluster(conn, options);
         store.notifier = options
             .notify
@@ -268,21 +275,40 @@ async fn connect(
         let mut conn = client
             .get_multiplexed_async_connection_with_config(&probe)
             .await?;
-        redis::cmd("PING").query_async::<()>(&mut conn).await
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        // A cluster node answers a one-server client for the slots it owns only.
+        redis::cmd("INFO")
+            .arg("cluster")
+            .query_async::<String>(&mut conn)
+            .await
     };
-    ping.await.map_err(|e| unreachable(&target, e))?;
+    let info = ping
+        .await
+        .map_err(|e| unreachable(&target, connect_timeout, e))?;
+    if info.lines().any(|l| l.trim() == "cluster_enabled:1") {
+        return Err(Error::invalid(format!(
+            "url: {target} is a Redis Cluster node: open it with `open_cluster` (feature \
+             `cluster`), which follows the cluster's slots"
+        )));
+    }
     ConnectionManager::new_with_config(client.clone(), config.clone())
         .await
-        .map_err(|e| unreachable(&target, e))
+        .map_err(|e| unreachable(&target, connect_timeout, e))
 }
 
 /// A first connection that failed, in words that name the server (`host:port`, never
-/// the password) and say what the failure usually means. A connect timeout is
-/// [`Error::Timeout`], like every other timeout.
-fn unreachable(target: &str, e: RedisError) -> Error {
+/// the password) and say what the failure usually means. A connect that timed out is an
+/// I/O error of kind `TimedOut` naming the server ([`Error::is_timeout`] is true).
+fn unreachable(target: &str, connect_timeout: Duration, e: RedisError) -> Error {
     use redis::ErrorKind;
     if e.is_timeout() {
-        return Error::Timeout;
+        let named = std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "cannot connect to {target}: no answer within the connect timeout ({connect_timeout:?})"
+            ),
+        );
+        return Error::Redis(named.into());
     }
     if e.is_io_error() {
         // Keeps what the error's kind tells: `is_connection_refusal()` and the like still
@@ -319,6 +345,38 @@ fn unreachable(target: &str, e: RedisError) -> Error {
         ),
         _ => Error::Redis(e),
     }
+}
+
+/// Why no seed of a cluster could be reached: each seed (`host:port`) with what a direct
+/// connection to it answered, within the connect timeout.
+#[cfg(feature = "cluster")]
+async fn seeds_unreachable(urls: &[&str], options: &Options) -> Error {
+    let tries = urls.iter().map(|url| async move {
+        let client = match redis_client(url, options) {
+            Ok(client) => client,
+            Err(e) => return e.to_string(),
+        };
+        let target = client.get_connection_info().addr().to_string();
+        let config = conn::manager_config(options.connect_timeout);
+        match connect(&client, &config, options.connect_timeout).await {
+            // Answers now (a node that came up meanwhile, or one that is no cluster node).
+            Ok(_) => format!("{target}: answers, but the cluster could not be set up from it"),
+            Err(Error::InvalidArgument(_)) => format!("{target}: a cluster node"),
+            Err(e) => match e.to_string().split_once(": cannot connect to ") {
+                Some((_, said)) => said.to_owned(),
+                None => format!("{target}: {e}"),
+            },
+        }
+    });
+    let said = futures::future::join_all(tries).await;
+    let named = std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        format!(
+            "cannot connect to the cluster: no seed node could be used ({})",
+            said.join("; ")
+        ),
+    );
+    Error::Redis(named.into())
 }
 
 /// redis-rs' own messages about a configuration may quote a URL (and its password): say
