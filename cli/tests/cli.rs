@@ -640,7 +640,11 @@ fn set_raw(server: &RedisServer, key: &[u8], value: &[u8]) {
         .unwrap()
         .get_connection()
         .unwrap();
-    let () = redis::cmd("SET").arg(key).arg(value).query(&mut conn).unwrap();
+    let () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query(&mut conn)
+        .unwrap();
 }
 
 /// A key an application chose to attack the operator's terminal: clear the screen, then
@@ -659,10 +663,16 @@ fn keys_are_escaped_in_ls_show_and_the_release_prompt_but_not_in_json() {
     let out = run(&server, &["ls"]);
     assert_exit(&out, 0);
     let text = stdout(&out);
-    assert!(!text.contains('\x1b') && !text.contains('\u{202e}'), "{text:?}");
+    assert!(
+        !text.contains('\x1b') && !text.contains('\u{202e}'),
+        "{text:?}"
+    );
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "one row per lock, none forged: {text:?}");
-    assert!(lines[1].starts_with(&format!("{HOSTILE_SHOWN}  ")), "{text}");
+    assert!(
+        lines[1].starts_with(&format!("{HOSTILE_SHOWN}  ")),
+        "{text}"
+    );
     assert!(lines[2].starts_with("plain "), "{text}");
 
     let out = run(&server, &["show", HOSTILE]);
@@ -802,7 +812,11 @@ fn a_build_without_a_feature_names_the_feature_a_store_or_file_needs() {
             "tls",
             cfg!(feature = "tls"),
         ),
-        (&["--url", "etcd://127.0.0.1:1"], "etcd", cfg!(feature = "etcd")),
+        (
+            &["--url", "etcd://127.0.0.1:1"],
+            "etcd",
+            cfg!(feature = "etcd"),
+        ),
         (
             &["--config", yaml.to_str().unwrap()],
             "yaml",
