@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use crate::{Error, Result};
 
-/// The longest expiration, interval or timeout accepted: 10 years. Anything longer is
-/// almost certainly a unit mistake, and it keeps every deadline computation in range.
-pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+/// The longest expiration, interval or timeout accepted: 10 years of 365.25 days
+/// (3652.5 days, what humantime reads as `"10years"` in a configuration file). Anything
+/// longer is almost certainly a unit mistake, and it keeps every deadline computation in
+/// range.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 31_557_600);
 
 pub(crate) fn check_key(key: &str) -> Result<()> {
     if key.is_empty() {
@@ -56,5 +58,18 @@ mod tests {
             panic!("expected InvalidArgument");
         };
         assert!(msg.starts_with("interval"), "{msg}");
+    }
+
+    #[test]
+    fn ten_years_are_allowed_as_humantime_counts_them() {
+        let ten_years = humantime_years(10);
+        assert_eq!(ten_years, MAX_DURATION);
+        assert!(check_duration("expiration", ten_years).is_ok());
+        assert!(check_duration("expiration", ten_years + Duration::from_secs(1)).is_err());
+    }
+
+    /// A year as humantime (and so a configuration file) counts it: 365.25 days.
+    fn humantime_years(n: u64) -> Duration {
+        Duration::from_secs(n * 365 * 86_400 + n * 86_400 / 4)
     }
 }

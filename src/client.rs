@@ -717,7 +717,9 @@ impl Client {
     /// # Errors
     ///
     /// * [`Error::InvalidArgument`] before any I/O: empty `key` or `val`; `expiration`
-    ///   or `timeout` under 1 ms or over [`MAX_DURATION`](crate::MAX_DURATION);
+    ///   or `timeout` under 1 ms or over [`MAX_DURATION`](crate::MAX_DURATION); a
+    ///   `retry` strategy that [`RetryStrategy::validate`] refuses (an interval under
+    ///   1 ms: a busy loop);
     /// * [`Error::NotObtained`] when the last attempt found another value holding the key;
     /// * [`Error::NotReplicated`] when the client asks for
     ///   [`min_replicas`](ClientBuilder::min_replicas) and fewer replicas acknowledged the
@@ -765,6 +767,7 @@ impl Client {
         let expiration = check_duration("expiration", expiration)?;
         let expiration = self.backend().grant(expiration)?;
         let timeout = check_duration("timeout", timeout)?;
+        retry.validate()?;
         let store = self.backend().kind();
         let span = telemetry::lock_span(store, key);
         let mut attempts = 0;

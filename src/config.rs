@@ -379,14 +379,34 @@ impl TryFrom<RenewalFields> for RenewalConfig {
         let expiration = fields
             .expiration
             .unwrap_or(RenewalConfig::DEFAULT_EXPIRATION);
-        let interval = fields
-            .interval
-            .unwrap_or_else(|| Duration::from_millis((expiration.as_millis() / 3) as u64));
-        if interval >= expiration || interval < Duration::from_millis(1) {
+        let shown = |d: Duration| humantime::format_duration(d).to_string();
+        // Each message is about what was written: a default the user never set is
+        // named as such, or not at all.
+        let interval = match fields.interval {
+            Some(interval) => interval,
+            None => {
+                let third = Duration::from_millis((expiration.as_millis() / 3) as u64);
+                if third < Duration::from_millis(1) {
+                    return Err(format!(
+                        "renewal: expiration ({}) is too short to renew: renewal runs every \
+                         third of it unless `interval` is set, and that must be at least \
+                         1ms; set an expiration of at least 3ms",
+                        shown(expiration)
+                    ));
+                }
+                third
+            }
+        };
+        if interval >= expiration {
+            let default = if fields.expiration.is_none() {
+                ", the default"
+            } else {
+                ""
+            };
             return Err(format!(
-                "renewal: interval ({}) must be shorter than expiration ({})",
-                humantime::format_duration(interval),
-                humantime::format_duration(expiration)
+                "renewal: interval ({}) must be shorter than expiration ({}{default})",
+                shown(interval),
+                shown(expiration)
             ));
         }
         Ok(RenewalConfig {
@@ -799,6 +819,34 @@ mod tests {
             "{err}"
         );
         assert_eq!(RenewalConfig::default().interval, Duration::from_secs(10));
+    }
+
+    /// Only `expiration = "2ms"` set: the error used to speak of an `interval (0s)`
+    /// the user never wrote.
+    #[test]
+    fn renewal_errors_are_about_what_was_written() {
+        let err = toml("[renewal]\nexpiration = \"2ms\"").unwrap_err();
+        assert!(
+            err.contains(
+                "renewal: expiration (2ms) is too short to renew: renewal runs every third \
+                 of it unless `interval` is set"
+            ),
+            "{err}"
+        );
+        assert!(!err.contains("interval (0s)"), "{err}");
+        // The smallest expiration that works alone, and a short one with an interval.
+        let config = toml("[renewal]\nexpiration = \"3ms\"").unwrap();
+        assert_eq!(config.renewal().interval, Duration::from_millis(1));
+        let config = toml("[renewal]\nexpiration = \"2ms\"\ninterval = \"1ms\"").unwrap();
+        assert_eq!(config.renewal().interval, Duration::from_millis(1));
+        // An interval against the default expiration says it is the default.
+        let err = toml("[renewal]\ninterval = \"1m\"").unwrap_err();
+        assert!(
+            err.contains(
+                "renewal: interval (1m) must be shorter than expiration (30s, the default)"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -143,6 +143,11 @@ impl Client {
     /// keys only), each step bounded by the client's default timeout; a lock taken or
     /// released during the walk may or may not be in the list.
     ///
+    /// Other applications' keys sharing the store never make it fail: keys that are not
+    /// locks of this library are left out, and so are keys it cannot read — a key that
+    /// is not UTF-8 (every key of this library is), or one a Redis ACL user may not
+    /// access (`SCAN` shows it every key).
+    ///
     /// # Errors
     ///
     /// [`Error::Timeout`], [`Error::Redis`] or [`Error::Store`] when the store failed.

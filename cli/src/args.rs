@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 /// fencing token — and take a stuck one away.
 #[derive(Debug, Parser)]
 #[command(name = "leasehold", version, about, long_about = None)]
-#[command(after_help = AFTER_HELP)]
+#[command(after_help = after_help())]
 pub struct Cli {
     #[command(flatten)]
     pub store: StoreArgs,
@@ -22,23 +22,53 @@ pub struct Cli {
     pub command: Command,
 }
 
-const AFTER_HELP: &str = "\
+/// The help's last part: the store, exit codes, escaping, and the features this build
+/// has.
+fn after_help() -> String {
+    let built: Vec<&str> = [
+        ("tls", cfg!(feature = "tls")),
+        ("cluster", cfg!(feature = "cluster")),
+        ("sentinel", cfg!(feature = "sentinel")),
+        ("etcd", cfg!(feature = "etcd")),
+        ("yaml", cfg!(feature = "yaml")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    let built = if built.is_empty() {
+        "none".to_owned()
+    } else {
+        built.join(", ")
+    };
+    format!(
+        "\
 The store: --url, else the store of --config FILE, else $LEASEHOLD_URL. A --url
 replaces the file's store and keeps its other settings.
 
 Exit codes: 0 done; 1 no lock on KEY (show, release); 2 error (usage, config, store);
-3 release not confirmed.";
+3 release not confirmed.
+
+Text the applications chose (keys) is printed with control and invisible characters
+escaped: \\x1b, \\n, \\u{{202e}}, and a backslash as \\\\. --json prints it JSON-escaped.
+
+Features (cargo install leasehold-cli --features …): redis:// and unix:// (one
+server) and TOML or JSON config files always; tls (rediss://), cluster, sentinel,
+etcd (etcd://), yaml (.yaml/.yml config files), full (all of them).
+This build's features: {built}."
+    )
+}
 
 /// Where the locks are, and how the applications name them.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// The store: redis://[user:password@]host[:port][/db], rediss://…, unix:///path,
-    /// etcd://host:port[,host:port…] (built with the `etcd` feature). [env: LEASEHOLD_URL]
+    /// The store: redis://[user:password@]host[:port][/db], unix:///path, rediss://…
+    /// (feature `tls`), etcd://host:port[,host:port…] (feature `etcd`). [env:
+    /// LEASEHOLD_URL]
     #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
 
-    /// A leasehold configuration file (TOML; YAML if it ends in .yaml/.yml; JSON if
-    /// .json): the store, key prefix, timeouts, TLS root.
+    /// A leasehold configuration file (TOML; JSON if it ends in .json; YAML if .yaml or
+    /// .yml, feature `yaml`): the store, key prefix, timeouts, TLS root.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::render::{self, LockJson};
-use crate::{Failure, Printer};
+use crate::{Failure, Printer, suggest};
 
 /// Exit code: done.
 pub const OK: u8 = 0;
@@ -33,7 +33,9 @@ pub async fn ls(client: &Client, prefix: &str, p: &Printer) -> Result<u8, Failur
     Ok(OK)
 }
 
-pub async fn show(client: &Client, key: &str, p: &Printer) -> Result<u8, Failure> {
+/// `bare`: the client has no key prefix (then a miss suggests the keys that end in
+/// `key`).
+pub async fn show(client: &Client, key: &str, bare: bool, p: &Printer) -> Result<u8, Failure> {
     match client.inspect(key).await.map_err(store)? {
         Some(info) if p.json => {
             p.json(&LockJson::from(&info))?;
@@ -47,7 +49,7 @@ pub async fn show(client: &Client, key: &str, p: &Printer) -> Result<u8, Failure
             if p.json {
                 p.json(&None::<LockJson>)?;
             }
-            p.note(&format!("no lock on \"{key}\""));
+            no_lock(client, key, bare, p).await;
             Ok(NO_LOCK)
         }
     }
@@ -62,7 +64,14 @@ struct Released<'a> {
     lock: Option<LockJson<'a>>,
 }
 
-pub async fn release(client: &Client, key: &str, yes: bool, p: &Printer) -> Result<u8, Failure> {
+/// `bare`: as for [`show`].
+pub async fn release(
+    client: &Client,
+    key: &str,
+    yes: bool,
+    bare: bool,
+    p: &Printer,
+) -> Result<u8, Failure> {
     let report = |released: bool, lock: Option<&LockInfo>| -> Result<(), Failure> {
         if p.json {
             p.json(&Released {
@@ -75,12 +84,13 @@ pub async fn release(client: &Client, key: &str, yes: bool, p: &Printer) -> Resu
     };
     let Some(info) = client.inspect(key).await.map_err(store)? else {
         report(false, None)?;
-        p.note(&format!("no lock on \"{key}\""));
+        no_lock(client, key, bare, p).await;
         return Ok(NO_LOCK);
     };
     if !yes {
         let question = format!(
-            "release \"{key}\" ({})? The holder is not told. [y/N] ",
+            "release {} ({})? The holder is not told. [y/N] ",
+            render::quoted(key),
             render::summary(&info)
         );
         if !confirm(question).await? {
@@ -93,7 +103,8 @@ pub async fn release(client: &Client, key: &str, yes: bool, p: &Printer) -> Resu
             None => {
                 report(false, None)?;
                 p.note(&format!(
-                    "no lock on \"{key}\" any more (released or expired meanwhile)"
+                    "no lock on {} any more (released or expired meanwhile)",
+                    render::quoted(key)
                 ));
                 return Ok(NO_LOCK);
             }
@@ -102,7 +113,8 @@ pub async fn release(client: &Client, key: &str, yes: bool, p: &Printer) -> Resu
             {
                 report(false, Some(&now))?;
                 p.note(&format!(
-                    "not released: \"{key}\" changed hands while you were deciding (now {}); run again",
+                    "not released: {} changed hands while you were deciding (now {}); run again",
+                    render::quoted(key),
                     render::summary(&now)
                 ));
                 return Ok(NOT_CONFIRMED);
@@ -119,7 +131,8 @@ pub async fn release(client: &Client, key: &str, yes: bool, p: &Printer) -> Resu
         report(true, Some(&info))?;
         if !p.json {
             p.out(&format!(
-                "released \"{key}\" ({})\n",
+                "released {} ({})\n",
+                render::quoted(key),
                 render::summary(&info)
             ))?;
         }
@@ -130,20 +143,36 @@ pub async fn release(client: &Client, key: &str, yes: bool, p: &Printer) -> Resu
             None => {
                 report(false, None)?;
                 p.note(&format!(
-                    "no lock on \"{key}\" any more (released or expired meanwhile)"
+                    "no lock on {} any more (released or expired meanwhile)",
+                    render::quoted(key)
                 ));
                 Ok(NO_LOCK)
             }
             Some(now) => {
                 report(false, Some(&now))?;
                 p.note(&format!(
-                    "not released: \"{key}\" changed hands (now {}); run again",
+                    "not released: {} changed hands (now {}); run again",
+                    render::quoted(key),
                     render::summary(&now)
                 ));
                 Ok(NOT_CONFIRMED)
             }
         }
     }
+}
+
+/// `no lock on "KEY"`, on stderr; for a person (not `--json`) using no key prefix,
+/// followed by the keys of locks held that end in `key`, with the prefix that names
+/// each.
+async fn no_lock(client: &Client, key: &str, bare: bool, p: &Printer) {
+    let mut note = format!("no lock on {}", render::quoted(key));
+    if bare && !p.json {
+        note.push_str(&suggest::hint(
+            key,
+            &suggest::keys_ending_in(client, key).await,
+        ));
+    }
+    p.note(&note);
 }
 
 /// Ask on stderr, read the answer from stdin: `y` or `yes` confirms; anything else, or

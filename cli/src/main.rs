@@ -14,8 +14,10 @@
 
 mod args;
 mod commands;
+mod escape;
 mod open;
 mod render;
+mod suggest;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -58,12 +60,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, printer: &mut Printer) -> Result<u8, Failure> {
-    let client = open::open(&cli.store, &mut printer.secrets).await?;
+    let (client, prefixed) = open::open(&cli.store, &mut printer.secrets).await?;
     let p = &*printer;
+    let bare = !prefixed;
     match &cli.command {
         Command::Ls { prefix } => commands::ls(&client, prefix, p).await,
-        Command::Show { key } => commands::show(&client, key, p).await,
-        Command::Release { key, yes } => commands::release(&client, key, *yes, p).await,
+        Command::Show { key } => commands::show(&client, key, bare, p).await,
+        Command::Release { key, yes } => commands::release(&client, key, *yes, bare, p).await,
         Command::Watch {
             prefix,
             interval,
@@ -129,13 +132,15 @@ impl Printer {
         self.out(&(text + "\n"))
     }
 
-    /// A remark for the person at the terminal, on stderr (`no lock on "k"`).
+    /// A remark for the person at the terminal, on stderr (`no lock on "k"`). Keys in
+    /// it are escaped where it names them; whatever else reaches a terminal escape
+    /// sequence is escaped here ([`escape::message`]).
     pub fn note(&self, text: &str) {
-        eprintln!("{}", self.secrets.scrub(text));
+        eprintln!("{}", escape::message(&self.secrets.scrub(text)));
     }
 
-    /// An error, on stderr.
+    /// An error, on stderr (escaped as a note).
     pub fn error(&self, text: &str) {
-        eprintln!("leasehold: {}", self.secrets.scrub(text));
+        eprintln!("leasehold: {}", escape::message(&self.secrets.scrub(text)));
     }
 }

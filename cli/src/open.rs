@@ -11,13 +11,17 @@ use crate::args::StoreArgs;
 /// The environment variable naming the store when neither `--url` nor the file does.
 pub const URL_VAR: &str = "LEASEHOLD_URL";
 
-/// The client the arguments describe, and the secrets to keep out of messages.
-pub async fn open(args: &StoreArgs, secrets: &mut Secrets) -> Result<Client, Failure> {
+/// The client the arguments describe, and whether it has a key prefix (`--key-prefix`
+/// or the file's); the secrets to keep out of messages are added to `secrets`.
+pub async fn open(args: &StoreArgs, secrets: &mut Secrets) -> Result<(Client, bool), Failure> {
     let config = config(args, secrets)?;
-    config
+    built_for(&config)?;
+    let prefixed = config.key_prefix.as_deref().is_some_and(|p| !p.is_empty());
+    let client = config
         .open()
         .await
-        .map_err(|e| Failure::new(format!("cannot open the store: {e}")))
+        .map_err(|e| Failure::new(format!("cannot open the store: {e}")))?;
+    Ok((client, prefixed))
 }
 
 /// The configuration: the file's (if any), its store replaced by `--url`, or given by
@@ -70,11 +74,84 @@ fn load(path: &Path, secrets: &mut Secrets) -> Result<Config, Failure> {
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
     let parsed = match extension.as_deref() {
-        Some("yaml" | "yml") => serde_saphyr::from_str(&text).map_err(|e| e.to_string()),
+        Some("yaml" | "yml") => yaml(&text),
         Some("json") => serde_json::from_str(&text).map_err(|e| e.to_string()),
         _ => toml::from_str(&text).map_err(|e| e.to_string()),
     };
     parsed.map_err(|e| Failure::new(format!("config file {shown}: {}", e.trim_end())))
+}
+
+#[cfg(feature = "yaml")]
+fn yaml(text: &str) -> Result<Config, String> {
+    serde_saphyr::from_str(text).map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "yaml"))]
+fn yaml(_: &str) -> Result<Config, String> {
+    Err(without("YAML configuration files", "yaml"))
+}
+
+/// Refuse, in the command's words, what this build cannot open: a store or setting
+/// behind a feature it was built without (the library would name its own feature).
+fn built_for(config: &Config) -> Result<(), Failure> {
+    let url = config.url.as_deref().unwrap_or_default();
+    let scheme = |s: &str| {
+        url.get(..s.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(s))
+    };
+    let needs = [
+        (
+            scheme("rediss://"),
+            "rediss:// URLs",
+            "tls",
+            cfg!(feature = "tls"),
+        ),
+        (
+            scheme("etcd://") || scheme("etcds://"),
+            "etcd:// URLs",
+            "etcd",
+            cfg!(feature = "etcd"),
+        ),
+        (
+            scheme("etcds://"),
+            "etcds:// URLs",
+            "tls",
+            cfg!(feature = "tls"),
+        ),
+        (
+            config.tls_root_certificate.is_some(),
+            "tls_root_certificate",
+            "tls",
+            cfg!(feature = "tls"),
+        ),
+        (
+            config.cluster.is_some(),
+            "Redis Cluster (`cluster`)",
+            "cluster",
+            cfg!(feature = "cluster"),
+        ),
+        (
+            config.sentinels.is_some(),
+            "Sentinel (`sentinels`)",
+            "sentinel",
+            cfg!(feature = "sentinel"),
+        ),
+    ];
+    match needs
+        .into_iter()
+        .find(|(used, _, _, built)| *used && !built)
+    {
+        Some((_, what, feature, _)) => Err(Failure::new(without(what, feature))),
+        None => Ok(()),
+    }
+}
+
+/// `what` needs `feature`, which this build does not have.
+fn without(what: &str, feature: &str) -> String {
+    format!(
+        "{what}: this leasehold was built without its `{feature}` feature \
+         (cargo install leasehold-cli --features {feature})"
+    )
 }
 
 /// Passwords found in the URLs the command was given, masked in every message it

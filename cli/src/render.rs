@@ -1,10 +1,14 @@
-//! What the commands print: tables for people, JSON for scripts.
+//! What the commands print: tables for people, JSON for scripts. Every text an
+//! application chose (keys) is escaped for the terminal ([`crate::escape`]) in what
+//! people read; JSON carries it as it is (serde_json escapes it).
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use leasehold::LockInfo;
 use serde::Serialize;
+
+use crate::escape;
 
 /// How many characters of a holder's digest a table shows (enough to tell holders apart).
 pub const HOLDER_SHOWN: usize = 12;
@@ -61,16 +65,17 @@ pub fn short_holder(holder: &str) -> &str {
     }
 }
 
-/// `KEY  TTL  TOKEN  HOLDER`, one row per lock, columns aligned; keys in full.
+/// `KEY  TTL  TOKEN  HOLDER`, one row per lock, columns aligned; keys in full,
+/// escaped.
 pub fn table(locks: &[LockInfo]) -> String {
     let rows: Vec<[String; 4]> = locks
         .iter()
         .map(|l| {
             [
-                l.key().to_owned(),
+                escape::text(l.key()).into_owned(),
                 ttl(l.ttl()),
                 l.fencing_token().to_string(),
-                short_holder(l.holder()).to_owned(),
+                escape::text(short_holder(l.holder())).into_owned(),
             ]
         })
         .collect();
@@ -98,7 +103,7 @@ pub fn table(locks: &[LockInfo]) -> String {
     out
 }
 
-/// One lock in detail.
+/// One lock in detail (its key escaped).
 pub fn detail(info: &LockInfo) -> String {
     let ttl_line = match info.ttl() {
         Some(t) => format!("{} ({} ms)", ttl(Some(t)), t.as_millis()),
@@ -106,10 +111,10 @@ pub fn detail(info: &LockInfo) -> String {
     };
     format!(
         "key            {}\nttl            {}\nfencing token  {}\nholder         {}\n",
-        info.key(),
+        escape::text(info.key()),
         ttl_line,
         info.fencing_token(),
-        info.holder()
+        escape::text(info.holder())
     )
 }
 
@@ -122,17 +127,22 @@ pub fn summary(info: &LockInfo) -> String {
     format!(
         "fencing token {}, holder {}, {left}",
         info.fencing_token(),
-        short_holder(info.holder())
+        escape::text(short_holder(info.holder()))
     )
 }
 
-/// `"jobs:"`, or `all keys` for the empty prefix.
+/// `keys starting with "jobs:"`, or `any key` for the empty prefix.
 pub fn under(prefix: &str) -> String {
     if prefix.is_empty() {
         "any key".to_owned()
     } else {
-        format!("keys starting with \"{prefix}\"")
+        format!("keys starting with {}", quoted(prefix))
     }
+}
+
+/// `"key"`, escaped: how messages name a key.
+pub fn quoted(key: &str) -> String {
+    format!("\"{}\"", escape::text(key))
 }
 
 /// `12:03:04 UTC` for a wall-clock instant.

@@ -545,13 +545,28 @@ fn the_store_and_settings_can_come_from_a_config_file() {
         ),
     )
     .unwrap();
-    let yaml = dir.path().join("leasehold.yaml");
+    let json_file = dir.path().join("leasehold.json");
     std::fs::write(
-        &yaml,
-        format!("url: {}\nkey_prefix: \"{PREFIX}\"\n", server.url()),
+        &json_file,
+        format!(
+            "{{\"url\": \"{}\", \"key_prefix\": \"{PREFIX}\"}}",
+            server.url()
+        ),
     )
     .unwrap();
-    for file in [&toml, &yaml] {
+    #[allow(unused_mut)]
+    let mut files = vec![toml.clone(), json_file];
+    #[cfg(feature = "yaml")]
+    {
+        let yaml = dir.path().join("leasehold.yaml");
+        std::fs::write(
+            &yaml,
+            format!("url: {}\nkey_prefix: \"{PREFIX}\"\n", server.url()),
+        )
+        .unwrap();
+        files.push(yaml);
+    }
+    for file in &files {
         let out = leasehold()
             .arg("--config")
             .arg(file)
@@ -616,6 +631,220 @@ fn the_store_and_settings_can_come_from_a_config_file() {
     assert!(
         stderr(&out).starts_with("leasehold: cannot read config file /nonexistent/leasehold.toml")
     );
+}
+
+/// `SET key value` with raw bytes: another application's key, which no `&str` API can
+/// write.
+fn set_raw(server: &RedisServer, key: &[u8], value: &[u8]) {
+    let mut conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query(&mut conn)
+        .unwrap();
+}
+
+/// A key an application chose to attack the operator's terminal: clear the screen, then
+/// forge a row of `ls`.
+const HOSTILE: &str = "evil\x1b[2J\x1b[H\nforged  12s  99  deadbeef\u{202e}";
+/// How the binary shows it.
+const HOSTILE_SHOWN: &str = "evil\\x1b[2J\\x1b[H\\nforged  12s  99  deadbeef\\u{202e}";
+
+#[test]
+fn keys_are_escaped_in_ls_show_and_the_release_prompt_but_not_in_json() {
+    let server = RedisServer::start();
+    let client = app(&server);
+    let lock = hold(&client, HOSTILE, "v");
+    let _plain = hold(&client, "plain", "v");
+
+    let out = run(&server, &["ls"]);
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    assert!(
+        !text.contains('\x1b') && !text.contains('\u{202e}'),
+        "{text:?}"
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "one row per lock, none forged: {text:?}");
+    assert!(
+        lines[1].starts_with(&format!("{HOSTILE_SHOWN}  ")),
+        "{text}"
+    );
+    assert!(lines[2].starts_with("plain "), "{text}");
+
+    let out = run(&server, &["show", HOSTILE]);
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    assert!(
+        text.starts_with(&format!("key            {HOSTILE_SHOWN}\nttl ")),
+        "{text:?}"
+    );
+
+    let out = run_with_input(&server, &["release", HOSTILE], "n\n");
+    assert_exit(&out, 3);
+    let err = stderr(&out);
+    assert!(
+        err.starts_with(&format!("release \"{HOSTILE_SHOWN}\" (fencing token ")),
+        "{err:?}"
+    );
+    assert!(!err.contains('\x1b'), "{err:?}");
+    let out = run(&server, &["release", HOSTILE, "--yes"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).starts_with(&format!("released \"{HOSTILE_SHOWN}\" (")),
+        "{}",
+        stdout(&out)
+    );
+    assert!(lock.refresh().unwrap_err().is_not_held());
+    let out = run(&server, &["show", HOSTILE]);
+    assert_exit(&out, 1);
+    assert_eq!(stderr(&out), format!("no lock on \"{HOSTILE_SHOWN}\"\n"));
+
+    // JSON carries the key as it is (serde_json escapes it).
+    let _again = hold(&client, HOSTILE, "v");
+    let out = run(&server, &["ls", "--json"]);
+    assert_exit(&out, 0);
+    assert!(!stdout(&out).contains('\x1b'));
+    assert_eq!(json(&out)[0]["key"], HOSTILE);
+    let out = run(&server, &["watch", "--count", "1"]);
+    assert_exit(&out, 0);
+    assert!(!stdout(&out).contains('\x1b'), "{:?}", stdout(&out));
+    assert!(stdout(&out).contains(HOSTILE_SHOWN));
+}
+
+/// Another application's key that is not UTF-8 used to end `ls` with exit code 2.
+#[test]
+fn ls_and_watch_survive_a_foreign_key_that_is_not_utf8() {
+    let server = RedisServer::start();
+    let client = app(&server);
+    let _a = hold(&client, "jobs:a", "v");
+    set_raw(&server, b"app:jobs:\xff", b"x");
+    set_raw(&server, b"\xfe\x1b[2J", b"x");
+    for prefix in [&["--key-prefix", PREFIX][..], &["--key-prefix", ""][..]] {
+        let out = leasehold()
+            .args(["--url", &server.url()])
+            .args(prefix)
+            .arg("ls")
+            .output()
+            .unwrap();
+        assert_exit(&out, 0);
+        let text = stdout(&out);
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("jobs:a "), "{text}");
+    }
+    let out = run(&server, &["watch", "--count", "1", "--json"]);
+    assert_exit(&out, 0);
+    let out = run(&server, &["show", "jobs:a"]);
+    assert_exit(&out, 0);
+}
+
+#[test]
+fn show_without_a_key_prefix_suggests_the_prefixed_keys_that_end_in_the_key() {
+    let server = RedisServer::start();
+    let prefixed = |prefix: &str| {
+        Client::builder()
+            .key_prefix(prefix)
+            .open(&server.url())
+            .unwrap()
+    };
+    let _billing = hold(&prefixed("billing:"), "leader", "v");
+    let _shipping = hold(&prefixed("shipping:"), "leader", "v");
+    let _other = hold(&prefixed("billing:"), "leader-election", "v");
+    let bare = |args: &[&str]| {
+        leasehold()
+            .args(["--url", &server.url()])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+
+    let out = bare(&["show", "leader"]);
+    assert_exit(&out, 1);
+    assert_eq!(stdout(&out), "");
+    assert_eq!(
+        stderr(&out),
+        "no lock on \"leader\"; held under a key prefix? these keys end in \"leader\" \
+         (pass --key-prefix):\n  \
+         \"billing:leader\"   --key-prefix \"billing:\"\n  \
+         \"shipping:leader\"  --key-prefix \"shipping:\"\n"
+    );
+    // The suggestion works.
+    let out = bare(&["--key-prefix", "billing:", "show", "leader"]);
+    assert_exit(&out, 0);
+    // release says the same, and releases nothing.
+    let out = bare(&["release", "leader", "--yes"]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("\n  \"billing:leader\"   --key-prefix \"billing:\"\n"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(server.get("billing:leader").is_some());
+
+    // Nothing ends in the key, a key prefix was given, or --json: the plain answer.
+    let out = bare(&["show", "follower"]);
+    assert_exit(&out, 1);
+    assert_eq!(stderr(&out), "no lock on \"follower\"\n");
+    let out = bare(&["--key-prefix", "billing:", "show", "nobody"]);
+    assert_exit(&out, 1);
+    assert_eq!(stderr(&out), "no lock on \"nobody\"\n");
+    let out = bare(&["show", "leader", "--json"]);
+    assert_exit(&out, 1);
+    assert_eq!(json(&out), Value::Null);
+    assert_eq!(stderr(&out), "no lock on \"leader\"\n");
+}
+
+/// The default build has one-server Redis and TOML/JSON files only: what needs another
+/// feature says which, before any I/O.
+#[test]
+fn a_build_without_a_feature_names_the_feature_a_store_or_file_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("leasehold.yml");
+    std::fs::write(&yaml, "url: redis://127.0.0.1:1/\n").unwrap();
+    let cluster = dir.path().join("cluster.toml");
+    std::fs::write(&cluster, "cluster = [\"redis://127.0.0.1:1\"]\n").unwrap();
+    let cases: [(&[&str], &str, bool); 4] = [
+        (
+            &["--url", "rediss://:hunter2@127.0.0.1:1/"],
+            "tls",
+            cfg!(feature = "tls"),
+        ),
+        (
+            &["--url", "etcd://127.0.0.1:1"],
+            "etcd",
+            cfg!(feature = "etcd"),
+        ),
+        (
+            &["--config", yaml.to_str().unwrap()],
+            "yaml",
+            cfg!(feature = "yaml"),
+        ),
+        (
+            &["--config", cluster.to_str().unwrap()],
+            "cluster",
+            cfg!(feature = "cluster"),
+        ),
+    ];
+    // (A build with the feature would try to connect: not this test's business.)
+    for (args, feature, _) in cases.into_iter().filter(|(_, _, built)| !built) {
+        let out = leasehold().args(args).arg("ls").output().unwrap();
+        assert_exit(&out, 2);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "built without its `{feature}` feature (cargo install leasehold-cli \
+                 --features {feature})"
+            )),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    let help = leasehold().arg("--help").output().unwrap();
+    assert_exit(&help, 0);
+    assert!(stdout(&help).contains("This build's features: "));
 }
 
 /// The lock on `key` as the library reports it (what the binary's answers are compared

@@ -160,6 +160,18 @@ mod tests {
         assert_eq!(from_str("1500us").unwrap(), Duration::from_micros(1500));
     }
 
+    /// The documented bound, as written: humantime's year is 365.25 days, and
+    /// `"10years"` used to exceed a bound of 3650 days.
+    #[test]
+    fn ten_years_as_written_are_allowed() {
+        assert_eq!(from_str("10years").unwrap(), MAX_DURATION);
+        assert_eq!(from_str("10y").unwrap(), MAX_DURATION);
+        assert_eq!(
+            from_ms(MAX_DURATION.as_millis() as i64).unwrap(),
+            MAX_DURATION
+        );
+    }
+
     #[test]
     fn integers_are_milliseconds() {
         assert_eq!(from_ms(1).unwrap(), ms(1));
@@ -182,10 +194,11 @@ mod tests {
         );
         assert!(msg(from_ms(-5)).starts_with("invalid value: integer `-5`, expected a duration"));
         assert!(
-            msg(from_str("11years")).contains("must be at most"),
+            msg(from_str("11years")).contains("must be at most 10years"),
             "{}",
             msg(from_str("11years"))
         );
+        assert!(msg(from_str("10years 1s")).contains("must be at most 10years"));
         let bad = msg(from_str("fast"));
         assert!(bad.starts_with("invalid duration \"fast\""), "{bad}");
         assert!(bad.contains("\"250ms\""), "{bad}");

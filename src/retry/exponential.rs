@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use super::RetryStrategy;
 use super::rng::{LazyRng, duration_from_nanos};
+use super::{RetryStrategy, check_delay};
 
 /// Exponential backoff: `min_delay`, `min_delay * factor`, `min_delay * factor²`, … capped at
 /// `max_delay`, with "equal jitter", for at most `max_retries` retries.
@@ -14,7 +14,7 @@ use super::rng::{LazyRng, duration_from_nanos};
 /// | --- | --- | --- |
 /// | factor | [`DEFAULT_FACTOR`](Self::DEFAULT_FACTOR) (`2.0`) | [`with_factor`](Self::with_factor) |
 /// | jitter | on (equal jitter) | [`without_jitter`](Self::without_jitter) |
-/// | max retries | [`DEFAULT_MAX_RETRIES`](Self::DEFAULT_MAX_RETRIES) (`10`) | [`with_max_retries`](Self::with_max_retries) |
+/// | max retries | [`DEFAULT_MAX_RETRIES`](Self::DEFAULT_MAX_RETRIES) (`10`) | [`with_max_retries`](Self::with_max_retries), or [`with_retries`](Self::with_retries)`(min, max, n)` |
 /// | max total delay | none | [`with_max_total_delay`](Self::with_max_total_delay) |
 /// | random seed | from the OS | [`with_seed`](Self::with_seed) |
 ///
@@ -36,7 +36,9 @@ use super::rng::{LazyRng, duration_from_nanos};
 /// [max total delay](Self::with_max_total_delay).
 ///
 /// Never panics: all arithmetic saturates, including for [`Duration::MAX`], infinite or huge
-/// factors and zero durations.
+/// factors and zero durations. A client refuses a first delay under 1 ms (with retries
+/// left) when the strategy is used ([`RetryStrategy::validate`]): a zero `min_delay`
+/// stays zero, a busy loop.
 ///
 /// # Examples
 ///
@@ -112,6 +114,28 @@ impl ExponentialBackoff {
             total: Duration::ZERO,
             exhausted: false,
         }
+    }
+
+    /// A backoff starting at `min_delay`, capped at `max_delay`, for at most
+    /// `max_retries` retries: [`new`](Self::new) with
+    /// [`with_max_retries`](Self::with_max_retries), in the shape of
+    /// [`FixedInterval::new`](crate::FixedInterval::new)`(interval, max_retries)` and
+    /// [`NonFixedInterval::new`](crate::NonFixedInterval::new)`(interval, max_retries)`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use leasehold::{ExponentialBackoff, NonFixedInterval, RetryStrategy};
+    ///
+    /// let ms = Duration::from_millis;
+    /// // The same shape: delays, then how many retries.
+    /// let _jittered = NonFixedInterval::new(ms(100), 5);
+    /// let mut s = ExponentialBackoff::with_retries(ms(100), ms(2_000), 5).without_jitter();
+    /// let delays: Vec<_> = std::iter::from_fn(|| s.next_delay()).collect();
+    /// assert_eq!(delays, [ms(100), ms(200), ms(400), ms(800), ms(1_600)]);
+    /// ```
+    #[must_use]
+    pub const fn with_retries(min_delay: Duration, max_delay: Duration, max_retries: u32) -> Self {
+        Self::new(min_delay, max_delay).with_max_retries(max_retries)
     }
 
     /// Sets the growth factor between consecutive (un-jittered) delays.
@@ -214,6 +238,18 @@ impl RetryStrategy for ExponentialBackoff {
         self.current = Some(base);
         Some(delay)
     }
+
+    /// Refuses a first delay (`min_delay`, or `max_delay` if smaller) under 1 ms while
+    /// retries are left: a zero one stays zero, a busy loop.
+    fn validate(&self) -> crate::Result<()> {
+        let retries_left = !self.exhausted && self.attempts < self.max_retries;
+        let (setting, first) = if self.max_delay < self.min_delay {
+            ("max_delay", self.max_delay)
+        } else {
+            ("min_delay", self.min_delay)
+        };
+        check_delay("ExponentialBackoff", setting, first, retries_left)
+    }
 }
 
 #[cfg(test)]
@@ -241,6 +277,52 @@ mod tests {
         assert_eq!(Some(ms(1000)), s.next_delay());
         assert_eq!(None, s.next_delay());
         assert_eq!(None, s.next_delay());
+    }
+
+    #[test]
+    fn with_retries_is_new_with_max_retries() {
+        let delays = |s: ExponentialBackoff| collect(&mut s.without_jitter(), 100);
+        assert_eq!(
+            delays(ExponentialBackoff::with_retries(ms(10), ms(50), 4)),
+            delays(ExponentialBackoff::new(ms(10), ms(50)).with_max_retries(4))
+        );
+        assert_eq!(
+            delays(ExponentialBackoff::with_retries(ms(10), ms(50), 4)),
+            [ms(10), ms(20), ms(40), ms(50)]
+        );
+        const CONST: ExponentialBackoff = ExponentialBackoff::with_retries(ms(1), ms(2), 0);
+        assert_eq!(delays(CONST), []);
+    }
+
+    #[test]
+    fn a_first_delay_under_a_millisecond_is_refused_while_retries_are_left() {
+        for (s, setting) in [
+            (
+                ExponentialBackoff::new(Duration::ZERO, ms(100)),
+                "min_delay",
+            ),
+            (
+                ExponentialBackoff::new(ms(100), Duration::ZERO),
+                "max_delay",
+            ),
+            (
+                ExponentialBackoff::new(Duration::from_micros(500), ms(100)),
+                "min_delay",
+            ),
+        ] {
+            let err = s.validate().unwrap_err();
+            assert!(err.is_invalid_argument(), "{err:?}");
+            assert!(
+                err.to_string().contains(&format!(
+                    "ExponentialBackoff's {setting} must be at least 1 ms"
+                )),
+                "{err}"
+            );
+        }
+        ExponentialBackoff::with_retries(Duration::ZERO, Duration::ZERO, 0)
+            .validate()
+            .unwrap();
+        ExponentialBackoff::new(ms(1), ms(1)).validate().unwrap();
     }
 
     #[test]

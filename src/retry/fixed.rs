@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use super::RetryStrategy;
 use super::rng::{LazyRng, MAX_NANOS, duration_from_nanos};
+use super::{RetryStrategy, check_delay};
 
 /// Never retries: the lock is attempted exactly once.
 ///
@@ -30,6 +30,11 @@ impl RetryStrategy for NoRetry {
 ///
 /// Yields exactly `max_retries` delays, each equal to `interval`, then `None` forever.
 /// With `max_retries == 0` it behaves like [`NoRetry`].
+///
+/// The constructor is `const fn` and accepts any interval; a client refuses an
+/// `interval` under 1 ms (with retries left) when the strategy is used, with
+/// [`Error::InvalidArgument`](crate::Error::InvalidArgument) before any I/O
+/// ([`RetryStrategy::validate`]): it would retry in a busy loop.
 ///
 /// # Examples
 ///
@@ -69,6 +74,16 @@ impl RetryStrategy for FixedInterval {
         self.remaining -= 1;
         Some(self.interval)
     }
+
+    /// Refuses an `interval` under 1 ms while retries are left (a busy loop).
+    fn validate(&self) -> crate::Result<()> {
+        check_delay(
+            "FixedInterval",
+            "interval",
+            self.interval,
+            self.remaining > 0,
+        )
+    }
 }
 
 /// Retries `max_retries` times after a random delay around `interval`.
@@ -79,7 +94,8 @@ impl RetryStrategy for FixedInterval {
 ///
 /// Never panics: `interval * 3 / 2` saturates at [`Duration::MAX`] (so for intervals above
 /// `Duration::MAX * 2 / 3` the range is cut at the top and the mean is below `interval`), and
-/// [`Duration::ZERO`] yields zero delays.
+/// [`Duration::ZERO`] yields zero delays. A client refuses an `interval` under 1 ms (with
+/// retries left) when the strategy is used, as for [`FixedInterval`].
 ///
 /// The random numbers come from a fast non-cryptographic generator ([`SmallRng`](rand::rngs::SmallRng)), seeded from
 /// the operating system the first time a delay is drawn (or, if the OS generator fails, from
@@ -144,6 +160,16 @@ impl RetryStrategy for NonFixedInterval {
         let high = (n * 3 / 2).min(MAX_NANOS);
         Some(duration_from_nanos(self.rng.uniform(low, high)))
     }
+
+    /// Refuses an `interval` under 1 ms while retries are left (a busy loop).
+    fn validate(&self) -> crate::Result<()> {
+        check_delay(
+            "NonFixedInterval",
+            "interval",
+            self.interval,
+            self.remaining > 0,
+        )
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +209,38 @@ mod tests {
         assert_eq!(None, s.next_delay());
         let mut s = FixedInterval::new(Duration::ZERO, 2);
         assert_eq!(vec![Duration::ZERO; 2], collect(&mut s, 10));
+    }
+
+    #[test]
+    fn intervals_under_a_millisecond_are_refused_while_retries_are_left() {
+        for (strategy, name) in [
+            (
+                &FixedInterval::new(Duration::ZERO, 3) as &dyn RetryStrategy,
+                "FixedInterval",
+            ),
+            (
+                &FixedInterval::new(Duration::from_micros(999), 1),
+                "FixedInterval",
+            ),
+            (
+                &NonFixedInterval::new(Duration::ZERO, 3),
+                "NonFixedInterval",
+            ),
+        ] {
+            let err = strategy.validate().unwrap_err();
+            assert!(err.is_invalid_argument(), "{err:?}");
+            assert!(
+                err.to_string()
+                    .contains(&format!("{name}'s interval must be at least 1 ms")),
+                "{err}"
+            );
+        }
+        // No retry left: no delay is ever used.
+        FixedInterval::new(Duration::ZERO, 0).validate().unwrap();
+        NonFixedInterval::new(Duration::ZERO, 0).validate().unwrap();
+        FixedInterval::new(ms(1), 3).validate().unwrap();
+        NonFixedInterval::new(ms(1), 3).validate().unwrap();
+        NoRetry.validate().unwrap();
     }
 
     #[test]

@@ -8,8 +8,19 @@
 //! | [`NoRetry`] | none: a single attempt |
 //! | [`FixedInterval`] | `max_retries` times the same interval |
 //! | [`NonFixedInterval`] | `max_retries` delays drawn uniformly from `[interval/2, interval*3/2]` |
-//! | [`ExponentialBackoff`] | `min_delay`, `min_delay * factor`, … capped at `max_delay`, with optional jitter |
+//! | [`ExponentialBackoff`] | `min_delay`, `min_delay * factor`, … capped at `max_delay`, with optional jitter, `max_retries` times |
 //! | any `Iterator<Item = Duration> + Send` | whatever the iterator yields, until it ends |
+//!
+//! The three take their settings in one shape, delays first and the number of retries
+//! last: `FixedInterval::new(interval, max_retries)`,
+//! `NonFixedInterval::new(interval, max_retries)` and
+//! [`ExponentialBackoff::with_retries`]`(min_delay, max_delay, max_retries)`
+//! (`ExponentialBackoff::new(min_delay, max_delay)` keeps its default of 10 retries).
+//!
+//! Their constructors are `const fn` and accept any value; a client checks the strategy
+//! when it is used ([`RetryStrategy::validate`]): an interval under 1 ms with retries
+//! left is an [`Error::InvalidArgument`](crate::Error::InvalidArgument) before any I/O,
+//! as a zero interval would retry in a busy loop.
 //!
 //! Because every `Iterator<Item = Duration> + Send` is a `RetryStrategy`, the backoffs of
 //! crates such as `backon` or `tokio-retry`, and plain std iterators, plug in unchanged.
@@ -111,6 +122,28 @@ pub use fixed::{FixedInterval, NoRetry, NonFixedInterval};
 pub trait RetryStrategy: Send {
     /// Delay before the next attempt, or `None` to give up.
     fn next_delay(&mut self) -> Option<Duration>;
+
+    /// Check the strategy's settings before it is used: `lock` (and everything that
+    /// locks through it: `run_exclusive`, `run_while_leader`, Redlock, the blocking
+    /// client, and `Scheduler::add` for the claim retry of feature `schedule`) calls it
+    /// once, before any I/O, and returns its error.
+    ///
+    /// The strategies of this module refuse an interval (or `ExponentialBackoff`'s
+    /// `min_delay` or `max_delay`) under 1 ms while they have retries left: such a
+    /// strategy retries in a busy loop against the store. Their constructors are
+    /// `const fn` and cannot fail, so the check happens here, where the strategy is
+    /// used.
+    ///
+    /// Default: accepted. Iterators (and so `backon` / `tokio-retry` strategies) are
+    /// not checked: their delays are theirs to choose. A wrapper around another
+    /// strategy should forward to it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) naming the setting.
+    fn validate(&self) -> crate::Result<()> {
+        Ok(())
+    }
 }
 
 impl<I> RetryStrategy for I
@@ -121,6 +154,23 @@ where
     fn next_delay(&mut self) -> Option<Duration> {
         self.next()
     }
+}
+
+/// The check of [`RetryStrategy::validate`] for a delay setting: at least 1 ms while
+/// the strategy has retries left.
+fn check_delay(
+    strategy: &str,
+    setting: &str,
+    delay: Duration,
+    retries_left: bool,
+) -> crate::Result<()> {
+    if retries_left && delay < Duration::from_millis(1) {
+        return Err(crate::Error::invalid(format!(
+            "retry: {strategy}'s {setting} must be at least 1 ms (got {delay:?}): a shorter \
+             one retries in a busy loop"
+        )));
+    }
+    Ok(())
 }
 
 /// `Box<dyn …>` and `&mut dyn …` for every combination of extra auto traits a user might
@@ -134,12 +184,20 @@ macro_rules! impl_for_dyn {
                 fn next_delay(&mut self) -> Option<Duration> {
                     (**self).next_delay()
                 }
+
+                fn validate(&self) -> crate::Result<()> {
+                    (**self).validate()
+                }
             }
 
             impl RetryStrategy for &mut $object {
                 #[inline]
                 fn next_delay(&mut self) -> Option<Duration> {
                     (**self).next_delay()
+                }
+
+                fn validate(&self) -> crate::Result<()> {
+                    (**self).validate()
                 }
             }
         )*
@@ -191,6 +249,69 @@ mod tests {
         let mut s = std::iter::repeat_n(ms(8), 1);
         assert_eq!(Some(ms(8)), s.next_delay());
         assert_eq!(None, s.next_delay());
+    }
+
+    /// `FixedInterval::new(Duration::ZERO, 3)` used to be accepted and retried in a busy
+    /// loop: now the client refuses it before any attempt.
+    #[tokio::test]
+    async fn a_client_refuses_a_busy_loop_strategy_before_any_attempt() {
+        const SEC: Duration = Duration::from_secs(1);
+        let client = crate::Client::memory();
+        let refused = |err: crate::Error| {
+            assert!(err.is_invalid_argument(), "{err:?}");
+            assert!(err.to_string().contains("busy loop"), "{err}");
+        };
+        let busy: [Box<dyn RetryStrategy + Send + Sync>; 3] = [
+            Box::new(FixedInterval::new(Duration::ZERO, 3)),
+            Box::new(NonFixedInterval::new(Duration::from_micros(100), 3)),
+            Box::new(ExponentialBackoff::new(Duration::ZERO, SEC)),
+        ];
+        for retry in busy {
+            // A free key: no attempt was made, so it stays free.
+            refused(client.lock("free", "v", SEC, SEC, retry).await.unwrap_err());
+            assert_eq!(client.inspect("free").await.unwrap(), None);
+        }
+        // Through `&mut dyn`, as `run_while_leader` passes it.
+        let mut fixed = FixedInterval::new(Duration::ZERO, 3);
+        let retry: &mut dyn RetryStrategy = &mut fixed;
+        refused(client.lock("free", "v", SEC, SEC, retry).await.unwrap_err());
+        assert_eq!(client.inspect("free").await.unwrap(), None);
+
+        // Negative controls: 1 ms, no retry left, and iterators are accepted.
+        let lock = client
+            .lock("free", "v", SEC, SEC, FixedInterval::new(ms(1), 3))
+            .await
+            .unwrap();
+        lock.unlock().await.unwrap();
+        let lock = client
+            .lock("free", "v", SEC, SEC, FixedInterval::new(Duration::ZERO, 0))
+            .await
+            .unwrap();
+        lock.unlock().await.unwrap();
+        let lock = client
+            .lock(
+                "free",
+                "v",
+                SEC,
+                SEC,
+                std::iter::repeat_n(Duration::ZERO, 2),
+            )
+            .await
+            .unwrap();
+        lock.unlock().await.unwrap();
+    }
+
+    #[cfg(feature = "schedule")]
+    #[tokio::test]
+    async fn a_scheduler_refuses_a_busy_loop_claim_retry() {
+        use crate::schedule::{Job, Scheduler};
+        let job = || Job::every("job", Duration::from_secs(1));
+        let busy = Scheduler::new(crate::Client::memory())
+            .claim_retry(FixedInterval::new(Duration::ZERO, 3));
+        let err = busy.add(job(), |_| async {}).unwrap_err();
+        assert!(err.is_invalid_argument(), "{err:?}");
+        let fine = Scheduler::new(crate::Client::memory());
+        fine.add(job(), |_| async {}).unwrap();
     }
 
     #[test]

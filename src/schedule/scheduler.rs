@@ -141,7 +141,8 @@ impl Scheduler {
     /// [`Error::InvalidArgument`] for an empty or already registered name, a `period`
     /// outside 1 ms ..= [`MAX_DURATION`], `lock_at_most_for` under 3 ms (it is renewed
     /// every third), `lock_at_least_for` over `lock_at_most_for`, or a zero
-    /// `misfire_grace`.
+    /// `misfire_grace`; a [`claim_retry`](Scheduler::claim_retry) strategy that
+    /// [`RetryStrategy::validate`] refuses (an interval under 1 ms).
     pub fn add<F, Fut>(&self, job: Job, run: F) -> Result<()>
     where
         F: Fn(JobContext) -> Fut + Send + Sync + 'static,
@@ -149,6 +150,7 @@ impl Scheduler {
         Fut::Output: JobOutput,
     {
         job.validate()?;
+        (self.claim_retry)().validate()?;
         let mut jobs = self.jobs.lock();
         if jobs.iter().any(|(j, _)| j.name == job.name) {
             return Err(Error::InvalidArgument(format!(

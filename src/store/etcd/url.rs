@@ -49,16 +49,17 @@ pub(super) fn parse_url(url: &str) -> Result<Target> {
         .trim_end_matches('/')
         .split(',')
         .map(|h| {
-            let valid = !h.is_empty()
-                && !h.contains(['/', '@', '?', '#', ' '])
-                && h.rsplit_once(':').is_some_and(|(host, port)| {
-                    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
-                });
-            if valid {
-                Ok(format!("{http}://{h}"))
-            } else {
-                Err(Error::invalid(EXPECTED))
+            let (host, port) = h.rsplit_once(':').ok_or_else(|| Error::invalid(EXPECTED))?;
+            if !port.parse::<u16>().is_ok_and(|p| p != 0) {
+                return Err(Error::invalid(EXPECTED));
             }
+            if !valid_host(host) {
+                return Err(Error::invalid(format!(
+                    "{EXPECTED}: a member's host must be a host name, an IPv4 address or an \
+                     IPv6 address in brackets ([::1]:2379)"
+                )));
+            }
+            Ok(format!("{http}://{h}"))
         })
         .collect::<Result<_>>()?;
     Ok(Target {
@@ -66,6 +67,21 @@ pub(super) fn parse_url(url: &str) -> Result<Target> {
         user,
         tls,
     })
+}
+
+/// A host etcd's client can dial: a name or IPv4 address (letters, digits, `-`, `.`,
+/// `_`), or an IPv6 address in brackets. Checked here so that a malformed one (`a:b`,
+/// `[::1`) is bad input, not a failure to connect.
+fn valid_host(host: &str) -> bool {
+    if let Some(inner) = host.strip_prefix('[') {
+        return inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
 /// `%XX` escapes decoded; `None` for a malformed escape or bytes that are not UTF-8.
@@ -94,6 +110,11 @@ mod tests {
     fn urls_name_members_and_credentials() {
         let t = parse_url("etcd://a:1,127.0.0.1:2379").unwrap();
         assert_eq!(t.endpoints, ["http://a:1", "http://127.0.0.1:2379"]);
+        let t = parse_url("etcd://[::1]:2379,etcd-0.etcd_svc.local:2379").unwrap();
+        assert_eq!(
+            t.endpoints,
+            ["http://[::1]:2379", "http://etcd-0.etcd_svc.local:2379"]
+        );
         assert_eq!(t.user, None);
         let t = parse_url("etcd://app:p%40ss%3Aw%2Cd@a:1,b:2/").unwrap();
         assert_eq!(t.endpoints, ["http://a:1", "http://b:2"]);
@@ -124,6 +145,15 @@ mod tests {
             "etcd://u:secret%+f@a:1",
             "etcd://u:secret@",
             "etcs://a:1",
+            // Malformed hosts: bad input, not a store error when dialled.
+            "etcd://a:b:2379",
+            "etcd://[::1:2379",
+            "etcd://::1:2379",
+            "etcd://[::1]x:2379",
+            "etcd://[not-ip]:2379",
+            "etcd://a b:2379",
+            "etcd://a/b:2379",
+            "etcd://a%20b:2379",
         ] {
             let err = parse_url(bad).err().expect(bad);
             assert!(err.is_invalid_argument(), "{bad}");

@@ -317,7 +317,9 @@ impl Conn {
 impl Conn {
     /// Every string key matching `pattern` on every node that holds keys (the one server,
     /// or every master of a cluster), walked with `SCAN` — never `KEYS`, which blocks the
-    /// server — each round trip bounded by `timeout`.
+    /// server — each round trip bounded by `timeout`. Keys that are not UTF-8 are left
+    /// out: no lock of this library has one (its keys are `&str`), and another
+    /// application's key must not break a listing.
     pub(crate) async fn scan(&self, pattern: &str, timeout: Duration) -> Result<Vec<String>> {
         let (_, conn) = self.current();
         match conn {
@@ -375,9 +377,20 @@ where
             .arg("TYPE")
             .arg("string");
         let reply = bounded_call(timeout, send(cmd)).await?;
-        let (next, batch): (u64, Vec<String>) =
+        // Keys as bytes: one foreign key that is not UTF-8 would fail a `Vec<String>`.
+        let (next, batch): (u64, Vec<Vec<u8>>) =
             FromRedisValue::from_redis_value(reply).map_err(RedisError::from)?;
-        keys.extend(batch);
+        let before = keys.len();
+        let scanned = batch.len();
+        keys.extend(
+            batch
+                .into_iter()
+                .filter_map(|key| String::from_utf8(key).ok()),
+        );
+        let skipped = scanned - (keys.len() - before);
+        if skipped > 0 {
+            tracing::debug!(skipped, "SCAN: keys that are not UTF-8 left out");
+        }
         if next == 0 {
             return Ok(keys);
         }
