@@ -22,6 +22,10 @@ pub struct LockJson<'a> {
     pub fencing_token: u64,
     /// The holder's digest (never its value).
     pub holder: &'a str,
+    /// The label its client stored (by default host name and pid); `null`: none.
+    pub holder_label: Option<&'a str>,
+    /// When the lock was acquired, ms since the Unix epoch; `null`: not recorded.
+    pub locked_at_ms: Option<u64>,
 }
 
 impl<'a> From<&'a LockInfo> for LockJson<'a> {
@@ -33,7 +37,30 @@ impl<'a> From<&'a LockInfo> for LockJson<'a> {
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             fencing_token: info.fencing_token(),
             holder: info.holder(),
+            holder_label: info.holder_label(),
+            locked_at_ms: info.locked_at().and_then(|at| {
+                at.duration_since(std::time::UNIX_EPOCH)
+                    .ok()
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }),
         }
+    }
+}
+
+/// The holder's label, escaped; `-` without one.
+fn label(info: &LockInfo) -> String {
+    info.holder_label()
+        .map_or_else(|| "-".to_owned(), |l| escape::text(l).into_owned())
+}
+
+/// `12:03:04 UTC (42s ago)`; `-` when not recorded.
+fn since(info: &LockInfo) -> String {
+    let Some(at) = info.locked_at() else {
+        return "-".to_owned();
+    };
+    match std::time::SystemTime::now().duration_since(at) {
+        Ok(ago) => format!("{} ({} ago)", clock(at), ttl(Some(ago))),
+        Err(_) => clock(at),
     }
 }
 
@@ -65,10 +92,10 @@ pub fn short_holder(holder: &str) -> &str {
     }
 }
 
-/// `KEY  TTL  TOKEN  HOLDER`, one row per lock, columns aligned; keys in full,
-/// escaped.
+/// `KEY  TTL  TOKEN  HOLDER  LABEL`, one row per lock, columns aligned; keys and labels
+/// in full, escaped.
 pub fn table(locks: &[LockInfo]) -> String {
-    let rows: Vec<[String; 4]> = locks
+    let rows: Vec<[String; 5]> = locks
         .iter()
         .map(|l| {
             [
@@ -76,11 +103,12 @@ pub fn table(locks: &[LockInfo]) -> String {
                 ttl(l.ttl()),
                 l.fencing_token().to_string(),
                 escape::text(short_holder(l.holder())).into_owned(),
+                label(l),
             ]
         })
         .collect();
-    let header = ["KEY", "TTL", "TOKEN", "HOLDER"].map(str::to_owned);
-    let mut widths = [0; 4];
+    let header = ["KEY", "TTL", "TOKEN", "HOLDER", "LABEL"].map(str::to_owned);
+    let mut widths = [0; 5];
     for row in std::iter::once(&header).chain(&rows) {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -89,14 +117,16 @@ pub fn table(locks: &[LockInfo]) -> String {
     let mut out = String::new();
     for row in std::iter::once(&header).chain(&rows) {
         let line = format!(
-            "{:<w0$}  {:>w1$}  {:>w2$}  {}",
+            "{:<w0$}  {:>w1$}  {:>w2$}  {:<w3$}  {}",
             row[0],
             row[1],
             row[2],
             row[3],
+            row[4],
             w0 = widths[0],
             w1 = widths[1],
             w2 = widths[2],
+            w3 = widths[3],
         );
         let _ = writeln!(out, "{}", line.trim_end());
     }
@@ -110,22 +140,29 @@ pub fn detail(info: &LockInfo) -> String {
         None => ttl(None),
     };
     format!(
-        "key            {}\nttl            {}\nfencing token  {}\nholder         {}\n",
+        "key            {}\nttl            {}\nfencing token  {}\nholder         {}\n\
+         label          {}\nlocked at      {}\n",
         escape::text(info.key()),
         ttl_line,
         info.fencing_token(),
-        escape::text(info.holder())
+        escape::text(info.holder()),
+        label(info),
+        since(info),
     )
 }
 
-/// `token 7, holder 3f2a9c0d51e4, 29.8s left`.
+/// `token 7, holder 3f2a9c0d51e4 (web-3:4120), 29.8s left`.
 pub fn summary(info: &LockInfo) -> String {
     let left = match info.ttl() {
         Some(t) => format!("{} left", ttl(Some(t))),
         None => "no expiry".to_owned(),
     };
+    let labelled = match info.holder_label() {
+        Some(l) => format!(" ({})", escape::text(l)),
+        None => String::new(),
+    };
     format!(
-        "fencing token {}, holder {}, {left}",
+        "fencing token {}, holder {}{labelled}, {left}",
         info.fencing_token(),
         escape::text(short_holder(info.holder()))
     )

@@ -100,13 +100,16 @@ fn ls_shows_every_lock_with_its_ttl_token_and_a_short_holder_digest() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 4, "{text}");
     let header: Vec<&str> = lines[0].split_whitespace().collect();
-    assert_eq!(header, ["KEY", "TTL", "TOKEN", "HOLDER"]);
+    assert_eq!(header, ["KEY", "TTL", "TOKEN", "HOLDER", "LABEL"]);
     let info = inspect(&server, "jobs:a");
     let row: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(row[0], "jobs:a");
     assert!(row[1].ends_with('s'), "a TTL under a minute: {row:?}");
     assert_eq!(row[2], a.fencing_token().to_string());
     assert_eq!(row[3], &info.holder()[..12]);
+    // The label the holder's client stored: by default its host name and process id.
+    assert_eq!(Some(row[4]), info.holder_label());
+    assert!(row[4].ends_with(&format!(":{}", std::process::id())), "{row:?}");
     assert!(lines[2].starts_with("jobs:b ") && lines[3].starts_with("other "));
     assert!(!text.contains("secret"), "never a lock's value: {text}");
 
@@ -154,6 +157,14 @@ fn show_prints_one_lock_and_exits_1_without_one() {
         "{text}"
     );
     assert!(text.contains(" ms)\n"), "{text}");
+    assert!(
+        text.contains(&format!("label          {}\n", info.holder_label().unwrap())),
+        "{text}"
+    );
+    assert!(
+        text.contains("locked at      ") && text.contains(" UTC ("),
+        "{text}"
+    );
     assert!(!text.contains("secret"));
 
     let out = run(&server, &["show", "missing"]);
@@ -172,6 +183,8 @@ fn json_output_parses_for_every_command() {
         assert_eq!(v["key"], "jobs:a");
         assert_eq!(v["fencing_token"], lock.fencing_token());
         assert_eq!(v["holder"], info.holder());
+        assert_eq!(v["holder_label"].as_str(), info.holder_label());
+        assert!(v["locked_at_ms"].as_u64().is_some(), "{v}");
         let ttl = v["ttl_ms"].as_u64().expect("ttl_ms");
         assert!(ttl > 50_000 && ttl <= 60_000, "{ttl}");
     };
