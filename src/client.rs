@@ -26,9 +26,6 @@ use tracing::Instrument;
 /// needs another call of this client to abort an attempt on the key meanwhile).
 const REFUSED_RETRIES: u32 = 3;
 
-/// The longest holder label a client accepts, in bytes.
-const MAX_HOLDER_LABEL: usize = 256;
-
 /// Default bound on one round trip for operations that take no timeout argument
 /// ([`Client::try_lock`]): 1 second.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -264,16 +261,7 @@ impl ClientBuilder {
                  key Redis Cluster hashes)",
             ));
         }
-        let holder_label: Box<str> = match &self.holder_label {
-            Some(label) if label.len() > MAX_HOLDER_LABEL => {
-                return Err(Error::invalid(format!(
-                    "holder_label: at most {MAX_HOLDER_LABEL} bytes (got {})",
-                    label.len()
-                )));
-            }
-            Some(label) => label.as_str().into(),
-            None => crate::inspect::default_holder_label().into(),
-        };
+        let holder_label = crate::label::holder_label(self.holder_label.as_deref())?;
         let settings = Settings {
             default_timeout,
             notify: self.notify,

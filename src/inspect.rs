@@ -1,7 +1,6 @@
 //! Operating locks: what an operator may see of them, and taking one away.
 
 use std::fmt;
-use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
 #[cfg(doc)]
@@ -66,21 +65,6 @@ impl LockInfo {
     pub fn locked_at(&self) -> Option<SystemTime> {
         self.locked_at
     }
-}
-
-/// The default holder label: this host's name and the process id (`"web-3:4120"`).
-pub(crate) fn default_holder_label() -> &'static str {
-    static LABEL: LazyLock<String> = LazyLock::new(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .or_else(|| std::env::var("COMPUTERNAME").ok())
-            .map(|h| h.trim().to_owned())
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "unknown-host".to_owned());
-        format!("{host}:{}", std::process::id())
-    });
-    &LABEL
 }
 
 impl fmt::Debug for LockInfo {

@@ -26,20 +26,9 @@ use tokio::time::Instant;
 use crate::hash::{FastHash, Identity};
 use crate::store::{Acquire, AttemptId, Backend, Fence, Store};
 use crate::telemetry;
+use crate::validity::valid_until;
 use crate::{Error, Result};
 use tracing::Instrument;
-
-/// The drift allowance subtracted from every lease, as in the Redlock algorithm:
-/// 1% of the expiration (clock-rate difference between this host and the server) plus
-/// 2 ms (timer granularity on both sides).
-pub fn drift_allowance(expiration: Duration) -> Duration {
-    expiration / 100 + Duration::from_millis(2)
-}
-
-/// The instant until which a lease re-armed at `sent` for `expiration` is certainly held.
-pub(crate) fn valid_until(sent: Instant, expiration: Duration) -> Instant {
-    sent + expiration.saturating_sub(drift_allowance(expiration))
-}
 
 /// How many groups of pairs [`Leases::released`] marks are kept for: a collision costs
 /// an extra round trip, never safety.
@@ -626,21 +615,4 @@ pub(crate) async fn fenced(
         token: access.token,
         highest,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn drift_allowance_is_one_percent_plus_two_ms() {
-        assert_eq!(
-            drift_allowance(Duration::from_secs(10)),
-            Duration::from_millis(102)
-        );
-        assert_eq!(
-            drift_allowance(Duration::from_millis(1)),
-            Duration::from_micros(2010)
-        );
-    }
 }

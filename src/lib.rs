@@ -149,6 +149,7 @@ mod exclusive;
 pub mod fence;
 mod hash;
 mod inspect;
+mod label;
 #[cfg(feature = "schedule")]
 mod leader;
 mod lease;
@@ -164,6 +165,7 @@ mod retry;
 pub mod schedule;
 mod store;
 mod telemetry;
+mod validity;
 mod wake;
 
 /// The redis-rs crate this crate is built on, re-exported so that
@@ -182,13 +184,13 @@ pub use inspect::LockInfo;
 #[cfg(feature = "schedule")]
 #[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
 pub use leader::Leadership;
-pub use lease::drift_allowance;
 pub use lock::Lock;
-pub use refresh::AutoRefresh;
-pub use request::{DEFAULT_EXPIRATION, DEFAULT_MAX_RETRY, LockRequest};
+pub use refresh::{AutoRefresh, DEFAULT_MAX_RETRY};
+pub use request::{DEFAULT_EXPIRATION, LockRequest};
 #[cfg(feature = "backoff")]
 pub use retry::BackoffAdapter;
 pub use retry::{ExponentialBackoff, FixedInterval, NoRetry, NonFixedInterval, RetryStrategy};
+pub use validity::drift_allowance;
 
 /// A fresh lock value: 128 random bits from the operating system's generator, as 32
 /// lowercase hex characters. Use it when the holder has no natural unique value.

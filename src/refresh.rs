@@ -16,6 +16,12 @@ use crate::telemetry;
 use crate::{Error, Result};
 use tracing::Instrument;
 
+/// How many renewals in a row may fail before the library's own renewal of a lease
+/// ([`LockRequest::acquire_renewed`], `run_exclusive`, `run_while_leader`, the
+/// scheduler) gives up: 3, spread over what is left of the lease (see
+/// [`Lock::auto_refresh`]). [`Lock::lost`] is the time-based signal.
+pub const DEFAULT_MAX_RETRY: u32 = 3;
+
 static NEXT_RENEWAL_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The first pause after a failed renewal, doubled after each further failure (up to the
@@ -31,7 +37,7 @@ const RENEWALS_PER_EXPIRATION: u32 = 3;
 
 /// How the library renews a lease for you: one policy, in one place. Every third of the
 /// expiration, each renewal bounded by the caller's timeout (at most the interval), and
-/// [`DEFAULT_MAX_RETRY`](crate::DEFAULT_MAX_RETRY) failed renewals, spread over what is
+/// [`DEFAULT_MAX_RETRY`] failed renewals, spread over what is
 /// left of the lease, before the failure is reported.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Policy {
@@ -57,7 +63,7 @@ impl Policy {
             interval,
             expiration,
             timeout: timeout.min(interval),
-            max_retry: crate::DEFAULT_MAX_RETRY,
+            max_retry: DEFAULT_MAX_RETRY,
         })
     }
 }

@@ -8,12 +8,6 @@ use crate::{AutoRefresh, Client, Lock, NoRetry, Result, RetryStrategy};
 /// The expiration of a [`LockRequest`] that does not name one: 30 s.
 pub const DEFAULT_EXPIRATION: Duration = Duration::from_secs(30);
 
-/// How many renewals in a row may fail before the library's own renewal of a lease
-/// ([`LockRequest::acquire_renewed`], `run_exclusive`, `run_while_leader`, the
-/// scheduler) gives up: 3, spread over what is left of the lease (see
-/// [`Lock::auto_refresh`]). [`Lock::lost`] is the time-based signal.
-pub const DEFAULT_MAX_RETRY: u32 = 3;
-
 /// A lock to acquire, with named options: [`Client::lock`] without positional durations
 /// to swap by mistake. Made by [`Client::lock_request`]; nothing happens until
 /// [`acquire`](LockRequest::acquire) or [`acquire_renewed`](LockRequest::acquire_renewed)
@@ -146,7 +140,7 @@ impl<'a, R: RetryStrategy> LockRequest<'a, R> {
     /// Acquire the key and keep it: [`acquire`](LockRequest::acquire), then
     /// [`Lock::auto_refresh`] every third of the expiration, re-arming the expiration,
     /// each renewal bounded by the attempt timeout, giving up after
-    /// [`DEFAULT_MAX_RETRY`] failed renewals in a row. Renewal ends with
+    /// [`DEFAULT_MAX_RETRY`](crate::DEFAULT_MAX_RETRY) failed renewals in a row. Renewal ends with
     /// [`Lock::unlock`], or when the lock (every handle of it) or the returned
     /// [`AutoRefresh`] is dropped — so bind both: `let (lock, _) = …` stops renewal at
     /// once (the `must_use` lint does not see into a tuple).

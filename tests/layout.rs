@@ -115,7 +115,9 @@ fn paths(code: &str) -> Vec<Vec<String>> {
         // A use tree: `use a::{b, c::{d, e}};`
         let starts_use = code_at(&tokens, i, "use ") && (i == 0 || !is_ident(tokens[i - 1]));
         if starts_use {
-            let end = (i..tokens.len()).find(|&j| tokens[j] == ';').unwrap_or(tokens.len());
+            let end = (i..tokens.len())
+                .find(|&j| tokens[j] == ';')
+                .unwrap_or(tokens.len());
             let tree: String = tokens[i + 4..end].iter().collect();
             // `a as b` keeps `a`; then no whitespace.
             let tree: String = tree
@@ -128,8 +130,7 @@ fn paths(code: &str) -> Vec<Vec<String>> {
             continue;
         }
         // A path in code: ident(::ident)+
-        if is_ident(tokens[i]) && (i == 0 || !(is_ident(tokens[i - 1]) || tokens[i - 1] == ':'))
-        {
+        if is_ident(tokens[i]) && (i == 0 || !(is_ident(tokens[i - 1]) || tokens[i - 1] == ':')) {
             let mut segs = Vec::new();
             let mut j = i;
             loop {
@@ -156,7 +157,9 @@ fn paths(code: &str) -> Vec<Vec<String>> {
 }
 
 fn code_at(tokens: &[char], i: usize, s: &str) -> bool {
-    s.chars().enumerate().all(|(k, c)| tokens.get(i + k) == Some(&c))
+    s.chars()
+        .enumerate()
+        .all(|(k, c)| tokens.get(i + k) == Some(&c))
 }
 
 /// The leaves of a use tree (whitespace removed), each prefixed with `prefix`.
@@ -206,7 +209,10 @@ fn dependencies(
     all: &BTreeMap<Module, PathBuf>,
     reexports: &BTreeMap<String, Module>,
 ) -> BTreeSet<Module> {
-    let code = code(&std::fs::read_to_string(file).unwrap());
+    let text = std::fs::read_to_string(file).unwrap();
+    // The unit tests at the end of a file are no dependency of the crate.
+    let text = text.split("\n#[cfg(test)]\nmod tests").next().unwrap();
+    let code = code(text);
     // A module with child modules (`a/mod.rs`, or `a.rs` beside `a/`) names them directly.
     let is_dir_module = all
         .keys()
@@ -338,7 +344,10 @@ fn root_reexports(all: &BTreeMap<Module, PathBuf>) -> BTreeMap<String, Module> {
         let tree: String = tree.replace(" as ", "@");
         let mut leaves = Vec::new();
         flatten(
-            &tree.chars().filter(|c| !c.is_whitespace()).collect::<String>(),
+            &tree
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .collect::<String>(),
             &mut Vec::new(),
             &mut leaves,
         );
@@ -379,7 +388,11 @@ fn no_import_circle_between_files_of_src() {
                         .map(move |to| format!("{} -> {}", name(from), name(to)))
                 })
                 .collect();
-            format!("{}\n    {}", c.iter().map(name).collect::<Vec<_>>().join(" <-> "), edges.join("\n    "))
+            format!(
+                "{}\n    {}",
+                c.iter().map(name).collect::<Vec<_>>().join(" <-> "),
+                edges.join("\n    ")
+            )
         })
         .collect();
     assert!(found.is_empty(), "import circles:\n{}", found.join("\n"));
@@ -388,7 +401,12 @@ fn no_import_circle_between_files_of_src() {
 #[test]
 fn the_detector_sees_a_circle_and_a_parents_child() {
     // Negative control: a made-up graph with a circle through a parent and its child.
-    let m = |s: &str| -> Module { s.split('/').filter(|p| !p.is_empty()).map(str::to_owned).collect() };
+    let m = |s: &str| -> Module {
+        s.split('/')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
     let mut g = BTreeMap::new();
     g.insert(m("lease"), BTreeSet::from([m("store")]));
     g.insert(m("store"), BTreeSet::from([m("store/quorum")]));
@@ -398,9 +416,16 @@ fn the_detector_sees_a_circle_and_a_parents_child() {
     // And the real graph has edges: the parser reads grouped uses, super paths and
     // children named from their parent.
     let real = graph();
-    assert!(real[&m("client")].contains(&m("lease")), "{:?}", real[&m("client")]);
+    assert!(
+        real[&m("client")].contains(&m("lease")),
+        "{:?}",
+        real[&m("client")]
+    );
     assert!(real[&m("store")].contains(&m("store/quorum")));
-    assert!(!real[&m("store/quorum")].contains(&m("store")), "an ancestor is no dependency");
+    assert!(
+        !real[&m("store/quorum")].contains(&m("store")),
+        "an ancestor is no dependency"
+    );
 }
 
 #[test]

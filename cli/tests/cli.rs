@@ -109,7 +109,10 @@ fn ls_shows_every_lock_with_its_ttl_token_and_a_short_holder_digest() {
     assert_eq!(row[3], &info.holder()[..12]);
     // The label the holder's client stored: by default its host name and process id.
     assert_eq!(Some(row[4]), info.holder_label());
-    assert!(row[4].ends_with(&format!(":{}", std::process::id())), "{row:?}");
+    assert!(
+        row[4].ends_with(&format!(":{}", std::process::id())),
+        "{row:?}"
+    );
     assert!(lines[2].starts_with("jobs:b ") && lines[3].starts_with("other "));
     assert!(!text.contains("secret"), "never a lock's value: {text}");
 
@@ -158,7 +161,10 @@ fn show_prints_one_lock_and_exits_1_without_one() {
     );
     assert!(text.contains(" ms)\n"), "{text}");
     assert!(
-        text.contains(&format!("label          {}\n", info.holder_label().unwrap())),
+        text.contains(&format!(
+            "label          {}\n",
+            info.holder_label().unwrap()
+        )),
         "{text}"
     );
     assert!(

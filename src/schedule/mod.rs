@@ -189,6 +189,7 @@ mod job;
 mod report;
 mod run;
 mod scheduler;
+mod shared;
 mod timing;
 
 #[doc(no_inline)]

@@ -12,7 +12,7 @@ use super::claim::{Claim, claim};
 use super::context::JobContext;
 use super::job::Overlap;
 use super::report::{Outcome, Report, Skip, panic_message};
-use super::scheduler::{InFlight, JobEntry, Shared};
+use super::shared::{InFlight, JobEntry, Shared};
 use super::timing::{Millis, from_millis};
 use crate::refresh::Policy;
 use crate::{Error, Lock, Result};

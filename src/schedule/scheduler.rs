@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::task::JoinHandle;
@@ -17,6 +16,7 @@ use super::context::JobContext;
 use super::job::{Job, Misfire};
 use super::report::{JobOutput, REPORTS_CAPACITY, Report, Reports};
 use super::run::{Fire, fire};
+use super::shared::{JobEntry, JobFn, RetryFactory, Shared};
 use super::timing::{Clock, Millis};
 use crate::{Client, Error, FixedInterval, MAX_DURATION, Result, RetryStrategy};
 
@@ -27,13 +27,6 @@ pub const DEFAULT_KEY_PREFIX: &str = "leasehold:schedule:";
 /// the claim lock's lease with the default client timeout, 3 s, so a claim lock left by
 /// a host that died mid-claim is waited out).
 pub const DEFAULT_CLAIM_RETRY: FixedInterval = FixedInterval::new(Duration::from_millis(25), 200);
-
-/// A job's run function, type-erased.
-pub(crate) type JobFn =
-    Arc<dyn Fn(JobContext) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
-
-/// Makes a fresh retry strategy for each claim.
-type RetryFactory = Arc<dyn Fn() -> Box<dyn RetryStrategy + Send> + Send + Sync>;
 
 /// Runs jobs on a schedule, each tick on exactly one of the hosts whose schedulers share
 /// the store. See the [module documentation](super) for how.
@@ -282,73 +275,6 @@ impl Drop for SchedulerHandle {
     fn drop(&mut self) {
         self.stop_firing();
     }
-}
-
-/// What the timer tasks, the tick tasks and the handle share.
-pub(crate) struct Shared {
-    pub(crate) client: Client,
-    pub(crate) clock: Clock,
-    pub(crate) fire_delay: Duration,
-    pub(crate) claim_retry: RetryFactory,
-    pub(crate) reports: broadcast::Sender<Report>,
-    pub(crate) last: Mutex<HashMap<String, Report>>,
-    /// `true` once firing stopped.
-    pub(crate) stopping: watch::Sender<bool>,
-    inflight: AtomicUsize,
-    idle: Notify,
-}
-
-impl Shared {
-    pub(crate) fn claim_retry(&self) -> Box<dyn RetryStrategy + Send> {
-        (self.claim_retry)()
-    }
-
-    /// Publish a report: `tracing` event, last report of the job, subscribers.
-    pub(crate) fn report(&self, report: Report) {
-        report.trace();
-        self.last.lock().insert(report.job.clone(), report.clone());
-        let _ = self.reports.send(report); // no subscriber: dropped
-    }
-
-    /// Count a tick in flight until the guard is dropped.
-    fn enter(self: &Arc<Self>) -> InFlight {
-        self.inflight.fetch_add(1, Ordering::SeqCst);
-        InFlight(Arc::clone(self))
-    }
-
-    async fn wait_idle(&self) {
-        loop {
-            let idle = self.idle.notified();
-            let mut idle = std::pin::pin!(idle);
-            idle.as_mut().enable();
-            if self.inflight.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            idle.await;
-        }
-    }
-}
-
-/// A tick in flight on this host.
-pub(crate) struct InFlight(Arc<Shared>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        if self.0.inflight.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-/// A registered job, as its tasks see it.
-pub(crate) struct JobEntry {
-    pub(crate) name: Arc<str>,
-    pub(crate) keys: Keys,
-    pub(crate) job: Job,
-    pub(crate) run: JobFn,
-    /// Turns of this host's waiting runs under `DelayIfStillRunning` (a fair mutex: they
-    /// start in tick order here, and only the first of them polls the running lock).
-    pub(crate) turn: tokio::sync::Mutex<()>,
 }
 
 fn millis(d: Duration) -> Millis {

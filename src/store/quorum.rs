@@ -41,7 +41,7 @@ use tokio::time::Instant;
 
 use super::redis::RedisStore;
 use super::{Acquire, AttemptId, Fence, Fenced, Inspected, Store};
-use crate::lease::drift_allowance;
+use crate::validity::drift_allowance;
 use crate::{Error, Result};
 
 /// Independent Redis masters, used as one store.
