@@ -446,3 +446,30 @@ pub fn force_release_if_deletes_only_the_acquisition_named(s: &BlockingStore) {
     let err = c.force_release_if("", 1).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
 }
+
+/// The value is the holder's identity (contract part 3), as in redsync and bsm: another
+/// client presenting the value re-arms the lock with its token, sets a shorter expiration,
+/// and unlocks it for everyone — the key is free at once, and the first handle then finds
+/// it not held.
+pub fn the_value_is_the_identity_across_clients(s: &BlockingStore) {
+    let (a, b) = (&s.client, s.second_client());
+    let t = Traits::of(a);
+    let first = a.try_lock("k", "shared-v", 60 * SEC).unwrap();
+    let second = b.try_lock("k", "shared-v", 60 * SEC).unwrap();
+    assert_eq!(second.fencing_token(), first.fencing_token());
+    // A refresh to a shorter expiration through the other client is not ignored.
+    second.refresh_for(5 * SEC).unwrap();
+    let left = first.ttl().unwrap().expect("held");
+    assert!(left <= 5 * SEC && t.above(left, 3 * SEC), "{left:?}");
+    // Unlocked through the other client: free at once, for a rival too.
+    second.unlock().unwrap();
+    let rival = b.try_lock("k", "rival", 10 * SEC).unwrap();
+    assert!(rival.fencing_token() > first.fencing_token());
+    assert!(first.refresh().unwrap_err().is_not_held());
+    rival.unlock().unwrap();
+    // Lock, drop the handle, lock again with the same value, unlock: the key is free.
+    drop(a.try_lock("k", "v2", 30 * SEC).unwrap());
+    let again = a.try_lock("k", "v2", 30 * SEC).unwrap();
+    again.unlock().unwrap();
+    let _free = b.try_lock("k", "after", 10 * SEC).unwrap();
+}

@@ -375,6 +375,7 @@ macro_rules! conformance {
                     refresh_for_inspection_and_force_release,
                     run_exclusive_renews_releases_and_reports_a_loss,
                     force_release_if_deletes_only_the_acquisition_named,
+                    the_value_is_the_identity_across_clients,
                 );
             }
         }
