@@ -202,3 +202,31 @@ async fn a_failover_before_replication_and_what_min_replicas_changes() {
         "{rival:?}"
     );
 }
+
+/// The README's renewal settings (every third of a 10 s lease, 200 ms timeout,
+/// `max_retry` 3) ride out a Sentinel failover: the master dies after a renewal, the
+/// sentinels promote the replica, and renewal goes on there — nothing reported, the same
+/// token, the lease never lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_renewal_settings_ride_out_a_failover() {
+    let mut sentinel = RedisSentinel::start();
+    let client = open(&sentinel, false).await;
+    let lock = client.try_lock("job", "me", 10 * SEC).await.unwrap();
+    let token = lock.fencing_token();
+    let mut renewal = lock.auto_refresh(10 * SEC / 3, 10 * SEC, 200 * MS, 3).unwrap();
+    // Killed just after the first renewal (3.3 s), so that the next one meets the failover.
+    tokio::time::sleep(3500 * MS).await;
+    let killed = Instant::now();
+    let old = sentinel.kill_master();
+    let mut low = 10 * SEC;
+    while killed.elapsed() < 12 * SEC {
+        assert!(renewal.try_error().is_none(), "{:?}", renewal.cause());
+        low = low.min(lock.valid_for().expect("the lease never lapses"));
+        tokio::time::sleep(100 * MS).await;
+    }
+    assert_ne!(sentinel.master_port(), old, "failed over");
+    eprintln!("FIGURE sentinel failover under a 10 s lease: valid_for fell to {low:?}");
+    let again = client.try_lock("job", "me", 10 * SEC).await.unwrap();
+    assert_eq!(again.fencing_token(), token);
+    assert!(renewal.is_running());
+}
