@@ -12,7 +12,7 @@
 //!
 //! [`Lock`]: crate::Lock
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -30,10 +30,6 @@ use crate::validity::valid_until;
 use crate::{Error, Result};
 use tracing::Instrument;
 
-/// How many groups of pairs [`Leases::released`] marks are kept for: a collision costs
-/// an extra round trip, never safety.
-const RELEASE_MARKS: usize = 64;
-
 /// A client's store, and the leases the client holds on it by key and value.
 pub(crate) struct Leases {
     backend: Backend,
@@ -46,10 +42,6 @@ pub(crate) struct Leases {
     /// Numbers the client's acquire attempts and refreshes in the order they are sent:
     /// a lease takes the validity of the last write sent that was confirmed.
     next_attempt: AtomicU64,
-    /// For each of [`RELEASE_MARKS`] groups of key and value pairs (by hash), the number
-    /// of the last release sent: a grant of an attempt sent before it may have been
-    /// deleted by it, and is not believed (the call tries again at once).
-    released: Box<[AtomicU64]>,
     hasher: FastHash,
     table: Mutex<Table>,
 }
@@ -64,6 +56,14 @@ struct Table {
     /// Leases whose hash is taken in `leases` by a lease of another pair (rare).
     crowded: Vec<Weak<Lease>>,
     added_since_sweep: usize,
+    /// The write numbers of the acquire attempts in flight.
+    in_flight: BTreeSet<u64>,
+    /// While attempts are in flight: for each pair (by hash) released since the oldest of
+    /// them was sent, the number of its last release. A grant of an attempt sent before
+    /// that release may have been deleted by it, and is not believed (the call tries
+    /// again at once). Empty whenever no attempt is in flight: a release then precedes
+    /// every later attempt.
+    releases: HashMap<u64, u64, Identity>,
 }
 
 impl Table {
@@ -98,6 +98,22 @@ impl Table {
             self.added_since_sweep = 0;
             self.leases.retain(|_, w| w.strong_count() > 0);
             self.crowded.retain(|w| w.strong_count() > 0);
+        }
+    }
+}
+
+/// An acquire attempt in flight, until its answer is read or its future dropped.
+struct InFlight<'a> {
+    leases: &'a Leases,
+    seq: u64,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut table = self.leases.table.lock();
+        table.in_flight.remove(&self.seq);
+        if table.in_flight.is_empty() {
+            table.releases.clear();
         }
     }
 }
@@ -146,7 +162,6 @@ impl Leases {
             label: label.into(),
             client_id: u64::from_le_bytes(id),
             next_attempt: AtomicU64::new(1),
-            released: (0..RELEASE_MARKS).map(|_| AtomicU64::new(0)).collect(),
             hasher: FastHash::new(),
             table: Mutex::default(),
         }
@@ -213,13 +228,26 @@ impl Leases {
     /// A release of `pair` is about to be sent.
     fn releasing(&self, pair: Pair<'_>) {
         let order = self.next_write();
-        self.released[pair.hash as usize % RELEASE_MARKS].fetch_max(order, Ordering::AcqRel);
+        let mut table = self.table.lock();
+        let Some(&oldest) = table.in_flight.first() else {
+            return; // every later attempt is sent after it
+        };
+        let mark = table.releases.entry(pair.hash).or_default();
+        *mark = (*mark).max(order);
+        if table.releases.len() > 2 * table.in_flight.len() + 16 {
+            // Marks older than every attempt in flight can refuse none of them.
+            table.releases.retain(|_, mark| *mark > oldest);
+        }
     }
 
-    /// Whether a release of `pair` (or of a pair in its group) was sent after write
-    /// number `order`.
+    /// Whether a release of `pair` was sent after write number `order` (an attempt still
+    /// in flight).
     fn released_after(&self, pair: Pair<'_>, order: u64) -> bool {
-        self.released[pair.hash as usize % RELEASE_MARKS].load(Ordering::Acquire) > order
+        self.table
+            .lock()
+            .releases
+            .get(&pair.hash)
+            .is_some_and(|mark| *mark > order)
     }
 
     /// The store deleted `key` held by `val` on this client's behalf (an abort deleted
@@ -245,7 +273,15 @@ impl Leases {
         // A same-value re-acquire may shorten the key (it re-arms to its own
         // expiration) whether or not its answer comes back: the lease held counts on no
         // more from now on.
-        let held = self.table.lock().find(pair);
+        let held = {
+            let mut table = self.table.lock();
+            table.in_flight.insert(attempt.seq);
+            table.find(pair)
+        };
+        let _in_flight = InFlight {
+            leases: self,
+            seq: attempt.seq,
+        };
         if let Some(held) = held {
             held.expect(until);
         }

@@ -213,7 +213,9 @@ async fn the_readme_renewal_settings_ride_out_a_failover() {
     let client = open(&sentinel, false).await;
     let lock = client.try_lock("job", "me", 10 * SEC).await.unwrap();
     let token = lock.fencing_token();
-    let mut renewal = lock.auto_refresh(10 * SEC / 3, 10 * SEC, 200 * MS, 3).unwrap();
+    let mut renewal = lock
+        .auto_refresh(10 * SEC / 3, 10 * SEC, 200 * MS, 3)
+        .unwrap();
     // Killed just after the first renewal (3.3 s), so that the next one meets the failover.
     tokio::time::sleep(3500 * MS).await;
     let killed = Instant::now();

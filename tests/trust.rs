@@ -500,3 +500,38 @@ async fn an_unlock_in_flight_ends_the_lease_for_every_handle() {
     tokio::time::sleep(500 * MS).await;
     assert_eq!(server.get("k"), None, "the release landed");
 }
+
+/// Releases of other keys never make a grant unbelievable: 64 tasks of one client each
+/// `try_lock` and `unlock` a key of their own, and no `try_lock` of a free key is refused.
+/// Before the fix, a release marked one of 64 groups of keys, and a grant of any key of
+/// the group sent before it was not believed: 3 refusals in a row ended `try_lock` with
+/// `NotObtained` on a free key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releases_of_other_keys_never_refuse_a_free_key() {
+    let server = RedisServer::start();
+    let client = Client::open(&server.url()).await.unwrap();
+    let mut tasks = Vec::new();
+    for task in 0..64 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("own-{task}");
+            let mut refused = 0;
+            for _ in 0..100 {
+                match client.try_lock(&key, "v", 10 * SEC).await {
+                    Ok(lock) => lock.unlock().await.unwrap(),
+                    Err(e) if e.is_not_obtained() => refused += 1,
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            refused
+        }));
+    }
+    let mut refused = 0;
+    for task in tasks {
+        refused += task.await.unwrap();
+    }
+    assert_eq!(
+        refused, 0,
+        "try_lock of a free key refused {refused} times in 6400"
+    );
+}
