@@ -24,7 +24,9 @@
 //!   held" when a majority says so, and is [`Error::Quorum`] otherwise; it never
 //!   releases anything. [`Incarnations`] keeps each node's token behind the one token the
 //!   lease knows: a re-acquire that finds other incarnations is a new lease.
-//! * **release** and **abort** go to every node and wait for all of them.
+//! * **release** and **abort** go to every node and wait for all of them. Each node
+//!   announces a release on the key's channel, as one server does; a waiter is woken
+//!   when a quorum of nodes announced one ([`Watch::quorum`]).
 //!
 //! The token an acquisition reports stands for the per-node incarnations and is no
 //! fencing token: counters on independent nodes cannot give a monotonic one (see the
@@ -42,6 +44,7 @@ use tokio::time::Instant;
 use super::redis::RedisStore;
 use super::{Acquire, AttemptId, Fence, Fenced, Inspected, Store};
 use crate::lease::drift_allowance;
+use crate::wake::Watch;
 use crate::{Error, Result};
 
 /// Independent Redis masters, used as one store.
@@ -51,6 +54,9 @@ pub(crate) struct Quorum {
     /// aborted.
     unsettled: Mutex<HashMap<AttemptId, Unsettled>>,
     incarnations: Mutex<Incarnations>,
+    /// Held while a waiter takes its places in line on the nodes, so that every node
+    /// queues this client's waiters in the same order.
+    watching: Mutex<()>,
 }
 
 /// What one node did with an attempt that did not win.
@@ -212,6 +218,7 @@ impl Quorum {
             nodes: nodes.into_boxed_slice(),
             unsettled: Mutex::default(),
             incarnations: Mutex::default(),
+            watching: Mutex::default(),
         })
     }
 
@@ -546,6 +553,16 @@ impl Store for Quorum {
 
     fn partial(&self) -> bool {
         true
+    }
+
+    /// A place in line on every node that announces releases, woken when a quorum of
+    /// them announced one (the holder's release goes to every node; a node's abort of
+    /// what a lost attempt created there wakes no one). `None` when fewer than a quorum
+    /// of nodes announce releases: the waiter then pauses as its strategy says.
+    fn watch(&self, key: &str) -> Option<Watch> {
+        let _in_order = self.watching.lock();
+        let places: Vec<Watch> = self.nodes.iter().filter_map(|n| n.watch(key)).collect();
+        (places.len() >= self.quorum()).then(|| Watch::quorum(places, self.quorum()))
     }
 }
 
