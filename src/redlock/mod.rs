@@ -65,8 +65,8 @@
 //! * **Waiting.** Between attempts a waiter sleeps its strategy's delay, cut short when
 //!   the key is released or a majority of the nodes' keys have expired by the times to
 //!   live they reported, as on one server ([`ClientBuilder::notify`]). Each node
-//!   announces a release on the key's channel, and the Redlock keeps one subscriber
-//!   connection per node while someone waits; a waiter wakes when a quorum of nodes
+//!   announces a release on the key's channel, and the Redlock opens one subscriber
+//!   connection per node at its first wait; a waiter wakes when a quorum of nodes
 //!   announced a release (one release, one waiter per Redlock: the one that waited
 //!   longest). The strategy still bounds the wait: an early wake is one more attempt
 //!   within the same delay, and the total wait never exceeds the sum of the delays.

@@ -556,9 +556,10 @@ impl Store for Quorum {
     }
 
     /// A place in line on every node that announces releases, woken when a quorum of
-    /// them announced one (the holder's release goes to every node; a node's abort of
-    /// what a lost attempt created there wakes no one). `None` when fewer than a quorum
-    /// of nodes announce releases: the waiter then pauses as its strategy says.
+    /// them announced one (the holder's release goes to every node; one node's abort of
+    /// what a lost attempt created there does not wake a waiter by itself). `None` when
+    /// fewer than a quorum of nodes announce releases: the waiter then pauses as its
+    /// strategy says.
     fn watch(&self, key: &str) -> Option<Watch> {
         let _in_order = self.watching.lock();
         let places: Vec<Watch> = self.nodes.iter().filter_map(|n| n.watch(key)).collect();
