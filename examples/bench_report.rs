@@ -1100,15 +1100,12 @@ fn redlock_section(w: &mut String, r: &RedlockResult, settings: &Settings) {
     }
     let _ = writeln!(
         w,
-        "\nUnder contention a waiter's turn comes when its retry delay ends. leasehold sleeps \
-         the strategy's delays on tokio's timer, which counts whole milliseconds and rounds a \
-         deadline up to the next one (a 1.5 ms sleep lasted {:.2} ms here on average), and every \
-         waiter wakes on those ticks — the holder's release lands just after one, so the next \
-         attempt usually waits for the following tick; rslock sleeps on `futures-timer`'s own \
-         thread, to the microsecond. That is the hand-off gap above. What closes it is waking \
-         waiters when the key is released, as leasehold's hand-off does on one server \
-         (section 4); Redlock's waiters are not notified yet (each node would have to be \
-         watched), so they poll under their strategy like `leasehold_polling` there.",
+        "\nUnder contention the first waiter of the Redlock is woken when a majority of nodes \
+         announced the holder's release (as leasehold's hand-off on one server, section 4); \
+         the others poll under their strategy. leasehold's pauses run on tokio's timer, which \
+         counts whole milliseconds (a plain 1.5 ms `tokio::time::sleep` lasted {:.2} ms here on \
+         average); a pause is given to it as the last tick at or before its end, so it is not \
+         rounded up. rslock sleeps on `futures-timer`'s own thread, to the microsecond.",
         r.tokio_sleep.as_secs_f64() * 1e3
     );
     let cpu = |id: &str| {

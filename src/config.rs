@@ -74,14 +74,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod duration;
-mod redact;
 
 use crate::client::{ClientBuilder, DEFAULT_TIMEOUT};
+use crate::redact::Redacted;
 use crate::{
     AutoRefresh, Client, Error, ExponentialBackoff, FixedInterval, Lock, NoRetry, NonFixedInterval,
     Result, RetryStrategy, blocking,
 };
-use redact::Redacted;
 
 /// A client's settings, as read from a configuration file: the store, key prefix,
 /// timeouts, notification, replication, TLS root, and the retry and renewal defaults

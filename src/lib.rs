@@ -155,6 +155,7 @@ mod leader;
 mod lease;
 mod lock;
 mod pause;
+mod redact;
 pub mod redlock;
 mod refresh;
 mod release;

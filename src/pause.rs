@@ -10,8 +10,16 @@
 //!   step: if it misses again, the pause goes on until the same deadline.
 //! * When the strategy has no delay left, no attempt follows.
 //!
-//! So the total time waited never exceeds the sum of the strategy's delays, an early wake
-//! costs no strategy step, and waiters are woken in the order they started waiting.
+//! * tokio's timer counts whole milliseconds and rounds a deadline up to the next one,
+//!   which adds about a millisecond to every pause (a zero delay would sleep up to 1 ms).
+//!   A pause is given to the timer as the last tick at or before the delay's end instead,
+//!   so it lasts the delay to within the timer's millisecond, either way, and no longer
+//!   on average; a zero delay (or a step already over) is no pause at all (the task
+//!   only yields).
+//!
+//! So the total time waited does not exceed the sum of the strategy's delays (to within
+//! the timer's millisecond), an early wake costs no strategy step, and waiters are woken
+//! in the order they started waiting.
 
 use std::time::Duration;
 
@@ -26,6 +34,16 @@ const AFTER_EXPIRY: Duration = Duration::from_millis(1);
 
 /// Far enough to stand for "never" (a strategy may return `Duration::MAX`).
 const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
+/// tokio's timer resolution: a deadline fires at the first tick at or after it.
+const TICK: Duration = Duration::from_millis(1);
+
+/// The deadline to give tokio's timer for a pause that should end at `end`: one that
+/// tokio rounds up to the last tick at or before `end`, not to the tick after it.
+fn by_tick(end: Instant) -> Instant {
+    end.checked_sub(TICK - Duration::from_nanos(1))
+        .unwrap_or(end)
+}
 
 /// How the last attempt went, for the pause that follows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,11 +103,18 @@ impl<R: RetryStrategy> Pause<R> {
             }
             _ => (None, None),
         };
-        let woken = tokio::select! {
-            biased;
-            () = tokio::time::sleep_until(until) => false,
-            () = woken(watching), if watching.is_some() => true,
-            () = tokio::time::sleep_until(expiry.unwrap_or(until)), if expiry.is_some() => true,
+        let woken = if until <= Instant::now() {
+            // No delay left: a timer would still wait for its next tick.
+            tokio::task::yield_now().await;
+            false
+        } else {
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(by_tick(until)) => false,
+                () = woken(watching), if watching.is_some() => true,
+                // The holder's expiry: rounded up, so that it has passed.
+                () = tokio::time::sleep_until(expiry.unwrap_or(until)), if expiry.is_some() => true,
+            }
         };
         if !woken {
             self.until = None; // the step ran out: the next pause asks for a new delay
@@ -162,6 +187,41 @@ mod tests {
         assert!(pause.wait(Last::Failed, || unreachable!()).await);
         assert_eq!(started.elapsed(), 400 * MS);
         assert!(!pause.wait(Last::Failed, || None).await);
+    }
+
+    /// tokio's timer would round each deadline up to its next millisecond tick: from
+    /// half-way through a tick, a zero delay would pause half a millisecond, 0.3 ms as
+    /// much, and 1.3 ms would pause 2 ms.
+    #[tokio::test(start_paused = true)]
+    async fn pauses_are_not_rounded_up_to_the_timers_ticks() {
+        tokio::time::advance(MS / 2).await;
+        let started = Instant::now();
+        let mut pause = Pause::new(FixedInterval::new(Duration::ZERO, 2), true);
+        assert!(pause.wait(Last::Missed(None), || None).await);
+        assert!(pause.wait(Last::Failed, || None).await);
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "a zero delay is no pause"
+        );
+        assert!(!pause.wait(Last::Missed(None), || None).await);
+
+        // Still half-way through the timer's first tick.
+        let delay = Duration::from_micros(300);
+        let mut pause = Pause::new(FixedInterval::new(delay, 1), true);
+        let started = Instant::now();
+        assert!(pause.wait(Last::Missed(None), || None).await);
+        assert_eq!(started.elapsed(), Duration::ZERO, "no tick before its end");
+
+        let delay = Duration::from_micros(1_300);
+        let mut pause = Pause::new(FixedInterval::new(delay, 1), true);
+        let started = Instant::now();
+        assert!(pause.wait(Last::Missed(None), || None).await);
+        let paused = started.elapsed();
+        assert!(
+            paused <= delay,
+            "{paused:?} is longer than the {delay:?} asked"
+        );
     }
 
     #[tokio::test(start_paused = true)]

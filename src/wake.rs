@@ -6,10 +6,15 @@
 //! wakes every waiter of a key once (their notifications were just set up, or set up
 //! again after being lost: a release in between may have gone unseen). Stores feed these
 //! from their notifications (Redis pub/sub, the memory store itself).
+//!
+//! A store made of several (a Redlock quorum) gives each waiter a place on every node
+//! that notifies, and wakes it once enough of them woke it ([`Watch::quorum`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -23,11 +28,29 @@ pub(crate) struct Waiters {
     idle: Option<Idle>,
 }
 
-/// One waiting `lock` call's place in its key's queue; leaves it when dropped.
-pub(crate) struct Watch {
+/// One waiting `lock` call's place in line for its key: in one store's queue, or in the
+/// queues of several nodes. Leaves them when dropped.
+pub(crate) struct Watch(Places);
+
+enum Places {
+    One(Place),
+    Quorum(Quorum),
+}
+
+/// A place in one store's queue for a key; leaves it when dropped.
+struct Place {
     waiters: Arc<Waiters>,
     key: Box<str>,
     wake: Arc<Notify>,
+}
+
+/// Places on several nodes, woken when `need` of them were.
+struct Quorum {
+    nodes: Box<[Place]>,
+    need: usize,
+    /// The nodes that woke this waiter since it was last woken. Marked as each wake is
+    /// taken, so that a wait cut short (by the retry strategy's clock) loses none.
+    heard: Mutex<Box<[bool]>>,
 }
 
 impl Waiters {
@@ -50,12 +73,12 @@ impl Waiters {
             queue.push_back(Arc::clone(&wake));
             queue.len() == 1
         };
-        let watch = Watch {
+        let place = Place {
             waiters: Arc::clone(self),
             key: key.into(),
             wake,
         };
-        (watch, first)
+        (Watch(Places::One(place)), first)
     }
 
     /// `key` was released: wake its first waiter.
@@ -82,6 +105,31 @@ impl Waiters {
 }
 
 impl Watch {
+    /// One waiter's places on several nodes (each from the node's own
+    /// [`Waiters::watch`]), woken once `need` of them were woken. A release that reaches
+    /// fewer nodes (one node's abort deleting what an attempt created there) does not
+    /// wake it; a node's wake not yet counted is kept for the next wait.
+    ///
+    /// Each node wakes its first waiter: the places must be taken on every node in the
+    /// same order as the other waiters' (the caller serialises them), so that a release
+    /// announced by every node wakes the same waiter everywhere.
+    pub(crate) fn quorum(nodes: Vec<Watch>, need: usize) -> Watch {
+        let mut places = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            match node.0 {
+                Places::One(place) => places.push(place),
+                Places::Quorum(quorum) => places.extend(quorum.nodes.into_vec()),
+            }
+        }
+        debug_assert!((1..=places.len()).contains(&need));
+        let heard = vec![false; places.len()].into_boxed_slice();
+        Watch(Places::Quorum(Quorum {
+            nodes: places.into_boxed_slice(),
+            need,
+            heard: Mutex::new(heard),
+        }))
+    }
+
     /// Resolves when this waiter is woken (at once if it was woken since it last
     /// waited).
     ///
@@ -89,11 +137,48 @@ impl Watch {
     ///
     /// Cancel safe: a wake that arrives while nobody waits is kept for the next call.
     pub(crate) async fn woken(&self) {
-        self.wake.notified().await;
+        match &self.0 {
+            Places::One(place) => place.wake.notified().await,
+            Places::Quorum(quorum) => quorum.woken().await,
+        }
     }
 }
 
-impl Drop for Watch {
+impl Quorum {
+    /// Resolves once `need` nodes woke this waiter (counting those that did during an
+    /// earlier wait cut short); the count then starts again.
+    async fn woken(&self) {
+        let mut waking: FuturesUnordered<_> = {
+            let heard = self.heard.lock();
+            self.nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !heard[*i])
+                .map(|(i, place)| async move {
+                    place.wake.notified().await;
+                    i
+                })
+                .collect()
+        };
+        loop {
+            {
+                let mut heard = self.heard.lock();
+                if heard.iter().filter(|h| **h).count() >= self.need {
+                    heard.fill(false);
+                    return;
+                }
+            }
+            match waking.next().await {
+                // Marked in the same poll that took the node's wake: a wait dropped
+                // after this keeps it.
+                Some(node) => self.heard.lock()[node] = true,
+                None => std::future::pending().await,
+            }
+        }
+    }
+}
+
+impl Drop for Place {
     /// Leave the queue.
     fn drop(&mut self) {
         let mut keys = self.waiters.keys.lock();
@@ -152,6 +237,34 @@ mod tests {
         drop((a, b));
         assert!(!waiters.is_watched("k"));
         drop(c);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quorum_watch_wakes_when_enough_nodes_did_and_keeps_what_it_heard() {
+        let nodes: Vec<Arc<Waiters>> = (0..3).map(|_| Arc::new(Waiters::default())).collect();
+        let places = |nodes: &[Arc<Waiters>]| nodes.iter().map(|n| n.watch("k").0).collect();
+        let first = Watch::quorum(places(&nodes), 2);
+        let second = Watch::quorum(places(&nodes), 2);
+        // One node's release (an abort there) wakes no one.
+        nodes[0].released("k");
+        assert!(!is_woken(&first).await, "one node of three");
+        // The wait above was cut short after it took node 0's wake: still counted.
+        nodes[2].released("k");
+        assert!(is_woken(&first).await, "two nodes of three");
+        assert!(!is_woken(&second).await, "one release, one waiter");
+        assert!(!is_woken(&first).await, "the count starts again");
+        // The first waiter leaves every node's line: the next release is the second's.
+        drop(first);
+        for node in &nodes {
+            node.released("k");
+        }
+        assert!(is_woken(&second).await);
+        // Waking every waiter of the key (subscriptions confirmed) on a quorum wakes it.
+        nodes[1].wake_key("k");
+        nodes[2].wake_key("k");
+        assert!(is_woken(&second).await);
+        drop(second);
+        assert!(nodes.iter().all(|n| !n.is_watched("k")), "left every line");
     }
 
     #[test]

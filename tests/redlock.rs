@@ -322,6 +322,48 @@ async fn a_late_arrival_of_a_failed_attempt_is_refused_by_its_node(nodes: &Nodes
     assert_eq!(nodes.holding("late"), Vec::<usize>::new());
 }
 
+/// A grant the client does not believe (its unlock of the same key and value was sent
+/// while the re-lock was in flight, so the grant may be of the key the unlock deleted)
+/// is tried again at once and aborted when the call ends holding the key. Every node
+/// answered it: the abort needs no record of aborted attempts on any node. (Before, the
+/// nodes' answers to an attempt that won were forgotten, and the abort left a record on
+/// every node — `contention_leaves_no_attempt_records` failed about one run in ten.)
+async fn a_disbelieved_grant_leaves_no_attempt_records(nodes: &Nodes) {
+    let proxies: Vec<FaultProxy> = nodes.ports().into_iter().map(FaultProxy::start).collect();
+    let urls: Vec<String> = proxies.iter().map(FaultProxy::url).collect();
+    let redlock = open(&urls).await;
+    warm_up(&redlock).await;
+    let held = redlock
+        .try_lock("disbelieved", "v", 10 * SEC)
+        .await
+        .unwrap();
+    for proxy in &proxies {
+        proxy.set_delay(30 * MS);
+    }
+    let relock = redlock.lock("disbelieved", "v", 10 * SEC, SEC, NoRetry);
+    let unlock = async {
+        tokio::time::sleep(10 * MS).await; // the re-lock is on its way
+        held.unlock().await
+    };
+    let (relocked, unlocked) = tokio::join!(relock, unlock);
+    unlocked.expect("the unlock released the key the re-lock re-armed");
+    let relocked = relocked.expect("tried again at once: the key was free");
+    for proxy in &proxies {
+        proxy.set_delay(Duration::ZERO);
+    }
+    // The detached abort of the disbelieved attempt has long run by then.
+    tokio::time::sleep(500 * MS).await;
+    assert_eq!(nodes.holding("disbelieved"), vec![0, 1, 2, 3, 4]);
+    for i in 0..N {
+        assert_eq!(
+            nodes.keys(i, "disbelieved:aborted*"),
+            Vec::<String>::new(),
+            "node {i} keeps a record of an attempt it answered"
+        );
+    }
+    relocked.unlock().await.unwrap();
+}
+
 /// A failed same-value re-lock while this Redlock holds the key never releases it.
 async fn a_failed_same_value_relock_keeps_the_lock(nodes: &Nodes) {
     let proxies: Vec<FaultProxy> = nodes.ports().into_iter().map(FaultProxy::start).collect();
@@ -482,6 +524,195 @@ async fn from_clients_keeps_the_nodes_key_prefix(nodes: &Nodes) {
     assert_eq!(nodes.holding("job"), Vec::<usize>::new());
     lock.unlock().await.unwrap();
     assert_eq!(nodes.holding("app:job"), Vec::<usize>::new());
+}
+
+// ---------------------------------------------------------------------------------------
+// One server named twice
+// ---------------------------------------------------------------------------------------
+
+/// `Redlock::open` with `urls`, expected to refuse two of them as one server: the error
+/// is `InvalidArgument` and names both URLs, as given (never a password).
+async fn refused_as_one_server(urls: &[String], first: usize, second: usize) -> String {
+    let refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let err = Redlock::builder()
+        .default_timeout(TIMEOUT)
+        .open(&refs)
+        .await
+        .expect_err("one server named twice");
+    assert!(err.is_invalid_argument(), "{urls:?}: {err:?}");
+    let shown = err.to_string();
+    for (i, url) in [(first, &urls[first]), (second, &urls[second])] {
+        assert!(
+            shown.contains(&format!("urls[{i}] ({url})")),
+            "{shown} does not name urls[{i}] {url}"
+        );
+    }
+    shown
+}
+
+/// The issue's case: a node spelled twice (`redis://h:p` and `redis://h:p/`, `localhost`
+/// and `127.0.0.1/0`) made a "majority" on its own. Every spelling of one server is
+/// refused, and so is a real second route to it (a TCP proxy in front of it: another
+/// address, the same server), by the `run_id` the servers report; the same text is
+/// refused before any I/O. Negative control: five distinct servers, spelled in those
+/// same ways, are accepted and lock.
+async fn one_server_under_two_spellings_is_refused(nodes: &Nodes) {
+    let port = nodes.server(0).port();
+    let others: Vec<String> = nodes.urls()[1..3].to_vec();
+    let spellings = [
+        format!("redis://127.0.0.1:{port}"),
+        format!("redis://127.0.0.1:{port}/"),
+        format!("redis://localhost:{port}"),
+        format!("redis://127.0.0.1:{port}/0"),
+        format!("redis://localhost:{port}/1"), // another database, the same server
+    ];
+    for (i, a) in spellings.iter().enumerate() {
+        for b in &spellings[i + 1..] {
+            let urls = [a.clone(), others[0].clone(), b.clone(), others[1].clone()];
+            refused_as_one_server(&urls, 0, 2).await;
+        }
+    }
+    // A real duplicate: the same server through a proxy, under another port.
+    let proxy = FaultProxy::start(port);
+    let urls = [others[0].clone(), spellings[0].clone(), proxy.url()];
+    refused_as_one_server(&urls, 1, 2).await;
+    drop(proxy);
+    // The same text, refused before any I/O: nothing listens on port 1.
+    let dead = "redis://127.0.0.1:1/".to_owned();
+    let started = Instant::now();
+    refused_as_one_server(&[dead.clone(), others[0].clone(), dead], 0, 2).await;
+    assert!(started.elapsed() < TIMEOUT, "no connection was tried");
+
+    // Negative control: five servers, spelled in every one of those ways, are five nodes.
+    let ports = nodes.ports();
+    let distinct = [
+        format!("redis://127.0.0.1:{}", ports[0]),
+        format!("redis://127.0.0.1:{}/", ports[1]),
+        format!("redis://localhost:{}", ports[2]),
+        format!("redis://127.0.0.1:{}/0", ports[3]),
+        format!("redis://localhost:{}/1", ports[4]),
+    ];
+    let redlock = open(&distinct).await;
+    assert_eq!((redlock.nodes(), redlock.quorum()), (5, 3));
+    let lock = redlock.try_lock("spelled", "v", SEC).await.unwrap();
+    lock.unlock().await.unwrap();
+}
+
+/// A password in a URL stays out of the refusal, which still names both URLs.
+async fn a_refusal_never_shows_a_password(_nodes: &Nodes) {
+    let secret = "s3cret-redlock-pw";
+    let server = RedisServer::start_with(support::ServerOptions {
+        password: Some(secret.to_owned()),
+        ..Default::default()
+    });
+    let port = server.port();
+    let urls = [
+        format!("redis://:{secret}@127.0.0.1:{port}/"),
+        format!("redis://default:{secret}@localhost:{port}"),
+    ];
+    let refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let err = Redlock::open(&refs)
+        .await
+        .expect_err("one server named twice");
+    assert!(err.is_invalid_argument(), "{err:?}");
+    for shown in [err.to_string(), format!("{err:?}")] {
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(shown.contains(&format!("127.0.0.1:{port}")), "{shown}");
+        assert!(shown.contains(&format!("localhost:{port}")), "{shown}");
+    }
+    // The same text twice: refused before any I/O, the password hidden too.
+    let refs = [refs[0], refs[0]];
+    let err = Redlock::open(&refs).await.expect_err("the same URL twice");
+    assert!(err.is_invalid_argument(), "{err:?}");
+    assert!(!err.to_string().contains(secret), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Hand-off: a waiter wakes when the holder releases
+// ---------------------------------------------------------------------------------------
+
+/// A waiter whose strategy would sleep 10 s acquires as soon as the holder releases:
+/// every node announces the release, and a quorum of announcements wakes it. Negative
+/// control: without a release, the same kind of waiter waits out its strategy's delay.
+async fn a_waiter_wakes_when_the_holder_releases(nodes: &Nodes) {
+    use leasehold::FixedInterval;
+    let redlock = nodes.redlock().await;
+    warm_up(&redlock).await;
+    let delay = 10 * SEC;
+    let mut woken_after = Vec::new();
+    for round in 0..3 {
+        let key = format!("handoff-{round}");
+        let holder = redlock.try_lock(&key, "holder", 30 * SEC).await.unwrap();
+        let waiting = {
+            let (redlock, key) = (redlock.clone(), key.clone());
+            tokio::spawn(async move {
+                let lock = redlock
+                    .lock(
+                        &key,
+                        "waiter",
+                        30 * SEC,
+                        TIMEOUT,
+                        FixedInterval::new(delay, 1),
+                    )
+                    .await;
+                (lock, Instant::now())
+            })
+        };
+        // The waiter missed, subscribed on every node and went back to waiting.
+        tokio::time::sleep(300 * MS).await;
+        assert!(
+            !waiting.is_finished(),
+            "the waiter waits while the key is held"
+        );
+        let released = Instant::now();
+        holder.unlock().await.unwrap();
+        let (lock, acquired) = tokio::time::timeout(2 * SEC, waiting)
+            .await
+            .expect("woken by the release, not by its 10 s delay")
+            .unwrap();
+        let lock = lock.expect("the waiter acquired");
+        woken_after.push(acquired - released);
+        assert_eq!(nodes.holding(&key), vec![0, 1, 2, 3, 4]);
+        lock.unlock().await.unwrap();
+    }
+    let slowest = woken_after.iter().max().copied().unwrap();
+    assert!(slowest < SEC, "{woken_after:?}");
+
+    // Negative control: nobody releases; the waiter waits its whole delay, then gives up.
+    let delay = 1500 * MS;
+    let _held = redlock
+        .try_lock("handoff-held", "holder", 30 * SEC)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = redlock
+        .lock(
+            "handoff-held",
+            "waiter",
+            30 * SEC,
+            TIMEOUT,
+            FixedInterval::new(delay, 1),
+        )
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(err.is_not_obtained(), "{err:?}");
+    assert!(
+        waited >= delay - 2 * MS && waited < delay + 500 * MS,
+        "{waited:?}"
+    );
+    println!(
+        "FIGURE redlock_handoff: a waiter with a 10 s retry delay acquired {} after the \
+         holder's unlock began (3 rounds, 5 nodes); without a release it waited {:.0} ms \
+         of a {:.0} ms delay",
+        woken_after
+            .iter()
+            .map(|d| format!("{:.1} ms", ms(*d)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        ms(waited),
+        ms(delay)
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -894,6 +1125,75 @@ fn blocking_redlock_mirrors_the_async_one(nodes: &Nodes) {
     lock.unlock().unwrap();
 }
 
+/// The blocking builder refuses one server under two spellings as the async one does
+/// (negative control: the servers spelled apart open), and its waiters wake on release.
+fn blocking_redlock_refuses_one_server_twice_and_wakes_on_release(nodes: &Nodes) {
+    use leasehold::{FixedInterval, blocking};
+    let ports = nodes.ports();
+    let urls = [
+        format!("redis://127.0.0.1:{}/", ports[0]),
+        format!("redis://127.0.0.1:{}/", ports[1]),
+        format!("redis://localhost:{}", ports[0]),
+    ];
+    let refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let err = blocking::Redlock::open(&refs).unwrap_err();
+    assert!(err.is_invalid_argument(), "{err:?}");
+    let shown = err.to_string();
+    assert!(
+        shown.contains(&format!("urls[0] ({})", urls[0]))
+            && shown.contains(&format!("urls[2] ({})", urls[2])),
+        "{shown}"
+    );
+    let err = blocking::Redlock::builder()
+        .open(&[refs[0], refs[1], refs[0]])
+        .unwrap_err();
+    assert!(err.is_invalid_argument(), "{err:?}");
+
+    let urls = [
+        format!("redis://127.0.0.1:{}", ports[0]),
+        format!("redis://localhost:{}/", ports[1]),
+        format!("redis://127.0.0.1:{}/0", ports[2]),
+    ];
+    let refs: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let redlock = blocking::Redlock::open(&refs).unwrap();
+    assert_eq!(redlock.nodes(), 3);
+    let holder = redlock
+        .try_lock("blocking-handoff", "holder", 30 * SEC)
+        .unwrap();
+    let waiter = {
+        let redlock = redlock.clone();
+        std::thread::spawn(move || {
+            let lock = redlock.lock(
+                "blocking-handoff",
+                "waiter",
+                30 * SEC,
+                TIMEOUT,
+                FixedInterval::new(10 * SEC, 1),
+            );
+            (lock, Instant::now())
+        })
+    };
+    std::thread::sleep(300 * MS);
+    assert!(
+        !waiter.is_finished(),
+        "the waiter waits while the key is held"
+    );
+    let released = Instant::now();
+    holder.unlock().unwrap();
+    let deadline = released + 2 * SEC;
+    while !waiter.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(10 * MS);
+    }
+    assert!(
+        waiter.is_finished(),
+        "woken by the release, not by its 10 s delay"
+    );
+    let (lock, acquired) = waiter.join().unwrap();
+    let lock = lock.expect("the waiter acquired");
+    assert!(acquired - released < SEC, "{:?}", acquired - released);
+    lock.unlock().unwrap();
+}
+
 // ---------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------
@@ -912,9 +1212,13 @@ async_cases!(
     a_lock_succeeds_iff_a_majority_is_reachable_for_every_subset_of_clogged_nodes,
     a_late_arrival_of_a_failed_attempt_is_refused_by_its_node,
     a_failed_same_value_relock_keeps_the_lock,
+    a_disbelieved_grant_leaves_no_attempt_records,
     contention_leaves_no_attempt_records,
     a_quorum_won_after_the_validity_is_gone_is_a_failure,
     from_clients_keeps_the_nodes_key_prefix,
+    one_server_under_two_spellings_is_refused,
+    a_refusal_never_shows_a_password,
+    a_waiter_wakes_when_the_holder_releases,
     a_minority_down_keeps_the_lock_held_and_renewed,
     a_majority_down_ends_renewal_and_lost_fires_first,
     a_holder_cut_off_from_a_majority_loses_the_lease_before_a_contender_wins,
@@ -925,10 +1229,16 @@ async_cases!(
 
 type SyncCase = fn(&Nodes);
 
-const SYNC_CASES: &[(&str, SyncCase)] = &[(
-    "blocking_redlock_mirrors_the_async_one",
-    blocking_redlock_mirrors_the_async_one,
-)];
+const SYNC_CASES: &[(&str, SyncCase)] = &[
+    (
+        "blocking_redlock_mirrors_the_async_one",
+        blocking_redlock_mirrors_the_async_one,
+    ),
+    (
+        "blocking_redlock_refuses_one_server_twice_and_wakes_on_release",
+        blocking_redlock_refuses_one_server_twice_and_wakes_on_release,
+    ),
+];
 
 fn main() {
     if let Ok(spec) = std::env::var(WORKER_ENV) {

@@ -34,6 +34,14 @@ impl fmt::Debug for Redlock {
 
 /// Configures a blocking [`Redlock`]: [`crate::redlock::RedlockBuilder`] with blocking
 /// `open`.
+///
+/// **Each node is a different server.** [`open`](RedlockBuilder::open) refuses, with
+/// [`Error::InvalidArgument`] naming both URLs (never their passwords), two URLs that
+/// reach one server, however they are spelled: the same text before any I/O, then two
+/// nodes whose servers report the same `run_id` (`INFO server`) — `redis://h:6379` and
+/// `redis://h:6379/`, `localhost` and `127.0.0.1`, two databases of one server.
+/// [`from_clients`](RedlockBuilder::from_clients) does no I/O and only refuses the same
+/// client twice.
 #[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct RedlockBuilder {
@@ -73,13 +81,14 @@ impl RedlockBuilder {
         }
     }
 
-    /// Start a runtime thread and connect to every node in `urls` from it; see
+    /// Start a runtime thread and connect to every node in `urls` from it, refusing two
+    /// URLs that reach one server (see [above](RedlockBuilder)); see
     /// [`crate::redlock::Redlock::open`].
     ///
     /// # Errors
     ///
-    /// As [`crate::redlock::Redlock::open`]; [`Error::Store`] when the runtime thread
-    /// cannot be started.
+    /// As [`crate::redlock::Redlock::open`] ([`Error::InvalidArgument`] for one server
+    /// named twice); [`Error::Store`] when the runtime thread cannot be started.
     ///
     /// # Panics
     ///
@@ -129,12 +138,13 @@ impl Redlock {
     }
 
     /// Start a runtime thread and connect to the Redis masters at `urls` with default
-    /// settings; see [`crate::redlock::Redlock::open`].
+    /// settings, refusing two URLs that reach one server (see [`RedlockBuilder`]); see
+    /// [`crate::redlock::Redlock::open`].
     ///
     /// # Errors
     ///
-    /// As [`crate::redlock::Redlock::open`]; [`Error::Store`] when the runtime thread
-    /// cannot be started.
+    /// As [`crate::redlock::Redlock::open`] ([`Error::InvalidArgument`] for one server
+    /// named twice); [`Error::Store`] when the runtime thread cannot be started.
     ///
     /// # Panics
     ///

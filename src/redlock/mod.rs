@@ -62,10 +62,14 @@
 //!   a key past the failed attempt. Nodes that answered "held by another value" need
 //!   nothing, so contention costs no extra round trip. A same-value re-lock never deletes
 //!   the lock it re-locks.
-//! * **Waiting.** Between attempts a waiter sleeps its strategy's delay, cut short when a
-//!   majority of the nodes' keys have expired by the times to live they reported. Releases
-//!   are not announced to Redlock's waiters (each node would have to be watched): a
-//!   released key is found at the next attempt.
+//! * **Waiting.** Between attempts a waiter sleeps its strategy's delay, cut short when
+//!   the key is released or a majority of the nodes' keys have expired by the times to
+//!   live they reported, as on one server ([`ClientBuilder::notify`]). Each node
+//!   announces a release on the key's channel, and the Redlock opens one subscriber
+//!   connection per node at its first wait; a waiter wakes when a quorum of nodes
+//!   announced a release (one release, one waiter per Redlock: the one that waited
+//!   longest). The strategy still bounds the wait: an early wake is one more attempt
+//!   within the same delay, and the total wait never exceeds the sum of the delays.
 //! * **Contention is not failure.** [`Error::NotObtained`] only when a majority of nodes
 //!   answered that another value holds the key. Any other failure — nodes down, timed
 //!   out, or answers split — is [`Error::Quorum`], which says how many nodes granted,
@@ -149,6 +153,7 @@ pub use lock::RedlockLock;
 #[cfg(doc)]
 use crate::Error;
 use crate::args::check_duration;
+use crate::redact::Redacted;
 use crate::retry::{NoRetry, RetryStrategy};
 use crate::store::Backend;
 use crate::store::quorum::Quorum;
@@ -177,6 +182,17 @@ impl fmt::Debug for Redlock {
 
 /// Configures a [`Redlock`] before it connects: the settings of
 /// [`ClientBuilder`] that apply to every node.
+///
+/// **Each node is a different server.** [`open`](RedlockBuilder::open) refuses, with
+/// [`Error::InvalidArgument`] naming both URLs (never their passwords), two URLs that
+/// reach one server, whatever their spelling: the same text is refused before any I/O;
+/// then every node is asked its server's `run_id` (`INFO server`, a random id each
+/// `redis-server` process draws at start), and two nodes that answer with the same one
+/// are refused — `redis://h:6379` and `redis://h:6379/`, `localhost` and
+/// `127.0.0.1`, or two database numbers of one server. One server counted twice could
+/// make a "majority" on its own, and lose it in a restart while another client wins the
+/// real majority. [`from_clients`](RedlockBuilder::from_clients) does no I/O and only
+/// refuses the same client twice: make sure its clients reach different servers.
 ///
 /// ```no_run
 /// # async fn demo() -> leasehold::Result<()> {
@@ -221,7 +237,8 @@ impl RedlockBuilder {
         self
     }
 
-    /// Bound on establishing (and re-establishing) each node's connection. Default:
+    /// Bound on establishing (and re-establishing) each node's connection, and on
+    /// asking it its server's `run_id` when the Redlock is opened. Default:
     /// [`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT) (5 s).
     pub const fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -244,7 +261,8 @@ impl RedlockBuilder {
         self
     }
 
-    /// Connect to every node in `urls` (at once); see [`Redlock::open`].
+    /// Connect to every node in `urls` (at once), and make sure that no two of them are
+    /// one server (see [above](RedlockBuilder)); see [`Redlock::open`].
     ///
     /// # Errors
     ///
@@ -270,20 +288,19 @@ impl RedlockBuilder {
                     "urls: a Redlock node is a Redis server (redis://, rediss://, redis+unix://, unix://)",
                 ));
             }
-            if urls[..i].contains(url) {
-                return Err(crate::Error::invalid(
-                    "urls: the same node twice (the nodes must be independent masters)",
-                ));
+            if let Some(j) = urls[..i].iter().position(|other| other == url) {
+                return Err(same_server(urls, j, i, "the same URL"));
             }
         }
-        // No release notifications: Redlock's waiters wake by the clock (a holder's
-        // lease running out) or under their strategy, so nodes publish nothing.
+        // Nodes announce releases (the release script publishes on the key's channel),
+        // so that a waiting `lock` wakes when a majority of them did.
         let node = self
             .inner
             .connect_timeout(self.connect_timeout)
-            .notify(false);
+            .notify(true);
         let opening = urls.iter().map(|url| node.clone().open(url));
         let clients = futures::future::try_join_all(opening).await?;
+        refuse_one_server_twice(urls, &clients, self.connect_timeout).await?;
         build(clients, default_timeout)
     }
 
@@ -299,6 +316,48 @@ impl RedlockBuilder {
         let default_timeout = check_duration("default_timeout", self.default_timeout)?;
         build(clients, default_timeout)
     }
+}
+
+/// [`Error::InvalidArgument`] naming `urls[earlier]` and `urls[later]` (without their
+/// credentials): they reach the same server, which `how` says how it was found.
+fn same_server(urls: &[&str], earlier: usize, later: usize, how: &str) -> crate::Error {
+    crate::Error::invalid(format!(
+        "urls: urls[{earlier}] ({}) and urls[{later}] ({}) are {how}: a Redlock's nodes \
+         must be independent Redis masters",
+        Redacted(urls[earlier]),
+        Redacted(urls[later]),
+    ))
+}
+
+/// Ask every node its server's `run_id` (at once, each bounded by `timeout`) and refuse
+/// two that answer with the same one: however their URLs spell them (`localhost` and
+/// `127.0.0.1`, with or without a trailing `/`, another database number), they are one
+/// server, which alone could make a "majority".
+async fn refuse_one_server_twice(
+    urls: &[&str],
+    clients: &[Client],
+    timeout: Duration,
+) -> Result<()> {
+    let asking = clients.iter().map(|client| async move {
+        match client.backend() {
+            Backend::Redis(store) => store.server_id(timeout).await,
+            _ => Err(crate::Error::invalid(
+                "urls: a Redlock node is a Redis server",
+            )),
+        }
+    });
+    let ids = futures::future::try_join_all(asking).await?;
+    for (later, id) in ids.iter().enumerate() {
+        if let Some(earlier) = ids[..later].iter().position(|other| other == id) {
+            return Err(same_server(
+                urls,
+                earlier,
+                later,
+                "one server (the same run_id)",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The Redlock over the Redis stores of `clients`.
@@ -353,13 +412,20 @@ impl Redlock {
     /// — and there should be an odd number of them, 3 or 5: with N nodes, Redlock stays
     /// available while N/2 + 1 answer.
     ///
+    /// Two URLs that reach the same server are refused, however they are spelled: each
+    /// node is asked its server's `run_id` (`INFO server`), and no two may answer with
+    /// the same one (see [`RedlockBuilder`]). The nodes' users need the `INFO` command.
+    ///
     /// # Errors
     ///
-    /// * [`Error::InvalidArgument`] for no URL, a URL that is not a Redis URL, or the same
-    ///   URL twice;
-    /// * [`Error::Redis`] (or [`Error::Timeout`]) when a node cannot be reached or rejects
-    ///   the credentials: every node must be reachable when the Redlock is opened (use
-    ///   [`from_clients`](Redlock::from_clients) to start with some of them down).
+    /// * [`Error::InvalidArgument`], before any I/O, for no URL, a URL that is not a
+    ///   Redis URL, or the same URL twice; after connecting, for two URLs whose servers
+    ///   report the same `run_id` (one server, spelled twice). The message names both
+    ///   URLs, without their passwords;
+    /// * [`Error::Redis`] (or [`Error::Timeout`]) when a node cannot be reached, rejects
+    ///   the credentials or refuses `INFO` (`NOPERM`): every node must be reachable when
+    ///   the Redlock is opened (use [`from_clients`](Redlock::from_clients) to start
+    ///   with some of them down).
     ///
     /// # Cancel safety
     ///
@@ -374,6 +440,15 @@ impl Redlock {
     /// their connections. Its own default timeout is
     /// [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT); see
     /// [`RedlockBuilder::from_clients`] to set it.
+    ///
+    /// Waiters wake on a release when a quorum of the clients announce releases
+    /// ([`ClientBuilder::notify`], on by default; a client on your own connection needs
+    /// a [`notifier`](ClientBuilder::notifier)); otherwise they pause as their strategy
+    /// says.
+    ///
+    /// It does no I/O, so it cannot ask the servers who they are: unlike
+    /// [`open`](Redlock::open), it only refuses the same client twice, not two clients
+    /// that reach one server. Make sure they reach different servers.
     ///
     /// # Errors
     ///

@@ -18,19 +18,24 @@
 //!   did not answer or granted it get the single-server abort (a late arrival refused,
 //!   the key deleted if the attempt created it there — never a lock the value held
 //!   before), nodes that refused it get nothing — so contention costs no extra round
-//!   trip and leaves no record.
+//!   trip and leaves no record. The last attempts that won are remembered too, a while:
+//!   the client aborts a grant it does not believe (a release of the pair was sent after
+//!   it), and nodes that answered it need no record of aborted attempts either; an
+//!   answered attempt aborted without undo needs nothing at all.
 //! * **refresh** and **pttl** act on every node where the value holds the key (the value
 //!   is the holder's identity). Refresh succeeds when a quorum re-armed the key, is "not
 //!   held" when a majority says so, and is [`Error::Quorum`] otherwise; it never
 //!   releases anything. [`Incarnations`] keeps each node's token behind the one token the
 //!   lease knows: a re-acquire that finds other incarnations is a new lease.
-//! * **release** and **abort** go to every node and wait for all of them.
+//! * **release** and **abort** go to every node and wait for all of them. Each node
+//!   announces a release on the key's channel, as one server does; a waiter is woken
+//!   when a quorum of nodes announced one ([`Watch::quorum`]).
 //!
 //! The token an acquisition reports stands for the per-node incarnations and is no
 //! fencing token: counters on independent nodes cannot give a monotonic one (see the
 //! `redlock` module docs).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +47,7 @@ use tokio::time::Instant;
 use super::redis::RedisStore;
 use super::{Acquire, AttemptId, Fence, Fenced, Inspected, Store};
 use crate::validity::drift_allowance;
+use crate::wake::Watch;
 use crate::{Error, Result};
 
 /// Independent Redis masters, used as one store.
@@ -51,6 +57,13 @@ pub(crate) struct Quorum {
     /// aborted.
     unsettled: Mutex<HashMap<AttemptId, Unsettled>>,
     incarnations: Mutex<Incarnations>,
+    /// What each node did with the last [`GRANTED_KEPT`] attempts that won: the client
+    /// may yet disbelieve a grant (a release of the same key and value was sent after the
+    /// attempt) and abort it, and then nodes that answered need no record of it.
+    granted: Mutex<VecDeque<(AttemptId, Box<[Left]>)>>,
+    /// Held while a waiter takes its places in line on the nodes, so that every node
+    /// queues this client's waiters in the same order.
+    watching: Mutex<()>,
 }
 
 /// What one node did with an attempt that did not win.
@@ -76,6 +89,10 @@ struct Unsettled {
 /// unknown: forgetting costs a round trip, never safety.
 const SWEEP_AT: usize = 1024;
 const FORGET_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// How many attempts that won are remembered (an abort of one forgotten is sent to every
+/// node, as if each outcome were unknown: a record of aborted attempts, never a loss).
+const GRANTED_KEPT: usize = 64;
 
 /// The locks this client holds on the nodes, by key and value: for each, the token the
 /// lease knows and the incarnation (the node's own token) on every node that granted it.
@@ -212,6 +229,8 @@ impl Quorum {
             nodes: nodes.into_boxed_slice(),
             unsettled: Mutex::default(),
             incarnations: Mutex::default(),
+            granted: Mutex::default(),
+            watching: Mutex::default(),
         })
     }
 
@@ -241,6 +260,26 @@ impl Quorum {
             table.retain(|_, u| now.duration_since(u.since) < FORGET_AFTER);
         }
         table.insert(attempt, Unsettled { nodes, since: now });
+    }
+
+    /// Keep what each node did with `attempt`, which won, for a while.
+    fn remember_granted(&self, attempt: AttemptId, nodes: Box<[Left]>) {
+        let mut granted = self.granted.lock();
+        if granted.len() >= GRANTED_KEPT {
+            granted.pop_front();
+        }
+        granted.push_back((attempt, nodes));
+    }
+
+    /// What each node did with `attempt`, if it did not win and is not settled yet, or
+    /// won recently; forgotten here either way (it is being aborted).
+    fn settle(&self, attempt: AttemptId) -> Option<Box<[Left]>> {
+        if let Some(unsettled) = self.unsettled.lock().remove(&attempt) {
+            return Some(unsettled.nodes);
+        }
+        let mut granted = self.granted.lock();
+        let at = granted.iter().position(|(a, _)| *a == attempt)?;
+        granted.remove(at).map(|(_, nodes)| nodes)
     }
 }
 
@@ -333,6 +372,7 @@ impl Store for Quorum {
                 .incarnations
                 .lock()
                 .hold(key, val, granted, started, expiration);
+            self.remember_granted(attempt, left);
             return Ok(Acquire::Acquired(token));
         }
         self.remember(attempt, left);
@@ -413,31 +453,30 @@ impl Store for Quorum {
         // Per node: whether every attempt named there was answered (granted): then no
         // record of aborted attempts is needed, only the undo.
         let mut answered = vec![true; self.nodes.len()];
-        {
-            let mut table = self.unsettled.lock();
-            for &attempt in attempts {
-                match table.remove(&attempt) {
-                    Some(unsettled) => {
-                        for (node, left) in unsettled.nodes.iter().enumerate() {
-                            if !matches!(left, Left::Nothing) {
-                                plan[node].push(attempt);
-                                answered[node] &= matches!(left, Left::Claim);
-                            }
+        for &attempt in attempts {
+            match self.settle(attempt) {
+                Some(nodes) => {
+                    for (node, left) in nodes.iter().enumerate() {
+                        if !matches!(left, Left::Nothing) {
+                            plan[node].push(attempt);
+                            answered[node] &= matches!(left, Left::Claim);
                         }
                     }
-                    // Cancelled while in flight, or forgotten: possibly anywhere.
-                    None => {
-                        plan.iter_mut().for_each(|p| p.push(attempt));
-                        answered.iter_mut().for_each(|a| *a = false);
-                    }
+                }
+                // Cancelled while in flight, or forgotten: possibly anywhere.
+                None => {
+                    plan.iter_mut().for_each(|p| p.push(attempt));
+                    answered.iter_mut().for_each(|a| *a = false);
                 }
             }
         }
         let (plan, answered) = (&plan, &answered);
         let answers = self
             .all(|i, node| async move {
-                if plan[i].is_empty() {
-                    Ok(false) // refused there: nothing to do
+                if plan[i].is_empty() || (answered[i] && !undo) {
+                    // Refused there, or answered and not to be undone: an attempt that
+                    // ran cannot land again, so nothing is left to refuse.
+                    Ok(false)
                 } else if answered[i] && undo {
                     node.undo_answered(key, val, &plan[i], timeout).await
                 } else {
@@ -549,6 +588,17 @@ impl Store for Quorum {
 
     fn partial(&self) -> bool {
         true
+    }
+
+    /// A place in line on every node that announces releases, woken when a quorum of
+    /// them announced one (the holder's release goes to every node; one node's abort of
+    /// what a lost attempt created there does not wake a waiter by itself). `None` when
+    /// fewer than a quorum of nodes announce releases: the waiter then pauses as its
+    /// strategy says.
+    fn watch(&self, key: &str) -> Option<Watch> {
+        let _in_order = self.watching.lock();
+        let places: Vec<Watch> = self.nodes.iter().filter_map(|n| n.watch(key)).collect();
+        (places.len() >= self.quorum()).then(|| Watch::quorum(places, self.quorum()))
     }
 }
 

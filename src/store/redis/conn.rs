@@ -158,6 +158,14 @@ impl Conn {
         .await
     }
 
+    /// Send one plain command (no script), bounded by `timeout`.
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd, timeout: Duration) -> Result<T> {
+        Box::pin(self.bounded(timeout, async |mut conn: Connection| {
+            cmd.query_async::<T>(&mut conn).await
+        }))
+        .await
+    }
+
     /// [`run`](Conn::run), followed in the same round trip and on the same connection by
     /// `WAIT replicas wait`: the script's reply and how many replicas acknowledged every
     /// write made so far on that connection (this script's included).

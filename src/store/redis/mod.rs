@@ -428,6 +428,35 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// The server's `run_id` (`INFO server`): random per server process, so two
+    /// connections that report the same one reach the same server, however their URLs
+    /// spell it.
+    pub(crate) async fn server_id(&self, timeout: Duration) -> Result<String> {
+        let info: String = self
+            .conn
+            .query(redis::cmd("INFO").arg("server"), timeout)
+            .await?;
+        run_id(&info).map(str::to_owned).ok_or_else(|| {
+            Error::Redis(
+                (
+                    redis::ErrorKind::Parse,
+                    "no run_id",
+                    "INFO server named no run_id".to_owned(),
+                )
+                    .into(),
+            )
+        })
+    }
+}
+
+/// The `run_id` field of an `INFO server` reply.
+fn run_id(info: &str) -> Option<&str> {
+    info.lines()
+        .find_map(|line| line.trim_end().strip_prefix("run_id:"))
+        .filter(|id| !id.is_empty())
+}
+
 impl Store for RedisStore {
     fn grant(&self, expiration: Duration) -> Result<Duration> {
         Ok(expiration)
@@ -666,6 +695,14 @@ mod tests {
     fn scan_patterns_match_the_prefix_literally() {
         assert_eq!(glob_escape("app:"), "app:");
         assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+
+    #[test]
+    fn the_run_id_is_read_from_info_server() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:4f1c9e\r\ntcp_port:6379\r\n";
+        assert_eq!(run_id(info), Some("4f1c9e"));
+        assert_eq!(run_id("# Server\r\nrun_id:\r\n"), None);
+        assert_eq!(run_id("# Server\r\nmaster_run_id:ab\r\n"), None);
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! Store URLs with their secrets masked, for `Debug`.
+//! Store URLs with their secrets masked, for `Debug` and error messages.
 
 use std::fmt;
 
-/// A store URL as `Debug` shows it: the password of `user:password@` and the values of
+/// A store URL as `Debug` and errors show it: the password of `user:password@` and the values of
 /// `pass=` / `password=` query parameters (the Unix-socket form) replaced by `***`.
 ///
 /// Errs on the side of hiding: whatever precedes the last `@` is treated as user
