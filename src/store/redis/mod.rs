@@ -119,12 +119,14 @@ impl RedisStore {
             .connection_timeout(options.connect_timeout);
         let builder = redis::cluster::ClusterClientBuilder::new(nodes)
             .connection_timeout(options.connect_timeout)
-            // Every call is bounded by the caller's timeout; within it, redis-rs follows
-            // MOVED/ASK and retries TRYAGAIN without a clock of its own.
+            // Every call is bounded by the caller's timeout, and sent again by `conn` only
+            // as far as it is safe: redis-rs would send any call again after a connection
+            // lost while it was out (a release whose answer was lost would then report
+            // `NotHeld`, a forced release delete the next holder). Without retries of its
+            // own it still refreshes its slot map and reconnects; `conn` follows the
+            // redirects.
             .overall_response_timeout(None)
-            .retries(CLUSTER_RETRIES)
-            .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
-            .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS);
+            .retries(0);
         #[cfg(feature = "tls")]
         let (builder, subscriber) = match &options.tls_root_certificate {
             Some(pem) => {
@@ -242,15 +244,9 @@ impl RedisStore {
     }
 }
 
-/// redis-rs' cluster follows `MOVED`/`ASK` and retries `TRYAGAIN` and lost connections
-/// this many times (its default, 16, with waits of up to seconds, could outlast any
-/// caller's timeout by far: the caller's timeout is the bound that counts).
-#[cfg(feature = "cluster")]
-const CLUSTER_RETRIES: u32 = 5;
-#[cfg(feature = "cluster")]
-const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 10;
-#[cfg(feature = "cluster")]
-const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 100;
+/// How many times a forced release observes the key and deletes what it saw, when the
+/// key keeps changing hands in between (as etcd's).
+const FORCE_RELEASE_ROUNDS: usize = 3;
 
 /// The first connection: one direct attempt and one `PING` (so that a missing or wrong
 /// password, an untrusted certificate or a port that is not Redis is reported by `open`,
@@ -494,13 +490,49 @@ impl Store for RedisStore {
         Ok(locks)
     }
 
+    /// `only: None`: what holds the key is observed first, then deleted only while it
+    /// still holds it (observed again if it changed hands in between, up to
+    /// [`FORCE_RELEASE_ROUNDS`] times), all within `timeout`. So each delete names one
+    /// acquisition, and sent twice (by a connection of the user's that re-sends what lost
+    /// its answer) it cannot delete the next one.
     async fn force_release(&self, key: &str, only: Option<u64>, timeout: Duration) -> Result<bool> {
-        let cmd = scripts::force_release(key, only, self.publish());
-        Ok(self
-            .conn
-            .run::<i64>(&scripts::FORCE_RELEASE, &cmd, timeout)
-            .await?
-            == 1)
+        if let Some(token) = only {
+            let cmd = scripts::force_release(key, &token.to_string(), "", self.publish());
+            let deleted: i64 = self
+                .conn
+                .run(&scripts::FORCE_RELEASE, &cmd, timeout)
+                .await?;
+            return Ok(deleted == 1);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let left = || {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                Err(Error::Timeout)
+            } else {
+                Ok(left)
+            }
+        };
+        for _ in 0..FORCE_RELEASE_ROUNDS {
+            let cmd = scripts::observe(key);
+            let observed: Option<(String, String)> =
+                self.conn.run(&scripts::OBSERVE, &cmd, left()?).await?;
+            let Some((holder, token)) = observed else {
+                return Ok(false);
+            };
+            let cmd = scripts::force_release(key, &token, &holder, self.publish());
+            let deleted: i64 = self
+                .conn
+                .run(&scripts::FORCE_RELEASE, &cmd, left()?)
+                .await?;
+            if deleted == 1 {
+                return Ok(true);
+            }
+        }
+        Err(Error::Redis(RedisError::from((
+            redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain),
+            "the lock kept changing hands",
+        ))))
     }
 
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced> {
