@@ -127,11 +127,12 @@ impl Client {
     /// the highest the key has issued, so a resource it fenced refuses only older tokens;
     /// the next holder's token is higher. Bounded by the client's default timeout.
     ///
-    /// Each delete names the acquisition it found, never one taken since: the holder is
-    /// read, then the key deleted only while that acquisition still holds it (read again
-    /// and tried again, a few times, if it changed hands in between). A delete is sent
-    /// once: never again after it may have reached the store. It is sent again only after
-    /// an answer that says it did not run, or when no connection could be made.
+    /// It deletes the acquisition it found, never one taken since: the holder is read,
+    /// then the key deleted only while that acquisition still holds it (on Redis,
+    /// `false` if it ended in between; etcd reads again and deletes the new holder, up
+    /// to three times). The delete is sent once: never again after it may have reached
+    /// the store, only after an answer that says it did not run, or when no connection
+    /// could be made.
     ///
     /// # Errors
     ///

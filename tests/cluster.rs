@@ -368,3 +368,25 @@ async fn an_acquire_whose_reply_was_lost_is_sent_again_and_grants_one_acquisitio
     let (proxied, a, b) = Proxied::case(key).await;
     lost_reply::acquire(&a, &b, proxied.proxy_of(key), key).await;
 }
+
+/// On a cluster connection of the user's, redis-rs' own retries (its default: 16) still
+/// send a call again after a connection lost while it was out. The forced release
+/// deletes only the acquisition it observed, so the delete sent again finds the next
+/// holder and leaves it; it answers `false` (documented on `Client::from_cluster`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_release_sent_again_by_a_users_connection_never_deletes_the_next_holder() {
+    let key = "lost-force-release-user";
+    let (proxied, _, b) = Proxied::case(key).await;
+    let urls = proxied.cluster.urls();
+    let users = redis::cluster::ClusterClient::new(urls)
+        .unwrap()
+        .get_async_connection()
+        .await
+        .unwrap();
+    let a = Client::builder()
+        .default_timeout(5 * SEC)
+        .from_cluster(users);
+    let outcome =
+        lost_reply::force_release_spares_the_next_holder(&a, &b, proxied.proxy_of(key), key).await;
+    assert!(matches!(outcome, Ok(false)), "{outcome:?}");
+}

@@ -244,10 +244,6 @@ impl RedisStore {
     }
 }
 
-/// How many times a forced release observes the key and deletes what it saw, when the
-/// key keeps changing hands in between (as etcd's).
-const FORCE_RELEASE_ROUNDS: usize = 3;
-
 /// The first connection: one direct attempt and one `PING` (so that a missing or wrong
 /// password, an untrusted certificate or a port that is not Redis is reported by `open`,
 /// not by the first lock), then the manager.
@@ -490,49 +486,33 @@ impl Store for RedisStore {
         Ok(locks)
     }
 
-    /// `only: None`: what holds the key is observed first, then deleted only while it
-    /// still holds it (observed again if it changed hands in between, up to
-    /// [`FORCE_RELEASE_ROUNDS`] times), all within `timeout`. So each delete names one
-    /// acquisition, and sent twice (by a connection of the user's that re-sends what lost
-    /// its answer) it cannot delete the next one.
+    /// `only: None`: what holds the key is observed first, then deleted only while that
+    /// acquisition still holds it (`false` if it ended meanwhile), within `timeout` in
+    /// all. So the delete names one acquisition: sent twice (by a connection of the
+    /// user's that re-sends what lost its answer), it cannot delete the next one. Not
+    /// observed again when it changed hands: after a delete that a re-sending connection
+    /// ran twice, that would find the next holder, and delete it.
     async fn force_release(&self, key: &str, only: Option<u64>, timeout: Duration) -> Result<bool> {
-        if let Some(token) = only {
-            let cmd = scripts::force_release(key, &token.to_string(), "", self.publish());
-            let deleted: i64 = self
-                .conn
-                .run(&scripts::FORCE_RELEASE, &cmd, timeout)
-                .await?;
-            return Ok(deleted == 1);
-        }
         let deadline = tokio::time::Instant::now() + timeout;
-        let left = || {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                Err(Error::Timeout)
-            } else {
-                Ok(left)
+        let (token, holder) = match only {
+            Some(token) => (token.to_string(), String::new()),
+            None => {
+                let cmd = scripts::observe(key);
+                let observed: Option<(String, String)> =
+                    self.conn.run(&scripts::OBSERVE, &cmd, timeout).await?;
+                let Some((holder, token)) = observed else {
+                    return Ok(false);
+                };
+                (token, holder)
             }
         };
-        for _ in 0..FORCE_RELEASE_ROUNDS {
-            let cmd = scripts::observe(key);
-            let observed: Option<(String, String)> =
-                self.conn.run(&scripts::OBSERVE, &cmd, left()?).await?;
-            let Some((holder, token)) = observed else {
-                return Ok(false);
-            };
-            let cmd = scripts::force_release(key, &token, &holder, self.publish());
-            let deleted: i64 = self
-                .conn
-                .run(&scripts::FORCE_RELEASE, &cmd, left()?)
-                .await?;
-            if deleted == 1 {
-                return Ok(true);
-            }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout);
         }
-        Err(Error::Redis(RedisError::from((
-            redis::ErrorKind::Server(redis::ServerErrorKind::TryAgain),
-            "the lock kept changing hands",
-        ))))
+        let cmd = scripts::force_release(key, &token, &holder, self.publish());
+        let deleted: i64 = self.conn.run(&scripts::FORCE_RELEASE, &cmd, left).await?;
+        Ok(deleted == 1)
     }
 
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced> {
