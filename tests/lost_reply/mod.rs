@@ -58,9 +58,19 @@ async fn ran(proxy: &FaultProxy) {
     }
 }
 
-/// Break the connection whose reply was swallowed.
-fn cut(proxy: &FaultProxy) {
+/// Break the connection whose reply was swallowed; the instant the cut was asked for.
+fn cut(proxy: &FaultProxy) -> std::time::Instant {
+    let asked = std::time::Instant::now();
     tokio::task::block_in_place(|| proxy.cut_lost());
+    asked
+}
+
+/// Report how long after the cut the call under test ended (for RELIABILITY.md).
+fn figure(case: &str, cut: std::time::Instant, outcome: &str) {
+    eprintln!(
+        "FIGURE lost-reply {case}: {outcome} {:?} after the connection broke",
+        cut.elapsed()
+    );
 }
 
 /// `unlock`: the release ran and deleted the key, its reply was lost. Sent again, it
@@ -77,8 +87,9 @@ pub async fn unlock(a: &Client, b: &Client, proxy: &FaultProxy, key: &str) {
         b.inspect(key).await.unwrap().is_none(),
         "the release ran and deleted the key"
     );
-    cut(proxy);
+    let broke = cut(proxy);
     let outcome = unlocking.await.unwrap();
+    figure("unlock", broke, &format!("{outcome:?}"));
     let err = outcome.expect_err("the answer was lost: the outcome cannot be known");
     assert!(
         !err.is_not_held(),
@@ -121,8 +132,9 @@ pub async fn force_release_spares_the_next_holder(
         .await
         .expect("the key is free");
     assert!(next.fencing_token() > first.fencing_token());
-    cut(proxy);
+    let broke = cut(proxy);
     let outcome = releasing.await.unwrap();
+    figure("force_release", broke, &format!("{outcome:?}"));
     let held = b.inspect(key).await.unwrap();
     assert_eq!(
         held.map(|info| info.fencing_token()),
@@ -156,8 +168,13 @@ pub async fn refresh(a: &Client, b: &Client, proxy: &FaultProxy, key: &str) {
         ttl.is_some_and(|ttl| ttl > 30 * SEC),
         "the refresh ran: {ttl:?}"
     );
-    cut(proxy);
+    let broke = cut(proxy);
     let (lock, refreshed) = refreshing.await.unwrap();
+    figure(
+        "refresh",
+        broke,
+        &format!("{:?}", refreshed.as_ref().map(|_| "refreshed")),
+    );
     refreshed.expect("an idempotent write whose answer was lost is sent again");
     assert!(
         lock.valid_for().is_some_and(|v| v > 30 * SEC),
@@ -187,11 +204,14 @@ pub async fn acquire(a: &Client, b: &Client, proxy: &FaultProxy, key: &str) {
         .await
         .unwrap()
         .expect("the acquire ran and took the key");
-    cut(proxy);
-    let lock = locking
-        .await
-        .unwrap()
-        .expect("an idempotent write whose answer was lost is sent again");
+    let broke = cut(proxy);
+    let locked = locking.await.unwrap();
+    figure(
+        "acquire",
+        broke,
+        &format!("{:?}", locked.as_ref().map(|_| "granted")),
+    );
+    let lock = locked.expect("an idempotent write whose answer was lost is sent again");
     assert_eq!(
         lock.fencing_token(),
         first.fencing_token(),

@@ -188,7 +188,6 @@ fn failure(e: &RedisError, cluster: bool) -> Failure {
             | ServerErrorKind::MasterDown
             | ServerErrorKind::ReadOnly,
         ) => Failure::NotRun(Route::Slot),
-        #[cfg(feature = "cluster")]
         ErrorKind::ClusterConnectionNotFound => Failure::NotRun(Route::Slot),
         _ if e.is_connection_refusal() => Failure::NotRun(Route::Slot),
         ErrorKind::Io | ErrorKind::Parse => Failure::MaybeRun,
