@@ -774,6 +774,83 @@ mod tests {
         assert!(h.timed_out(1));
     }
 
+    /// An error as redis-rs reads it off the wire.
+    fn reply(text: &str) -> RedisError {
+        redis::parse_redis_value(text.as_bytes())
+            .unwrap()
+            .extract_error()
+            .unwrap_err()
+    }
+
+    fn io(kind: std::io::ErrorKind) -> RedisError {
+        std::io::Error::new(kind, "io").into()
+    }
+
+    #[test]
+    fn only_a_failure_that_says_the_call_did_not_run_lets_any_call_go_out_again() {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionRefused, ConnectionReset, TimedOut};
+        // Replies refusing to run it.
+        for text in [
+            "-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
+            "-CLUSTERDOWN The cluster is down\r\n",
+            "-LOADING Redis is loading the dataset in memory\r\n",
+            "-MASTERDOWN Link with MASTER is down\r\n",
+            "-READONLY You can't write against a read only replica.\r\n",
+        ] {
+            for cluster in [false, true] {
+                assert_eq!(
+                    failure(&reply(text), cluster),
+                    Failure::NotRun(Route::Slot),
+                    "{text}"
+                );
+            }
+        }
+        // No connection to send it on.
+        assert_eq!(
+            failure(&io(ConnectionRefused), false),
+            Failure::NotRun(Route::Slot)
+        );
+        let no_node: RedisError = (redis::ErrorKind::ClusterConnectionNotFound, "x").into();
+        assert_eq!(failure(&no_node, true), Failure::NotRun(Route::Slot));
+        // A connection lost once it may have gone out.
+        for kind in [ConnectionReset, BrokenPipe] {
+            assert_eq!(failure(&io(kind), true), Failure::MaybeRun, "{kind:?}");
+            assert_eq!(failure(&io(kind), false), Failure::MaybeRun, "{kind:?}");
+        }
+        // Neither: a timeout (the caller's bound), a script or permission error.
+        assert_eq!(failure(&io(TimedOut), true), Failure::Final);
+        assert_eq!(
+            failure(&reply("-ERR user_script:1: boom\r\n"), true),
+            Failure::Final
+        );
+        assert_eq!(
+            failure(&reply("-NOPERM no permissions\r\n"), true),
+            Failure::Final
+        );
+        let auth: RedisError = (redis::ErrorKind::AuthenticationFailed, "no").into();
+        assert_eq!(failure(&auth, false), Failure::Final);
+    }
+
+    #[test]
+    fn a_cluster_connection_follows_redirects_to_the_node_named() {
+        let moved = reply("-MOVED 3999 127.0.0.1:6381\r\n");
+        let ask = reply("-ASK 3999 10.0.0.2:7000\r\n");
+        #[cfg(feature = "cluster")]
+        {
+            assert_eq!(
+                failure(&moved, true),
+                Failure::NotRun(Route::Moved("127.0.0.1".into(), 6381))
+            );
+            assert_eq!(
+                failure(&ask, true),
+                Failure::NotRun(Route::Ask("10.0.0.2".into(), 7000))
+            );
+        }
+        // A connection to one server cannot follow them.
+        assert_eq!(failure(&moved, false), Failure::Final);
+        assert_eq!(failure(&ask, false), Failure::Final);
+    }
+
     #[test]
     fn staleness_belongs_to_one_generation() {
         let h = Health::new();

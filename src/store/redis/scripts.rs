@@ -306,6 +306,34 @@ mod tests {
     }
 
     #[test]
+    fn only_the_writes_that_must_not_run_twice_are_never_sent_again() {
+        for never in [&RELEASE, &FORCE_RELEASE] {
+            assert_eq!(never.resend, Resend::Never, "{}", never.code);
+        }
+        for safe in [
+            &ACQUIRE, &REFRESH, &ABORT, &FENCED, &PTTL, &INSPECT, &OBSERVE,
+        ] {
+            assert_eq!(safe.resend, Resend::Safe, "{}", safe.code);
+        }
+    }
+
+    #[test]
+    fn a_forced_release_names_the_token_and_the_holder_it_observed() {
+        let cmd = force_release("job", "1796645970059664", "ab12", None);
+        let plain = redis::cmd("EVALSHA")
+            .arg(&FORCE_RELEASE.sha)
+            .arg(2)
+            .arg("job")
+            .arg(Sidecar::of("job").name(STATE))
+            .arg("")
+            .arg("job")
+            .arg("1796645970059664")
+            .arg("ab12")
+            .get_packed_command();
+        assert_eq!(cmd.get_packed_command(), plain);
+    }
+
+    #[test]
     fn a_release_names_the_key_only() {
         let cmd = release("job", "value", None);
         let plain = redis::cmd("EVALSHA")
