@@ -522,9 +522,12 @@ impl Client {
     /// attempts) and for a fenced resource hashes to the lock key's (or resource's) slot,
     /// so every script runs on one node; keys with and without hash tags work alike. The
     /// connection follows the cluster through resharding (`MOVED`, `ASK`, `TRYAGAIN`) and
-    /// reloads scripts on a node that does not know them yet (`NOSCRIPT`). The `timeout`
-    /// of each call stays the outer bound on everything redis-rs does for it (its own
-    /// retries are capped at 5, with waits of 10–100 ms).
+    /// reloads scripts on a node that does not know them yet (`NOSCRIPT`). A call is sent
+    /// again (up to 5 times, with waits of 10–100 ms, within its `timeout`) after an
+    /// answer that says it did not run; after a connection lost while it was out, only
+    /// if it is idempotent — never an unlock or a forced release, which then end in
+    /// [`Error::Indeterminate`]. redis-rs' own retries are off: they would send any call
+    /// again.
     ///
     /// ```no_run
     /// # async fn demo() -> leasehold::Result<()> {
@@ -554,6 +557,13 @@ impl Client {
 
     /// A client on a redis-rs cluster connection you already have. Its own response
     /// timeouts and retries apply on top of each call's `timeout`.
+    ///
+    /// Build it with `ClusterClientBuilder::retries(0)`, as
+    /// [`open_cluster`](Client::open_cluster) does: leasehold follows `MOVED`/`ASK` and
+    /// tries again itself what is safe to send twice. redis-rs' own retries send any call
+    /// again after the connection it was out on broke, so a release whose answer was lost
+    /// may run twice and report [`Error::NotHeld`] (a forced release still deletes only
+    /// the acquisition it found: see [`Client::force_release`]).
     #[cfg(feature = "cluster")]
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub fn from_cluster(conn: redis::cluster_async::ClusterConnection) -> Client {

@@ -90,6 +90,23 @@ pub enum Error {
         /// Each failed node's index (in the order the nodes were given) and its error.
         errors: Vec<(usize, Error)>,
     },
+    /// A write that must not be carried out twice went out, and the connection failed
+    /// before its answer came back: it may or may not have been carried out. It was not
+    /// sent again — a second run could report [`Error::NotHeld`] for an unlock that
+    /// succeeded, or delete a lock taken since. Only an unlock
+    /// ([`Lock::unlock`](crate::Lock::unlock)) and a forced release
+    /// ([`Client::force_release`](crate::Client::force_release),
+    /// [`force_release_if`](crate::Client::force_release_if)) end this way: every other
+    /// write is idempotent, and is sent again instead. [`inspect`](crate::Client::inspect)
+    /// tells where the key stands now. Carries the failure that cut the answer off.
+    ///
+    /// Not transient ([`Error::is_transient`]): the same call again is not the safe next
+    /// step (a forced release tried again deletes whoever holds the key by then). A write
+    /// that timed out is just as undecided, and is [`Error::Timeout`].
+    #[error(
+        "outcome unknown: the connection failed after the write went out, and it was not sent again: {0}"
+    )]
+    Indeterminate(#[source] Box<Error>),
     /// A fenced resource refused this fencing token: it has already seen a higher one,
     /// so this holder's lease was superseded. Nothing was read or written.
     #[error("stale fencing token {token}: the resource has already seen token {highest}")]
@@ -151,6 +168,12 @@ impl Error {
     /// A fenced resource refused a stale fencing token ([`Error::Fenced`]).
     pub fn is_fenced(&self) -> bool {
         matches!(self, Error::Fenced { .. })
+    }
+
+    /// A write that must not run twice may or may not have run: its answer was lost
+    /// ([`Error::Indeterminate`]).
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(self, Error::Indeterminate(_))
     }
 
     /// A connection or server error of Redis ([`Error::Redis`]).
@@ -276,6 +299,13 @@ mod tests {
         assert!(Error::NotObtained.is_transient());
         assert!(!Error::NotHeld.is_transient());
         assert!(!Error::invalid("x").is_transient());
+        let lost: redis::RedisError =
+            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset").into();
+        let unknown = Error::Indeterminate(Box::new(Error::Redis(lost)));
+        assert!(unknown.is_indeterminate() && !unknown.is_redis());
+        assert!(!unknown.is_transient(), "the same call again is not safe");
+        assert!(std::error::Error::source(&unknown).is_some());
+        assert!(!Error::Timeout.is_indeterminate());
     }
 
     #[test]

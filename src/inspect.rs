@@ -154,14 +154,25 @@ impl Client {
     /// the highest the key has issued, so a resource it fenced refuses only older tokens;
     /// the next holder's token is higher. Bounded by the client's default timeout.
     ///
+    /// It deletes the acquisition it found, never one taken since: the holder is read,
+    /// then the key deleted only while that acquisition still holds it (on Redis,
+    /// `false` if it ended in between; etcd reads again and deletes the new holder, up
+    /// to three times). The delete is sent once: never again after it may have reached
+    /// the store, only after an answer that says it did not run, or when no connection
+    /// could be made.
+    ///
     /// # Errors
     ///
     /// * [`Error::InvalidArgument`] for an empty `key`, before any I/O;
+    /// * [`Error::Indeterminate`] when the connection failed after the delete went out:
+    ///   it may or may not have deleted the lock (calling again would delete whoever
+    ///   holds the key by then: [`inspect`](Client::inspect) it, then use
+    ///   [`force_release_if`](Client::force_release_if));
     /// * [`Error::Timeout`], [`Error::Redis`] or [`Error::Store`] when the store failed.
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future may or may not have deleted the lock.
+    /// Dropping the future may or may not have deleted the lock (never another).
     pub async fn force_release(&self, key: &str) -> Result<bool> {
         check_key(key)?;
         let key = self.store_key(key);

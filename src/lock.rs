@@ -186,10 +186,20 @@ impl Lock {
     ///
     /// * [`Error::NotHeld`] when the key was already gone or held by another value (it
     ///   is left untouched);
+    /// * [`Error::Indeterminate`] when the connection failed after the release went out:
+    ///   it may or may not have deleted the key;
     /// * [`Error::Timeout`] when the round trip exceeded the lock's timeout;
     /// * [`Error::Redis`] on a connection or server error.
     ///
-    /// On `Timeout` or `Redis` the key may still be held: it expires by itself.
+    /// On `Indeterminate`, `Timeout` or `Redis` the key may still be held: it expires by
+    /// itself.
+    ///
+    /// A release is sent once: never again after it may have reached the store (a second
+    /// one would find the key gone and report `NotHeld` for a release that succeeded).
+    /// It is sent again only after an answer that says it did not run (a cluster's
+    /// redirect, `TRYAGAIN`, `CLUSTERDOWN`, a server loading or demoted) or when no
+    /// connection could be made — so `NotHeld` always means the key was not this lock's
+    /// when the release ran.
     ///
     /// # Cancel safety
     ///

@@ -5,6 +5,7 @@
 
 #![cfg(feature = "cluster")]
 
+mod lost_reply;
 mod support;
 #[macro_use]
 mod suite;
@@ -12,7 +13,7 @@ mod suite;
 use std::time::{Duration, Instant};
 
 use leasehold::{Client, FixedInterval, NoRetry};
-use support::RedisCluster;
+use support::{FaultProxy, RedisCluster};
 
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
@@ -293,4 +294,115 @@ async fn a_one_server_url_at_a_cluster_node_is_refused_at_open() {
             "{shown}"
         );
     }
+}
+
+/// A cluster of 3 masters (no replicas), each behind a [`FaultProxy`] that it announces
+/// as its address: every connection of a cluster client goes through the proxy of the
+/// node it reaches. The scripts are in every master's cache.
+struct Proxied {
+    proxies: Vec<FaultProxy>,
+    cluster: RedisCluster,
+}
+
+impl Proxied {
+    fn start() -> Proxied {
+        let cluster = RedisCluster::start(3, 0);
+        let mut proxies = Vec::new();
+        for master in cluster.masters() {
+            for script in lost_reply::scripts() {
+                cluster.cmd(master.port, &["SCRIPT", "LOAD", &script]);
+            }
+            let proxy = FaultProxy::start(master.port);
+            cluster.announce_port(master.port, proxy.port());
+            proxies.push(proxy);
+        }
+        Proxied { proxies, cluster }
+    }
+
+    async fn client(&self) -> Client {
+        let urls = self.cluster.urls();
+        assert!(
+            urls.iter()
+                .all(|url| self.proxies.iter().any(|p| *url == p.url())),
+            "every master is reached through its proxy: {urls:?}"
+        );
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        Client::builder()
+            .default_timeout(5 * SEC)
+            .open_cluster(&urls)
+            .await
+            .expect("connect")
+    }
+
+    /// The proxy in front of `key`'s master.
+    fn proxy_of(&self, key: &str) -> &FaultProxy {
+        let port = self.cluster.master_of_key(key).port;
+        self.proxies
+            .iter()
+            .find(|p| p.port() == port)
+            .expect("the key's master is announced at its proxy")
+    }
+
+    /// A case of `lost_reply` on `key`, with a client under test and another client.
+    async fn case(key: &str) -> (Proxied, Client, Client) {
+        let proxied = Proxied::start();
+        let a = proxied.client().await;
+        let b = proxied.client().await;
+        let _ = proxied.proxy_of(key);
+        (proxied, a, b)
+    }
+}
+
+/// redis-rs' cluster client sends a call again on a new connection when the one it was
+/// out on breaks: a release whose reply was lost would report `NotHeld`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlock_whose_reply_was_lost_is_indeterminate_never_not_held() {
+    let key = "lost-unlock";
+    let (proxied, a, b) = Proxied::case(key).await;
+    lost_reply::unlock(&a, &b, proxied.proxy_of(key), key).await;
+}
+
+/// A forced release sent again after its reply was lost would delete the next holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_release_whose_reply_was_lost_never_deletes_the_next_holder() {
+    let key = "lost-force-release";
+    let (proxied, a, b) = Proxied::case(key).await;
+    lost_reply::force_release(&a, &b, proxied.proxy_of(key), key).await;
+}
+
+/// An idempotent write is sent again by the store (no longer by redis-rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_whose_reply_was_lost_is_sent_again_and_succeeds() {
+    let key = "lost-refresh";
+    let (proxied, a, b) = Proxied::case(key).await;
+    lost_reply::refresh(&a, &b, proxied.proxy_of(key), key).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_whose_reply_was_lost_is_sent_again_and_grants_one_acquisition() {
+    let key = "lost-acquire";
+    let (proxied, a, b) = Proxied::case(key).await;
+    lost_reply::acquire(&a, &b, proxied.proxy_of(key), key).await;
+}
+
+/// On a cluster connection of the user's, redis-rs' own retries (its default: 16) still
+/// send a call again after a connection lost while it was out. The forced release
+/// deletes only the acquisition it observed, so the delete sent again finds the next
+/// holder and leaves it; it answers `false` (documented on `Client::from_cluster`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_release_sent_again_by_a_users_connection_never_deletes_the_next_holder() {
+    let key = "lost-force-release-user";
+    let (proxied, _, b) = Proxied::case(key).await;
+    let urls = proxied.cluster.urls();
+    let users = redis::cluster::ClusterClient::new(urls)
+        .unwrap()
+        .get_async_connection()
+        .await
+        .unwrap();
+    let a = Client::builder()
+        .default_timeout(5 * SEC)
+        .from_cluster(users);
+    let outcome =
+        lost_reply::force_release_spares_the_next_holder(&a, &b, proxied.proxy_of(key), key).await;
+    assert!(matches!(outcome, Ok(false)), "{outcome:?}");
 }

@@ -1,6 +1,7 @@
 //! Failure modes of the core client against a real redis-server: unreachable and
 //! failing servers, cancelled and timed-out attempts, restarts, killed connections.
 
+mod lost_reply;
 mod support;
 
 use std::sync::Arc;
@@ -511,4 +512,48 @@ async fn a_fresh_connection_is_not_replaced_before_it_could_answer() {
         ok >= 30,
         "{ok} of 60 calls succeeded on the replacement connection"
     );
+}
+
+/// One server behind a proxy: the client under test talks through it (one connection,
+/// which the proxy can cut after the server answered), the other one directly.
+async fn behind_a_proxy() -> (RedisServer, FaultProxy, Client, Client) {
+    let server = RedisServer::start();
+    for script in lost_reply::scripts() {
+        server.cmd_sync(&["SCRIPT", "LOAD", &script]);
+    }
+    let proxy = FaultProxy::start(server.port());
+    let open = |url: String| async move {
+        Client::builder()
+            .default_timeout(5 * SEC)
+            .open(&url)
+            .await
+            .expect("connect")
+    };
+    let through = open(proxy.url()).await;
+    let direct = open(server.url()).await;
+    (server, proxy, through, direct)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlock_whose_reply_was_lost_is_indeterminate_never_not_held() {
+    let (_server, proxy, a, b) = behind_a_proxy().await;
+    lost_reply::unlock(&a, &b, &proxy, "lost-unlock").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_release_whose_reply_was_lost_never_deletes_the_next_holder() {
+    let (_server, proxy, a, b) = behind_a_proxy().await;
+    lost_reply::force_release(&a, &b, &proxy, "lost-force-release").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_whose_reply_was_lost_is_sent_again_and_succeeds() {
+    let (_server, proxy, a, b) = behind_a_proxy().await;
+    lost_reply::refresh(&a, &b, &proxy, "lost-refresh").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acquire_whose_reply_was_lost_is_sent_again_and_grants_one_acquisition() {
+    let (_server, proxy, a, b) = behind_a_proxy().await;
+    lost_reply::acquire(&a, &b, &proxy, "lost-acquire").await;
 }

@@ -249,6 +249,63 @@ async fn proxy_reset_all() {
     assert_eq!(v.as_deref(), Some("v"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_loses_the_reply_to_the_matching_request_only() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    let client = redis::Client::open(proxy.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let mut other = client.get_multiplexed_async_connection().await.unwrap();
+    proxy.lose_reply_to("lost-key");
+    // Negative control: requests without the pattern are answered.
+    let _: () = redis::cmd("SET")
+        .arg("kept-key")
+        .arg("1")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert_eq!(proxy.replies_lost(), 0);
+    // The matching request runs; its answer never comes.
+    let mut lost = con.clone();
+    let pending = tokio::spawn(async move {
+        redis::cmd("SET")
+            .arg("lost-key")
+            .arg("ran")
+            .query_async::<()>(&mut lost)
+            .await
+    });
+    assert!(wait_until(Duration::from_secs(5), || proxy.replies_lost() > 0));
+    assert_eq!(
+        get(&server, "lost-key"),
+        Value::BulkString(b"ran".to_vec()),
+        "the request ran"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!pending.is_finished(), "its answer was swallowed");
+    // Other connections are not affected.
+    let v: Option<String> = redis::cmd("GET")
+        .arg("kept-key")
+        .query_async(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(v.as_deref(), Some("1"));
+    tokio::task::block_in_place(|| proxy.cut_lost());
+    let res = tokio::time::timeout(Duration::from_secs(2), pending)
+        .await
+        .expect("the cut ends the call")
+        .unwrap();
+    assert!(res.is_err(), "{res:?}");
+    // One request: the next one matching is answered.
+    let mut fresh = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("lost-key")
+        .arg("again")
+        .query_async(&mut fresh)
+        .await
+        .unwrap();
+    assert_eq!(proxy.replies_lost(), 1);
+}
+
 #[test]
 fn proxy_delay() {
     let server = RedisServer::start();

@@ -38,11 +38,14 @@ impl Client {
     }
 
     /// Delete the lock on `key`, whoever holds it: the blocking form of
-    /// [`crate::Client::force_release`]. `false` when no lock was there.
+    /// [`crate::Client::force_release`]. `false` when no lock was there. Deletes only the
+    /// acquisition it found, and is never sent again once it may have reached the store.
     ///
     /// # Errors
     ///
     /// * [`Error::InvalidArgument`] for an empty `key`, before any I/O;
+    /// * [`Error::Indeterminate`] when the connection failed after the delete went out:
+    ///   it may or may not have deleted the lock;
     /// * [`Error::Timeout`], [`Error::Redis`] or [`Error::Store`] when the store failed.
     ///
     /// # Panics

@@ -204,10 +204,14 @@ impl Lock {
     ///
     /// * [`Error::NotHeld`] when the key was already gone or held by another value (it
     ///   is left untouched);
+    /// * [`Error::Indeterminate`] when the connection failed after the release went out:
+    ///   it may or may not have deleted the key;
     /// * [`Error::Timeout`] when the round trip exceeded the lock's timeout;
     /// * [`Error::Redis`] on a connection or server error;
     ///
-    /// On `Timeout` or `Redis` the key may still be held: it expires by itself.
+    /// On `Indeterminate`, `Timeout` or `Redis` the key may still be held: it expires by
+    /// itself. A release is never sent again once it may have reached the store, as
+    /// [`crate::Lock::unlock`] tells.
     ///
     /// # Panics
     ///

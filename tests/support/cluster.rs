@@ -15,7 +15,7 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use super::process::{self, Service};
 use super::server::DEFAULT_REDIS_SERVER;
 use super::{
     free_port, info_field, lock, memory_temp_dir, ping_ready, redis_cmd, value_text, wait_for,
+    wait_until,
 };
 
 /// Number of hash slots.
@@ -90,6 +91,15 @@ struct Node {
     /// frozen: `wait_for_failover` needs its slots even when the failover
     /// has already happened.
     before_fault: Mutex<Option<ClusterNode>>,
+    /// The client port it announces instead of its own (`announce_port`); 0: its own.
+    announced: AtomicU16,
+}
+
+impl Node {
+    /// Whether the cluster names this node by `port`: its own, or the one it announces.
+    fn named(&self, port: u16) -> bool {
+        self.port == port || self.announced.load(Ordering::SeqCst) == port
+    }
 }
 
 /// A throw-away Redis Cluster: `masters` masters with `replicas_per_master`
@@ -269,7 +279,7 @@ impl RedisCluster {
             });
         let mut out: Vec<ClusterNode> = Vec::new();
         for node in &self.nodes {
-            if let Some(seen) = observer.iter().find(|s| s.port == node.port) {
+            if let Some(seen) = observer.iter().find(|s| node.named(s.port)) {
                 out.push(seen.clone());
             }
         }
@@ -352,7 +362,8 @@ impl RedisCluster {
 
     // -- commands -----------------------------------------------------------
 
-    /// `redis://127.0.0.1:PORT/` of any node, by port.
+    /// `redis://127.0.0.1:PORT/` of any node, by port (through what it announces, if it
+    /// was given a port to announce and is named by that one).
     pub fn node_url(&self, port: u16) -> String {
         self.proc(port);
         format!("redis://127.0.0.1:{port}/")
@@ -558,12 +569,51 @@ impl RedisCluster {
         }
     }
 
+    /// Makes the node on `port` announce `announced` as its client port — a
+    /// [`FaultProxy`](super::FaultProxy) in front of it, say — so that a cluster
+    /// client, which follows the addresses the cluster gives, reaches it only through
+    /// there; and waits (bounded, 10 s) until every running node gives that address.
+    /// From then on the views ([`nodes`](Self::nodes), [`master_of_key`](Self::master_of_key),
+    /// [`urls`](Self::urls), …) name the node by `announced`, while the methods that
+    /// act on its process ([`kill`](Self::kill), …) still take its own `port`. Its
+    /// cluster bus keeps its own port. Private clusters only.
+    pub fn announce_port(&self, port: u16, announced: u16) {
+        self.assert_private("announce_port");
+        let id = value_text(&self.cmd(port, &["CLUSTER", "MYID"]), "CLUSTER MYID");
+        let id = id.trim().to_owned();
+        self.proc(port).announced.store(announced, Ordering::SeqCst);
+        self.cmd(
+            port,
+            &[
+                "CONFIG",
+                "SET",
+                "cluster-announce-port",
+                &announced.to_string(),
+            ],
+        );
+        let everywhere = wait_until(Duration::from_secs(10), || {
+            self.live_nodes().all(|n| {
+                self.view_of(n.port).is_ok_and(|view| {
+                    view.iter()
+                        .any(|seen| seen.id == id && seen.port == announced)
+                })
+            })
+        });
+        assert!(
+            everywhere,
+            "RedisCluster::announce_port({port}, {announced}): not seen by every node in 10 s\n{}",
+            self.diagnostics()
+        );
+    }
+
     // -- convergence ----------------------------------------------------------
 
     /// Waits (bounded, 30 s) until every running, unfrozen node reports
     /// `cluster_state:ok` with all slots assigned, all of them agree on the
     /// slot map and on each other's roles, none of them flags another running
-    /// node as failed, and every running replica's link to its master is up.
+    /// node as failed, every running replica's link to its master is up, and
+    /// every master's running replicas acknowledge a write (`WAIT`) — see
+    /// [`replicas_acknowledge`](Self::replicas_acknowledge).
     pub fn wait_converged(&self) {
         if let Err(why) = self.wait_converged_until(Instant::now() + CONVERGE_TIMEOUT) {
             panic!(
@@ -591,7 +641,11 @@ impl RedisCluster {
         if live.is_empty() {
             return Err("no running node".into());
         }
-        let live_ports: Vec<u16> = live.iter().map(|n| n.port).collect();
+        let live_ports: Vec<u16> = live
+            .iter()
+            .flat_map(|n| [n.port, n.announced.load(Ordering::SeqCst)])
+            .filter(|&port| port != 0)
+            .collect();
         type Roles = Vec<(u16, Role, Option<String>)>;
         type SlotMap = Vec<(u16, u16, u16)>;
         let mut reference: Option<(u16, SlotMap, Roles)> = None;
@@ -649,7 +703,7 @@ impl RedisCluster {
             }
             if view
                 .iter()
-                .any(|n| n.port == port && n.role == Role::Replica)
+                .any(|n| node.named(n.port) && n.role == Role::Replica)
             {
                 let repl = self
                     .try_cmd(port, &["INFO", "replication"])
@@ -660,7 +714,53 @@ impl RedisCluster {
                 }
             }
         }
+        let view = self.view_of(live[0].port)?;
+        for master in view.iter().filter(|n| n.is_master() && !n.slots.is_empty()) {
+            let replicas = view
+                .iter()
+                .filter(|n| n.master_id.as_deref() == Some(master.id.as_str()))
+                .filter(|n| live_ports.contains(&n.port))
+                .count();
+            if replicas > 0 && live_ports.contains(&master.port) {
+                self.replicas_acknowledge(master, replicas)?;
+            }
+        }
         Ok(())
+    }
+
+    /// Whether `replicas` replicas of `master` acknowledge a write within 100 ms: a
+    /// replica whose link is `up` may not be streamed to yet. After a diskless full
+    /// sync the replica reports its link up and sends its first `REPLCONF ACK` at
+    /// once; if that ACK reaches the master before the master has reaped the child
+    /// that streamed the snapshot (its cron, every 100 ms), the master marks the
+    /// replica online only at its *next* ACK, up to a second later ("Waiting for
+    /// REPLCONF ACK from slave to enable streaming" in its log), and until then sends
+    /// it nothing: every `WAIT` meanwhile counts 0 (seen as the flaky
+    /// `min_replicas_waits_for_the_keys_own_master`, issue 21).
+    fn replicas_acknowledge(&self, master: &ClusterNode, replicas: usize) -> Result<(), String> {
+        let slot = *master.slots[0].start();
+        let key = Self::key_in_slot(slot, "harness-replication-probe-");
+        let port = master.port;
+        let probe = || -> redis::RedisResult<i64> {
+            let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?
+                .get_connection_with_timeout(Duration::from_secs(5))?;
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(1)
+                .arg("PX")
+                .arg(1000)
+                .query::<()>(&mut con)?;
+            let acked = redis::cmd("WAIT").arg(replicas).arg(100).query(&mut con)?;
+            redis::cmd("DEL").arg(&key).query::<()>(&mut con)?;
+            Ok(acked)
+        };
+        match probe() {
+            Ok(acked) if acked >= replicas as i64 => Ok(()),
+            Ok(acked) => Err(format!(
+                "master {port}: a write reached {acked} of its {replicas} replicas"
+            )),
+            Err(e) => Err(format!("master {port}: replication probe: {e}")),
+        }
     }
 
     // -- internals --------------------------------------------------------------
@@ -668,7 +768,7 @@ impl RedisCluster {
     fn proc(&self, port: u16) -> &Node {
         self.nodes
             .iter()
-            .find(|n| n.port == port)
+            .find(|n| n.named(port))
             .unwrap_or_else(|| {
                 panic!(
                     "RedisCluster: no node on port {port} (ports: {:?})",
@@ -688,7 +788,7 @@ impl RedisCluster {
         let seen = self
             .live_nodes()
             .find_map(|n| self.view_of(n.port).ok())
-            .and_then(|view| view.into_iter().find(|n| n.port == node.port));
+            .and_then(|view| view.into_iter().find(|n| node.named(n.port)));
         if seen.is_some() {
             *lock(&node.before_fault) = seen;
         }
@@ -809,6 +909,7 @@ impl Node {
             service,
             frozen: AtomicBool::new(false),
             before_fault: Mutex::new(None),
+            announced: AtomicU16::new(0),
         }
     }
 

@@ -31,6 +31,27 @@ struct ProxyShared {
     /// Live connections per reset generation they were accepted in.
     live_by_generation: Mutex<BTreeMap<u64, usize>>,
     shutdown: Notify,
+    /// `lose_reply_to`: the request to lose the reply of, until it is seen.
+    lose_pattern: Mutex<Option<Vec<u8>>>,
+    /// The connection whose replies are swallowed (`NONE`: none).
+    losing: AtomicU64,
+    /// Reply chunks swallowed so far.
+    lost: AtomicU64,
+    /// The connection `cut_lost` resets (`NONE`: none), and its signal.
+    cut_id: AtomicU64,
+    cut: Notify,
+}
+
+/// No connection.
+const NONE: u64 = u64::MAX;
+
+/// Which way a [`direction`] pumps.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// Client to server: requests.
+    Request,
+    /// Server to client: replies.
+    Reply,
 }
 
 impl ProxyShared {
@@ -84,6 +105,11 @@ impl FaultProxy {
             reset_tx,
             live_by_generation: Mutex::new(BTreeMap::new()),
             shutdown: Notify::new(),
+            lose_pattern: Mutex::new(None),
+            losing: AtomicU64::new(NONE),
+            lost: AtomicU64::new(0),
+            cut_id: AtomicU64::new(NONE),
+            cut: Notify::new(),
         });
         let (done_tx, done_rx) = mpsc::channel();
         let thread_shared = shared.clone();
@@ -171,6 +197,40 @@ impl FaultProxy {
         assert!(
             closed,
             "FaultProxy::reset_all: connections did not close within 2 s"
+        );
+    }
+
+    /// A reply lost after the request ran: the next request (a chunk a client sends)
+    /// that contains `pattern` is forwarded, and from then on everything the server
+    /// answers on that connection is swallowed. The connection stays open and silent —
+    /// the client waits for an answer that never comes — until
+    /// [`cut_lost`](Self::cut_lost) resets it. One request: the next one matching after
+    /// it is forwarded as usual.
+    pub fn lose_reply_to(&self, pattern: impl AsRef<[u8]>) {
+        assert!(!pattern.as_ref().is_empty(), "lose_reply_to: empty pattern");
+        *lock(&self.shared.lose_pattern) = Some(pattern.as_ref().to_vec());
+    }
+
+    /// Reply chunks swallowed so far ([`lose_reply_to`](Self::lose_reply_to)): once
+    /// above zero, the server has run the request and answered it.
+    pub fn replies_lost(&self) -> u64 {
+        self.shared.lost.load(Ordering::SeqCst)
+    }
+
+    /// Resets (RST, both sides) the connection whose replies are swallowed, as a
+    /// connection that broke before the answer came back; new connections work.
+    /// Blocks (bounded, 2 s) until it is closed. Panics if no reply was lost.
+    pub fn cut_lost(&self) {
+        let id = self.shared.losing.load(Ordering::SeqCst);
+        assert!(id != NONE, "FaultProxy::cut_lost: no request matched");
+        self.shared.cut_id.store(id, Ordering::SeqCst);
+        self.shared.cut.notify_waiters();
+        let closed = wait_until(Duration::from_secs(2), || {
+            self.shared.losing.load(Ordering::SeqCst) == NONE
+        });
+        assert!(
+            closed,
+            "FaultProxy::cut_lost: the connection did not close within 2 s"
         );
     }
 
@@ -284,10 +344,18 @@ async fn handle_connection(
         client_r,
         up_w,
         id,
+        Way::Request,
         shared.clone(),
         reset_rx.clone(),
     ));
-    tasks.spawn(direction(up_r, client_w, id, shared.clone(), reset_rx));
+    tasks.spawn(direction(
+        up_r,
+        client_w,
+        id,
+        Way::Reply,
+        shared.clone(),
+        reset_rx,
+    ));
     while let Some(res) = tasks.join_next().await {
         if !matches!(res, Ok(Outcome::Eof)) {
             // Reset, error or panic: tear the whole connection down. Aborted
@@ -296,7 +364,24 @@ async fn handle_connection(
             tasks.abort_all();
         }
     }
+    // A connection that lost replies is gone: `cut_lost` waits for this.
+    let _ = shared
+        .losing
+        .compare_exchange(id, NONE, Ordering::SeqCst, Ordering::SeqCst);
     drop(guard);
+}
+
+/// Resolves when `cut_lost` names connection `id`.
+async fn cut_for(shared: &ProxyShared, id: u64) {
+    loop {
+        let cut = shared.cut.notified();
+        tokio::pin!(cut);
+        cut.as_mut().enable();
+        if shared.cut_id.load(Ordering::SeqCst) == id {
+            return;
+        }
+        cut.await;
+    }
 }
 
 async fn reset_changed(rx: &mut watch::Receiver<u64>) {
@@ -310,15 +395,17 @@ async fn direction(
     mut r: OwnedReadHalf,
     mut w: OwnedWriteHalf,
     id: u64,
+    way: Way,
     shared: Arc<ProxyShared>,
     mut reset_rx: watch::Receiver<u64>,
 ) -> Outcome {
     let result = {
-        let fut = pump(&mut r, &mut w, id, &shared);
+        let fut = pump(&mut r, &mut w, id, way, &shared);
         tokio::pin!(fut);
         tokio::select! {
             biased;
             _ = reset_changed(&mut reset_rx) => None,
+            _ = cut_for(&shared, id) => None,
             res = &mut fut => Some(res),
         }
     };
@@ -343,6 +430,7 @@ async fn pump(
     r: &mut OwnedReadHalf,
     w: &mut OwnedWriteHalf,
     id: u64,
+    way: Way,
     shared: &ProxyShared,
 ) -> Result<(), ()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
@@ -352,6 +440,26 @@ async fn pump(
             let n = r.read(&mut buf).await.map_err(|_| ())?;
             if n == 0 {
                 return Ok::<(), ()>(()); // dropping `tx` lets the writer finish
+            }
+            match way {
+                // Marked before it is forwarded: no reply can come back before.
+                Way::Request => {
+                    let mut pattern = lock(&shared.lose_pattern);
+                    let matched = pattern.as_ref().is_some_and(|p| {
+                        buf[..n]
+                            .windows(p.len())
+                            .any(|window| window == p.as_slice())
+                    });
+                    if matched {
+                        *pattern = None;
+                        shared.losing.store(id, Ordering::SeqCst);
+                    }
+                }
+                Way::Reply if shared.losing.load(Ordering::SeqCst) == id => {
+                    shared.lost.fetch_add(1, Ordering::SeqCst);
+                    continue;
+                }
+                Way::Reply => {}
             }
             let due = Instant::now() + shared.delay();
             tx.send((due, buf[..n].to_vec())).map_err(|_| ())?;

@@ -119,6 +119,101 @@ enum Outcome<T> {
     TimedOut,
 }
 
+/// Whether a call may go out again once it may have reached the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// A read, or a write whose second run changes nothing the first did not (an acquire
+    /// names its attempt, a refresh re-arms the same value, an abort refuses what it
+    /// already refused, a fenced write sets the same value under the same token): tried
+    /// again after any failure another try could fix, a connection lost after the call
+    /// went out included.
+    Safe,
+    /// A write whose second run would not be the first one's (a release would report
+    /// `NotHeld`, a forced release delete what was taken since): tried again only after a
+    /// failure that says it did not run — a reply refusing it (a redirect, `TRYAGAIN`,
+    /// `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`, `READONLY`) or a connection that could not
+    /// be made. A connection lost after it went out ends the call with
+    /// [`Error::Indeterminate`].
+    Never,
+}
+
+/// Tries of one call within its timeout: the first and this many more after a failure
+/// that allows it (as many as redis-rs' cluster client was allowed before it stopped
+/// retrying on its own).
+const TRIES_AFTER_THE_FIRST: u32 = 5;
+/// The pause before another try (none after a redirect), doubling up to the last.
+const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(10);
+const RETRY_MAX_PAUSE: Duration = Duration::from_millis(100);
+
+/// Where a try goes: where the connection routes it (one server; on a cluster, the
+/// master of the key's slot in its slot map), or to the node a redirect named.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    Slot,
+    /// `MOVED`: the slot is served there now.
+    #[cfg(feature = "cluster")]
+    Moved(String, u16),
+    /// `ASK`: during a migration, the key is there; `ASKING` first.
+    #[cfg(feature = "cluster")]
+    Ask(String, u16),
+}
+
+/// What a failed try says about the call.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    /// It did not run: a reply refusing it, or no connection to send it on. Another try
+    /// goes to `Route`.
+    NotRun(Route),
+    /// It may have run: the connection failed after it may have gone out.
+    MaybeRun,
+    /// Another try cannot help (a script error, a permission, a timeout: the caller's
+    /// timeout is the bound on every try).
+    Final,
+}
+
+/// What `e` says about the try that failed with it, on a cluster connection or not (only
+/// a cluster connection follows redirects).
+fn failure(e: &RedisError, cluster: bool) -> Failure {
+    use redis::{ErrorKind, ServerErrorKind};
+    if e.is_timeout() {
+        return Failure::Final;
+    }
+    match e.kind() {
+        ErrorKind::Server(ServerErrorKind::Moved) if cluster => redirect(e, false),
+        ErrorKind::Server(ServerErrorKind::Ask) if cluster => redirect(e, true),
+        ErrorKind::Server(
+            ServerErrorKind::TryAgain
+            | ServerErrorKind::ClusterDown
+            | ServerErrorKind::BusyLoading
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::ReadOnly,
+        ) => Failure::NotRun(Route::Slot),
+        ErrorKind::ClusterConnectionNotFound => Failure::NotRun(Route::Slot),
+        _ if e.is_connection_refusal() => Failure::NotRun(Route::Slot),
+        ErrorKind::Io | ErrorKind::Parse => Failure::MaybeRun,
+        _ => Failure::Final,
+    }
+}
+
+/// The route a redirect names (`MOVED`/`ASK <slot> <host>:<port>`); the slot map when it
+/// names none that can be parsed (a try there gets the redirect again, or is served).
+#[cfg_attr(not(feature = "cluster"), allow(unused_variables))]
+fn redirect(e: &RedisError, ask: bool) -> Failure {
+    #[cfg(feature = "cluster")]
+    if let Some((host, port)) = e
+        .redirect_node()
+        .and_then(|(addr, _)| addr.rsplit_once(':'))
+        .and_then(|(host, port)| Some((host.to_owned(), port.parse().ok()?)))
+    {
+        return Failure::NotRun(if ask {
+            Route::Ask(host, port)
+        } else {
+            Route::Moved(host, port)
+        });
+    }
+    Failure::NotRun(Route::Slot)
+}
+
 impl Conn {
     pub(crate) fn new(conn: Connection, source: Source) -> Self {
         Conn {
@@ -137,8 +232,9 @@ impl Conn {
     }
 
     /// Send a prepared `EVALSHA`, falling back to `EVAL` on `NOSCRIPT`, bounded by
-    /// `timeout`. A timeout is [`Error::Timeout`], whether ours or the connection's own
-    /// response timeout (a user's connection may have one).
+    /// `timeout`, and tried again as [`Lua::resend`] allows. A timeout is
+    /// [`Error::Timeout`], whether ours or the connection's own response timeout (a
+    /// user's connection may have one).
     ///
     /// Boxed: the round trip's state is allocated only while it runs (a network round
     /// trip dwarfs the allocation), which keeps every future that may call a store —
@@ -149,13 +245,7 @@ impl Conn {
         cmd: &Cmd,
         timeout: Duration,
     ) -> Result<T> {
-        Box::pin(self.bounded(timeout, async |mut conn: Connection| {
-            match cmd.query_async::<T>(&mut conn).await {
-                Err(e) if is_noscript(&e) => lua.eval(cmd).query_async(&mut conn).await,
-                other => other,
-            }
-        }))
-        .await
+        Box::pin(self.bounded(timeout, lua, Script::Plain(cmd))).await
     }
 
     /// Send one plain command (no script), bounded by `timeout`.
@@ -178,46 +268,71 @@ impl Conn {
         timeout: Duration,
     ) -> Result<(T, u32)> {
         let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-        let pipeline = |script: Cmd| {
-            let mut pipe = redis::pipe();
-            pipe.add_command(script)
-                .cmd("WAIT")
-                .arg(replicas)
-                .arg(wait_ms);
-            pipe
+        let script = Script::Replicated {
+            cmd,
+            replicas,
+            wait_ms,
         };
-        Box::pin(self.bounded(timeout, async |mut conn: Connection| {
-            match pipeline(cmd.clone())
-                .query_async::<(T, u32)>(&mut conn)
-                .await
-            {
-                Err(e) if is_noscript(&e) => pipeline(lua.eval(cmd)).query_async(&mut conn).await,
-                other => other,
-            }
-        }))
-        .await
+        Box::pin(self.bounded(timeout, lua, script)).await
     }
 
-    /// Run `call` on the current connection within `timeout`, and keep the connection's
-    /// health: replace it when it looks half-open, or (sentinels) when it no longer leads
-    /// to the master.
-    async fn bounded<T>(
+    /// Run `script` on the current connection within `timeout`, and again (on the
+    /// connection current then) after a failure that `lua`'s [`Resend`] allows, up to
+    /// [`TRIES_AFTER_THE_FIRST`] more times; keep the connection's health: replace it when
+    /// it looks half-open, or (sentinels) when it no longer leads to the master.
+    async fn bounded<T: FromRedisValue>(
         &self,
         timeout: Duration,
-        call: impl AsyncFnOnce(Connection) -> redis::RedisResult<T>,
+        lua: &Lua,
+        script: Script<'_>,
     ) -> Result<T> {
-        // The generation the call went out on, once it went out.
+        let resend = lua.resend;
+        // The generation the last try went out on, once one went out.
         let mut sent_on = None;
         let outcome = tokio::time::timeout(timeout, async {
-            #[cfg(feature = "sentinel")]
-            self.resolve_if_stale().await;
-            let (generation, conn) = self.current();
-            sent_on = Some(generation);
-            call(conn).await
+            let mut route = Route::Slot;
+            let mut pause = RETRY_FIRST_PAUSE;
+            let mut tries = 0;
+            loop {
+                #[cfg(feature = "sentinel")]
+                self.resolve_if_stale().await;
+                let (generation, conn) = self.current();
+                sent_on = Some(generation);
+                let cluster = conn.is_cluster();
+                let e = match script.send(conn, &route, lua).await {
+                    Ok(reply) => return Ok(reply),
+                    Err(e) => e,
+                };
+                tries += 1;
+                let next = match failure(&e, cluster) {
+                    Failure::NotRun(next) => next,
+                    Failure::MaybeRun if resend == Resend::Safe => Route::Slot,
+                    Failure::MaybeRun => return Err(Failed::Indeterminate(e)),
+                    Failure::Final => return Err(Failed::Redis(e)),
+                };
+                if tries > TRIES_AFTER_THE_FIRST {
+                    return Err(Failed::Redis(e));
+                }
+                // A failure this connection's health should know of (a sentinel-managed
+                // one asks the sentinels again before the next try).
+                self.failed(generation, &e);
+                if next == Route::Slot {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX_PAUSE);
+                }
+                route = next;
+            }
         })
         .await;
         let answered = match outcome {
-            Ok(answered) => Outcome::Answered(answered),
+            Ok(Ok(reply)) => Outcome::Answered(Ok(reply)),
+            Ok(Err(Failed::Redis(e))) => Outcome::Answered(Err(e)),
+            Ok(Err(Failed::Indeterminate(e))) => {
+                if let Some(generation) = sent_on {
+                    self.failed(generation, &e);
+                }
+                return Err(Error::Indeterminate(Box::new(Error::Redis(e))));
+            }
             Err(_) => Outcome::TimedOut,
         };
         let Some(generation) = sent_on else {
@@ -318,6 +433,140 @@ impl Conn {
         {
             *self.conn.write() = Connection::Single(fresh);
             self.health.replaced(generation);
+        }
+    }
+}
+
+/// How a call ended, before it is mapped to the crate's errors.
+enum Failed {
+    Redis(RedisError),
+    /// A write that must not run twice may have run: the connection failed after it may
+    /// have gone out.
+    Indeterminate(RedisError),
+}
+
+/// One call of a script: alone, or followed by `WAIT`.
+#[derive(Clone, Copy)]
+enum Script<'a> {
+    Plain(&'a Cmd),
+    Replicated {
+        cmd: &'a Cmd,
+        replicas: u32,
+        wait_ms: u64,
+    },
+}
+
+impl Script<'_> {
+    /// One try: the call as `EVALSHA`, and again as `EVAL` on `NOSCRIPT` (which said it
+    /// did not run).
+    async fn send<T: FromRedisValue>(
+        self,
+        mut conn: Connection,
+        route: &Route,
+        lua: &Lua,
+    ) -> redis::RedisResult<T> {
+        match self {
+            Script::Plain(cmd) => match send(&mut conn, route, Request::Cmd(cmd)).await {
+                Err(e) if is_noscript(&e) => {
+                    send(&mut conn, route, Request::Cmd(&lua.eval(cmd))).await
+                }
+                other => other,
+            },
+            Script::Replicated {
+                cmd,
+                replicas,
+                wait_ms,
+            } => {
+                let pipeline = |script: Cmd| {
+                    let mut pipe = redis::pipe();
+                    pipe.add_command(script)
+                        .cmd("WAIT")
+                        .arg(replicas)
+                        .arg(wait_ms);
+                    pipe
+                };
+                let sha = pipeline(cmd.clone());
+                match send(&mut conn, route, Request::Pipeline(&sha)).await {
+                    Err(e) if is_noscript(&e) => {
+                        let eval = pipeline(lua.eval(cmd));
+                        send(&mut conn, route, Request::Pipeline(&eval)).await
+                    }
+                    other => other,
+                }
+            }
+        }
+    }
+}
+
+/// One request: a command, or a pipeline (a script and its `WAIT`).
+#[derive(Clone, Copy)]
+enum Request<'a> {
+    Cmd(&'a Cmd),
+    Pipeline(&'a Pipeline),
+}
+
+/// Send `request` on `conn` to `route`, and read its reply as `T`.
+async fn send<T: FromRedisValue>(
+    conn: &mut Connection,
+    route: &Route,
+    request: Request<'_>,
+) -> redis::RedisResult<T> {
+    match route {
+        Route::Slot => match request {
+            Request::Cmd(cmd) => cmd.query_async(conn).await,
+            Request::Pipeline(pipe) => pipe.query_async(conn).await,
+        },
+        #[cfg(feature = "cluster")]
+        Route::Moved(host, port) | Route::Ask(host, port) => {
+            use redis::cluster_routing::SingleNodeRoutingInfo;
+            let Connection::Cluster(cluster) = conn else {
+                // Only a cluster connection follows redirects (see `failure`).
+                unreachable!("a redirect on a connection to one server");
+            };
+            let asking = matches!(route, Route::Ask(..));
+            let mut pipe = redis::pipe();
+            if asking {
+                pipe.cmd("ASKING");
+            }
+            let count = match request {
+                Request::Cmd(cmd) => {
+                    pipe.add_command(cmd.clone());
+                    1
+                }
+                Request::Pipeline(commands) => {
+                    for cmd in commands.cmd_iter() {
+                        pipe.add_command(cmd.clone());
+                    }
+                    commands.len()
+                }
+            };
+            let node = SingleNodeRoutingInfo::ByAddress {
+                host: host.clone(),
+                port: *port,
+            };
+            let replies = cluster
+                .route_pipeline(pipe, usize::from(asking), count, node)
+                .await?;
+            // As redis-rs reads a reply: a server error in it is the call's error.
+            let mut replies = replies
+                .into_iter()
+                .map(Value::extract_error)
+                .collect::<redis::RedisResult<Vec<Value>>>()?;
+            let reply = match request {
+                Request::Cmd(_) if replies.len() == 1 => replies.pop().expect("one reply"),
+                _ => Value::Array(replies),
+            };
+            T::from_redis_value(reply).map_err(RedisError::from)
+        }
+    }
+}
+
+impl Connection {
+    fn is_cluster(&self) -> bool {
+        match self {
+            Connection::Single(_) => false,
+            #[cfg(feature = "cluster")]
+            Connection::Cluster(_) => true,
         }
     }
 }
@@ -544,6 +793,83 @@ mod tests {
         assert!(!h.timed_out(1));
         assert!(!h.timed_out(1));
         assert!(h.timed_out(1));
+    }
+
+    /// An error as redis-rs reads it off the wire.
+    fn reply(text: &str) -> RedisError {
+        redis::parse_redis_value(text.as_bytes())
+            .unwrap()
+            .extract_error()
+            .unwrap_err()
+    }
+
+    fn io(kind: std::io::ErrorKind) -> RedisError {
+        std::io::Error::new(kind, "io").into()
+    }
+
+    #[test]
+    fn only_a_failure_that_says_the_call_did_not_run_lets_any_call_go_out_again() {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionRefused, ConnectionReset, TimedOut};
+        // Replies refusing to run it.
+        for text in [
+            "-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
+            "-CLUSTERDOWN The cluster is down\r\n",
+            "-LOADING Redis is loading the dataset in memory\r\n",
+            "-MASTERDOWN Link with MASTER is down\r\n",
+            "-READONLY You can't write against a read only replica.\r\n",
+        ] {
+            for cluster in [false, true] {
+                assert_eq!(
+                    failure(&reply(text), cluster),
+                    Failure::NotRun(Route::Slot),
+                    "{text}"
+                );
+            }
+        }
+        // No connection to send it on.
+        assert_eq!(
+            failure(&io(ConnectionRefused), false),
+            Failure::NotRun(Route::Slot)
+        );
+        let no_node: RedisError = (redis::ErrorKind::ClusterConnectionNotFound, "x").into();
+        assert_eq!(failure(&no_node, true), Failure::NotRun(Route::Slot));
+        // A connection lost once it may have gone out.
+        for kind in [ConnectionReset, BrokenPipe] {
+            assert_eq!(failure(&io(kind), true), Failure::MaybeRun, "{kind:?}");
+            assert_eq!(failure(&io(kind), false), Failure::MaybeRun, "{kind:?}");
+        }
+        // Neither: a timeout (the caller's bound), a script or permission error.
+        assert_eq!(failure(&io(TimedOut), true), Failure::Final);
+        assert_eq!(
+            failure(&reply("-ERR user_script:1: boom\r\n"), true),
+            Failure::Final
+        );
+        assert_eq!(
+            failure(&reply("-NOPERM no permissions\r\n"), true),
+            Failure::Final
+        );
+        let auth: RedisError = (redis::ErrorKind::AuthenticationFailed, "no").into();
+        assert_eq!(failure(&auth, false), Failure::Final);
+    }
+
+    #[test]
+    fn a_cluster_connection_follows_redirects_to_the_node_named() {
+        let moved = reply("-MOVED 3999 127.0.0.1:6381\r\n");
+        let ask = reply("-ASK 3999 10.0.0.2:7000\r\n");
+        #[cfg(feature = "cluster")]
+        {
+            assert_eq!(
+                failure(&moved, true),
+                Failure::NotRun(Route::Moved("127.0.0.1".into(), 6381))
+            );
+            assert_eq!(
+                failure(&ask, true),
+                Failure::NotRun(Route::Ask("10.0.0.2".into(), 7000))
+            );
+        }
+        // A connection to one server cannot follow them.
+        assert_eq!(failure(&moved, false), Failure::Final);
+        assert_eq!(failure(&ask, false), Failure::Final);
     }
 
     #[test]

@@ -119,12 +119,14 @@ impl RedisStore {
             .connection_timeout(options.connect_timeout);
         let builder = redis::cluster::ClusterClientBuilder::new(nodes)
             .connection_timeout(options.connect_timeout)
-            // Every call is bounded by the caller's timeout; within it, redis-rs follows
-            // MOVED/ASK and retries TRYAGAIN without a clock of its own.
+            // Every call is bounded by the caller's timeout, and sent again by `conn` only
+            // as far as it is safe: redis-rs would send any call again after a connection
+            // lost while it was out (a release whose answer was lost would then report
+            // `NotHeld`, a forced release delete the next holder). Without retries of its
+            // own it still refreshes its slot map and reconnects; `conn` follows the
+            // redirects.
             .overall_response_timeout(None)
-            .retries(CLUSTER_RETRIES)
-            .min_retry_wait(CLUSTER_MIN_RETRY_WAIT_MS)
-            .max_retry_wait(CLUSTER_MAX_RETRY_WAIT_MS);
+            .retries(0);
         #[cfg(feature = "tls")]
         let (builder, subscriber) = match &options.tls_root_certificate {
             Some(pem) => {
@@ -248,16 +250,6 @@ impl RedisStore {
         }
     }
 }
-
-/// redis-rs' cluster follows `MOVED`/`ASK` and retries `TRYAGAIN` and lost connections
-/// this many times (its default, 16, with waits of up to seconds, could outlast any
-/// caller's timeout by far: the caller's timeout is the bound that counts).
-#[cfg(feature = "cluster")]
-const CLUSTER_RETRIES: u32 = 5;
-#[cfg(feature = "cluster")]
-const CLUSTER_MIN_RETRY_WAIT_MS: u64 = 10;
-#[cfg(feature = "cluster")]
-const CLUSTER_MAX_RETRY_WAIT_MS: u64 = 100;
 
 /// The first connection: one direct attempt and one `PING` (so that a missing or wrong
 /// password, an untrusted certificate or a port that is not Redis is reported by `open`,
@@ -603,13 +595,33 @@ impl Store for RedisStore {
         Ok(locks)
     }
 
+    /// `only: None`: what holds the key is observed first, then deleted only while that
+    /// acquisition still holds it (`false` if it ended meanwhile), within `timeout` in
+    /// all. So the delete names one acquisition: sent twice (by a connection of the
+    /// user's that re-sends what lost its answer), it cannot delete the next one. Not
+    /// observed again when it changed hands: after a delete that a re-sending connection
+    /// ran twice, that would find the next holder, and delete it.
     async fn force_release(&self, key: &str, only: Option<u64>, timeout: Duration) -> Result<bool> {
-        let cmd = scripts::force_release(key, only, self.publish());
-        Ok(self
-            .conn
-            .run::<i64>(&scripts::FORCE_RELEASE, &cmd, timeout)
-            .await?
-            == 1)
+        let deadline = tokio::time::Instant::now() + timeout;
+        let (token, holder) = match only {
+            Some(token) => (token.to_string(), String::new()),
+            None => {
+                let cmd = scripts::observe(key);
+                let observed: Option<(String, String)> =
+                    self.conn.run(&scripts::OBSERVE, &cmd, timeout).await?;
+                let Some((holder, token)) = observed else {
+                    return Ok(false);
+                };
+                (token, holder)
+            }
+        };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout);
+        }
+        let cmd = scripts::force_release(key, &token, &holder, self.publish());
+        let deleted: i64 = self.conn.run(&scripts::FORCE_RELEASE, &cmd, left).await?;
+        Ok(deleted == 1)
     }
 
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced> {
@@ -664,13 +676,18 @@ fn token_from(reply: Value) -> Result<u64> {
 
 /// Whether another attempt could succeed where this one failed: connection-level
 /// failures a retry (possibly after a reconnect) can fix, a server that is loading,
-/// failing over or asks to try again, and a cluster redirect redis-rs gave up following
-/// (`MOVED`/`ASK` while the slot map settles after a failover or a resharding).
+/// failing over or asks to try again, and a cluster redirect the store gave up following
+/// (`MOVED`/`ASK` while the slot map settles after a failover or a resharding, or to a
+/// node the cluster connection has no connection to: a master that died, until a
+/// replica takes over).
 /// Authentication, permission, wrong-type and script errors are not transient: retrying
 /// cannot fix them.
 pub(crate) fn is_transient(e: &RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
     if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        return true;
+    }
+    if e.kind() == ErrorKind::ClusterConnectionNotFound {
         return true;
     }
     matches!(
@@ -728,5 +745,7 @@ mod tests {
         assert!(is_transient(&io));
         let auth: RedisError = (redis::ErrorKind::AuthenticationFailed, "bad password").into();
         assert!(!is_transient(&auth));
+        let dead_node: RedisError = (redis::ErrorKind::ClusterConnectionNotFound, "gone").into();
+        assert!(is_transient(&dead_node));
     }
 }

@@ -10,24 +10,29 @@ use std::time::Duration;
 
 use redis::{Arg, Cmd, RedisWrite, Script};
 
+use super::conn::Resend;
 use super::keys::{ABORTED, FENCE, RELEASED, SIDECAR_EXTRA, STATE, Sidecar, TOKEN};
 use super::notify::Publish;
 use crate::store::{AttemptId, Fence};
 
 pub(crate) static ACQUIRE: LazyLock<Lua> =
-    LazyLock::new(|| Lua::new(include_str!("lua/acquire.lua")));
+    LazyLock::new(|| Lua::new(include_str!("lua/acquire.lua"), Resend::Safe));
 pub(crate) static REFRESH: LazyLock<Lua> =
-    LazyLock::new(|| Lua::new(include_str!("lua/refresh.lua")));
+    LazyLock::new(|| Lua::new(include_str!("lua/refresh.lua"), Resend::Safe));
 pub(crate) static RELEASE: LazyLock<Lua> =
-    LazyLock::new(|| Lua::new(include_str!("lua/release.lua")));
-pub(crate) static ABORT: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/abort.lua")));
+    LazyLock::new(|| Lua::new(include_str!("lua/release.lua"), Resend::Never));
+pub(crate) static ABORT: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("lua/abort.lua"), Resend::Safe));
 pub(crate) static FENCED: LazyLock<Lua> =
-    LazyLock::new(|| Lua::new(include_str!("lua/fenced.lua")));
-pub(crate) static PTTL: LazyLock<Lua> = LazyLock::new(|| Lua::new(include_str!("lua/pttl.lua")));
+    LazyLock::new(|| Lua::new(include_str!("lua/fenced.lua"), Resend::Safe));
+pub(crate) static PTTL: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("lua/pttl.lua"), Resend::Safe));
 pub(crate) static INSPECT: LazyLock<Lua> =
-    LazyLock::new(|| Lua::new(include_str!("lua/inspect.lua")));
+    LazyLock::new(|| Lua::new(include_str!("lua/inspect.lua"), Resend::Safe));
+pub(crate) static OBSERVE: LazyLock<Lua> =
+    LazyLock::new(|| Lua::new(include_str!("lua/observe.lua"), Resend::Safe));
 pub(crate) static FORCE_RELEASE: LazyLock<Lua> =
-    LazyLock::new(|| Lua::new(include_str!("lua/force_release.lua")));
+    LazyLock::new(|| Lua::new(include_str!("lua/force_release.lua"), Resend::Never));
 
 /// How long a client's record of aborted attempts on a key is kept after its last abort:
 /// an aborted attempt that reaches the server later than this (TCP gives up on
@@ -41,16 +46,18 @@ pub(crate) const ABORT_MEMORY: Duration = Duration::from_secs(60 * 60);
 /// than this.
 pub(crate) const STATE_MEMORY: Duration = Duration::from_secs(60 * 60);
 
-/// A script and its SHA1.
+/// A script, its SHA1, and whether a call of it may be sent again once it may have
+/// reached the server.
 pub(crate) struct Lua {
     pub(crate) code: &'static str,
     sha: String,
+    pub(crate) resend: Resend,
 }
 
 impl Lua {
-    fn new(code: &'static str) -> Self {
+    fn new(code: &'static str, resend: Resend) -> Self {
         let sha = Script::new(code).get_hash().to_owned();
-        Lua { code, sha }
+        Lua { code, sha, resend }
     }
 
     /// `EVALSHA <sha> <numkeys>`, with room reserved for the rest: `payload` bytes of
@@ -203,14 +210,20 @@ pub(crate) fn inspect(key: &str) -> Cmd {
     key_and_state(&INSPECT, key, 0).0
 }
 
-pub(crate) fn force_release(key: &str, only: Option<u64>, publish: Option<Publish>) -> Cmd {
-    // The announcement (a flag and the channel: key + sidecar) and the token.
-    let (mut cmd, sidecar) = key_and_state(&FORCE_RELEASE, key, key.len() + SIDECAR_EXTRA + 21);
+/// `EVALSHA <observe> 2 <key> <state>`.
+pub(crate) fn observe(key: &str) -> Cmd {
+    key_and_state(&OBSERVE, key, 0).0
+}
+
+/// `EVALSHA <force_release> 2 <key> <state> <announce> <channel> <token> <holder>`: delete
+/// the key only while its incarnation has fencing `token` (decimal text, `""`: any) and
+/// `holder` holds it (as [`observe`] saw it, `""`: any).
+pub(crate) fn force_release(key: &str, token: &str, holder: &str, publish: Option<Publish>) -> Cmd {
+    // The announcement (a flag and the channel: key + sidecar), the token and the holder.
+    let payload = key.len() + SIDECAR_EXTRA + token.len() + holder.len();
+    let (mut cmd, sidecar) = key_and_state(&FORCE_RELEASE, key, payload);
     write_announcement(key, &sidecar, publish, &mut cmd);
-    match only {
-        Some(token) => cmd.arg(token),
-        None => cmd.arg(""),
-    };
+    cmd.arg(token).arg(holder);
     cmd
 }
 
@@ -290,6 +303,34 @@ mod tests {
             .arg("host")
             .get_packed_command();
         assert_eq!(eval.get_packed_command(), plain);
+    }
+
+    #[test]
+    fn only_the_writes_that_must_not_run_twice_are_never_sent_again() {
+        for never in [&RELEASE, &FORCE_RELEASE] {
+            assert_eq!(never.resend, Resend::Never, "{}", never.code);
+        }
+        for safe in [
+            &ACQUIRE, &REFRESH, &ABORT, &FENCED, &PTTL, &INSPECT, &OBSERVE,
+        ] {
+            assert_eq!(safe.resend, Resend::Safe, "{}", safe.code);
+        }
+    }
+
+    #[test]
+    fn a_forced_release_names_the_token_and_the_holder_it_observed() {
+        let cmd = force_release("job", "1796645970059664", "ab12", None);
+        let plain = redis::cmd("EVALSHA")
+            .arg(&FORCE_RELEASE.sha)
+            .arg(2)
+            .arg("job")
+            .arg(Sidecar::of("job").name(STATE))
+            .arg("")
+            .arg("job")
+            .arg("1796645970059664")
+            .arg("ab12")
+            .get_packed_command();
+        assert_eq!(cmd.get_packed_command(), plain);
     }
 
     #[test]
