@@ -248,12 +248,11 @@ impl Conn {
         Box::pin(self.bounded(timeout, lua, Script::Plain(cmd))).await
     }
 
-    /// Send one plain command (no script), bounded by `timeout`.
+    /// Send one plain command (no script, a read: nothing to re-send), bounded by
+    /// `timeout`.
     pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd, timeout: Duration) -> Result<T> {
-        Box::pin(self.bounded(timeout, async |mut conn: Connection| {
-            cmd.query_async::<T>(&mut conn).await
-        }))
-        .await
+        let (_, mut conn) = self.current();
+        bounded_call(timeout, async move { cmd.query_async::<T>(&mut conn).await }).await
     }
 
     /// [`run`](Conn::run), followed in the same round trip and on the same connection by
