@@ -194,7 +194,7 @@ impl Error {
         match self {
             Error::NotObtained | Error::Timeout => true,
             // Each store classifies its own failures.
-            Error::Redis(e) => crate::store::redis::is_transient(e),
+            Error::Redis(e) => crate::store::redis::transient::is_transient(e),
             Error::Store(e) => e.is_transient(),
             // Worth another attempt while a quorum could still answer.
             Error::Quorum {

@@ -246,10 +246,10 @@ fn dependencies(
             _ => continue,
         };
         // An item the root re-exports (`crate::Error`) lives where it is defined.
-        if resolved.len() == 1 {
-            if let Some(defined) = reexports.get(&resolved[0]) {
-                resolved = defined.clone();
-            }
+        if resolved.len() == 1
+            && let Some(defined) = reexports.get(&resolved[0])
+        {
+            resolved = defined.clone();
         }
         // The longest prefix that is a file module.
         while !resolved.is_empty() && !all.contains_key(&resolved) {

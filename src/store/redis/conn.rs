@@ -17,7 +17,7 @@ use parking_lot::RwLock;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, Value};
 
-use super::scripts::Lua;
+use super::scripts::{Lua, Resend};
 use crate::{Error, Result};
 
 /// After this many calls in a row timed out on one connection (that had answered before)
@@ -117,24 +117,6 @@ pub(crate) struct Conn {
 enum Outcome<T> {
     Answered(redis::RedisResult<T>),
     TimedOut,
-}
-
-/// Whether a call may go out again once it may have reached the server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Resend {
-    /// A read, or a write whose second run changes nothing the first did not (an acquire
-    /// names its attempt, a refresh re-arms the same value, an abort refuses what it
-    /// already refused, a fenced write sets the same value under the same token): tried
-    /// again after any failure another try could fix, a connection lost after the call
-    /// went out included.
-    Safe,
-    /// A write whose second run would not be the first one's (a release would report
-    /// `NotHeld`, a forced release delete what was taken since): tried again only after a
-    /// failure that says it did not run — a reply refusing it (a redirect, `TRYAGAIN`,
-    /// `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`, `READONLY`) or a connection that could not
-    /// be made. A connection lost after it went out ends the call with
-    /// [`Error::Indeterminate`].
-    Never,
 }
 
 /// Tries of one call within its timeout: the first and this many more after a failure
@@ -252,7 +234,11 @@ impl Conn {
     /// `timeout`.
     pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd, timeout: Duration) -> Result<T> {
         let (_, mut conn) = self.current();
-        bounded_call(timeout, async move { cmd.query_async::<T>(&mut conn).await }).await
+        bounded_call(
+            timeout,
+            async move { cmd.query_async::<T>(&mut conn).await },
+        )
+        .await
     }
 
     /// [`run`](Conn::run), followed in the same round trip and on the same connection by

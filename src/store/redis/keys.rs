@@ -170,6 +170,26 @@ const CRC16_TABLE: [u16; 256] = {
     table
 };
 
+/// How a release is announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Publish {
+    /// `PUBLISH` (one server).
+    Plain,
+    /// `SPUBLISH` (a cluster).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Sharded,
+}
+
+impl Publish {
+    /// The release scripts' argument naming the command.
+    pub(crate) fn arg(self) -> &'static str {
+        match self {
+            Publish::Plain => "p",
+            Publish::Sharded => "s",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

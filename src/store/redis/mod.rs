@@ -6,6 +6,7 @@ mod conn;
 pub(crate) mod keys;
 mod notify;
 mod scripts;
+pub(crate) mod transient;
 
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, RedisError, Value};
 
 use self::conn::{Conn, Connection, Source};
-use self::notify::{Notifier, Publish, Subscriber};
+use self::keys::Publish;
+use self::notify::{Notifier, Subscriber};
 use super::{Acquire, AttemptId, Fence, Fenced, Inspected, Store};
 use crate::wake::Watch;
 use crate::{Error, Result};
@@ -55,9 +57,13 @@ impl RedisStore {
         let target = format!("{}/{}", info.addr(), info.redis_settings().db());
         let config = conn::manager_config(options.connect_timeout);
         let manager = connect(&client, &config, options.connect_timeout).await?;
-        let notifier = options
-            .notify
-            .then(|| Notifier::new(Publish::Plain, Subscriber::Single(Box::new(client.clone()))));
+        let notifier = options.notify.then(|| {
+            Notifier::new(
+                Publish::Plain,
+                Subscriber::Single(Box::new(client.clone())),
+                options.connect_timeout,
+            )
+        });
         let store = RedisStore {
             conn: Conn::new(
                 Connection::Single(manager),
@@ -75,6 +81,7 @@ impl RedisStore {
             Some(client) if options.notify => Some(Notifier::new(
                 Publish::Plain,
                 Subscriber::Single(Box::new(client.clone())),
+                options.connect_timeout,
             )),
             _ => None,
         };
@@ -150,9 +157,13 @@ impl RedisStore {
             Ok(Err(_)) | Err(_) => return Err(seeds_unreachable(urls, options).await),
         };
         let mut store = RedisStore::from_cluster(conn, options);
-        store.notifier = options
-            .notify
-            .then(|| Notifier::new(Publish::Sharded, Subscriber::Cluster(Box::new(subscriber))));
+        store.notifier = options.notify.then(|| {
+            Notifier::new(
+                Publish::Sharded,
+                Subscriber::Cluster(Box::new(subscriber)),
+                options.connect_timeout,
+            )
+        });
         Ok((store, target))
     }
 
@@ -674,36 +685,6 @@ fn token_from(reply: Value) -> Result<u64> {
     })
 }
 
-/// Whether another attempt could succeed where this one failed: connection-level
-/// failures a retry (possibly after a reconnect) can fix, a server that is loading,
-/// failing over or asks to try again, and a cluster redirect the store gave up following
-/// (`MOVED`/`ASK` while the slot map settles after a failover or a resharding, or to a
-/// node the cluster connection has no connection to: a master that died, until a
-/// replica takes over).
-/// Authentication, permission, wrong-type and script errors are not transient: retrying
-/// cannot fix them.
-pub(crate) fn is_transient(e: &RedisError) -> bool {
-    use redis::{ErrorKind, ServerErrorKind};
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
-        return true;
-    }
-    if e.kind() == ErrorKind::ClusterConnectionNotFound {
-        return true;
-    }
-    matches!(
-        e.kind(),
-        ErrorKind::Server(
-            ServerErrorKind::BusyLoading
-                | ServerErrorKind::Moved
-                | ServerErrorKind::Ask
-                | ServerErrorKind::TryAgain
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::ReadOnly
-        )
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -736,16 +717,5 @@ mod tests {
         );
         assert!(token_from(Value::Int(-3)).is_err());
         assert!(token_from(Value::Nil).is_err());
-    }
-
-    #[test]
-    fn io_errors_are_transient_auth_and_script_errors_are_not() {
-        let io: RedisError =
-            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset").into();
-        assert!(is_transient(&io));
-        let auth: RedisError = (redis::ErrorKind::AuthenticationFailed, "bad password").into();
-        assert!(!is_transient(&auth));
-        let dead_node: RedisError = (redis::ErrorKind::ClusterConnectionNotFound, "gone").into();
-        assert!(is_transient(&dead_node));
     }
 }

@@ -21,28 +21,8 @@ use parking_lot::Mutex;
 use redis::{ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
-use super::keys::{RELEASED, Sidecar};
+use super::keys::{Publish, RELEASED, Sidecar};
 use crate::wake::{Waiters, Watch};
-
-/// How a release is announced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Publish {
-    /// `PUBLISH` (one server).
-    Plain,
-    /// `SPUBLISH` (a cluster).
-    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
-    Sharded,
-}
-
-impl Publish {
-    /// The release scripts' argument naming the command.
-    pub(crate) fn arg(self) -> &'static str {
-        match self {
-            Publish::Plain => "p",
-            Publish::Sharded => "s",
-        }
-    }
-}
 
 /// Where the subscriber connection goes.
 pub(crate) enum Subscriber {
@@ -57,6 +37,8 @@ pub(crate) struct Notifier {
     /// Channel → key, for every key waited for.
     channels: Arc<Mutex<HashMap<String, String>>>,
     subscriber: Mutex<Option<Subscriber>>,
+    /// Bound on (re)establishing the subscriber connection.
+    connect_timeout: std::time::Duration,
     /// Subscribe and unsubscribe requests for the subscriber task, started at the first
     /// wait (it needs a runtime).
     commands: Arc<OnceLock<mpsc::UnboundedSender<Command>>>,
@@ -68,7 +50,11 @@ enum Command {
 }
 
 impl Notifier {
-    pub(crate) fn new(publish: Publish, subscriber: Subscriber) -> Self {
+    pub(crate) fn new(
+        publish: Publish,
+        subscriber: Subscriber,
+        connect_timeout: std::time::Duration,
+    ) -> Self {
         let channels: Arc<Mutex<HashMap<String, String>>> = Arc::default();
         let commands: Arc<OnceLock<mpsc::UnboundedSender<Command>>> = Arc::default();
         // A key's last waiter left: drop its channel.
@@ -87,6 +73,7 @@ impl Notifier {
             waiters: Arc::new(waiters),
             channels,
             subscriber: Mutex::new(Some(subscriber)),
+            connect_timeout,
             commands,
         }
     }
@@ -125,7 +112,7 @@ impl Notifier {
             waiters: Arc::clone(&self.waiters),
             channels: Arc::clone(&self.channels),
         };
-        runtime.spawn(task.run(subscriber, rx));
+        runtime.spawn(task.run(subscriber, self.connect_timeout, rx));
         let _ = self.commands.set(tx);
         self.commands.get()
     }
@@ -145,9 +132,14 @@ enum Connection {
 }
 
 impl Task {
-    async fn run(self, subscriber: Subscriber, mut commands: mpsc::UnboundedReceiver<Command>) {
+    async fn run(
+        self,
+        subscriber: Subscriber,
+        connect_timeout: std::time::Duration,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) {
         let (push_tx, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
-        let Some(mut conn) = connect(subscriber, push_tx).await else {
+        let Some(mut conn) = connect(subscriber, connect_timeout, push_tx).await else {
             // No subscriber: every waiter polls. Keep draining requests.
             while commands.recv().await.is_some() {}
             return;
@@ -188,6 +180,7 @@ impl Task {
 
 async fn connect(
     subscriber: Subscriber,
+    connect_timeout: std::time::Duration,
     pushes: mpsc::UnboundedSender<PushInfo>,
 ) -> Option<Connection> {
     match subscriber {
@@ -198,7 +191,7 @@ async fn connect(
                 .clone()
                 .set_protocol(ProtocolVersion::RESP3);
             let client = redis::Client::open(info.set_redis_settings(resp3)).ok()?;
-            let config = super::conn::manager_config(crate::DEFAULT_CONNECT_TIMEOUT)
+            let config = super::conn::manager_config(connect_timeout)
                 .set_push_sender(pushes)
                 .set_automatic_resubscription();
             // Lazy: a server that is down now is connected to when it is back.

@@ -10,10 +10,26 @@ use std::time::Duration;
 
 use redis::{Arg, Cmd, RedisWrite, Script};
 
-use super::conn::Resend;
-use super::keys::{ABORTED, FENCE, RELEASED, SIDECAR_EXTRA, STATE, Sidecar, TOKEN};
-use super::notify::Publish;
+use super::keys::{ABORTED, FENCE, Publish, RELEASED, SIDECAR_EXTRA, STATE, Sidecar, TOKEN};
 use crate::store::{AttemptId, Fence};
+
+/// Whether a call may go out again once it may have reached the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// A read, or a write whose second run changes nothing the first did not (an acquire
+    /// names its attempt, a refresh re-arms the same value, an abort refuses what it
+    /// already refused, a fenced write sets the same value under the same token): tried
+    /// again after any failure another try could fix, a connection lost after the call
+    /// went out included.
+    Safe,
+    /// A write whose second run would not be the first one's (a release would report
+    /// `NotHeld`, a forced release delete what was taken since): tried again only after a
+    /// failure that says it did not run — a reply refusing it (a redirect, `TRYAGAIN`,
+    /// `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`, `READONLY`) or a connection that could not
+    /// be made. A connection lost after it went out ends the call with
+    /// [`Error::Indeterminate`](crate::Error::Indeterminate).
+    Never,
+}
 
 pub(crate) static ACQUIRE: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(include_str!("lua/acquire.lua"), Resend::Safe));
