@@ -138,7 +138,8 @@ async fn a_server_gone_for_good_is_reported_with_its_cause_before_the_lease_ends
 
 /// The README's renewal settings (every third of the expiration, 200 ms timeout,
 /// `max_retry` 3) under a 10 s lease ride out a 2 s restart of a Redis with an
-/// append-only file: nothing is reported, and the key keeps its value and token.
+/// append-only file: nothing is reported, the key keeps its value and token, and the
+/// first call after the server is back does not see the old connection's error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_settings_ride_out_a_two_second_restart_of_a_persistent_redis() {
     let mut server = RedisServer::start_with(support::ServerOptions {
@@ -156,6 +157,10 @@ async fn the_readme_settings_ride_out_a_two_second_restart_of_a_persistent_redis
     server.stop();
     tokio::time::sleep(2 * SEC).await;
     server.start_again();
+    // The first call after the server is back does not see the old connection's error.
+    tokio::time::sleep(100 * MS).await;
+    let first = client.try_lock("other", "x", SEC).await;
+    assert!(first.is_ok(), "the first call after the restart: {first:?}");
     let mut low = 10 * SEC;
     let until = Instant::now() + 8 * SEC;
     while Instant::now() < until {
