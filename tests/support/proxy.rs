@@ -26,6 +26,8 @@ struct ProxyShared {
     stall_below: AtomicU64,
     next_id: AtomicU64,
     open: AtomicUsize,
+    /// Bytes forwarded from clients to the upstream.
+    forwarded: AtomicU64,
     /// Bumped by `reset_all`; every connection holds a receiver.
     reset_tx: watch::Sender<u64>,
     /// Live connections per reset generation they were accepted in.
@@ -81,6 +83,7 @@ impl FaultProxy {
             stall_below: AtomicU64::new(0),
             next_id: AtomicU64::new(0),
             open: AtomicUsize::new(0),
+            forwarded: AtomicU64::new(0),
             reset_tx,
             live_by_generation: Mutex::new(BTreeMap::new()),
             shutdown: Notify::new(),
@@ -172,6 +175,12 @@ impl FaultProxy {
             closed,
             "FaultProxy::reset_all: connections did not close within 2 s"
         );
+    }
+
+    /// Bytes forwarded from clients to the upstream so far (what a client sent this
+    /// way, once delivered): which of several proxies a client uses.
+    pub fn forwarded(&self) -> u64 {
+        self.shared.forwarded.load(Ordering::SeqCst)
     }
 
     /// Number of currently open proxied connections (client accepted and
@@ -286,8 +295,16 @@ async fn handle_connection(
         id,
         shared.clone(),
         reset_rx.clone(),
+        true,
     ));
-    tasks.spawn(direction(up_r, client_w, id, shared.clone(), reset_rx));
+    tasks.spawn(direction(
+        up_r,
+        client_w,
+        id,
+        shared.clone(),
+        reset_rx,
+        false,
+    ));
     while let Some(res) = tasks.join_next().await {
         if !matches!(res, Ok(Outcome::Eof)) {
             // Reset, error or panic: tear the whole connection down. Aborted
@@ -312,9 +329,10 @@ async fn direction(
     id: u64,
     shared: Arc<ProxyShared>,
     mut reset_rx: watch::Receiver<u64>,
+    upstream: bool,
 ) -> Outcome {
     let result = {
-        let fut = pump(&mut r, &mut w, id, &shared);
+        let fut = pump(&mut r, &mut w, id, &shared, upstream);
         tokio::pin!(fut);
         tokio::select! {
             biased;
@@ -344,6 +362,7 @@ async fn pump(
     w: &mut OwnedWriteHalf,
     id: u64,
     shared: &ProxyShared,
+    upstream: bool,
 ) -> Result<(), ()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let reader = async move {
@@ -368,6 +387,10 @@ async fn pump(
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             w.write_all(&data).await.map_err(|_| ())?;
+            if upstream {
+                let n = u64::try_from(data.len()).unwrap_or(u64::MAX);
+                shared.forwarded.fetch_add(n, Ordering::SeqCst);
+            }
         }
         // Propagate the half-close.
         let _ = w.shutdown().await;

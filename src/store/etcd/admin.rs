@@ -4,9 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp};
 
-use super::errors::{Retry, failure, token, transient, within};
+use super::errors::{Retry, failure, token, transient};
 use super::keys::{
     Keys, RESOURCE_SUFFIX, check_name, contender_hash, first_in_line, line, lock_name, prefix_end,
     value_hash,
@@ -21,11 +23,27 @@ use crate::{Error, Result};
 const LIST_PAGE: i64 = 512;
 
 impl EtcdStore {
-    pub(super) async fn force_release_now(&self, key: &str, only: Option<u64>) -> Result<bool> {
+    /// Delete the holder of `key`'s key (if its token is `only`, when given). Reads are
+    /// tried again on another member if need be; a delete goes to the member that
+    /// answered the read and is not sent again once it may have arrived: tried again
+    /// after its answer was lost, it would find the next contender at the head of the
+    /// line and delete it too.
+    pub(super) async fn force_release_within(
+        &self,
+        key: &str,
+        only: Option<u64>,
+        timeout: Duration,
+    ) -> Result<bool> {
         check_name("key", key)?;
+        let deadline = Instant::now() + timeout;
         let (start, end) = line(key);
         for _ in 0..3 {
-            let (_, first) = self.get(&start, Some(first_in_line(end.clone()))).await?;
+            let (_, first) = self
+                .members
+                .within_until(deadline, Retry::Transient, || {
+                    self.get(&start, Some(first_in_line(end.clone())))
+                })
+                .await?;
             let Some(holder) = first.into_iter().next() else {
                 return Ok(false);
             };
@@ -43,7 +61,10 @@ impl EtcdStore {
                     holder.create_revision(),
                 )])
                 .and_then(delete_ops(&keys, holder.key()));
-            let reply = self.txn(txn).await?;
+            let reply = self
+                .members
+                .within_until(deadline, Retry::Unsent, || self.txn(txn.clone()))
+                .await?;
             if reply.succeeded() {
                 self.revoke_detached(deleted_lease(&reply));
                 return Ok(true);
@@ -98,12 +119,14 @@ impl EtcdStore {
                 .with_range(end.clone())
                 .with_limit(LIST_PAGE)
                 .with_keys_only();
-            let mut page = within(timeout, Retry::Transient, || {
-                let mut kv = self.kv();
-                let (from, options) = (from.clone(), options.clone());
-                async move { kv.get(from, Some(options)).await.map_err(failure) }
-            })
-            .await?;
+            let mut page = self
+                .members
+                .within(timeout, Retry::Transient, || async {
+                    let mut kv = self.kv();
+                    let (from, options) = (from.clone(), options.clone());
+                    kv.get(from, Some(options)).await.map_err(failure)
+                })
+                .await?;
             let more = page.more();
             let kvs = page.take_kvs();
             for kv in &kvs {
@@ -130,7 +153,8 @@ impl EtcdStore {
         // A few at a time: a listing must not crowd out the locks' own traffic.
         for batch in holders.chunks(64) {
             let inspected = futures::future::join_all(batch.iter().map(|(name, holder)| {
-                within(timeout, Retry::Transient, || self.inspected(name, holder))
+                self.members
+                    .within(timeout, Retry::Transient, || self.inspected(name, holder))
             }))
             .await;
             for lock in inspected {

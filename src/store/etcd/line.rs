@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client as etcd;
 use etcd_client::{
     Compare, CompareOp, EventType, KeyValue, Txn, TxnOp, WatchFilterType, WatchOptions,
 };
@@ -14,6 +13,7 @@ use super::EtcdStore;
 use super::errors::transient;
 use super::keys::{Keys, last_in_line};
 use super::lease::keep_alive;
+use super::members::Members;
 use super::txn::{gets, past_guard, unless_aborted};
 use crate::Result;
 use crate::store::AttemptId;
@@ -109,7 +109,7 @@ impl EtcdStore {
         // The lease is re-armed while the transaction runs: both are sent after the
         // attempt started, so the key is ours for its full TTL from then on.
         let (reply, kept) =
-            futures::future::join(self.txn(txn), keep_alive(&self.client, place.lease)).await;
+            futures::future::join(self.txn(txn), keep_alive(&self.client(), place.lease)).await;
         let Some((revision, reply)) = past_guard(&reply?)? else {
             return Ok(Turn::Refused);
         };
@@ -143,7 +143,7 @@ impl EtcdStore {
             return;
         };
         let task = runtime.spawn(watch_line(
-            self.client.clone(),
+            Arc::clone(&self.members),
             Arc::clone(&self.waiters),
             contender.to_owned(),
             place,
@@ -163,7 +163,7 @@ impl EtcdStore {
 /// its lease alive meanwhile. Ends when aborted (the last waiter left) or the place is
 /// forgotten (the call acquired or withdrew).
 async fn watch_line(
-    client: etcd::Client,
+    members: Arc<Members>,
     waiters: Arc<Waiters>,
     contender: String,
     mut place: watch::Receiver<Place>,
@@ -178,7 +178,8 @@ async fn watch_line(
         let options = WatchOptions::new()
             .with_start_revision(target.revision + 1)
             .with_filters([WatchFilterType::NoPut]);
-        let stream = client
+        let stream = members
+            .client()
             .watch_client()
             .watch(target.predecessor.clone(), Some(options))
             .await;
@@ -216,7 +217,7 @@ async fn watch_line(
                     }
                 }
                 _ = keep_alive_ticks.tick() => {
-                    if !matches!(keep_alive(&client, target.lease).await, Ok(true)) {
+                    if !matches!(keep_alive(&members.client(), target.lease).await, Ok(true)) {
                         // Our key went with its lease: the next attempt gets in line again.
                         waiters.released(&contender);
                     }

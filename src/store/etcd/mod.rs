@@ -82,6 +82,7 @@ mod errors;
 mod keys;
 mod lease;
 mod line;
+mod members;
 mod txn;
 mod url;
 
@@ -96,10 +97,11 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use self::errors::{Retry, failure, token, transient, unexpected, within};
+use self::errors::{Retry, failure, token, transient, unexpected};
 use self::keys::{Keys, check_name, creator_of, last_in_line};
 use self::lease::{keep_alive, lease_id};
 use self::line::{Place, Turn};
+use self::members::Members;
 use self::txn::{
     acquire_txn, delete_txn, deleted_lease, found, gets, move_txn, past_guard, raise_record, reads,
 };
@@ -132,7 +134,8 @@ pub(crate) struct Options {
 }
 
 pub(crate) struct EtcdStore {
-    client: etcd::Client,
+    /// A client per member, and the member each operation runs on.
+    members: Arc<Members>,
     /// The server's minimum lease TTL, in seconds.
     min_ttl: u64,
     /// Whether a miss puts the caller in line.
@@ -183,23 +186,18 @@ impl EtcdStore {
                 .with_user(name, password)
                 .with_auto_token_refresh(true);
         }
-        let client = tokio::time::timeout(
-            options.connect_timeout,
-            etcd::Client::connect(&endpoints, Some(connect)),
-        )
-        .await
-        .map_err(|_| Error::Timeout)?
-        .map_err(failure)?;
+        let members = Members::connect(&endpoints, connect, options.connect_timeout).await?;
         // Any member that answers will do: a dead one is tried again on another.
-        let min_ttl = within(options.connect_timeout, Retry::Transient, || {
-            let mut lease = client.lease_client();
-            async move {
-                let granted = lease.grant(1, None).await.map_err(failure)?;
-                let _ = lease.revoke(granted.id()).await;
-                Ok(granted.ttl())
-            }
-        })
-        .await?;
+        let min_ttl = members
+            .within(options.connect_timeout, Retry::Transient, || async {
+                let mut lease = members.client().lease_client();
+                {
+                    let granted = lease.grant(1, None).await.map_err(failure)?;
+                    let _ = lease.revoke(granted.id()).await;
+                    Ok(granted.ttl())
+                }
+            })
+            .await?;
         let watching: Arc<Mutex<HashMap<String, AbortHandle>>> = Arc::default();
         let waiters = Arc::new(Waiters::with_idle({
             let watching = Arc::clone(&watching);
@@ -210,7 +208,7 @@ impl EtcdStore {
             }
         }));
         let store = EtcdStore {
-            client,
+            members,
             min_ttl: u64::try_from(min_ttl).unwrap_or(1).max(1),
             queue: options.queue,
             waiters,
@@ -221,8 +219,13 @@ impl EtcdStore {
         Ok((store, format!("etcd {}", endpoints.join(","))))
     }
 
+    /// The client of the member the running operation goes to.
+    fn client(&self) -> etcd::Client {
+        self.members.client()
+    }
+
     fn kv(&self) -> etcd::KvClient {
-        self.client.kv_client()
+        self.client().kv_client()
     }
 
     async fn get(&self, key: &str, options: Option<GetOptions>) -> Result<(i64, Vec<KeyValue>)> {
@@ -420,7 +423,7 @@ impl EtcdStore {
         }
         let (info, kept) = futures::future::join(
             self.lease_info(current, None),
-            keep_alive(&self.client, current),
+            keep_alive(&self.client(), current),
         )
         .await;
         match info? {
@@ -462,7 +465,7 @@ impl EtcdStore {
         }
         self.revoke_detached([current]);
         // The new lease was granted before the move: its TTL runs from now on.
-        Ok(match keep_alive(&self.client, lease).await? {
+        Ok(match keep_alive(&self.client(), lease).await? {
             true => Rearmed::Done,
             false => Rearmed::Changed,
         })
@@ -496,16 +499,9 @@ impl EtcdStore {
         Err(transient("the key kept changing leases"))
     }
 
-    async fn release_now(&self, key: &str, val: &str) -> Result<bool> {
-        check_name("key", key)?;
-        let keys = Keys::new(key, val);
-        let Some((ours, _)) = self.held(&keys, val).await? else {
-            return Ok(false);
-        };
-        // Still first: every key created after it is behind it.
-        let reply = self
-            .txn(delete_txn(&keys, val, ours.create_revision(), None))
-            .await?;
+    /// Delete `val`'s key, created at `created`, and its creator, if still so.
+    async fn delete_ours(&self, keys: &Keys, val: &str, created: i64) -> Result<bool> {
+        let reply = self.txn(delete_txn(keys, val, created, None)).await?;
         if !reply.succeeded() {
             return Ok(false); // released (or replaced) meanwhile
         }
@@ -641,10 +637,11 @@ impl Store for EtcdStore {
         attempt: AttemptId,
         timeout: Duration,
     ) -> Result<Acquire> {
-        within(timeout, Retry::Transient, || {
-            self.acquire_now(key, val, expiration, attempt)
-        })
-        .await
+        self.members
+            .within(timeout, Retry::Transient, || {
+                self.acquire_now(key, val, expiration, attempt)
+            })
+            .await
     }
 
     async fn refresh(
@@ -654,16 +651,34 @@ impl Store for EtcdStore {
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool> {
-        within(timeout, Retry::Transient, || {
-            self.refresh_now(key, val, expiration)
-        })
-        .await
+        self.members
+            .within(timeout, Retry::Transient, || {
+                self.refresh_now(key, val, expiration)
+            })
+            .await
     }
 
     async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
-        // A delete whose answer was lost must not be tried again: the retry would find
-        // nothing and report `NotHeld`.
-        within(timeout, Retry::Unsent, || self.release_now(key, val)).await
+        check_name("key", key)?;
+        let deadline = Instant::now() + timeout;
+        let keys = Keys::new(key, val);
+        // Which key is ours: a read, tried again on another member if need be.
+        let held = self
+            .members
+            .within_until(deadline, Retry::Transient, || self.held(&keys, val))
+            .await?;
+        let Some((ours, _)) = held else {
+            return Ok(false);
+        };
+        // Still first: every key created after it is behind it. The delete goes to the
+        // member that answered the read, and is not sent again once it may have
+        // arrived: a delete whose answer was lost, tried again, would find nothing and
+        // report `NotHeld`.
+        self.members
+            .within_until(deadline, Retry::Unsent, || {
+                self.delete_ours(&keys, val, ours.create_revision())
+            })
+            .await
     }
 
     async fn abort(
@@ -674,24 +689,27 @@ impl Store for EtcdStore {
         undo: bool,
         timeout: Duration,
     ) -> Result<bool> {
-        within(timeout, Retry::Transient, || {
-            self.abort_now(key, val, attempts, undo)
-        })
-        .await
+        self.members
+            .within(timeout, Retry::Transient, || {
+                self.abort_now(key, val, attempts, undo)
+            })
+            .await
     }
 
     async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
-        within(timeout, Retry::Transient, || self.pttl_now(key, val)).await
+        self.members
+            .within(timeout, Retry::Transient, || self.pttl_now(key, val))
+            .await
     }
 
     async fn force_release(&self, key: &str, only: Option<u64>, timeout: Duration) -> Result<bool> {
-        // A delete whose answer was lost must not be tried again: the retry would find
-        // the next contender at the head of the line and delete it too.
-        within(timeout, Retry::Unsent, || self.force_release_now(key, only)).await
+        self.force_release_within(key, only, timeout).await
     }
 
     async fn inspect(&self, key: &str, timeout: Duration) -> Result<Option<Inspected>> {
-        within(timeout, Retry::Transient, || self.inspect_now(key)).await
+        self.members
+            .within(timeout, Retry::Transient, || self.inspect_now(key))
+            .await
     }
 
     async fn list(&self, prefix: &str, timeout: Duration) -> Result<Vec<Inspected>> {
@@ -699,7 +717,9 @@ impl Store for EtcdStore {
     }
 
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced> {
-        within(timeout, Retry::Transient, || self.fenced_now(access)).await
+        self.members
+            .within(timeout, Retry::Transient, || self.fenced_now(access))
+            .await
     }
 
     /// The waiter `val` of `key` waits for its predecessor's deletion.
