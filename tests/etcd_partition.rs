@@ -317,3 +317,57 @@ async fn cut_off_from_every_member_the_loss_is_reported_before_a_contender_acqui
     proxied.cut(&[0, 1, 2], false);
     next.unlock().await.unwrap();
 }
+
+/// A client waiting in line, cut off from the member it watches its predecessor on:
+/// it notices (its place's keep-alive fails over), watches on another member, and is
+/// woken by the release, not by its strategy's 10 s poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_cut_off_from_its_member_is_woken_by_the_release() {
+    let _serial = serial();
+    let proxied = Proxied::new();
+    let client = Client::open(&proxied.url()).await.unwrap();
+    let direct = Client::open(&proxied.cluster.url()).await.unwrap();
+    let key = format!("waiter-{}", &leasehold::random_value()[..8]);
+    let holder = direct.try_lock(&key, "holder", 30 * SEC).await.unwrap();
+    let token = holder.fencing_token();
+    // The worst case: the member the client sends to (and watches on) is cut.
+    let own = client
+        .try_lock(&format!("{key}-own"), "own", 30 * SEC)
+        .await
+        .unwrap();
+    let member = proxied.in_use(&own).await;
+    let waiter = tokio::spawn({
+        let client = client.clone();
+        let key = key.clone();
+        async move {
+            let lock = client
+                .lock(
+                    &key,
+                    "waiter",
+                    EXPIRATION,
+                    TIMEOUT,
+                    FixedInterval::new(10 * SEC, 1),
+                )
+                .await;
+            (Instant::now(), lock)
+        }
+    });
+    tokio::time::sleep(500 * MS).await;
+    assert!(!waiter.is_finished(), "waiting in line");
+    proxied.cut(&[member], true);
+    tokio::time::sleep(SEC).await;
+    holder.unlock().await.unwrap();
+    let released = Instant::now();
+    let (acquired, lock) = tokio::time::timeout(5 * SEC, waiter)
+        .await
+        .expect("woken by the release")
+        .unwrap();
+    let lock = lock.unwrap();
+    let waited = acquired - released;
+    eprintln!("FIGURE etcd waiter cut off from its member: acquired {waited:?} after the release");
+    assert!(waited < SEC, "{waited:?}");
+    assert!(lock.fencing_token() > token);
+    proxied.cut(&[member], false);
+    lock.unlock().await.unwrap();
+    own.unlock().await.unwrap();
+}

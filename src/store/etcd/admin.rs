@@ -10,8 +10,8 @@ use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp};
 
 use super::errors::{Retry, failure, token, transient};
 use super::keys::{
-    Keys, RESOURCE_SUFFIX, check_name, contender_hash, first_in_line, line, lock_name, prefix_end,
-    value_hash,
+    Keys, RESOURCE_SUFFIX, check_name, contender_hash, first_in_line, is_waiting, line, lock_name,
+    prefix_end, value_hash,
 };
 use super::txn::{delete_ops, deleted_lease};
 use super::{EtcdStore, STORE};
@@ -38,13 +38,18 @@ impl EtcdStore {
         let deadline = Instant::now() + timeout;
         let (start, end) = line(key);
         for _ in 0..3 {
-            let (_, first) = self
+            let holder = self
                 .members
-                .within_until(deadline, Retry::Transient, || {
-                    self.get(&start, Some(first_in_line(end.clone())))
+                .within_until(deadline, Retry::Transient, || async {
+                    let (_, first) = self.get(&start, Some(first_in_line(end.clone()))).await?;
+                    match first.into_iter().next() {
+                        Some(first) if !self.waits(key, &first).await? => Ok(Some(first)),
+                        _ => Ok(None),
+                    }
                 })
                 .await?;
-            let Some(holder) = first.into_iter().next() else {
+            // Nobody holds the lock (a key first in line that waits holds nothing).
+            let Some(holder) = holder else {
                 return Ok(false);
             };
             let Some(hash) = contender_hash(key, holder.key()) else {
@@ -73,12 +78,25 @@ impl EtcdStore {
         Err(transient("the lock kept changing hands"))
     }
 
-    /// The lock of `name` whose holder is `holder` (a contender key), as an operator sees
-    /// it; `None` if its lease is gone.
+    /// Whether `first`, the first contender key of lock `name`, waits in line (its
+    /// creator says so): then nobody holds the lock yet.
+    async fn waits(&self, name: &str, first: &KeyValue) -> Result<bool> {
+        let Some(hash) = contender_hash(name, first.key()) else {
+            return Ok(false);
+        };
+        let (_, creator) = self.get(&Keys::of_hash(name, hash).creator, None).await?;
+        Ok(creator.first().is_some_and(|c| is_waiting(c.value())))
+    }
+
+    /// The lock of `name` whose holder is `holder` (the first contender key), as an
+    /// operator sees it; `None` if its lease is gone or the key waits in line.
     async fn inspected(&self, name: &str, holder: &KeyValue) -> Result<Option<Inspected>> {
         let Some(hash) = contender_hash(name, holder.key()) else {
             return Ok(None);
         };
+        if self.waits(name, holder).await? {
+            return Ok(None);
+        }
         let ttl = match holder.lease() {
             0 => None,
             lease => match self.lease_info(lease, None).await? {

@@ -80,14 +80,35 @@ pub(super) fn seq_text(seq: u64) -> String {
     format!("{seq:016x}")
 }
 
+/// Ends the value of a creator key while its contender key waits in line.
+const WAITING: &str = ":w";
+
 /// The value of a creator key: the attempt's id.
 pub(super) fn creator_text(attempt: AttemptId) -> String {
     format!("{:016x}:{}", attempt.client, seq_text(attempt.seq))
 }
 
+/// The value of the creator key of a contender key put in line (not holding): the
+/// attempt's id, marked.
+pub(super) fn waiting_text(attempt: AttemptId) -> String {
+    format!("{}{WAITING}", creator_text(attempt))
+}
+
+/// Whether a creator key's value says that its contender key waits in line: a key
+/// first in line holds the lock only once its turn was taken.
+pub(super) fn is_waiting(value: &[u8]) -> bool {
+    value.ends_with(WAITING.as_bytes())
+}
+
+/// A creator key's value without the mark of a waiting key: its value once the key
+/// holds the lock.
+pub(super) fn holding(value: &[u8]) -> &[u8] {
+    value.strip_suffix(WAITING.as_bytes()).unwrap_or(value)
+}
+
 /// The attempt a creator key names, if it names one.
 pub(super) fn creator_of(value: &[u8]) -> Option<AttemptId> {
-    let (client, seq) = std::str::from_utf8(value).ok()?.split_once(':')?;
+    let (client, seq) = std::str::from_utf8(holding(value)).ok()?.split_once(':')?;
     Some(AttemptId {
         client: u64::from_str_radix(client, 16).ok()?,
         seq: u64::from_str_radix(seq, 16).ok()?,
@@ -196,6 +217,14 @@ mod tests {
             "round trip"
         );
         assert_eq!(creator_of(b"junk"), None);
+        let waiting = waiting_text(ATTEMPT);
+        assert!(is_waiting(waiting.as_bytes()));
+        assert!(!is_waiting(creator_text(ATTEMPT).as_bytes()));
+        assert_eq!(creator_of(waiting.as_bytes()), Some(ATTEMPT));
+        assert_eq!(
+            holding(waiting.as_bytes()),
+            creator_text(ATTEMPT).as_bytes()
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use etcd_client as etcd;
 use parking_lot::Mutex;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::errors::{Retry, failure, retryable};
@@ -59,6 +60,9 @@ pub(super) struct Members {
     connect_timeout: Duration,
     /// Whether the probe runs.
     probing: Mutex<bool>,
+    /// Counts suspicions: a long-lived stream (a watch) on a member that becomes
+    /// suspect moves to another.
+    suspicions: watch::Sender<u64>,
 }
 
 impl Members {
@@ -104,6 +108,7 @@ impl Members {
             options,
             connect_timeout,
             probing: Mutex::new(false),
+            suspicions: watch::Sender::new(0),
         });
         if members.members.iter().any(|m| m.suspect.lock().is_some()) {
             members.probe();
@@ -123,8 +128,9 @@ impl Members {
     }
 
     /// The member to send to: the preferred one while it is not suspect, else the next
-    /// one that is not, else the one suspect for longest (it may be back).
-    fn pick(&self) -> Option<(usize, etcd::Client)> {
+    /// one that is not, else the one suspect for longest (it may be back). Its index
+    /// and client.
+    pub(super) fn pick(&self) -> Option<(usize, etcd::Client)> {
         let n = self.members.len();
         let start = self.preferred.load(Ordering::Relaxed);
         let connected = |i: usize| self.members[i].client.lock().clone().map(|c| (i, c));
@@ -152,9 +158,20 @@ impl Members {
     }
 
     /// Member `i` did not answer in time, or its connection failed.
-    fn suspect(self: &Arc<Self>, i: usize) {
+    pub(super) fn suspect(self: &Arc<Self>, i: usize) {
         *self.members[i].suspect.lock() = Some(Instant::now());
+        self.suspicions.send_modify(|n| *n += 1);
         self.probe();
+    }
+
+    /// Whether member `i` is suspect.
+    pub(super) fn is_suspect(&self, i: usize) -> bool {
+        self.members[i].suspect.lock().is_some()
+    }
+
+    /// Changes on every suspicion.
+    pub(super) fn suspicions(&self) -> watch::Receiver<u64> {
+        self.suspicions.subscribe()
     }
 
     /// Member `i` answered.

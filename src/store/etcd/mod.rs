@@ -83,6 +83,7 @@ mod keys;
 mod lease;
 mod line;
 mod members;
+mod session;
 mod txn;
 mod url;
 
@@ -98,10 +99,11 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use self::errors::{Retry, failure, token, transient, unexpected};
-use self::keys::{Keys, check_name, creator_of, last_in_line};
+use self::keys::{Keys, check_name, creator_of, creator_text, holding, is_waiting, last_in_line};
 use self::lease::{keep_alive, lease_id};
 use self::line::{Place, Turn};
 use self::members::Members;
+use self::session::Sessions;
 use self::txn::{
     acquire_txn, delete_txn, deleted_lease, found, gets, move_txn, past_guard, raise_record, reads,
 };
@@ -148,6 +150,8 @@ pub(crate) struct EtcdStore {
     watching: Arc<Mutex<HashMap<String, AbortHandle>>>,
     /// The lease of this client's records of aborted attempts, and when it was granted.
     abort_lease: Mutex<Option<(i64, Instant)>>,
+    /// The session this client's places in line live on.
+    sessions: Arc<Sessions>,
 }
 
 impl EtcdStore {
@@ -215,6 +219,7 @@ impl EtcdStore {
             places: Arc::default(),
             watching,
             abort_lease: Mutex::new(None),
+            sessions: Arc::default(),
         };
         Ok((store, format!("etcd {}", endpoints.join(","))))
     }
@@ -261,24 +266,9 @@ impl EtcdStore {
         let ttl = self.ttl(expiration);
         let keys = Keys::new(key, val);
         if let Some(place) = self.place_of(&keys.contender) {
-            match self.turn(&keys, val, &place, attempt).await? {
-                Turn::Mine(ours, creator) => {
+            match self.turn(&keys, val, &place, attempt, ttl).await? {
+                Turn::Mine => {
                     self.forget(&keys.contender);
-                    if !place.exact || place.ttl != ttl {
-                        // The place's lease has another TTL than this call asks for.
-                        let rearmed = self
-                            .rearm(
-                                &keys,
-                                val,
-                                &ours,
-                                creator.as_ref(),
-                                ttl,
-                                Some(attempt),
-                                None,
-                            )
-                            .await?;
-                        return self.rearmed(rearmed, place.created);
-                    }
                     return Ok(Acquire::Acquired(token(place.created)?));
                 }
                 Turn::Waiting {
@@ -302,91 +292,108 @@ impl EtcdStore {
             }
         }
         let lease = self.grant_lease(lease_id(attempt), ttl).await?;
-        let reply = self
-            .txn(acquire_txn(&keys, val, attempt, lease, self.queue))
-            .await?;
-        let Some((revision, reply)) = past_guard(&reply)? else {
-            self.revoke_detached([lease]);
-            return Ok(Acquire::Refused);
+        // A miss puts the key in line on this client's session: the one in use, else
+        // one granted after a miss without it (and the transaction sent again).
+        let mut session = if self.queue {
+            self.sessions.live()
+        } else {
+            None
         };
-        if reply.succeeded() {
-            self.forget(&keys.contender);
-            return Ok(Acquire::Acquired(token(revision)?));
-        }
-        let mut responses = reply.op_responses();
-        if self.queue {
-            let Some(TxnOpResponse::Txn(inner)) = responses.pop() else {
-                return Err(unexpected());
+        loop {
+            let line_lease = session.as_ref().map(|s| s.lease);
+            let reply = self
+                .txn(acquire_txn(&keys, val, attempt, lease, line_lease))
+                .await?;
+            let Some((revision, reply)) = past_guard(&reply)? else {
+                self.revoke_detached([lease]);
+                return Ok(Acquire::Refused);
             };
-            if inner.succeeded() {
-                // In line behind the last key before ours.
-                let line = gets(&inner).pop().unwrap_or_default();
-                let Some(predecessor) = line.get(1) else {
+            if reply.succeeded() {
+                self.forget(&keys.contender);
+                return Ok(Acquire::Acquired(token(revision)?));
+            }
+            let mut responses = reply.op_responses();
+            if let Some(line_lease) = line_lease {
+                let Some(TxnOpResponse::Txn(inner)) = responses.pop() else {
                     return Err(unexpected());
                 };
-                self.remember(
-                    &keys.contender,
-                    Place {
-                        lease,
-                        ttl,
-                        exact: true,
-                        created: revision,
-                        predecessor: predecessor.key().to_vec(),
-                        revision,
-                    },
-                );
+                if inner.succeeded() {
+                    // In line behind the last key before ours; the attempt's lease
+                    // holds nothing.
+                    let line = gets(&inner).pop().unwrap_or_default();
+                    let Some(predecessor) = line.get(1) else {
+                        return Err(unexpected());
+                    };
+                    self.revoke_detached([lease]);
+                    self.remember(
+                        &keys.contender,
+                        Place {
+                            lease: line_lease,
+                            creator: Some(creator_text(attempt).into_bytes()),
+                            created: revision,
+                            predecessor: predecessor.key().to_vec(),
+                            revision,
+                        },
+                    );
+                    return Ok(Acquire::Held(None));
+                }
+                responses = inner.op_responses();
+            }
+            let found = found(responses)?;
+            let first = found.first.as_ref().map(|kv| kv.key().to_vec());
+            let creator = found.creator;
+            let Some(ours) = found.ours.filter(|kv| kv.value() == val.as_bytes()) else {
+                if self.queue && session.is_none() {
+                    session = Some(self.session().await?);
+                    continue;
+                }
+                // Another value holds the key (or our hash's key holds another value).
+                self.revoke_detached([lease]);
                 return Ok(Acquire::Held(None));
-            }
-            responses = inner.op_responses();
-        }
-        let found = found(responses)?;
-        let first = found.first.as_ref().map(|kv| kv.key().to_vec());
-        let Some(ours) = found.ours.filter(|kv| kv.value() == val.as_bytes()) else {
-            // Another value holds the key (or our hash's key holds another value).
-            self.revoke_detached([lease]);
-            return Ok(Acquire::Held(None));
-        };
-        let created = ours.create_revision();
-        if first.as_deref() == Some(keys.contender.as_bytes()) {
-            // Ours, and first in line: a re-arm, to exactly this expiration.
-            let rearmed = self
-                .rearm(
-                    &keys,
-                    val,
-                    &ours,
-                    found.creator.as_ref(),
-                    ttl,
-                    Some(attempt),
-                    Some(lease),
-                )
-                .await?;
-            self.forget(&keys.contender);
-            return self.rearmed(rearmed, created);
-        }
-        // Ours, waiting in line (an earlier try of this attempt, or another call's).
-        if ours.lease() != lease {
-            self.revoke_detached([lease]);
-        }
-        if self.queue {
-            let (start, end) = keys.line();
-            let (revision, before) = self
-                .get(&start, Some(last_in_line(end, created - 1, 1)))
-                .await?;
-            if let Some(predecessor) = before.first() {
-                self.remember(
-                    &keys.contender,
-                    Place {
-                        lease: ours.lease(),
+            };
+            let created = ours.create_revision();
+            if first.as_deref() == Some(keys.contender.as_bytes()) {
+                // Ours, and first in line: a re-arm, to exactly this expiration (or the
+                // turn of a key that waits, put in line by another call).
+                let rearmed = self
+                    .rearm(
+                        &keys,
+                        val,
+                        &ours,
+                        creator.as_ref(),
                         ttl,
-                        exact: ours.lease() == lease,
-                        created,
-                        predecessor: predecessor.key().to_vec(),
-                        revision,
-                    },
-                );
+                        Some(attempt),
+                        Some(lease),
+                    )
+                    .await?;
+                self.forget(&keys.contender);
+                return self.rearmed(rearmed, created);
             }
+            // Ours, in line (an earlier try of this attempt, or another call's): waiting,
+            // or holding the lock before another key jumped ahead (set by hand).
+            if ours.lease() != lease {
+                self.revoke_detached([lease]);
+            }
+            if self.queue {
+                let (start, end) = keys.line();
+                let (revision, before) = self
+                    .get(&start, Some(last_in_line(end, created - 1, 1)))
+                    .await?;
+                if let Some(predecessor) = before.first() {
+                    self.remember(
+                        &keys.contender,
+                        Place {
+                            lease: ours.lease(),
+                            creator: creator.map(|c| holding(c.value()).to_vec()),
+                            created,
+                            predecessor: predecessor.key().to_vec(),
+                            revision,
+                        },
+                    );
+                }
+            }
+            return Ok(Acquire::Held(None));
         }
-        Ok(Acquire::Held(None))
     }
 
     /// The answer of an acquire that re-armed the key created at `created`.
@@ -416,29 +423,35 @@ impl EtcdStore {
         spare: Option<i64>,
     ) -> Result<Rearmed> {
         let current = ours.lease();
-        if current == 0 {
+        // A key waiting in line moves to a lease of its own whatever its TTL: the one it
+        // waits on is a session's, shared with other places in line.
+        let waiting = creator.is_some_and(|c| is_waiting(c.value()));
+        if current == 0 && !waiting {
             // No lease (set by hand): no expiry to re-arm.
             self.revoke_detached(spare);
             return Ok(Rearmed::Done);
         }
-        let (info, kept) = futures::future::join(
-            self.lease_info(current, None),
-            keep_alive(&self.client(), current),
-        )
-        .await;
-        match info? {
-            Some((granted, _, _)) if granted == ttl => {
-                self.revoke_detached(spare.filter(|l| *l != current));
-                return Ok(if kept? {
-                    Rearmed::Done
-                } else {
-                    Rearmed::Changed
-                });
+        if !waiting {
+            let (info, kept) = futures::future::join(
+                self.lease_info(current, None),
+                keep_alive(&self.client(), current),
+            )
+            .await;
+            match info? {
+                Some((granted, _, _)) if granted == ttl => {
+                    self.revoke_detached(spare.filter(|l| *l != current));
+                    return Ok(if kept? {
+                        Rearmed::Done
+                    } else {
+                        Rearmed::Changed
+                    });
+                }
+                Some(_) => {}
+                // Gone: the caller looks again. `spare` stays: a retry of the attempt
+                // that granted it finds it granted (a revoke racing that retry would
+                // fail it).
+                None => return Ok(Rearmed::Changed),
             }
-            Some(_) => {}
-            // Gone: the caller looks again. `spare` stays: a retry of the attempt that
-            // granted it finds it granted (a revoke racing that retry would fail it).
-            None => return Ok(Rearmed::Changed),
         }
         let lease = match spare {
             Some(lease) => lease,
@@ -463,7 +476,9 @@ impl EtcdStore {
             }
             return Ok(Rearmed::Changed);
         }
-        self.revoke_detached([current]);
+        if !waiting {
+            self.revoke_detached([current]);
+        }
         // The new lease was granted before the move: its TTL runs from now on.
         Ok(match keep_alive(&self.client(), lease).await? {
             true => Rearmed::Done,
@@ -572,7 +587,9 @@ impl EtcdStore {
         }
         // From here on no aborted attempt can write: delete the key if one created it
         // (with `undo`).
-        let mut deleted = None;
+        let mut deleted = false;
+        // The lease of the deleted key, to revoke.
+        let mut freed = None;
         let mut kept = None;
         for _ in 0..3 {
             let mut read = reads.into_iter();
@@ -589,6 +606,8 @@ impl EtcdStore {
                 kept = Some(ours.lease());
                 break;
             }
+            // A key waiting in line is on its client's session: the lease stays.
+            let waiting = creator.as_ref().is_some_and(|c| is_waiting(c.value()));
             let creator = creator.map(|c| c.value().to_vec());
             let reply = self
                 .txn(delete_txn(
@@ -599,7 +618,8 @@ impl EtcdStore {
                 ))
                 .await?;
             if reply.succeeded() {
-                deleted = deleted_lease(&reply);
+                deleted = true;
+                freed = deleted_lease(&reply).filter(|_| !waiting);
                 break;
             }
             // Released, or created anew, meanwhile: look again.
@@ -617,10 +637,10 @@ impl EtcdStore {
         let leases = attempts
             .iter()
             .map(|a| lease_id(*a))
-            .chain(deleted)
+            .chain(freed)
             .filter(|l| Some(*l) != kept);
         self.revoke_detached(leases);
-        Ok(deleted.is_some())
+        Ok(deleted)
     }
 }
 
