@@ -3,9 +3,10 @@
 //! and a fair wait in line behind the holder.
 //!
 //! The module: the store and its [`Store`] implementation here; the key layout in
-//! [`keys`], the transactions in [`txn`], the wait in line in [`line`], leases in
-//! [`lease`], operators' tools and fenced access in [`admin`], URLs in [`url`], failures
-//! and retries in [`errors`].
+//! [`keys`], the transactions in [`txn`], the wait in line in [`line`] and the session
+//! its places live on in [`session`], leases in [`lease`], the members and which one an
+//! operation runs on in [`members`], operators' tools and fenced access in [`admin`],
+//! URLs in [`url`], failures and retries in [`errors`].
 //!
 //! # Keys
 //!
@@ -14,8 +15,8 @@
 //!
 //! | key | value | lease | what it is |
 //! |---|---|---|---|
-//! | `K \0 H` | `v` | the key's | `v`'s key in the lock's line (etcd's own mutex: the key with the lowest create revision holds the lock) |
-//! | `K \0 ~c H` | `client:seq` (hex) | the same | the attempt that created `v`'s key |
+//! | `K \0 H` | `v` | the key's | `v`'s key in the lock's line (etcd's own mutex: the key with the lowest create revision holds the lock, once it has taken its turn) |
+//! | `K \0 ~c H` | `client:seq` (hex), `client:seq:w` while the key waits in line | the same | the attempt that created `v`'s key |
 //! | `K \0 ~a C` | `seq` (16 hex digits) | the client's abort lease | client `C`'s highest aborted attempt on `K` |
 //! | `R \x01 token` | a record | none | fenced resource `R`: the highest token, a digest of its holder, the value |
 //!
@@ -30,10 +31,12 @@
 //!   create-revision order, so tokens rise in grant order. They rise across all keys,
 //!   not per key, and the first is above 1.
 //! * **Owner checks:** the value is the holder's identity. Refresh, ttl and release act
-//!   on `v`'s key if it holds `v` and is first in line (a key still waiting in line holds
-//!   nothing), whichever handle or client presents `v`.
-//! * **Inspection:** the holder is the first key in line; its digest is `H` (never the
-//!   value), its time to live its lease's, in whole seconds.
+//!   on `v`'s key if it holds `v`, is first in line and is not marked waiting (a key in
+//!   line holds nothing until its waiter took its turn), whichever handle or client
+//!   presents `v`.
+//! * **Inspection:** the holder is the first key in line unless it is marked waiting
+//!   (then nobody holds the lock); its digest is `H` (never the value), its time to live
+//!   its lease's, in whole seconds.
 //!
 //! # Acquire, re-arm, release
 //!
@@ -58,21 +61,26 @@
 //!
 //! # The wait
 //!
-//! A miss puts `v`'s key in line ([`Store::queues`]), created by the attempt: the call's
-//! place. A waiting `lock` call watches its predecessor — the key just before its own —
-//! for deletion (released, expired or withdrawn), from the revision its attempt saw, so
-//! no deletion is missed; it is woken (its [`Watch`]) and its next attempt finds its key
-//! first (one transaction, the lease re-armed in parallel) or names the next predecessor.
-//! One deletion wakes one waiter: no herd. While it waits, its key's lease is kept alive.
-//! When the call ends without the key, it withdraws its place (the abort of its attempts,
-//! one of which created it) before it returns [`crate::Error::NotObtained`]. A client
-//! with `notify(false)` does not queue: a miss leaves nothing, and waiters poll.
+//! A miss puts `v`'s key in line ([`Store::queues`]), created by the attempt and marked
+//! waiting: the call's place. It hangs on the client's session, a short lease kept alive
+//! while the client has calls waiting ([`session`]), so the place of a client that
+//! crashed or was cut off goes within the server's minimum TTL. A waiting `lock` call
+//! watches its predecessor — the key just before its own — for deletion (released,
+//! expired, withdrawn, or gone with its session), from the revision its attempt saw, so
+//! no deletion is missed; it is woken (its [`Watch`]) and its next attempt takes its
+//! turn if its key is first (a lease of the lock's expiration granted, then one
+//! transaction moves the key and its creator there and drops the mark) or names the
+//! next predecessor. One deletion wakes one waiter: no herd. When the call ends without
+//! the key, it withdraws its place (the abort of its attempts, one of which created it)
+//! before it returns [`crate::Error::NotObtained`]. A client with `notify(false)` does
+//! not queue: a miss leaves nothing, and waiters poll.
 //!
 //! # Leases
 //!
-//! A key hangs on an etcd lease of the lock's expiration in whole seconds (rounded up, at
-//! least the server's minimum, which [`EtcdStore::open`] measures): a refresh or re-lock
-//! to a shorter expiration also rounds up. An attempt that may create a key first grants
+//! A key that holds the lock hangs on an etcd lease of the lock's expiration in whole
+//! seconds (rounded up, at least the server's minimum, which [`EtcdStore::open`]
+//! measures): a refresh or re-lock to a shorter expiration also rounds up. A key waiting
+//! in line hangs on its client's session lease. An attempt that may create a key first grants
 //! a lease whose id is derived from the attempt's (a retry of the attempt finds it
 //! granted); a lease that ends up holding nothing is revoked in the background. An
 //! expired lease's keys go at the server's next expiry sweep (every 500 ms).
