@@ -17,11 +17,11 @@
 
 mod support;
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use leasehold::{AutoRefresh, Client, FixedInterval, Lock, NoRetry};
 use support::{EtcdCluster, FaultProxy};
+use tokio::sync::{Mutex, MutexGuard};
 
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
@@ -35,9 +35,9 @@ const MAX_RETRY: u32 = 3;
 const CUT_FOR: Duration = Duration::from_secs(8);
 
 /// The tests take turns: their timing must not suffer from each other on 2 cores.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+async fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::const_new(());
+    SERIAL.lock().await
 }
 
 /// The shared cluster, and a proxy in front of each of its members.
@@ -149,7 +149,7 @@ async fn renewed(client: &Client, key: &str) -> (Lock, AutoRefresh) {
 /// releasing) a fresh key every 250 ms with a 200 ms timeout: the lock survives and
 /// every acquire succeeds.
 async fn survives(test: &str, which: Which) {
-    let _serial = serial();
+    let _serial = serial().await;
     let proxied = Proxied::new();
     let client = Client::open(&proxied.url()).await.unwrap();
     let key = format!("{test}-{}", &leasehold::random_value()[..8]);
@@ -263,7 +263,7 @@ async fn cut_off_from_two_members_the_lock_survives_through_the_third() {
 /// before a contender that reaches the members directly (polling every 20 ms) acquires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_off_from_every_member_the_loss_is_reported_before_a_contender_acquires() {
-    let _serial = serial();
+    let _serial = serial().await;
     let proxied = Proxied::new();
     let client = Client::open(&proxied.url()).await.unwrap();
     let key = format!("all-{}", &leasehold::random_value()[..8]);
@@ -323,7 +323,7 @@ async fn cut_off_from_every_member_the_loss_is_reported_before_a_contender_acqui
 /// woken by the release, not by its strategy's 10 s poll.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_cut_off_from_its_member_is_woken_by_the_release() {
-    let _serial = serial();
+    let _serial = serial().await;
     let proxied = Proxied::new();
     let client = Client::open(&proxied.url()).await.unwrap();
     let direct = Client::open(&proxied.cluster.url()).await.unwrap();
