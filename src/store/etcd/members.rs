@@ -117,13 +117,13 @@ impl Members {
     }
 
     /// The client operations run on now: the running operation's member, else the
-    /// member [`pick`](Self::pick) names.
+    /// member [`pick`](Self::pick) names (there is one: a member was connected at open,
+    /// and clients are never dropped).
     pub(super) fn client(&self) -> etcd::Client {
         CURRENT
             .try_with(etcd::Client::clone)
             .ok()
             .or_else(|| self.pick().map(|(_, client)| client))
-            .or_else(|| self.members.iter().find_map(|m| m.client.lock().clone()))
             .expect("a member was connected at open")
     }
 
