@@ -10,13 +10,13 @@ use tokio::sync::watch;
 
 use super::EtcdStore;
 use super::keys::{Keys, last_in_line};
-use super::lease::lease_id;
+use super::lease::{keep_alive, lease_id};
 use super::members::Members;
 use super::session::Sessions;
 use super::txn::{gets, past_guard, unless_aborted};
-use crate::Result;
 use crate::store::AttemptId;
 use crate::wake::{Waiters, Watch};
+use crate::{Error, Result};
 
 /// A waiter whose watch failed tries again after this long (and retries an attempt
 /// meanwhile, under its strategy).
@@ -35,6 +35,11 @@ pub(super) struct Place {
     /// The value of our key's creator once the key holds the lock (without the mark of
     /// a waiting key); `None`: it has no creator key.
     pub(super) creator: Option<Vec<u8>>,
+    /// The lease the key takes its turn on: granted by the call's attempt that got in
+    /// line (or found the key there), for `hold_ttl` seconds, holding nothing meanwhile
+    /// (it may run out; the call's abort revokes it).
+    pub(super) hold: i64,
+    pub(super) hold_ttl: i64,
     /// Our key's create revision: its token once it is first.
     pub(super) created: i64,
     pub(super) predecessor: Vec<u8>,
@@ -45,8 +50,14 @@ pub(super) struct Place {
 pub(super) enum Turn {
     /// Its key was first: it took its turn, and holds the lock now.
     Mine,
-    /// Still in line, behind `predecessor` as of `revision`.
-    Waiting { predecessor: Vec<u8>, revision: i64 },
+    /// Still in line, behind `predecessor` as of `revision`; the turn will be taken on
+    /// `hold` (granted `hold_ttl`).
+    Waiting {
+        predecessor: Vec<u8>,
+        revision: i64,
+        hold: i64,
+        hold_ttl: i64,
+    },
     /// The place is gone (or changed): acquire afresh.
     Gone,
     /// The attempt was aborted.
@@ -79,8 +90,12 @@ impl EtcdStore {
     }
 
     /// A waiter's next attempt: its key, first in line, takes its turn (moves to a lease
-    /// of `ttl` granted now, and its creator loses the mark of a waiting key); else it
-    /// names the key now before ours.
+    /// of `ttl`, and its creator loses the mark of a waiting key); else it names the key
+    /// now before ours.
+    ///
+    /// The lease is the place's `hold`, granted when the call got in line and holding
+    /// nothing since, kept alive as the turn is taken (one round trip), if it was granted
+    /// `ttl`; else, or once it ran out, one granted now.
     pub(super) async fn turn(
         &self,
         keys: &Keys,
@@ -89,64 +104,59 @@ impl EtcdStore {
         attempt: AttemptId,
         ttl: i64,
     ) -> Result<Turn> {
-        let (start, end) = keys.line();
-        let contender = keys.contender.as_str();
-        // Granted before the turn is taken, after the attempt started: the key is ours
-        // for the full TTL from then on.
-        let lease = self.grant_lease(lease_id(attempt), ttl).await?;
-        let on_lease = || Some(PutOptions::new().with_lease(lease));
-        let mut take = vec![TxnOp::put(contender, val, on_lease())];
-        if let Some(creator) = &place.creator {
-            take.push(TxnOp::put(
-                keys.creator.as_str(),
-                creator.clone(),
-                on_lease(),
-            ));
-        }
-        let inner = Txn::new()
-            .when([
-                Compare::value(contender, CompareOp::Equal, val),
-                Compare::create_revision(contender, CompareOp::Equal, place.created),
-                Compare::lease(contender, CompareOp::Equal, place.lease),
-                // No key before ours: every key in line was created at or after ours.
-                Compare::create_revision(start.as_str(), CompareOp::Greater, place.created - 1)
-                    .with_range(end.as_str()),
-            ])
-            .and_then(take)
-            .or_else([
-                TxnOp::get(contender, None),
-                TxnOp::get(
-                    start.as_str(),
-                    Some(last_in_line(end, place.created - 1, 1)),
-                ),
-            ]);
-        let txn = unless_aborted(&keys.aborted(attempt.client), attempt.seq, inner);
-        let Some((revision, reply)) = past_guard(&self.txn(txn).await?)? else {
-            self.revoke_detached([lease]);
-            return Ok(Turn::Refused);
-        };
-        if reply.succeeded() {
-            return Ok(Turn::Mine);
-        }
-        let mut read = gets(&reply).into_iter();
-        let ours = read.next().unwrap_or_default().into_iter().next();
-        let next = read.next().unwrap_or_default().into_iter().next();
-        let same = ours.is_some_and(|kv| {
-            kv.value() == val.as_bytes()
-                && kv.create_revision() == place.created
-                && kv.lease() == place.lease
-        });
-        match next {
-            Some(predecessor) if same => {
-                // Still waiting: the lease holds nothing.
-                self.revoke_detached([lease]);
-                Ok(Turn::Waiting {
+        let mut held = (place.hold_ttl == ttl).then_some(place.hold);
+        loop {
+            let lease = match held {
+                Some(lease) => lease,
+                None => self.grant_lease(lease_id(attempt), ttl).await?,
+            };
+            let txn = turn_txn(keys, val, place, attempt, lease);
+            // Both sent after the attempt started: the key is ours for the full TTL from
+            // then on.
+            let (reply, kept) = match held {
+                Some(lease) => {
+                    futures::future::join(self.txn(txn), keep_alive(&self.client(), lease)).await
+                }
+                None => (self.txn(txn).await, Ok(true)),
+            };
+            let reply = match reply {
+                Err(Error::Store(e))
+                    if held.is_some() && e.to_string().contains("lease not found") =>
+                {
+                    // The held lease ran out while the call waited: take a new one.
+                    held = None;
+                    continue;
+                }
+                reply => reply?,
+            };
+            let Some((revision, reply)) = past_guard(&reply)? else {
+                if held.is_none() {
+                    self.revoke_detached([lease]);
+                }
+                return Ok(Turn::Refused);
+            };
+            if reply.succeeded() {
+                // A lease that ran out as the turn was taken took the key with it.
+                return Ok(if kept? { Turn::Mine } else { Turn::Gone });
+            }
+            let mut read = gets(&reply).into_iter();
+            let ours = read.next().unwrap_or_default().into_iter().next();
+            let next = read.next().unwrap_or_default().into_iter().next();
+            let same = ours.is_some_and(|kv| {
+                kv.value() == val.as_bytes()
+                    && kv.create_revision() == place.created
+                    && kv.lease() == place.lease
+            });
+            return Ok(match next {
+                Some(predecessor) if same => Turn::Waiting {
                     predecessor: predecessor.key().to_vec(),
                     revision,
-                })
-            }
-            // The attempt acquires afresh, with this lease.
-            _ => Ok(Turn::Gone),
+                    hold: lease,
+                    hold_ttl: ttl,
+                },
+                // The attempt acquires afresh (with this lease, if it granted one).
+                _ => Turn::Gone,
+            });
         }
     }
 
@@ -171,6 +181,41 @@ impl EtcdStore {
             previous.abort();
         }
     }
+}
+
+/// The transaction of a turn: if `val`'s key is still the place's and first in line,
+/// move it and its creator to `lease` (the creator without the mark of a waiting key);
+/// else read it and the key now before it. Refused if the attempt was aborted.
+fn turn_txn(keys: &Keys, val: &str, place: &Place, attempt: AttemptId, lease: i64) -> Txn {
+    let (start, end) = keys.line();
+    let contender = keys.contender.as_str();
+    let on_lease = || Some(PutOptions::new().with_lease(lease));
+    let mut take = vec![TxnOp::put(contender, val, on_lease())];
+    if let Some(creator) = &place.creator {
+        take.push(TxnOp::put(
+            keys.creator.as_str(),
+            creator.clone(),
+            on_lease(),
+        ));
+    }
+    let inner = Txn::new()
+        .when([
+            Compare::value(contender, CompareOp::Equal, val),
+            Compare::create_revision(contender, CompareOp::Equal, place.created),
+            Compare::lease(contender, CompareOp::Equal, place.lease),
+            // No key before ours: every key in line was created at or after ours.
+            Compare::create_revision(start.as_str(), CompareOp::Greater, place.created - 1)
+                .with_range(end.as_str()),
+        ])
+        .and_then(take)
+        .or_else([
+            TxnOp::get(contender, None),
+            TxnOp::get(
+                start.as_str(),
+                Some(last_in_line(end, place.created - 1, 1)),
+            ),
+        ]);
+    unless_aborted(&keys.aborted(attempt.client), attempt.seq, inner)
 }
 
 /// A waiter's watch: wake the waiter when its predecessor is deleted (or the watch

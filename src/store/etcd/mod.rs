@@ -68,9 +68,10 @@
 //! watches its predecessor — the key just before its own — for deletion (released,
 //! expired, withdrawn, or gone with its session), from the revision its attempt saw, so
 //! no deletion is missed; it is woken (its [`Watch`]) and its next attempt takes its
-//! turn if its key is first (a lease of the lock's expiration granted, then one
-//! transaction moves the key and its creator there and drops the mark) or names the
-//! next predecessor. One deletion wakes one waiter: no herd. When the call ends without
+//! turn if its key is first (one transaction moves the key and its creator to the lease
+//! of the lock's expiration its call granted when it got in line, and drops the mark;
+//! the lease is kept alive in the same round trip, or granted anew if it ran out) or
+//! names the next predecessor. One deletion wakes one waiter: no herd. When the call ends without
 //! the key, it withdraws its place (the abort of its attempts, one of which created it)
 //! before it returns [`crate::Error::NotObtained`]. A client with `notify(false)` does
 //! not queue: a miss leaves nothing, and waiters poll.
@@ -282,12 +283,16 @@ impl EtcdStore {
                 Turn::Waiting {
                     predecessor,
                     revision,
+                    hold,
+                    hold_ttl,
                 } => {
                     self.remember(
                         &keys.contender,
                         Place {
                             predecessor,
                             revision,
+                            hold,
+                            hold_ttl,
                             ..place
                         },
                     );
@@ -326,17 +331,18 @@ impl EtcdStore {
                     return Err(unexpected());
                 };
                 if inner.succeeded() {
-                    // In line behind the last key before ours; the attempt's lease
-                    // holds nothing.
+                    // In line behind the last key before ours. The attempt's lease holds
+                    // nothing: the key takes its turn on it.
                     let line = gets(&inner).pop().unwrap_or_default();
                     let Some(predecessor) = line.get(1) else {
                         return Err(unexpected());
                     };
-                    self.revoke_detached([lease]);
                     self.remember(
                         &keys.contender,
                         Place {
                             lease: line_lease,
+                            hold: lease,
+                            hold_ttl: ttl,
                             creator: Some(creator_text(attempt).into_bytes()),
                             created: revision,
                             predecessor: predecessor.key().to_vec(),
@@ -377,11 +383,8 @@ impl EtcdStore {
                 self.forget(&keys.contender);
                 return self.rearmed(rearmed, created);
             }
-            // Ours, in line (an earlier try of this attempt, or another call's): waiting,
-            // or holding the lock before another key jumped ahead (set by hand).
-            if ours.lease() != lease {
-                self.revoke_detached([lease]);
-            }
+            // Ours, waiting in line (an earlier try of this attempt, or another call's).
+            // The attempt's lease holds nothing: the key takes its turn on it.
             if self.queue {
                 let (start, end) = keys.line();
                 let (revision, before) = self
@@ -392,13 +395,19 @@ impl EtcdStore {
                         &keys.contender,
                         Place {
                             lease: ours.lease(),
+                            hold: lease,
+                            hold_ttl: ttl,
                             creator: creator.map(|c| holding(c.value()).to_vec()),
                             created,
                             predecessor: predecessor.key().to_vec(),
                             revision,
                         },
                     );
+                    return Ok(Acquire::Held(None));
                 }
+            }
+            if ours.lease() != lease {
+                self.revoke_detached([lease]);
             }
             return Ok(Acquire::Held(None));
         }
