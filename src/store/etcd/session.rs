@@ -76,8 +76,8 @@ impl Sessions {
 }
 
 impl EtcdStore {
-    /// The session in use, or a new one (its lease granted now, `ttl` seconds, and kept
-    /// alive from now on).
+    /// The session in use, or a new one (its lease granted now, for the server's minimum
+    /// TTL, and kept alive from now on).
     pub(super) async fn session(&self) -> Result<Arc<Session>> {
         if let Some(session) = self.sessions.live() {
             return Ok(session);
