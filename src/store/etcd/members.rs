@@ -16,7 +16,9 @@
 //! [`PROBE_EVERY`]) clears the suspicion once it answers again. An idempotent
 //! operation whose member does not answer within half its remaining time is abandoned
 //! and run again on another member, within the caller's timeout; one that must not be
-//! sent twice waits out its whole time on its member.
+//! sent twice waits out its whole time on its member; an acquire attempt abandoned so
+//! ends as refused, and the caller's next attempt, under a new number, goes to another
+//! member ([`Members::within_once`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -222,6 +224,46 @@ impl Members {
         self: &Arc<Self>,
         deadline: Instant,
         retry: Retry,
+        op: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.run(deadline, retry, None, op).await
+    }
+
+    /// [`within`](Self::within) with [`Retry::Transient`], except that a run of `op`
+    /// that may have reached its member without an answer (the member went silent, or
+    /// the connection broke) is not run again: the call ends with `abandoned`. For an
+    /// acquire, whose attempt must not be sent twice under one identity: a copy that
+    /// arrives after the lock was released would take the key again. The caller's next
+    /// attempt goes to another member under a new number, and this one stays among the
+    /// attempts its call aborts.
+    pub(super) async fn within_once<T, F, Fut>(
+        self: &Arc<Self>,
+        timeout: Duration,
+        abandoned: T,
+        op: F,
+    ) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        self.run(
+            Instant::now() + timeout,
+            Retry::Transient,
+            Some(abandoned),
+            op,
+        )
+        .await
+    }
+
+    async fn run<T, F, Fut>(
+        self: &Arc<Self>,
+        deadline: Instant,
+        retry: Retry,
+        mut abandoned: Option<T>,
         mut op: F,
     ) -> Result<T>
     where
@@ -251,6 +293,12 @@ impl Members {
                     if unreachable(&e) {
                         self.suspect(i);
                         if self.alternative_to(i) {
+                            // Sent, maybe, unless the connection could not be made.
+                            if !never_sent(&e)
+                                && let Some(abandoned) = abandoned.take()
+                            {
+                                return Ok(abandoned);
+                            }
                             continue; // at once, to another member
                         }
                     }
@@ -262,6 +310,9 @@ impl Members {
                     self.suspect(i);
                     if !failover {
                         return Err(Error::Timeout);
+                    }
+                    if let Some(abandoned) = abandoned.take() {
+                        return Ok(abandoned);
                     }
                 }
             }
@@ -347,6 +398,11 @@ async fn probe_suspects(members: Weak<Members>) {
         });
         futures::future::join_all(probes).await;
     }
+}
+
+/// Whether `e` says the request was never sent: no connection could be made.
+fn never_sent(e: &StoreError) -> bool {
+    e.to_string().contains("connect error")
 }
 
 /// Whether `e` says the member was not reached (the connection failed or broke), as

@@ -674,8 +674,11 @@ impl Store for EtcdStore {
         attempt: AttemptId,
         timeout: Duration,
     ) -> Result<Acquire> {
+        // An attempt abandoned on a silent member is not sent again under its number:
+        // refused, it stays among the attempts its call aborts (a copy arriving late is
+        // refused then), and the next attempt goes to another member.
         self.members
-            .within(timeout, Retry::Transient, || {
+            .within_once(timeout, Acquire::Refused, || {
                 self.acquire_now(key, val, expiration, attempt)
             })
             .await
