@@ -11,7 +11,9 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Retry {
     /// Any transient failure: the operation is idempotent (acquire, refresh, abort,
-    /// reads, fenced access).
+    /// reads, fenced access). An acquire is not run again on another member after a
+    /// try that may have reached its member without an answer
+    /// ([`Members::within_once`](super::members::Members::within_once)).
     Transient,
     /// Only a failure that says the request was never carried out: no connection to
     /// the member could be made, or it was refused for want of a leader (not proposed).
