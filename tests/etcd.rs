@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use leasehold::{Client, FixedInterval, Lock, NoRetry};
-use support::EtcdServer;
+use support::{EtcdServer, FaultProxy};
 use tokio::sync::Mutex;
 
 const MS: Duration = Duration::from_millis(1);
@@ -286,6 +286,96 @@ async fn a_cancelled_waiter_leaves_no_key_and_the_line_moves_past_it() {
         .unwrap();
     assert_eq!(last.value(), "last");
     assert!(released.elapsed() < SEC, "woken past the withdrawn waiter");
+}
+
+/// The digest `inspect` shows for a holder of `val` (it depends on the value only).
+async fn digest_of(client: &Client, val: &str) -> String {
+    let key = format!("digest-{}", &leasehold::random_value()[..8]);
+    let lock = client.try_lock(&key, val, SEC).await.unwrap();
+    let digest = client
+        .inspect(&key)
+        .await
+        .unwrap()
+        .unwrap()
+        .holder()
+        .to_owned();
+    lock.unlock().await.unwrap();
+    digest
+}
+
+/// A waiter whose client is cut off while in line (a crash looks the same from the
+/// store: nothing of it arrives any more, not even the withdrawal of its place) is
+/// skipped when the holder releases: the live waiter behind it acquires within about
+/// the server's minimum lease TTL, and `inspect` never reports the dead waiter as the
+/// holder meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_cut_off_in_line_is_skipped_and_never_reported_as_the_holder() {
+    let (client, prefix) = client("dead-waiter").await;
+    let dead_digest = digest_of(&client, "dead").await;
+    let holder = client.try_lock("k", "holder", 30 * SEC).await.unwrap();
+    let proxy = FaultProxy::start(EtcdServer::shared().port());
+    let cut_off = Client::builder()
+        .key_prefix(prefix.as_str())
+        .open(&format!("etcd://127.0.0.1:{}", proxy.port()))
+        .await
+        .unwrap();
+    let dead = tokio::spawn(async move {
+        cut_off
+            .lock("k", "dead", 30 * SEC, SEC, FixedInterval::new(10 * SEC, 3))
+            .await
+    });
+    until_in_line(&prefix, "k", 2).await;
+    let live = tokio::spawn({
+        let client = another(&prefix).await;
+        async move {
+            let lock = client
+                .lock("k", "live", 30 * SEC, SEC, FixedInterval::new(10 * SEC, 1))
+                .await;
+            (Instant::now(), lock)
+        }
+    });
+    until_in_line(&prefix, "k", 3).await;
+    assert_eq!(line(&prefix, "k").await, ["holder", "dead", "live"]);
+
+    proxy.blackhole(true);
+    tokio::time::sleep(100 * MS).await;
+    holder.unlock().await.unwrap();
+    let released = Instant::now();
+    let mut reported = Vec::new();
+    while !live.is_finished() && released.elapsed() < 5 * SEC {
+        let info = client.inspect("k").await.unwrap();
+        let holder = info.map(|i| i.holder().to_owned());
+        if reported.last() != Some(&holder) {
+            reported.push(holder);
+        }
+        tokio::time::sleep(20 * MS).await;
+    }
+    let Ok(live) = tokio::time::timeout(SEC, live).await else {
+        panic!(
+            "the live waiter did not acquire within 6 s of the release; inspect reported \
+             {reported:?} (the dead waiter is {dead_digest})"
+        );
+    };
+    let (acquired, lock) = live.unwrap();
+    let lock = lock.unwrap();
+    let waited = acquired - released;
+    eprintln!(
+        "FIGURE etcd dead waiter in line: the live waiter behind it acquired {waited:?} \
+         after the release; inspect reported {reported:?} (the dead waiter is {dead_digest})"
+    );
+    assert!(
+        !reported.contains(&Some(dead_digest.clone())),
+        "the dead waiter was reported as the holder: {reported:?}"
+    );
+    assert!(
+        waited < 2500 * MS,
+        "skipped within about the minimum TTL: {waited:?}"
+    );
+    assert_eq!(lock.value(), "live");
+    let info = client.inspect("k").await.unwrap().expect("held");
+    assert_eq!(info.fencing_token(), lock.fencing_token());
+    dead.abort();
+    lock.unlock().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

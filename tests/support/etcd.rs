@@ -449,6 +449,26 @@ impl EtcdCluster {
         }
     }
 
+    /// The test binary's one 3-member cluster, started on first use, for tests that
+    /// cut clients off (proxies) but never kill members. Statics are never dropped: it
+    /// dies with the test binary, and an `atexit` hook kills it and removes its
+    /// directory when the binary exits normally.
+    pub fn shared() -> &'static EtcdCluster {
+        static SHARED: std::sync::OnceLock<EtcdCluster> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let cluster = EtcdCluster::start(3);
+            process::at_exit(|| {
+                if let Some(cluster) = SHARED.get() {
+                    for i in 0..cluster.len() {
+                        cluster.kill(i);
+                    }
+                    let _ = std::fs::remove_dir_all(cluster.dir());
+                }
+            });
+            cluster
+        })
+    }
+
     /// `127.0.0.1:PORT` of every member (client ports), by index.
     pub fn endpoints(&self) -> Vec<String> {
         self.inner.members.iter().map(Member::endpoint).collect()

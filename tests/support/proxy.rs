@@ -26,6 +26,8 @@ struct ProxyShared {
     stall_below: AtomicU64,
     next_id: AtomicU64,
     open: AtomicUsize,
+    /// Bytes forwarded from clients to the upstream.
+    forwarded: AtomicU64,
     /// Bumped by `reset_all`; every connection holds a receiver.
     reset_tx: watch::Sender<u64>,
     /// Live connections per reset generation they were accepted in.
@@ -102,6 +104,7 @@ impl FaultProxy {
             stall_below: AtomicU64::new(0),
             next_id: AtomicU64::new(0),
             open: AtomicUsize::new(0),
+            forwarded: AtomicU64::new(0),
             reset_tx,
             live_by_generation: Mutex::new(BTreeMap::new()),
             shutdown: Notify::new(),
@@ -232,6 +235,12 @@ impl FaultProxy {
             closed,
             "FaultProxy::cut_lost: the connection did not close within 2 s"
         );
+    }
+
+    /// Bytes forwarded from clients to the upstream so far (what a client sent this
+    /// way, once delivered): which of several proxies a client uses.
+    pub fn forwarded(&self) -> u64 {
+        self.shared.forwarded.load(Ordering::SeqCst)
     }
 
     /// Number of currently open proxied connections (client accepted and
@@ -476,6 +485,10 @@ async fn pump(
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             w.write_all(&data).await.map_err(|_| ())?;
+            if way == Way::Request {
+                let n = u64::try_from(data.len()).unwrap_or(u64::MAX);
+                shared.forwarded.fetch_add(n, Ordering::SeqCst);
+            }
         }
         // Propagate the half-close.
         let _ = w.shutdown().await;

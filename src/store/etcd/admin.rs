@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, Txn, TxnOp};
 
-use super::errors::{Retry, failure, token, transient, within};
+use super::errors::{Retry, failure, token, transient};
 use super::keys::{
-    Keys, RESOURCE_SUFFIX, check_name, contender_hash, first_in_line, label_of, line, lock_name,
-    prefix_end, value_hash,
+    Keys, RESOURCE_SUFFIX, check_name, contender_hash, first_in_line, is_waiting, label_of, line,
+    lock_name, prefix_end, value_hash,
 };
 use super::txn::{delete_ops, deleted_lease};
 use super::{EtcdStore, STORE};
@@ -21,12 +23,33 @@ use crate::{Error, Result};
 const LIST_PAGE: i64 = 512;
 
 impl EtcdStore {
-    pub(super) async fn force_release_now(&self, key: &str, only: Option<u64>) -> Result<bool> {
+    /// Delete the holder of `key`'s key (if its token is `only`, when given). Reads are
+    /// tried again on another member if need be; a delete goes to the member that
+    /// answered the read and is not sent again once it may have arrived: tried again
+    /// after its answer was lost, it would find the next contender at the head of the
+    /// line and delete it too.
+    pub(super) async fn force_release_within(
+        &self,
+        key: &str,
+        only: Option<u64>,
+        timeout: Duration,
+    ) -> Result<bool> {
         check_name("key", key)?;
+        let deadline = Instant::now() + timeout;
         let (start, end) = line(key);
         for _ in 0..3 {
-            let (_, first) = self.get(&start, Some(first_in_line(end.clone()))).await?;
-            let Some(holder) = first.into_iter().next() else {
+            let holder = self
+                .members
+                .within_until(deadline, Retry::Transient, || async {
+                    let (_, first) = self.get(&start, Some(first_in_line(end.clone()))).await?;
+                    match first.into_iter().next() {
+                        Some(first) if !self.waits(key, &first).await? => Ok(Some(first)),
+                        _ => Ok(None),
+                    }
+                })
+                .await?;
+            // Nobody holds the lock (a key first in line that waits holds nothing).
+            let Some(holder) = holder else {
                 return Ok(false);
             };
             let Some(hash) = contender_hash(key, holder.key()) else {
@@ -43,7 +66,10 @@ impl EtcdStore {
                     holder.create_revision(),
                 )])
                 .and_then(delete_ops(&keys, holder.key()));
-            let reply = self.txn(txn).await?;
+            let reply = self
+                .members
+                .within_until(deadline, Retry::Unsent, || self.txn(txn.clone()))
+                .await?;
             if reply.succeeded() {
                 self.revoke_detached(deleted_lease(&reply));
                 return Ok(true);
@@ -52,12 +78,30 @@ impl EtcdStore {
         Err(transient("the lock kept changing hands"))
     }
 
-    /// The lock of `name` whose holder is `holder` (a contender key), as an operator sees
-    /// it; `None` if its lease is gone.
+    /// Whether `first`, the first contender key of lock `name`, waits in line (its
+    /// creator says so): then nobody holds the lock yet.
+    async fn waits(&self, name: &str, first: &KeyValue) -> Result<bool> {
+        let Some(hash) = contender_hash(name, first.key()) else {
+            return Ok(false);
+        };
+        let (_, creator) = self.get(&Keys::of_hash(name, hash).creator, None).await?;
+        Ok(creator.first().is_some_and(|c| is_waiting(c.value())))
+    }
+
+    /// The lock of `name` whose holder is `holder` (the first contender key), as an
+    /// operator sees it; `None` if its lease is gone or the key waits in line.
     async fn inspected(&self, name: &str, holder: &KeyValue) -> Result<Option<Inspected>> {
         let Some(hash) = contender_hash(name, holder.key()) else {
             return Ok(None);
         };
+        // Its creator says whether it waits in line (then nobody holds the lock yet), and
+        // the holder's label and when its attempt was made.
+        let (_, creator) = self.get(&Keys::of_hash(name, hash).creator, None).await?;
+        let creator = creator.first().map(KeyValue::value);
+        if creator.is_some_and(is_waiting) {
+            return Ok(None);
+        }
+        let (locked_at, label) = creator.and_then(label_of).unzip();
         let ttl = match holder.lease() {
             0 => None,
             lease => match self.lease_info(lease, None).await? {
@@ -65,9 +109,6 @@ impl EtcdStore {
                 None => return Ok(None),
             },
         };
-        // The holder's label and when its attempt was made, from its creator key.
-        let (_, creator) = self.get(&Keys::of_hash(name, hash).creator, None).await?;
-        let (locked_at, label) = creator.first().and_then(|c| label_of(c.value())).unzip();
         Ok(Some(Inspected {
             key: name.to_owned(),
             ttl,
@@ -103,12 +144,14 @@ impl EtcdStore {
                 .with_range(end.clone())
                 .with_limit(LIST_PAGE)
                 .with_keys_only();
-            let mut page = within(timeout, Retry::Transient, || {
-                let mut kv = self.kv();
-                let (from, options) = (from.clone(), options.clone());
-                async move { kv.get(from, Some(options)).await.map_err(failure) }
-            })
-            .await?;
+            let mut page = self
+                .members
+                .within(timeout, Retry::Transient, || async {
+                    let mut kv = self.kv();
+                    let (from, options) = (from.clone(), options.clone());
+                    kv.get(from, Some(options)).await.map_err(failure)
+                })
+                .await?;
             let more = page.more();
             let kvs = page.take_kvs();
             for kv in &kvs {
@@ -135,7 +178,8 @@ impl EtcdStore {
         // A few at a time: a listing must not crowd out the locks' own traffic.
         for batch in holders.chunks(64) {
             let inspected = futures::future::join_all(batch.iter().map(|(name, holder)| {
-                within(timeout, Retry::Transient, || self.inspected(name, holder))
+                self.members
+                    .within(timeout, Retry::Transient, || self.inspected(name, holder))
             }))
             .await;
             for lock in inspected {

@@ -1,8 +1,6 @@
 //! How the store's calls fail, and which failures are tried again within a call's
 //! timeout.
 
-use std::time::Duration;
-
 use etcd_client as etcd;
 
 use super::STORE;
@@ -13,7 +11,9 @@ use crate::{Error, Result};
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Retry {
     /// Any transient failure: the operation is idempotent (acquire, refresh, abort,
-    /// reads, fenced access).
+    /// reads, fenced access). An acquire is not run again on another member after a
+    /// try that may have reached its member without an answer
+    /// ([`Members::within_once`](super::members::Members::within_once)).
     Transient,
     /// Only a failure that says the request was never carried out: no connection to
     /// the member could be made, or it was refused for want of a leader (not proposed).
@@ -22,33 +22,8 @@ pub(super) enum Retry {
     Unsent,
 }
 
-/// Run `op` within `timeout`, trying again after the failures `retry` allows (a leader
-/// election, a member that went away: the balanced channel moves to another member),
-/// pausing 10 ms, doubling up to 100 ms. The caller's `timeout` stays the bound on
-/// everything.
-pub(super) async fn within<T, F, Fut>(timeout: Duration, retry: Retry, mut op: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T>>,
-{
-    let retrying = async {
-        let mut pause = Duration::from_millis(10);
-        loop {
-            match op().await {
-                Err(Error::Store(e)) if retryable(&e, retry) => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(100));
-                }
-                done => return done,
-            }
-        }
-    };
-    tokio::time::timeout(timeout, retrying)
-        .await
-        .map_err(|_| Error::Timeout)?
-}
-
-fn retryable(e: &StoreError, retry: Retry) -> bool {
+/// Whether `e` may be tried again under `retry`.
+pub(super) fn retryable(e: &StoreError, retry: Retry) -> bool {
     let unsent = || {
         let message = e.to_string();
         message.contains("no leader") || message.contains("connect error")

@@ -80,37 +80,77 @@ pub(super) fn seq_text(seq: u64) -> String {
     format!("{seq:016x}")
 }
 
-/// The value of a creator key: the attempt's id, then, with a holder `label`, when the
-/// attempt was made (ms since the epoch, this client's clock: etcd has none to read) and
-/// the label.
-pub(super) fn creator_text(attempt: AttemptId, label: &str) -> String {
-    let id = format!("{:016x}:{}", attempt.client, seq_text(attempt.seq));
+/// Ends the value of a creator key while its contender key waits in line.
+const WAITING: &str = ":w";
+
+/// What a creator key records after the attempt's id, with a holder `label`: when the
+/// attempt was made (` <ms since the epoch> <label>`, by this client's clock: etcd has
+/// none to read); nothing without a label.
+pub(super) fn stamp(label: &str) -> String {
     if label.is_empty() {
-        return id;
+        return String::new();
     }
     let at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    format!("{id} {at} {label}")
+    format!(" {at} {label}")
+}
+
+/// The value of a creator key: the attempt's id, then its [`stamp`].
+pub(super) fn creator_text(attempt: AttemptId, stamp: &str) -> String {
+    format!("{:016x}:{}{stamp}", attempt.client, seq_text(attempt.seq))
+}
+
+/// The value of the creator key of a contender key put in line (not holding): the
+/// attempt's id, marked, then its [`stamp`].
+pub(super) fn waiting_text(attempt: AttemptId, stamp: &str) -> String {
+    format!(
+        "{:016x}:{}{WAITING}{stamp}",
+        attempt.client,
+        seq_text(attempt.seq)
+    )
+}
+
+/// The attempt's id in a creator key's value (what precedes its stamp), marked if waiting.
+fn id_part(value: &[u8]) -> &[u8] {
+    value.split(|b| *b == b' ').next().unwrap_or(value)
+}
+
+/// Whether a creator key's value says that its contender key waits in line: a key
+/// first in line holds the lock only once its turn was taken.
+pub(super) fn is_waiting(value: &[u8]) -> bool {
+    id_part(value).ends_with(WAITING.as_bytes())
+}
+
+/// A creator key's value without the mark of a waiting key: its value once the key
+/// holds the lock (the stamp kept).
+pub(super) fn holding(value: &[u8]) -> Vec<u8> {
+    let id = id_part(value);
+    match id.strip_suffix(WAITING.as_bytes()) {
+        Some(held) => [held, &value[id.len()..]].concat(),
+        None => value.to_vec(),
+    }
 }
 
 /// The attempt a creator key names, if it names one.
 pub(super) fn creator_of(value: &[u8]) -> Option<AttemptId> {
-    let value = std::str::from_utf8(value).ok()?;
-    let id = value.split_once(' ').map_or(value, |(id, _)| id);
-    let (client, seq) = id.split_once(':')?;
+    let id = id_part(value);
+    let id = id.strip_suffix(WAITING.as_bytes()).unwrap_or(id);
+    let (client, seq) = std::str::from_utf8(id).ok()?.split_once(':')?;
     Some(AttemptId {
         client: u64::from_str_radix(client, 16).ok()?,
         seq: u64::from_str_radix(seq, 16).ok()?,
     })
 }
 
-/// When the creator key's attempt was made and the holder's label, if it records them.
+/// When the creator key's attempt was made and the holder's label, if its stamp records
+/// them.
 pub(super) fn label_of(value: &[u8]) -> Option<(std::time::SystemTime, String)> {
-    let (_, rest) = value.split_at(value.iter().position(|&b| b == b' ')? + 1);
-    let (at, label) = rest.split_at(rest.iter().position(|&b| b == b' ')?);
-    let at: u64 = std::str::from_utf8(at).ok()?.parse().ok()?;
-    let label = String::from_utf8_lossy(&label[1..]).into_owned();
+    let rest = &value[id_part(value).len()..];
+    let rest = rest.strip_prefix(b" ")?;
+    let at_end = rest.iter().position(|&b| b == b' ')?;
+    let at: u64 = std::str::from_utf8(&rest[..at_end]).ok()?.parse().ok()?;
+    let label = String::from_utf8_lossy(&rest[at_end + 1..]).into_owned();
     Some((
         std::time::UNIX_EPOCH + std::time::Duration::from_millis(at),
         label,
@@ -213,12 +253,29 @@ mod tests {
         let mut sorted = texts.clone();
         sorted.sort();
         assert_eq!(texts, sorted);
-        assert_eq!(
-            creator_of(creator_text(ATTEMPT, "").as_bytes()),
-            Some(ATTEMPT),
-            "round trip"
-        );
         assert_eq!(creator_of(b"junk"), None);
+        // With and without a stamp, and a label that ends like the waiting mark.
+        for stamp in [
+            "".to_owned(),
+            stamp("web-1:w"),
+            " 1700000000000 a b:w".to_owned(),
+        ] {
+            let held = creator_text(ATTEMPT, &stamp);
+            assert_eq!(creator_of(held.as_bytes()), Some(ATTEMPT), "round trip");
+            let waiting = waiting_text(ATTEMPT, &stamp);
+            assert!(is_waiting(waiting.as_bytes()));
+            assert!(!is_waiting(held.as_bytes()), "{held}");
+            assert_eq!(creator_of(waiting.as_bytes()), Some(ATTEMPT));
+            assert_eq!(holding(waiting.as_bytes()), held.as_bytes());
+            assert_eq!(holding(held.as_bytes()), held.as_bytes());
+            assert_eq!(
+                label_of(waiting.as_bytes()).map(|(_, l)| l),
+                label_of(held.as_bytes()).map(|(_, l)| l)
+            );
+        }
+        let (_, label) = label_of(creator_text(ATTEMPT, " 5 a b:w").as_bytes()).unwrap();
+        assert_eq!(label, "a b:w");
+        assert_eq!(label_of(creator_text(ATTEMPT, "").as_bytes()), None);
     }
 
     #[test]

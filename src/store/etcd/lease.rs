@@ -29,7 +29,7 @@ impl EtcdStore {
     /// `id` that exists already was granted by an earlier try of the same attempt.
     pub(super) async fn grant_lease(&self, id: i64, ttl: i64) -> Result<i64> {
         let options = etcd::LeaseGrantOptions::new().with_id(id);
-        let granted = match self.client.lease_client().grant(ttl, Some(options)).await {
+        let granted = match self.client().lease_client().grant(ttl, Some(options)).await {
             Ok(granted) => granted,
             Err(etcd::Error::GRpcStatus(status))
                 if id != 0 && status.message().contains("lease already exists") =>
@@ -55,7 +55,7 @@ impl EtcdStore {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            let client = self.client.lease_client();
+            let client = self.client().lease_client();
             runtime.spawn(async move {
                 let revoke = |lease: i64| {
                     let mut client = client.clone();
@@ -78,7 +78,7 @@ impl EtcdStore {
     ) -> Result<Option<(i64, i64, bool)>> {
         let options = key.map(|_| LeaseTimeToLiveOptions::new().with_keys());
         match self
-            .client
+            .client()
             .lease_client()
             .time_to_live(lease, options)
             .await

@@ -3,34 +3,43 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client as etcd;
 use etcd_client::{
-    Compare, CompareOp, EventType, KeyValue, Txn, TxnOp, WatchFilterType, WatchOptions,
+    Compare, CompareOp, EventType, PutOptions, Txn, TxnOp, WatchFilterType, WatchOptions,
 };
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use super::EtcdStore;
-use super::errors::transient;
 use super::keys::{Keys, last_in_line};
-use super::lease::keep_alive;
+use super::lease::{keep_alive, lease_id};
+use super::members::Members;
+use super::session::Sessions;
 use super::txn::{gets, past_guard, unless_aborted};
-use crate::Result;
 use crate::store::AttemptId;
 use crate::wake::{Waiters, Watch};
+use crate::{Error, Result};
 
 /// A waiter whose watch failed tries again after this long (and retries an attempt
 /// meanwhile, under its strategy).
 const REWATCH_PAUSE: Duration = Duration::from_millis(100);
 
+/// How long a member may take to set a watch up before it is suspect and the watch
+/// goes to another member.
+const WATCH_SETUP: Duration = Duration::from_secs(1);
+
 /// A place in line: our key, its lease, and the contender before it as of `revision`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(super) struct Place {
+    /// The lease our key waits on: this client's session's (or another client's, for a
+    /// key of the same value put in line there).
     pub(super) lease: i64,
-    /// The TTL `lease` was granted with (what a call asked for, if `exact` is false: the
-    /// key was put in line by another call).
-    pub(super) ttl: i64,
-    pub(super) exact: bool,
+    /// The value of our key's creator once the key holds the lock (without the mark of
+    /// a waiting key); `None`: it has no creator key.
+    pub(super) creator: Option<Vec<u8>>,
+    /// The lease the key takes its turn on: granted by the call's attempt that got in
+    /// line (or found the key there), for `hold_ttl` seconds, holding nothing meanwhile
+    /// (it may run out; the call's abort revokes it).
+    pub(super) hold: i64,
+    pub(super) hold_ttl: i64,
     /// Our key's create revision: its token once it is first.
     pub(super) created: i64,
     pub(super) predecessor: Vec<u8>,
@@ -39,10 +48,16 @@ pub(super) struct Place {
 
 /// How a waiter's turn went.
 pub(super) enum Turn {
-    /// Its key is first: the lock is ours (the key and its creator as they are now).
-    Mine(KeyValue, Option<KeyValue>),
-    /// Still in line, behind `predecessor` as of `revision`.
-    Waiting { predecessor: Vec<u8>, revision: i64 },
+    /// Its key was first: it took its turn, and holds the lock now.
+    Mine,
+    /// Still in line, behind `predecessor` as of `revision`; the turn will be taken on
+    /// `hold` (granted `hold_ttl`).
+    Waiting {
+        predecessor: Vec<u8>,
+        revision: i64,
+        hold: i64,
+        hold_ttl: i64,
+    },
     /// The place is gone (or changed): acquire afresh.
     Gone,
     /// The attempt was aborted.
@@ -74,65 +89,74 @@ impl EtcdStore {
         self.places.lock().remove(contender);
     }
 
-    /// A waiter's next attempt: its key first in line takes the lock (its lease re-armed
-    /// at the same time); else it names the key now before ours.
+    /// A waiter's next attempt: its key, first in line, takes its turn (moves to a lease
+    /// of `ttl`, and its creator loses the mark of a waiting key); else it names the key
+    /// now before ours.
+    ///
+    /// The lease is the place's `hold`, granted when the call got in line and holding
+    /// nothing since, kept alive as the turn is taken (one round trip), if it was granted
+    /// `ttl`; else, or once it ran out, one granted now.
     pub(super) async fn turn(
         &self,
         keys: &Keys,
         val: &str,
         place: &Place,
         attempt: AttemptId,
+        ttl: i64,
     ) -> Result<Turn> {
-        let (start, end) = keys.line();
-        let contender = keys.contender.as_str();
-        let inner = Txn::new()
-            .when([
-                Compare::value(contender, CompareOp::Equal, val),
-                Compare::create_revision(contender, CompareOp::Equal, place.created),
-                Compare::lease(contender, CompareOp::Equal, place.lease),
-                // No key before ours: every key in line was created at or after ours.
-                Compare::create_revision(start.as_str(), CompareOp::Greater, place.created - 1)
-                    .with_range(end.as_str()),
-            ])
-            .and_then([
-                TxnOp::get(contender, None),
-                TxnOp::get(keys.creator.as_str(), None),
-            ])
-            .or_else([
-                TxnOp::get(contender, None),
-                TxnOp::get(
-                    start.as_str(),
-                    Some(last_in_line(end, place.created - 1, 1)),
-                ),
-            ]);
-        let txn = unless_aborted(&keys.aborted(attempt.client), attempt.seq, inner);
-        // The lease is re-armed while the transaction runs: both are sent after the
-        // attempt started, so the key is ours for its full TTL from then on.
-        let (reply, kept) =
-            futures::future::join(self.txn(txn), keep_alive(&self.client, place.lease)).await;
-        let Some((revision, reply)) = past_guard(&reply?)? else {
-            return Ok(Turn::Refused);
-        };
-        let mut read = gets(&reply).into_iter();
-        let ours = read.next().unwrap_or_default().into_iter().next();
-        let next = read.next().unwrap_or_default().into_iter().next();
-        if reply.succeeded() {
-            return match (kept?, ours) {
-                (true, Some(ours)) => Ok(Turn::Mine(ours, next)),
-                _ => Err(transient("the lease ran out during the attempt")),
+        let mut held = (place.hold_ttl == ttl).then_some(place.hold);
+        loop {
+            let lease = match held {
+                Some(lease) => lease,
+                None => self.grant_lease(lease_id(attempt), ttl).await?,
             };
-        }
-        let same = ours.is_some_and(|kv| {
-            kv.value() == val.as_bytes()
-                && kv.create_revision() == place.created
-                && kv.lease() == place.lease
-        });
-        match next {
-            Some(predecessor) if same => Ok(Turn::Waiting {
-                predecessor: predecessor.key().to_vec(),
-                revision,
-            }),
-            _ => Ok(Turn::Gone),
+            let txn = turn_txn(keys, val, place, attempt, lease);
+            // Both sent after the attempt started: the key is ours for the full TTL from
+            // then on.
+            let (reply, kept) = match held {
+                Some(lease) => {
+                    futures::future::join(self.txn(txn), keep_alive(&self.client(), lease)).await
+                }
+                None => (self.txn(txn).await, Ok(true)),
+            };
+            let reply = match reply {
+                Err(Error::Store(e))
+                    if held.is_some() && e.to_string().contains("lease not found") =>
+                {
+                    // The held lease ran out while the call waited: take a new one.
+                    held = None;
+                    continue;
+                }
+                reply => reply?,
+            };
+            let Some((revision, reply)) = past_guard(&reply)? else {
+                if held.is_none() {
+                    self.revoke_detached([lease]);
+                }
+                return Ok(Turn::Refused);
+            };
+            if reply.succeeded() {
+                // A lease that ran out as the turn was taken took the key with it.
+                return Ok(if kept? { Turn::Mine } else { Turn::Gone });
+            }
+            let mut read = gets(&reply).into_iter();
+            let ours = read.next().unwrap_or_default().into_iter().next();
+            let next = read.next().unwrap_or_default().into_iter().next();
+            let same = ours.is_some_and(|kv| {
+                kv.value() == val.as_bytes()
+                    && kv.create_revision() == place.created
+                    && kv.lease() == place.lease
+            });
+            return Ok(match next {
+                Some(predecessor) if same => Turn::Waiting {
+                    predecessor: predecessor.key().to_vec(),
+                    revision,
+                    hold: lease,
+                    hold_ttl: ttl,
+                },
+                // The attempt acquires afresh (with this lease, if it granted one).
+                _ => Turn::Gone,
+            });
         }
     }
 
@@ -143,7 +167,8 @@ impl EtcdStore {
             return;
         };
         let task = runtime.spawn(watch_line(
-            self.client.clone(),
+            Arc::clone(&self.members),
+            Arc::clone(&self.sessions),
             Arc::clone(&self.waiters),
             contender.to_owned(),
             place,
@@ -158,37 +183,92 @@ impl EtcdStore {
     }
 }
 
+/// The transaction of a turn: if `val`'s key is still the place's and first in line,
+/// move it and its creator to `lease` (the creator without the mark of a waiting key);
+/// else read it and the key now before it. Refused if the attempt was aborted.
+fn turn_txn(keys: &Keys, val: &str, place: &Place, attempt: AttemptId, lease: i64) -> Txn {
+    let (start, end) = keys.line();
+    let contender = keys.contender.as_str();
+    let on_lease = || Some(PutOptions::new().with_lease(lease));
+    let mut take = vec![TxnOp::put(contender, val, on_lease())];
+    if let Some(creator) = &place.creator {
+        take.push(TxnOp::put(
+            keys.creator.as_str(),
+            creator.clone(),
+            on_lease(),
+        ));
+    }
+    let inner = Txn::new()
+        .when([
+            Compare::value(contender, CompareOp::Equal, val),
+            Compare::create_revision(contender, CompareOp::Equal, place.created),
+            Compare::lease(contender, CompareOp::Equal, place.lease),
+            // No key before ours: every key in line was created at or after ours.
+            Compare::create_revision(start.as_str(), CompareOp::Greater, place.created - 1)
+                .with_range(end.as_str()),
+        ])
+        .and_then(take)
+        .or_else([
+            TxnOp::get(contender, None),
+            TxnOp::get(
+                start.as_str(),
+                Some(last_in_line(end, place.created - 1, 1)),
+            ),
+        ]);
+    unless_aborted(&keys.aborted(attempt.client), attempt.seq, inner)
+}
+
 /// A waiter's watch: wake the waiter when its predecessor is deleted (or the watch
-/// failed: then it retries under its strategy and the watch is set up again), and keep
-/// its lease alive meanwhile. Ends when aborted (the last waiter left) or the place is
-/// forgotten (the call acquired or withdrew).
+/// failed, or its member became suspect: then it retries under its strategy and the
+/// watch is set up again, on a member that answers), and hold the session its place is
+/// on meanwhile (its keep-alive task keeps it alive). Ends when aborted (the last
+/// waiter left) or the place is forgotten (the call acquired or withdrew).
 async fn watch_line(
-    client: etcd::Client,
+    members: Arc<Members>,
+    sessions: Arc<Sessions>,
     waiters: Arc<Waiters>,
     contender: String,
     mut place: watch::Receiver<Place>,
 ) {
     loop {
         let target = place.borrow_and_update().clone();
-        let keep_every = Duration::from_secs(u64::try_from(target.ttl).unwrap_or(1)) / 3;
-        let mut keep_alive_ticks = tokio::time::interval_at(
-            Instant::now() + keep_every,
-            keep_every.max(Duration::from_millis(100)),
-        );
+        let _session = sessions.hold(target.lease);
         let options = WatchOptions::new()
             .with_start_revision(target.revision + 1)
             .with_filters([WatchFilterType::NoPut]);
-        let stream = client
-            .watch_client()
-            .watch(target.predecessor.clone(), Some(options))
-            .await;
-        let Ok(mut stream) = stream else {
-            waiters.released(&contender);
+        let mut suspicions = members.suspicions();
+        let Some((member, client)) = members.pick() else {
             tokio::time::sleep(REWATCH_PAUSE).await;
             continue;
         };
+        let stream = tokio::time::timeout(
+            WATCH_SETUP,
+            client
+                .watch_client()
+                .watch(target.predecessor.clone(), Some(options)),
+        )
+        .await;
+        let mut stream = match stream {
+            Ok(Ok(stream)) => stream,
+            failed => {
+                if failed.is_err() {
+                    members.suspect(member);
+                }
+                waiters.released(&contender);
+                tokio::time::sleep(REWATCH_PAUSE).await;
+                continue;
+            }
+        };
         loop {
             tokio::select! {
+                _ = suspicions.changed() => {
+                    if members.is_suspect(member) {
+                        // Cut off from that member, maybe: watch again elsewhere, and
+                        // look meanwhile.
+                        waiters.released(&contender);
+                        break;
+                    }
+                }
                 changed = place.changed() => {
                     if changed.is_err() {
                         return; // forgotten: acquired or withdrawn
@@ -213,12 +293,6 @@ async fn watch_line(
                             tokio::time::sleep(REWATCH_PAUSE).await;
                             break;
                         }
-                    }
-                }
-                _ = keep_alive_ticks.tick() => {
-                    if !matches!(keep_alive(&client, target.lease).await, Ok(true)) {
-                        // Our key went with its lease: the next attempt gets in line again.
-                        waiters.released(&contender);
                     }
                 }
             }

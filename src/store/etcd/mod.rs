@@ -3,9 +3,10 @@
 //! and a fair wait in line behind the holder.
 //!
 //! The module: the store and its [`Store`] implementation here; the key layout in
-//! [`keys`], the transactions in [`txn`], the wait in line in [`line`], leases in
-//! [`lease`], operators' tools and fenced access in [`admin`], URLs in [`url`], failures
-//! and retries in [`errors`].
+//! [`keys`], the transactions in [`txn`], the wait in line in [`line`] and the session
+//! its places live on in [`session`], leases in [`lease`], the members and which one an
+//! operation runs on in [`members`], operators' tools and fenced access in [`admin`],
+//! URLs in [`url`], failures and retries in [`errors`].
 //!
 //! # Keys
 //!
@@ -14,8 +15,8 @@
 //!
 //! | key | value | lease | what it is |
 //! |---|---|---|---|
-//! | `K \0 H` | `v` | the key's | `v`'s key in the lock's line (etcd's own mutex: the key with the lowest create revision holds the lock) |
-//! | `K \0 ~c H` | `client:seq` (hex) | the same | the attempt that created `v`'s key |
+//! | `K \0 H` | `v` | the key's | `v`'s key in the lock's line (etcd's own mutex: the key with the lowest create revision holds the lock, once it has taken its turn) |
+//! | `K \0 ~c H` | `client:seq` (hex), `client:seq:w` while the key waits in line | the same | the attempt that created `v`'s key |
 //! | `K \0 ~a C` | `seq` (16 hex digits) | the client's abort lease | client `C`'s highest aborted attempt on `K` |
 //! | `R \x01 token` | a record | none | fenced resource `R`: the highest token, a digest of its holder, the value |
 //!
@@ -30,10 +31,12 @@
 //!   create-revision order, so tokens rise in grant order. They rise across all keys,
 //!   not per key, and the first is above 1.
 //! * **Owner checks:** the value is the holder's identity. Refresh, ttl and release act
-//!   on `v`'s key if it holds `v` and is first in line (a key still waiting in line holds
-//!   nothing), whichever handle or client presents `v`.
-//! * **Inspection:** the holder is the first key in line; its digest is `H` (never the
-//!   value), its time to live its lease's, in whole seconds.
+//!   on `v`'s key if it holds `v`, is first in line and is not marked waiting (a key in
+//!   line holds nothing until its waiter took its turn), whichever handle or client
+//!   presents `v`.
+//! * **Inspection:** the holder is the first key in line unless it is marked waiting
+//!   (then nobody holds the lock); its digest is `H` (never the value), its time to live
+//!   its lease's, in whole seconds.
 //!
 //! # Acquire, re-arm, release
 //!
@@ -58,21 +61,27 @@
 //!
 //! # The wait
 //!
-//! A miss puts `v`'s key in line ([`Store::queues`]), created by the attempt: the call's
-//! place. A waiting `lock` call watches its predecessor — the key just before its own —
-//! for deletion (released, expired or withdrawn), from the revision its attempt saw, so
-//! no deletion is missed; it is woken (its [`Watch`]) and its next attempt finds its key
-//! first (one transaction, the lease re-armed in parallel) or names the next predecessor.
-//! One deletion wakes one waiter: no herd. While it waits, its key's lease is kept alive.
-//! When the call ends without the key, it withdraws its place (the abort of its attempts,
-//! one of which created it) before it returns [`crate::Error::NotObtained`]. A client
-//! with `notify(false)` does not queue: a miss leaves nothing, and waiters poll.
+//! A miss puts `v`'s key in line ([`Store::queues`]), created by the attempt and marked
+//! waiting: the call's place. It hangs on the client's session, a short lease kept alive
+//! while the client has calls waiting ([`session`]), so the place of a client that
+//! crashed or was cut off goes within the server's minimum TTL. A waiting `lock` call
+//! watches its predecessor — the key just before its own — for deletion (released,
+//! expired, withdrawn, or gone with its session), from the revision its attempt saw, so
+//! no deletion is missed; it is woken (its [`Watch`]) and its next attempt takes its
+//! turn if its key is first (one transaction moves the key and its creator to the lease
+//! of the lock's expiration its call granted when it got in line, and drops the mark;
+//! the lease is kept alive in the same round trip, or granted anew if it ran out) or
+//! names the next predecessor. One deletion wakes one waiter: no herd. When the call ends without
+//! the key, it withdraws its place (the abort of its attempts, one of which created it)
+//! before it returns [`crate::Error::NotObtained`]. A client with `notify(false)` does
+//! not queue: a miss leaves nothing, and waiters poll.
 //!
 //! # Leases
 //!
-//! A key hangs on an etcd lease of the lock's expiration in whole seconds (rounded up, at
-//! least the server's minimum, which [`EtcdStore::open`] measures): a refresh or re-lock
-//! to a shorter expiration also rounds up. An attempt that may create a key first grants
+//! A key that holds the lock hangs on an etcd lease of the lock's expiration in whole
+//! seconds (rounded up, at least the server's minimum, which [`EtcdStore::open`]
+//! measures): a refresh or re-lock to a shorter expiration also rounds up. A key waiting
+//! in line hangs on its client's session lease. An attempt that may create a key first grants
 //! a lease whose id is derived from the attempt's (a retry of the attempt finds it
 //! granted); a lease that ends up holding nothing is revoked in the background. An
 //! expired lease's keys go at the server's next expiry sweep (every 500 ms).
@@ -82,6 +91,8 @@ mod errors;
 mod keys;
 mod lease;
 mod line;
+mod members;
+mod session;
 mod txn;
 mod url;
 
@@ -96,10 +107,14 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use self::errors::{Retry, failure, token, transient, unexpected, within};
-use self::keys::{Keys, check_name, creator_of, last_in_line};
+use self::errors::{Retry, failure, token, transient, unexpected};
+use self::keys::{
+    Keys, check_name, creator_of, creator_text, holding, is_waiting, last_in_line, stamp,
+};
 use self::lease::{keep_alive, lease_id};
 use self::line::{Place, Turn};
+use self::members::Members;
+use self::session::Sessions;
 use self::txn::{
     acquire_txn, delete_txn, deleted_lease, found, gets, move_txn, past_guard, raise_record, reads,
 };
@@ -132,7 +147,8 @@ pub(crate) struct Options {
 }
 
 pub(crate) struct EtcdStore {
-    client: etcd::Client,
+    /// A client per member, and the member each operation runs on.
+    members: Arc<Members>,
     /// The server's minimum lease TTL, in seconds.
     min_ttl: u64,
     /// Whether a miss puts the caller in line.
@@ -145,6 +161,8 @@ pub(crate) struct EtcdStore {
     watching: Arc<Mutex<HashMap<String, AbortHandle>>>,
     /// The lease of this client's records of aborted attempts, and when it was granted.
     abort_lease: Mutex<Option<(i64, Instant)>>,
+    /// The session this client's places in line live on.
+    sessions: Arc<Sessions>,
 }
 
 impl EtcdStore {
@@ -183,23 +201,18 @@ impl EtcdStore {
                 .with_user(name, password)
                 .with_auto_token_refresh(true);
         }
-        let client = tokio::time::timeout(
-            options.connect_timeout,
-            etcd::Client::connect(&endpoints, Some(connect)),
-        )
-        .await
-        .map_err(|_| Error::Timeout)?
-        .map_err(failure)?;
+        let members = Members::connect(&endpoints, connect, options.connect_timeout).await?;
         // Any member that answers will do: a dead one is tried again on another.
-        let min_ttl = within(options.connect_timeout, Retry::Transient, || {
-            let mut lease = client.lease_client();
-            async move {
-                let granted = lease.grant(1, None).await.map_err(failure)?;
-                let _ = lease.revoke(granted.id()).await;
-                Ok(granted.ttl())
-            }
-        })
-        .await?;
+        let min_ttl = members
+            .within(options.connect_timeout, Retry::Transient, || async {
+                let mut lease = members.client().lease_client();
+                {
+                    let granted = lease.grant(1, None).await.map_err(failure)?;
+                    let _ = lease.revoke(granted.id()).await;
+                    Ok(granted.ttl())
+                }
+            })
+            .await?;
         let watching: Arc<Mutex<HashMap<String, AbortHandle>>> = Arc::default();
         let waiters = Arc::new(Waiters::with_idle({
             let watching = Arc::clone(&watching);
@@ -210,19 +223,25 @@ impl EtcdStore {
             }
         }));
         let store = EtcdStore {
-            client,
+            members,
             min_ttl: u64::try_from(min_ttl).unwrap_or(1).max(1),
             queue: options.queue,
             waiters,
             places: Arc::default(),
             watching,
             abort_lease: Mutex::new(None),
+            sessions: Arc::default(),
         };
         Ok((store, format!("etcd {}", endpoints.join(","))))
     }
 
+    /// The client of the member the running operation goes to.
+    fn client(&self) -> etcd::Client {
+        self.members.client()
+    }
+
     fn kv(&self) -> etcd::KvClient {
-        self.client.kv_client()
+        self.client().kv_client()
     }
 
     async fn get(&self, key: &str, options: Option<GetOptions>) -> Result<(i64, Vec<KeyValue>)> {
@@ -256,38 +275,29 @@ impl EtcdStore {
         label: &str,
     ) -> Result<Acquire> {
         check_name("key", key)?;
+        // One stamp per attempt: what its creator key holds, in line or holding.
+        let stamp = stamp(label);
         let ttl = self.ttl(expiration);
         let keys = Keys::new(key, val);
         if let Some(place) = self.place_of(&keys.contender) {
-            match self.turn(&keys, val, &place, attempt).await? {
-                Turn::Mine(ours, creator) => {
+            match self.turn(&keys, val, &place, attempt, ttl).await? {
+                Turn::Mine => {
                     self.forget(&keys.contender);
-                    if !place.exact || place.ttl != ttl {
-                        // The place's lease has another TTL than this call asks for.
-                        let rearmed = self
-                            .rearm(
-                                &keys,
-                                val,
-                                &ours,
-                                creator.as_ref(),
-                                ttl,
-                                Some(attempt),
-                                None,
-                            )
-                            .await?;
-                        return self.rearmed(rearmed, place.created);
-                    }
                     return Ok(Acquire::Acquired(token(place.created)?));
                 }
                 Turn::Waiting {
                     predecessor,
                     revision,
+                    hold,
+                    hold_ttl,
                 } => {
                     self.remember(
                         &keys.contender,
                         Place {
                             predecessor,
                             revision,
+                            hold,
+                            hold_ttl,
                             ..place
                         },
                     );
@@ -300,91 +310,112 @@ impl EtcdStore {
             }
         }
         let lease = self.grant_lease(lease_id(attempt), ttl).await?;
-        let reply = self
-            .txn(acquire_txn(&keys, val, attempt, label, lease, self.queue))
-            .await?;
-        let Some((revision, reply)) = past_guard(&reply)? else {
-            self.revoke_detached([lease]);
-            return Ok(Acquire::Refused);
+        // A miss puts the key in line on this client's session: the one in use, else
+        // one granted after a miss without it (and the transaction sent again).
+        let mut session = if self.queue {
+            self.sessions.live()
+        } else {
+            None
         };
-        if reply.succeeded() {
-            self.forget(&keys.contender);
-            return Ok(Acquire::Acquired(token(revision)?));
-        }
-        let mut responses = reply.op_responses();
-        if self.queue {
-            let Some(TxnOpResponse::Txn(inner)) = responses.pop() else {
-                return Err(unexpected());
+        loop {
+            let line_lease = session.as_ref().map(|s| s.lease);
+            let reply = self
+                .txn(acquire_txn(&keys, val, attempt, &stamp, lease, line_lease))
+                .await?;
+            let Some((revision, reply)) = past_guard(&reply)? else {
+                self.revoke_detached([lease]);
+                return Ok(Acquire::Refused);
             };
-            if inner.succeeded() {
-                // In line behind the last key before ours.
-                let line = gets(&inner).pop().unwrap_or_default();
-                let Some(predecessor) = line.get(1) else {
+            if reply.succeeded() {
+                self.forget(&keys.contender);
+                return Ok(Acquire::Acquired(token(revision)?));
+            }
+            let mut responses = reply.op_responses();
+            if let Some(line_lease) = line_lease {
+                let Some(TxnOpResponse::Txn(inner)) = responses.pop() else {
                     return Err(unexpected());
                 };
-                self.remember(
-                    &keys.contender,
-                    Place {
-                        lease,
-                        ttl,
-                        exact: true,
-                        created: revision,
-                        predecessor: predecessor.key().to_vec(),
-                        revision,
-                    },
-                );
+                if inner.succeeded() {
+                    // In line behind the last key before ours. The attempt's lease holds
+                    // nothing: the key takes its turn on it.
+                    let line = gets(&inner).pop().unwrap_or_default();
+                    let Some(predecessor) = line.get(1) else {
+                        return Err(unexpected());
+                    };
+                    self.remember(
+                        &keys.contender,
+                        Place {
+                            lease: line_lease,
+                            hold: lease,
+                            hold_ttl: ttl,
+                            creator: Some(creator_text(attempt, &stamp).into_bytes()),
+                            created: revision,
+                            predecessor: predecessor.key().to_vec(),
+                            revision,
+                        },
+                    );
+                    return Ok(Acquire::Held(None));
+                }
+                responses = inner.op_responses();
+            }
+            let found = found(responses)?;
+            let first = found.first.as_ref().map(|kv| kv.key().to_vec());
+            let creator = found.creator;
+            let Some(ours) = found.ours.filter(|kv| kv.value() == val.as_bytes()) else {
+                if self.queue && session.is_none() {
+                    session = Some(self.session().await?);
+                    continue;
+                }
+                // Another value holds the key (or our hash's key holds another value).
+                self.revoke_detached([lease]);
                 return Ok(Acquire::Held(None));
-            }
-            responses = inner.op_responses();
-        }
-        let found = found(responses)?;
-        let first = found.first.as_ref().map(|kv| kv.key().to_vec());
-        let Some(ours) = found.ours.filter(|kv| kv.value() == val.as_bytes()) else {
-            // Another value holds the key (or our hash's key holds another value).
-            self.revoke_detached([lease]);
-            return Ok(Acquire::Held(None));
-        };
-        let created = ours.create_revision();
-        if first.as_deref() == Some(keys.contender.as_bytes()) {
-            // Ours, and first in line: a re-arm, to exactly this expiration.
-            let rearmed = self
-                .rearm(
-                    &keys,
-                    val,
-                    &ours,
-                    found.creator.as_ref(),
-                    ttl,
-                    Some(attempt),
-                    Some(lease),
-                )
-                .await?;
-            self.forget(&keys.contender);
-            return self.rearmed(rearmed, created);
-        }
-        // Ours, waiting in line (an earlier try of this attempt, or another call's).
-        if ours.lease() != lease {
-            self.revoke_detached([lease]);
-        }
-        if self.queue {
-            let (start, end) = keys.line();
-            let (revision, before) = self
-                .get(&start, Some(last_in_line(end, created - 1, 1)))
-                .await?;
-            if let Some(predecessor) = before.first() {
-                self.remember(
-                    &keys.contender,
-                    Place {
-                        lease: ours.lease(),
+            };
+            let created = ours.create_revision();
+            if first.as_deref() == Some(keys.contender.as_bytes()) {
+                // Ours, and first in line: a re-arm, to exactly this expiration (or the
+                // turn of a key that waits, put in line by another call).
+                let rearmed = self
+                    .rearm(
+                        &keys,
+                        val,
+                        &ours,
+                        creator.as_ref(),
                         ttl,
-                        exact: ours.lease() == lease,
-                        created,
-                        predecessor: predecessor.key().to_vec(),
-                        revision,
-                    },
-                );
+                        Some(attempt),
+                        Some(lease),
+                    )
+                    .await?;
+                self.forget(&keys.contender);
+                return self.rearmed(rearmed, created);
             }
+            // Ours, waiting in line (an earlier try of this attempt, or another call's).
+            // The attempt's lease holds nothing: the key takes its turn on it.
+            if self.queue {
+                let (start, end) = keys.line();
+                let (revision, before) = self
+                    .get(&start, Some(last_in_line(end, created - 1, 1)))
+                    .await?;
+                if let Some(predecessor) = before.first() {
+                    self.remember(
+                        &keys.contender,
+                        Place {
+                            lease: ours.lease(),
+                            hold: lease,
+                            hold_ttl: ttl,
+                            creator: creator.map(|c| holding(c.value())),
+                            created,
+                            predecessor: predecessor.key().to_vec(),
+                            revision,
+                        },
+                    );
+                    return Ok(Acquire::Held(None));
+                }
+            }
+            if ours.lease() != lease {
+                self.revoke_detached([lease]);
+            }
+            return Ok(Acquire::Held(None));
         }
-        Ok(Acquire::Held(None))
     }
 
     /// The answer of an acquire that re-armed the key created at `created`.
@@ -414,29 +445,35 @@ impl EtcdStore {
         spare: Option<i64>,
     ) -> Result<Rearmed> {
         let current = ours.lease();
-        if current == 0 {
+        // A key waiting in line moves to a lease of its own whatever its TTL: the one it
+        // waits on is a session's, shared with other places in line.
+        let waiting = creator.is_some_and(|c| is_waiting(c.value()));
+        if current == 0 && !waiting {
             // No lease (set by hand): no expiry to re-arm.
             self.revoke_detached(spare);
             return Ok(Rearmed::Done);
         }
-        let (info, kept) = futures::future::join(
-            self.lease_info(current, None),
-            keep_alive(&self.client, current),
-        )
-        .await;
-        match info? {
-            Some((granted, _, _)) if granted == ttl => {
-                self.revoke_detached(spare.filter(|l| *l != current));
-                return Ok(if kept? {
-                    Rearmed::Done
-                } else {
-                    Rearmed::Changed
-                });
+        if !waiting {
+            let (info, kept) = futures::future::join(
+                self.lease_info(current, None),
+                keep_alive(&self.client(), current),
+            )
+            .await;
+            match info? {
+                Some((granted, _, _)) if granted == ttl => {
+                    self.revoke_detached(spare.filter(|l| *l != current));
+                    return Ok(if kept? {
+                        Rearmed::Done
+                    } else {
+                        Rearmed::Changed
+                    });
+                }
+                Some(_) => {}
+                // Gone: the caller looks again. `spare` stays: a retry of the attempt
+                // that granted it finds it granted (a revoke racing that retry would
+                // fail it).
+                None => return Ok(Rearmed::Changed),
             }
-            Some(_) => {}
-            // Gone: the caller looks again. `spare` stays: a retry of the attempt that
-            // granted it finds it granted (a revoke racing that retry would fail it).
-            None => return Ok(Rearmed::Changed),
         }
         let lease = match spare {
             Some(lease) => lease,
@@ -461,9 +498,11 @@ impl EtcdStore {
             }
             return Ok(Rearmed::Changed);
         }
-        self.revoke_detached([current]);
+        if !waiting {
+            self.revoke_detached([current]);
+        }
         // The new lease was granted before the move: its TTL runs from now on.
-        Ok(match keep_alive(&self.client, lease).await? {
+        Ok(match keep_alive(&self.client(), lease).await? {
             true => Rearmed::Done,
             false => Rearmed::Changed,
         })
@@ -497,16 +536,9 @@ impl EtcdStore {
         Err(transient("the key kept changing leases"))
     }
 
-    async fn release_now(&self, key: &str, val: &str) -> Result<bool> {
-        check_name("key", key)?;
-        let keys = Keys::new(key, val);
-        let Some((ours, _)) = self.held(&keys, val).await? else {
-            return Ok(false);
-        };
-        // Still first: every key created after it is behind it.
-        let reply = self
-            .txn(delete_txn(&keys, val, ours.create_revision(), None))
-            .await?;
+    /// Delete `val`'s key, created at `created`, and its creator, if still so.
+    async fn delete_ours(&self, keys: &Keys, val: &str, created: i64) -> Result<bool> {
+        let reply = self.txn(delete_txn(keys, val, created, None)).await?;
         if !reply.succeeded() {
             return Ok(false); // released (or replaced) meanwhile
         }
@@ -577,7 +609,9 @@ impl EtcdStore {
         }
         // From here on no aborted attempt can write: delete the key if one created it
         // (with `undo`).
-        let mut deleted = None;
+        let mut deleted = false;
+        // The lease of the deleted key, to revoke.
+        let mut freed = None;
         let mut kept = None;
         for _ in 0..3 {
             let mut read = reads.into_iter();
@@ -594,6 +628,8 @@ impl EtcdStore {
                 kept = Some(ours.lease());
                 break;
             }
+            // A key waiting in line is on its client's session: the lease stays.
+            let waiting = creator.as_ref().is_some_and(|c| is_waiting(c.value()));
             let creator = creator.map(|c| c.value().to_vec());
             let reply = self
                 .txn(delete_txn(
@@ -604,7 +640,8 @@ impl EtcdStore {
                 ))
                 .await?;
             if reply.succeeded() {
-                deleted = deleted_lease(&reply);
+                deleted = true;
+                freed = deleted_lease(&reply).filter(|_| !waiting);
                 break;
             }
             // Released, or created anew, meanwhile: look again.
@@ -622,10 +659,10 @@ impl EtcdStore {
         let leases = attempts
             .iter()
             .map(|a| lease_id(*a))
-            .chain(deleted)
+            .chain(freed)
             .filter(|l| Some(*l) != kept);
         self.revoke_detached(leases);
-        Ok(deleted.is_some())
+        Ok(deleted)
     }
 }
 
@@ -643,10 +680,14 @@ impl Store for EtcdStore {
         label: &str,
         timeout: Duration,
     ) -> Result<Acquire> {
-        within(timeout, Retry::Transient, || {
-            self.acquire_now(key, val, expiration, attempt, label)
-        })
-        .await
+        // An attempt abandoned on a silent member is not sent again under its number:
+        // refused, it stays among the attempts its call aborts (a copy arriving late is
+        // refused then), and the next attempt goes to another member.
+        self.members
+            .within_once(timeout, Acquire::Refused, || {
+                self.acquire_now(key, val, expiration, attempt, label)
+            })
+            .await
     }
 
     async fn refresh(
@@ -656,16 +697,34 @@ impl Store for EtcdStore {
         expiration: Duration,
         timeout: Duration,
     ) -> Result<bool> {
-        within(timeout, Retry::Transient, || {
-            self.refresh_now(key, val, expiration)
-        })
-        .await
+        self.members
+            .within(timeout, Retry::Transient, || {
+                self.refresh_now(key, val, expiration)
+            })
+            .await
     }
 
     async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
-        // A delete whose answer was lost must not be tried again: the retry would find
-        // nothing and report `NotHeld`.
-        within(timeout, Retry::Unsent, || self.release_now(key, val)).await
+        check_name("key", key)?;
+        let deadline = Instant::now() + timeout;
+        let keys = Keys::new(key, val);
+        // Which key is ours: a read, tried again on another member if need be.
+        let held = self
+            .members
+            .within_until(deadline, Retry::Transient, || self.held(&keys, val))
+            .await?;
+        let Some((ours, _)) = held else {
+            return Ok(false);
+        };
+        // Still first: every key created after it is behind it. The delete goes to the
+        // member that answered the read, and is not sent again once it may have
+        // arrived: a delete whose answer was lost, tried again, would find nothing and
+        // report `NotHeld`.
+        self.members
+            .within_until(deadline, Retry::Unsent, || {
+                self.delete_ours(&keys, val, ours.create_revision())
+            })
+            .await
     }
 
     async fn abort(
@@ -676,24 +735,27 @@ impl Store for EtcdStore {
         undo: bool,
         timeout: Duration,
     ) -> Result<bool> {
-        within(timeout, Retry::Transient, || {
-            self.abort_now(key, val, attempts, undo)
-        })
-        .await
+        self.members
+            .within(timeout, Retry::Transient, || {
+                self.abort_now(key, val, attempts, undo)
+            })
+            .await
     }
 
     async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
-        within(timeout, Retry::Transient, || self.pttl_now(key, val)).await
+        self.members
+            .within(timeout, Retry::Transient, || self.pttl_now(key, val))
+            .await
     }
 
     async fn force_release(&self, key: &str, only: Option<u64>, timeout: Duration) -> Result<bool> {
-        // A delete whose answer was lost must not be tried again: the retry would find
-        // the next contender at the head of the line and delete it too.
-        within(timeout, Retry::Unsent, || self.force_release_now(key, only)).await
+        self.force_release_within(key, only, timeout).await
     }
 
     async fn inspect(&self, key: &str, timeout: Duration) -> Result<Option<Inspected>> {
-        within(timeout, Retry::Transient, || self.inspect_now(key)).await
+        self.members
+            .within(timeout, Retry::Transient, || self.inspect_now(key))
+            .await
     }
 
     async fn list(&self, prefix: &str, timeout: Duration) -> Result<Vec<Inspected>> {
@@ -701,7 +763,9 @@ impl Store for EtcdStore {
     }
 
     async fn fenced(&self, access: &Fence<'_>, timeout: Duration) -> Result<Fenced> {
-        within(timeout, Retry::Transient, || self.fenced_now(access)).await
+        self.members
+            .within(timeout, Retry::Transient, || self.fenced_now(access))
+            .await
     }
 
     /// The waiter `val` of `key` waits for its predecessor's deletion.

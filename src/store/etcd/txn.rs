@@ -11,7 +11,9 @@ use etcd_client::{
 };
 
 use super::errors::unexpected;
-use super::keys::{Keys, creator_text, first_in_line, last_in_line, seq_text};
+use super::keys::{
+    Keys, creator_text, first_in_line, holding, is_waiting, last_in_line, seq_text, waiting_text,
+};
 use crate::Result;
 use crate::store::AttemptId;
 
@@ -66,49 +68,53 @@ pub(super) fn raise_record(record: &str, seq: u64, records: i64, reads: Vec<TxnO
 }
 
 /// The transaction of an acquire by `attempt` on `lease`: create `val`'s key, with its
-/// creator, if the line is empty; else (on a store that `queue`s) put it in line; else
-/// read what is there ([`found`]). Refused if the attempt was aborted.
+/// creator, if the line is empty; else, given the lease of this client's places in
+/// line (`line_lease`), put it in line there, marked waiting; else read what is there
+/// ([`found`]). Refused if the attempt was aborted.
 pub(super) fn acquire_txn(
     keys: &Keys,
     val: &str,
     attempt: AttemptId,
-    label: &str,
+    stamp: &str,
     lease: i64,
-    queue: bool,
+    line_lease: Option<i64>,
 ) -> Txn {
     let (start, end) = keys.line();
     let contender = keys.contender.as_str();
-    let on_lease = || Some(PutOptions::new().with_lease(lease));
-    let create = || {
-        vec![
-            TxnOp::put(contender, val, on_lease()),
-            TxnOp::put(
-                keys.creator.as_str(),
-                creator_text(attempt, label),
-                on_lease(),
-            ),
-        ]
-    };
     let absent = || Compare::create_revision(contender, CompareOp::Equal, 0);
     let reads = reads(keys);
-    let otherwise = if queue {
-        let mut queued = create();
-        queued.push(TxnOp::get(
-            start.as_str(),
-            Some(last_in_line(end.clone(), 0, 2)),
-        ));
-        vec![TxnOp::txn(
-            Txn::new().when([absent()]).and_then(queued).or_else(reads),
-        )]
-    } else {
-        reads
+    let otherwise = match line_lease {
+        Some(line_lease) => {
+            let on_lease = || Some(PutOptions::new().with_lease(line_lease));
+            let queued = vec![
+                TxnOp::put(contender, val, on_lease()),
+                TxnOp::put(
+                    keys.creator.as_str(),
+                    waiting_text(attempt, stamp),
+                    on_lease(),
+                ),
+                TxnOp::get(start.as_str(), Some(last_in_line(end.clone(), 0, 2))),
+            ];
+            vec![TxnOp::txn(
+                Txn::new().when([absent()]).and_then(queued).or_else(reads),
+            )]
+        }
+        None => reads,
     };
+    let on_lease = || Some(PutOptions::new().with_lease(lease));
     let inner = Txn::new()
         .when([
             absent(),
             Compare::create_revision(start.as_str(), CompareOp::Equal, 0).with_range(end),
         ])
-        .and_then(create())
+        .and_then([
+            TxnOp::put(contender, val, on_lease()),
+            TxnOp::put(
+                keys.creator.as_str(),
+                creator_text(attempt, stamp),
+                on_lease(),
+            ),
+        ])
         .or_else(otherwise);
     unless_aborted(&keys.aborted(attempt.client), attempt.seq, inner)
 }
@@ -132,9 +138,17 @@ pub(super) struct Found {
 }
 
 impl Found {
-    /// `val`'s key and its creator if the key holds `val` and is first in line: `val`
-    /// holds the lock.
+    /// Whether the creator read marks `val`'s key as waiting in line.
+    pub(super) fn waiting(&self) -> bool {
+        self.creator.as_ref().is_some_and(|c| is_waiting(c.value()))
+    }
+
+    /// `val`'s key and its creator if the key holds `val`, is first in line and has
+    /// taken its turn (is not marked waiting): `val` holds the lock.
     pub(super) fn held(self, keys: &Keys, val: &str) -> Option<(KeyValue, Option<KeyValue>)> {
+        if self.waiting() {
+            return None;
+        }
         let first = self.first.as_ref().map(KeyValue::key);
         let ours = self
             .ours
@@ -162,7 +176,8 @@ pub(super) fn found(responses: Vec<TxnOpResponse>) -> Result<Found> {
 }
 
 /// Move `val`'s key `ours` (and its `creator`, as read) to `lease`, unless either
-/// changed since. Guarded like an acquire when made by an `attempt`.
+/// changed since; a key waiting in line takes its turn so (its creator is no longer
+/// marked waiting). Guarded like an acquire when made by an `attempt`.
 pub(super) fn move_txn(
     keys: &Keys,
     val: &str,
@@ -188,7 +203,7 @@ pub(super) fn move_txn(
             ));
             then.push(TxnOp::put(
                 keys.creator.as_str(),
-                creator.value(),
+                holding(creator.value()),
                 on_lease(),
             ));
         }
