@@ -12,7 +12,7 @@ use super::EtcdStore;
 use super::keys::{Keys, last_in_line};
 use super::lease::{keep_alive, lease_id};
 use super::members::Members;
-use super::session::Sessions;
+use super::session::{Place, Sessions};
 use super::txn::{gets, past_guard, unless_aborted};
 use crate::store::AttemptId;
 use crate::wake::{Waiters, Watch};
@@ -25,26 +25,6 @@ const REWATCH_PAUSE: Duration = Duration::from_millis(100);
 /// How long a member may take to set a watch up before it is suspect and the watch
 /// goes to another member.
 const WATCH_SETUP: Duration = Duration::from_secs(1);
-
-/// A place in line: our key, its lease, and the contender before it as of `revision`.
-#[derive(Debug, Clone)]
-pub(super) struct Place {
-    /// The lease our key waits on: this client's session's (or another client's, for a
-    /// key of the same value put in line there).
-    pub(super) lease: i64,
-    /// The value of our key's creator once the key holds the lock (without the mark of
-    /// a waiting key); `None`: it has no creator key.
-    pub(super) creator: Option<Vec<u8>>,
-    /// The lease the key takes its turn on: granted by the call's attempt that got in
-    /// line (or found the key there), for `hold_ttl` seconds, holding nothing meanwhile
-    /// (it may run out; the call's abort revokes it).
-    pub(super) hold: i64,
-    pub(super) hold_ttl: i64,
-    /// Our key's create revision: its token once it is first.
-    pub(super) created: i64,
-    pub(super) predecessor: Vec<u8>,
-    pub(super) revision: i64,
-}
 
 /// How a waiter's turn went.
 pub(super) enum Turn {

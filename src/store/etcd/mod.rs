@@ -112,8 +112,9 @@ use self::keys::{
     Keys, check_name, creator_of, creator_text, holding, is_waiting, last_in_line, stamp,
 };
 use self::lease::{keep_alive, lease_id};
-use self::line::{Place, Turn};
+use self::line::Turn;
 use self::members::Members;
+use self::session::Place;
 use self::session::Sessions;
 use self::txn::{
     acquire_txn, delete_txn, deleted_lease, found, gets, move_txn, past_guard, raise_record, reads,

@@ -26,7 +26,6 @@ use tokio::sync::watch;
 use super::EtcdStore;
 use super::errors::Retry;
 use super::lease::keep_alive;
-use super::line::Place;
 use super::members::Members;
 use crate::Result;
 use crate::wake::Waiters;
@@ -184,4 +183,24 @@ async fn keep_session(store: Keeping, session: Arc<Session>, ttl: Duration) {
             Err(_) => {}
         }
     }
+}
+
+/// A place in line: our key, its lease, and the contender before it as of `revision`.
+#[derive(Debug, Clone)]
+pub(super) struct Place {
+    /// The lease our key waits on: this client's session's (or another client's, for a
+    /// key of the same value put in line there).
+    pub(super) lease: i64,
+    /// The value of our key's creator once the key holds the lock (without the mark of
+    /// a waiting key); `None`: it has no creator key.
+    pub(super) creator: Option<Vec<u8>>,
+    /// The lease the key takes its turn on: granted by the call's attempt that got in
+    /// line (or found the key there), for `hold_ttl` seconds, holding nothing meanwhile
+    /// (it may run out; the call's abort revokes it).
+    pub(super) hold: i64,
+    pub(super) hold_ttl: i64,
+    /// Our key's create revision: its token once it is first.
+    pub(super) created: i64,
+    pub(super) predecessor: Vec<u8>,
+    pub(super) revision: i64,
 }
