@@ -57,6 +57,37 @@ async fn an_acl_user_locks_inside_its_prefix_and_gets_a_clear_error_outside_it()
     }
 }
 
+/// An ACL user confined to a deeper pattern (`~app:sub:*`) locks `app:sub:job` without a
+/// key prefix and with no other permission: a lock's companions are named after its own
+/// key (the earlier layout's shared counter was named after the first segment, `app:`,
+/// and this got `NOPERM`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_confined_to_a_deeper_pattern_locks_inside_it() {
+    let server = RedisServer::start();
+    server.cmd_sync(&[
+        "ACL",
+        "SETUSER",
+        "deep",
+        "on",
+        ">deep-secret",
+        "~app:sub:*",
+        "&app:sub:*",
+        "+@all",
+    ]);
+    let url = format!("redis://deep:deep-secret@127.0.0.1:{}/", server.port());
+    let client = Client::open(&url).await.unwrap();
+    let lock = client.try_lock("app:sub:job", "v", SEC).await.unwrap();
+    lock.refresh().await.unwrap();
+    lock.fenced_set("app:sub:row", "x").await.unwrap();
+    let first = lock.fencing_token();
+    lock.unlock().await.unwrap();
+    let again = client.try_lock("app:sub:job", "w", SEC).await.unwrap();
+    assert!(again.fencing_token() > first);
+    // Negative control: one level up is outside the pattern.
+    let err = client.try_lock("app:job", "v", SEC).await.unwrap_err();
+    assert!(err.is_redis() && !err.is_transient(), "{err:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unparsable_urls_are_invalid_arguments_that_do_not_echo_the_url() {
     for url in [

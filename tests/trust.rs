@@ -535,3 +535,42 @@ async fn releases_of_other_keys_never_refuse_a_free_key() {
         "try_lock of a free key refused {refused} times in 6400"
     );
 }
+
+/// Tokens belong to the store key: a client with `key_prefix("svc:jobs:")` locking
+/// `nightly` and a client without a prefix locking `svc:jobs:nightly` lock the same store
+/// key, and every acquisition gets a strictly greater token, whichever took it (the
+/// earlier layout counted per prefix: 1, 1, 2, 2, 3, 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_prefixes_on_one_store_key_draw_rising_tokens() {
+    let server = RedisServer::start();
+    let prefixed = Client::builder()
+        .key_prefix("svc:jobs:")
+        .open(&server.url())
+        .await
+        .unwrap();
+    let bare = Client::open(&server.url()).await.unwrap();
+    let mut last = 0;
+    for i in 0..6 {
+        let lock = if i % 2 == 0 {
+            prefixed.try_lock("nightly", "a", 10 * SEC).await.unwrap()
+        } else {
+            bare.try_lock("svc:jobs:nightly", "b", 10 * SEC)
+                .await
+                .unwrap()
+        };
+        assert!(
+            lock.fencing_token() > last,
+            "{} after {last}",
+            lock.fencing_token()
+        );
+        last = lock.fencing_token();
+        // The other client sees it held: one store key.
+        let other = if i % 2 == 0 {
+            bare.try_lock("svc:jobs:nightly", "b", 10 * SEC).await
+        } else {
+            prefixed.try_lock("nightly", "a", 10 * SEC).await
+        };
+        assert!(other.unwrap_err().is_not_obtained());
+        lock.unlock().await.unwrap();
+    }
+}
