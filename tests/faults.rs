@@ -126,12 +126,15 @@ async fn a_pause_longer_than_the_expiration_is_reported_before_a_contender_acqui
     let margin = acquired_at.saturating_duration_since(lost_at);
     eprintln!("FIGURE client-pause: lost() fired {margin:?} before the contender acquired");
     assert!(lost_at < acquired_at);
-    // Renewal itself goes on retrying (max_retry is high) and then finds the key gone.
+    // Renewal retries (max_retry is high) while the lease can be saved, and ends once it
+    // ran out: `MaxRetryExceeded`, with the last failure (a timeout) as its cause.
     let err = tokio::time::timeout(5 * SEC, renewal.error())
         .await
         .expect("renewal reports")
         .expect("a failure");
-    assert!(err.is_not_held(), "{err:?}");
+    assert!(err.is_max_retry_exceeded(), "{err:?}");
+    let cause = renewal.cause().expect("the last failure");
+    assert!(cause.is_timeout(), "{cause:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
