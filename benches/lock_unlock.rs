@@ -1,12 +1,14 @@
 //! Uncontended lock + unlock latency: the cost every critical section pays.
 //!
-//! * `lock_unlock/*`: leasehold on Redis, the same two round trips by hand with
-//!   redis-rs (`SET NX PX` + `release.lua`; `acquire.lua` + `release.lua`), rslock 0.10,
+//! * `lock_unlock/*`: leasehold on Redis (holder label on, the default, and off), the
+//!   same two round trips by hand with redis-rs (raw `SET NX PX` + check-and-delete; the
+//!   minimal fenced script, `SET NX PX` + `INCR`, + check-and-delete; the shipped
+//!   `acquire.lua` + `release.lua` with the library's keys and arguments), rslock 0.10,
 //!   and leasehold on `memory://`.
 //!
-//! (The server-side designs that were weighed for the fenced acquire are compared in
-//! `examples/bench_report.rs`, section 2: they are about this crate's internals, not a
-//! choice users make, so they stay out of `cargo bench`.)
+//! (The server-side cost of each acquire, from `INFO commandstats`, is in
+//! `examples/bench_report.rs`, section 2: it is about this crate's internals, not a
+//! choice users make, so it stays out of `cargo bench`.)
 //! * `blocking/*`: `try_lock` + `unlock` through `leasehold::blocking` against the async
 //!   client, on Redis and on `memory://`.
 //! * `etcd_lock_unlock/*` (feature `etcd`): leasehold on a local single-member etcd
@@ -23,7 +25,7 @@ mod support;
 
 use std::time::Duration;
 
-use common::{Contender, EXPIRATION, fence_key};
+use common::{Contender, EXPIRATION, KeyNames};
 use criterion::{Criterion, criterion_group, criterion_main};
 use support::RedisServer;
 
@@ -33,11 +35,9 @@ fn lock_unlock(c: &mut Criterion) {
     let contenders = rt.block_on(Contender::all(&server.url()));
     let mut group = c.benchmark_group("lock_unlock");
     for contender in &contenders {
-        let key = format!("lu:{}", contender.id());
-        let fence = fence_key(&key);
+        let keys = KeyNames::of(&format!("lu:{}", contender.id()));
         group.bench_function(contender.id(), |b| {
-            b.to_async(&rt)
-                .iter(|| contender.lock_unlock(&key, &fence, "v"))
+            b.to_async(&rt).iter(|| contender.lock_unlock(&keys, "v"))
         });
     }
     group.finish();

@@ -1,6 +1,7 @@
 //! Throughput of lock + unlock cycles with 1, 16, 64 and 256 concurrent tasks on
 //! distinct keys through one client (one multiplexed connection): leasehold against the
-//! same round trips by hand (`SET NX PX` + release; the fenced script + release).
+//! same round trips by hand (`SET NX PX` + check-and-delete; the minimal fenced script,
+//! `SET NX PX` + `INCR`, + check-and-delete).
 //!
 //! One element = one lock + unlock cycle; a two-worker multi-thread runtime.
 
