@@ -141,7 +141,7 @@ impl Client {
     /// # Errors
     ///
     /// * [`Error::InvalidArgument`] for an empty `key` or an `expiration` under 3 ms (it
-    ///   is split into renewal intervals) or over [`MAX_DURATION`];
+    ///   is split into renewal intervals) or over [`MAX_DURATION`](crate::MAX_DURATION);
     /// * from a campaign whose `retry` budget ran out: [`Error::NotObtained`] (another
     ///   contender led throughout), [`Error::Timeout`] or [`Error::Redis`]; an error that
     ///   retrying cannot fix (authentication, permissions) ends the call at once, as does

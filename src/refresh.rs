@@ -17,9 +17,10 @@ use crate::{Error, Result};
 use tracing::Instrument;
 
 /// How many renewals in a row may fail before the library's own renewal of a lease
-/// ([`LockRequest::acquire_renewed`], `run_exclusive`, `run_while_leader`, the
-/// scheduler) gives up: 3, spread over what is left of the lease (see
-/// [`Lock::auto_refresh`]). [`Lock::lost`] is the time-based signal.
+/// ([`LockRequest::acquire_renewed`](crate::LockRequest::acquire_renewed),
+/// `run_exclusive`, `run_while_leader`, the scheduler) gives up: 3, spread over what is
+/// left of the lease (see [`Lock::auto_refresh`]). [`Lock::lost`] is the time-based
+/// signal.
 pub const DEFAULT_MAX_RETRY: u32 = 3;
 
 static NEXT_RENEWAL_ID: AtomicU64 = AtomicU64::new(1);
