@@ -1,0 +1,1 @@
+//! Fault cases driven by harness hooks.
