@@ -22,7 +22,10 @@ pub(crate) const SCHEME: &str = "memory://";
 /// Open `memory://NAME` (or a store of its own for `memory://`), and where it points.
 pub(crate) fn open(url: &str) -> (super::Backend, String) {
     let name = url.strip_prefix(SCHEME).unwrap_or(url);
-    (super::Backend::Memory(MemoryStore::named(name)), format!("{SCHEME}{name}"))
+    (
+        super::Backend::Memory(MemoryStore::named(name)),
+        format!("{SCHEME}{name}"),
+    )
 }
 
 /// Drop the slots of expired, never released locks once this many acquisitions (and at
@@ -187,7 +190,12 @@ impl MemoryStore {
 
     /// Delete `key` if `val` holds it and, with `created_by`, one of those attempts
     /// created it and one armed it last. `true` if deleted.
-    pub(crate) fn release_now(&self, key: &str, val: &str, created_by: Option<&[AttemptId]>) -> bool {
+    pub(crate) fn release_now(
+        &self,
+        key: &str,
+        val: &str,
+        created_by: Option<&[AttemptId]>,
+    ) -> bool {
         let now = Instant::now();
         let deleted = {
             let mut store = self.store.lock();
@@ -285,7 +293,13 @@ impl MemoryStore {
 impl MemoryStore {
     /// An attempt on this store always has an answer, so nothing can arrive later: only
     /// what the attempts created is deleted.
-    pub(crate) fn abort_now(&self, key: &str, val: &str, attempts: &[AttemptId], undo: bool) -> bool {
+    pub(crate) fn abort_now(
+        &self,
+        key: &str,
+        val: &str,
+        attempts: &[AttemptId],
+        undo: bool,
+    ) -> bool {
         undo && self.release_now(key, val, Some(attempts))
     }
 

@@ -83,7 +83,10 @@ pub(crate) async fn open(url: &str, options: &Options) -> Result<Opened> {
                 .filter(|e| e.open.is_some())
                 .flat_map(|e| e.schemes.iter().copied())
                 .collect();
-            Err(Error::invalid(format!("url: expected {}", known.join(", "))))
+            Err(Error::invalid(format!(
+                "url: expected {}",
+                known.join(", ")
+            )))
         }
     }
 }

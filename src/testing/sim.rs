@@ -19,8 +19,10 @@ use crate::{Error, Result};
 /// leases run out, renewals fire and timeouts pass in virtual time, so a test of minutes
 /// of renewal takes milliseconds and gives the same result every run. Clone it to keep a
 /// handle: the client owns one clone ([`Client::from_store`](crate::Client::from_store)),
-/// the test injects faults through another. Faults name **store keys** (with the client's
-/// key prefix, if it has one):
+/// the test injects faults through another. [`connection`](SimStore::connection) gives a
+/// handle on the same store with faults of its own, as a second client's connection:
+/// partitioning one leaves the other through. Faults name **store keys** (with the
+/// client's key prefix, if it has one):
 ///
 /// * [`expire`](SimStore::expire): the lease on a key runs out now;
 /// * [`steal`](SimStore::steal): another holder takes a key (a paused holder's nightmare);
@@ -71,12 +73,13 @@ use crate::{Error, Result};
 #[derive(Clone, Default)]
 pub struct SimStore {
     inner: Arc<Inner>,
+    /// This handle's path to the store (shared by its clones).
+    faults: Arc<Mutex<Faults>>,
 }
 
 #[derive(Default)]
 struct Inner {
     store: MemoryStore,
-    faults: Mutex<Faults>,
     /// The attempt numbers of the simulated thieves.
     thefts: Mutex<u64>,
 }
@@ -89,7 +92,7 @@ struct Faults {
 
 impl std::fmt::Debug for SimStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let faults = self.inner.faults.lock();
+        let faults = self.faults.lock();
         f.debug_struct("SimStore")
             .field("partitioned_until", &faults.partitioned_until)
             .field("lose_replies", &faults.lose_replies)
@@ -110,6 +113,15 @@ impl SimStore {
     /// An empty simulated store of its own.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Another handle on the same store, with a path of its own: faults injected through
+    /// one (a partition, a lost reply) leave the other alone. Clones share their path.
+    pub fn connection(&self) -> SimStore {
+        SimStore {
+            inner: Arc::clone(&self.inner),
+            faults: Arc::default(),
+        }
     }
 
     /// The lease on `key` runs out now, whoever holds it (its fencing counter stays: the
@@ -147,26 +159,27 @@ impl SimStore {
         }
     }
 
-    /// For `duration` from now, every call fails after waiting out its timeout, with
-    /// [`Error::Timeout`], and the store sees nothing of it (the client is cut off).
+    /// For `duration` from now, every call through this handle (and its clones) fails
+    /// after waiting out its timeout, with [`Error::Timeout`], and the store sees nothing
+    /// of it (the client is cut off).
     pub fn partition(&self, duration: Duration) {
-        self.inner.faults.lock().partitioned_until = Some(Instant::now() + duration);
+        self.faults.lock().partitioned_until = Some(Instant::now() + duration);
     }
 
     /// End a [`partition`](SimStore::partition) now.
     pub fn heal(&self) {
-        self.inner.faults.lock().partitioned_until = None;
+        self.faults.lock().partitioned_until = None;
     }
 
-    /// The next call runs on the store, and its answer is lost: it fails after waiting out
+    /// The next call through this handle runs on the store, and its answer is lost: it fails after waiting out
     /// its timeout, with [`Error::Timeout`]. Calls again to lose more answers.
     pub fn lose_next_reply(&self) {
-        self.inner.faults.lock().lose_replies += 1;
+        self.faults.lock().lose_replies += 1;
     }
 
     /// What the next call meets.
     fn fate(&self) -> Fate {
-        let mut faults = self.inner.faults.lock();
+        let mut faults = self.faults.lock();
         if let Some(until) = faults.partitioned_until {
             if Instant::now() < until {
                 return Fate::CutOff;
