@@ -312,6 +312,22 @@ impl ClientBuilder {
                 target,
             ));
         }
+        #[cfg(feature = "postgres")]
+        if crate::store::postgres::SCHEMES
+            .iter()
+            .any(|s| url.starts_with(s))
+        {
+            let options = crate::store::postgres::Options {
+                connect_timeout: options.connect_timeout,
+                notify: settings.notify,
+            };
+            let (store, target) = crate::store::postgres::PostgresStore::open(url, &options).await?;
+            return Ok(Client::with_backend(
+                Backend::Postgres(Box::new(store)),
+                &settings,
+                target,
+            ));
+        }
         if redis_store::SCHEMES.iter().any(|s| url.starts_with(s)) {
             let (store, target) = RedisStore::open(url, &options).await?;
             return Ok(Client::with_backend(

@@ -10,6 +10,8 @@
 #[cfg(feature = "etcd")]
 pub(crate) mod etcd;
 pub(crate) mod memory;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 pub(crate) mod quorum;
 pub(crate) mod redis;
 
@@ -204,6 +206,8 @@ pub(crate) enum Backend {
     Redlock(Box<quorum::Quorum>),
     #[cfg(feature = "etcd")]
     Etcd(Box<etcd::EtcdStore>),
+    #[cfg(feature = "postgres")]
+    Postgres(Box<postgres::PostgresStore>),
 }
 
 /// `dispatch!(backend, store => expression)`: the expression with `store` bound to the
@@ -216,6 +220,8 @@ macro_rules! dispatch {
             Backend::Redlock($store) => $call,
             #[cfg(feature = "etcd")]
             Backend::Etcd($store) => $call,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres($store) => $call,
         }
     };
 }
@@ -228,6 +234,8 @@ impl Backend {
             Backend::Redlock(_) => "redlock",
             #[cfg(feature = "etcd")]
             Backend::Etcd(_) => "etcd",
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => "postgres",
         }
     }
 }

@@ -1,0 +1,289 @@
+//! A throw-away PostgreSQL server: `initdb` into a temp dir, then `postgres` on a free
+//! loopback port (no Unix socket), trust authentication, user `postgres`, database
+//! `postgres`. `initdb` and `postgres` refuse to run as root: as root (CI) both run as
+//! `nobody`, which owns the data directory; the uid changes before the parent-death
+//! signal is set (a credential change would clear it), so the server dies with the test
+//! binary either way (see `process.rs`).
+//!
+//! Binaries: `LEASEHOLD_POSTGRES_BIN` (a directory holding `initdb` and `postgres`), else
+//! `initdb` on `PATH`, else the newest `/usr/lib/postgresql/*/bin` (Debian package
+//! `postgresql`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use super::process::{self, kill_and_reap, spawn, terminate_and_reap};
+use super::{free_port, lock, wait_until};
+
+/// How long a start (initdb excluded) may take before the harness gives up.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct PostgresServer {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: PathBuf,
+    /// `Some((uid, gid))` of `nobody` when running as root.
+    user: Option<(u32, u32)>,
+    child: Mutex<Option<Child>>,
+}
+
+impl std::fmt::Debug for PostgresServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresServer")
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+/// The directory of `initdb` and `postgres`.
+fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("LEASEHOLD_POSTGRES_BIN").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if dir.join("initdb").is_file() && dir.join("postgres").is_file() {
+                return dir;
+            }
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|d| d.join("initdb").is_file())
+        .collect();
+    versions.sort_by_key(|d| {
+        d.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    versions.pop().unwrap_or_else(|| {
+        panic!(
+            "no PostgreSQL found (initdb); install it with `apt-get install -y postgresql` \
+             or point LEASEHOLD_POSTGRES_BIN at the directory of initdb and postgres"
+        )
+    })
+}
+
+/// `nobody`'s uid and gid, when this process runs as root.
+fn unprivileged() -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    // Root owns `/proc/self` when we run as root.
+    let me = std::fs::metadata("/proc/self").ok()?.uid();
+    if me != 0 {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    let line = passwd
+        .lines()
+        .find(|l| l.starts_with("nobody:"))
+        .expect("a `nobody` user to run PostgreSQL as");
+    let fields: Vec<&str> = line.split(':').collect();
+    Some((fields[2].parse().unwrap(), fields[3].parse().unwrap()))
+}
+
+impl PostgresServer {
+    /// initdb + start, waiting (bounded) until it accepts connections.
+    pub fn start() -> PostgresServer {
+        let bin = bin_dir();
+        let user = unprivileged();
+        let dir = tempfile::Builder::new()
+            .prefix("leasehold-pg-")
+            .tempdir()
+            .expect("temp dir");
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown data dir");
+        }
+        let data = dir.path().join("data");
+        let mut initdb = Command::new(bin.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .args(["--no-locale"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        as_user(&mut initdb, user);
+        let out = spawn(initdb)
+            .expect("spawn initdb")
+            .wait_with_output()
+            .expect("initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let server = PostgresServer {
+            dir,
+            port: free_port(),
+            bin,
+            user,
+            child: Mutex::new(None),
+        };
+        server.launch();
+        server
+    }
+
+    /// The test binary's one server, started on first use; dies with the binary, and
+    /// is stopped (its directory removed) when the binary exits normally.
+    pub fn shared() -> &'static PostgresServer {
+        static SHARED: OnceLock<PostgresServer> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let server = PostgresServer::start();
+            process::at_exit(|| {
+                if let Some(server) = SHARED.get() {
+                    server.kill();
+                    let _ = std::fs::remove_dir_all(server.dir.path());
+                }
+            });
+            server
+        })
+    }
+
+    fn launch(&self) {
+        let mut cmd = Command::new(self.bin.join("postgres"));
+        cmd.arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "unix_socket_directories="])
+            .args(["-c", "max_connections=400"])
+            .args(["-c", "fsync=off"])
+            .args(["-c", "shared_buffers=32MB"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.log())
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            );
+        as_user(&mut cmd, self.user);
+        let child = spawn(cmd).expect("spawn postgres");
+        *lock(&self.child) = Some(child);
+        let port = self.port;
+        let up = wait_until(START_TIMEOUT, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && self.try_sql("SELECT 1").is_ok()
+        });
+        assert!(up, "postgres did not start: {}", self.log_tail());
+    }
+
+    fn log(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("leasehold-pg-{}.log", self.port))
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.log()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// SIGKILL (the data stays, for [`restart`](Self::restart)).
+    pub fn kill(&self) {
+        if let Some(child) = lock(&self.child).take() {
+            kill_and_reap(child);
+        }
+    }
+
+    /// Stop (SIGKILL: a crash, recovered from the WAL at the next start) and start again
+    /// on the same port with the same data.
+    pub fn restart(&self) {
+        self.kill();
+        // The postmaster's children exit once it is gone; the port frees.
+        self.launch();
+    }
+
+    /// SIGTERM (a smart shutdown), then SIGKILL if it lingers.
+    pub fn stop_gracefully(&self) {
+        if let Some(child) = lock(&self.child).take() {
+            terminate_and_reap(child, Duration::from_secs(10));
+        }
+    }
+
+    /// Run `sql` (one or more statements) as `postgres`; every row's columns as text.
+    pub fn try_sql(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+        let url = self.url();
+        let sql = sql.to_owned();
+        // A runtime of its own, on a thread of its own: callable from sync tests and
+        // from inside a tokio runtime alike.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let connect = tokio_postgres::connect(&url, tokio_postgres::NoTls);
+                let (client, conn) = tokio::time::timeout(Duration::from_secs(5), connect)
+                    .await
+                    .map_err(|_| "connect timed out".to_owned())?
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                let messages = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    client.simple_query(&sql),
+                )
+                .await
+                .map_err(|_| "query timed out".to_owned())?
+                .map_err(|e| match e.as_db_error() {
+                    Some(db) => db.message().to_owned(),
+                    None => e.to_string(),
+                })?;
+                Ok(messages
+                    .into_iter()
+                    .filter_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                            (0..row.len())
+                                .map(|i| row.get(i).map(str::to_owned))
+                                .collect(),
+                        ),
+                        _ => None,
+                    })
+                    .collect())
+            })
+        })
+        .join()
+        .expect("sql thread")
+    }
+
+    /// [`try_sql`](Self::try_sql), panicking on an error.
+    pub fn sql(&self, sql: &str) -> Vec<Vec<Option<String>>> {
+        self.try_sql(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}\n{}", self.log_tail()))
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(self.log());
+    }
+}
+
+/// Run `cmd` as `user` (uid, gid) when given: set by std in the child before the
+/// parent-death signal is (so that the uid change does not clear it).
+fn as_user(cmd: &mut Command, user: Option<(u32, u32)>) {
+    use std::os::unix::process::CommandExt;
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+        cmd.env("HOME", "/tmp");
+    }
+}
