@@ -13,11 +13,9 @@ use crate::lock::Lock;
 use crate::pause::{Last, Pause};
 use crate::release::Attempts;
 use crate::retry::{NoRetry, RetryStrategy};
-#[cfg(feature = "etcd")]
-use crate::store::etcd::{self as etcd_store, EtcdStore};
-use crate::store::memory::{self, MemoryStore};
+use crate::store::memory::MemoryStore;
 use crate::store::redis::{self as redis_store, RedisStore};
-use crate::store::{Backend, Store};
+use crate::store::{self, Backend, Store};
 use crate::telemetry;
 use crate::{Error, Result};
 use tracing::Instrument;
@@ -236,8 +234,8 @@ impl ClientBuilder {
         self.settings().map(drop)
     }
 
-    /// The validated settings: the client's, and how to open a Redis store.
-    fn settings(&self) -> Result<(Settings, redis_store::Options)> {
+    /// The validated settings: the client's, and how to open its store.
+    fn settings(&self) -> Result<(Settings, store::Options)> {
         let default_timeout = check_duration("default_timeout", self.default_timeout)?;
         let connect_timeout = check_duration("connect_timeout", self.connect_timeout)?;
         let min_replicas = match self.min_replicas {
@@ -247,13 +245,15 @@ impl ClientBuilder {
                 Some((replicas, check_duration("min_replicas timeout", timeout)?))
             }
         };
-        let options = redis_store::Options {
+        let options = store::Options {
             connect_timeout,
-            min_replicas,
             notify: self.notify,
-            notifier: self.notifier.clone(),
             #[cfg(feature = "tls")]
             tls_root_certificate: self.tls_root_certificate.clone(),
+            redis: redis_store::Extra {
+                min_replicas,
+                notifier: self.notifier.clone(),
+            },
         };
         if self.key_prefix.contains(['{', '}']) {
             return Err(Error::invalid(
@@ -290,59 +290,28 @@ impl ClientBuilder {
     /// (on etcd, a 1 s lease granted to measure the server's minimum may be left to expire).
     pub async fn open(self, url: &str) -> Result<Client> {
         let (settings, options) = self.settings()?;
-        if let Some(name) = url.strip_prefix(memory::SCHEME) {
-            return Ok(Client::with_backend(
-                Backend::Memory(MemoryStore::named(name)),
-                &settings,
-                format!("{}{name}", memory::SCHEME),
-            ));
-        }
-        #[cfg(feature = "etcd")]
-        if etcd_store::SCHEMES.iter().any(|s| url.starts_with(s)) {
-            let options = etcd_store::Options {
-                connect_timeout: options.connect_timeout,
-                queue: settings.notify,
-                #[cfg(feature = "tls")]
-                tls_root_certificate: options.tls_root_certificate.clone(),
-            };
-            let (store, target) = EtcdStore::open(url, &options).await?;
-            return Ok(Client::with_backend(
-                Backend::Etcd(Box::new(store)),
-                &settings,
-                target,
-            ));
-        }
-        #[cfg(feature = "postgres")]
-        if crate::store::postgres::SCHEMES
-            .iter()
-            .any(|s| url.starts_with(s))
-        {
-            let options = crate::store::postgres::Options {
-                connect_timeout: options.connect_timeout,
-                notify: settings.notify,
-            };
-            let (store, target) = crate::store::postgres::PostgresStore::open(url, &options).await?;
-            return Ok(Client::with_backend(
-                Backend::Postgres(Box::new(store)),
-                &settings,
-                target,
-            ));
-        }
-        if redis_store::SCHEMES.iter().any(|s| url.starts_with(s)) {
-            let (store, target) = RedisStore::open(url, &options).await?;
-            return Ok(Client::with_backend(
-                Backend::Redis(Arc::new(store)),
-                &settings,
-                target,
-            ));
-        }
-        Err(Error::invalid(if cfg!(feature = "etcd") {
-            "url: expected redis://, rediss://, redis+unix://, unix://, etcd://, etcds:// or \
-             memory://"
-        } else {
-            "url: expected redis://, rediss://, redis+unix://, unix:// or memory:// \
-             (etcd:// and etcds:// need the `etcd` feature)"
-        }))
+        let (backend, target) = store::open(url, &options).await?;
+        Ok(Client::with_backend(backend, &settings, target))
+    }
+
+    /// A client on `store`, a store from outside the crate (see [`crate::store`]), with
+    /// this builder's settings; see [`Client::from_store`]. Store options
+    /// (`connect_timeout`, `min_replicas`, `notifier`, `tls_root_certificate`) are the
+    /// store's own business here, and are not used.
+    ///
+    /// # Panics
+    ///
+    /// If a setting on the builder is invalid (what opening a client reports as
+    /// [`Error::InvalidArgument`]): `default_timeout` or `connect_timeout` outside 1 ms
+    /// ..= [`MAX_DURATION`](crate::MAX_DURATION), a `key_prefix` with braces, or a
+    /// `min_replicas` of 0 replicas or with a timeout out of that range.
+    pub fn from_store(self, store: impl store::Store) -> Client {
+        let (settings, _) = self.settings().unwrap_or_else(|e| panic!("{e}"));
+        Client::with_backend(
+            Backend::Custom(store::Custom::new(store)),
+            &settings,
+            "custom store".to_owned(),
+        )
     }
 
     /// Open a client on the Redis Cluster that `urls` belong to; see
@@ -360,6 +329,7 @@ impl ClientBuilder {
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub async fn open_cluster(self, urls: &[&str]) -> Result<Client> {
         let (settings, options) = self.settings()?;
+        let options = redis_store::Options::new(&options);
         let (store, target) = RedisStore::open_cluster(urls, &options).await?;
         Ok(Client::with_backend(
             Backend::Redis(Arc::new(store)),
@@ -381,6 +351,7 @@ impl ClientBuilder {
     #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub fn from_cluster(self, conn: redis::cluster_async::ClusterConnection) -> Client {
         let (settings, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
+        let options = redis_store::Options::new(&options);
         Client::with_backend(
             Backend::Redis(Arc::new(RedisStore::from_cluster(conn, &options))),
             &settings,
@@ -403,6 +374,7 @@ impl ClientBuilder {
     #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
     pub async fn open_sentinel(self, sentinels: &[&str], master_name: &str) -> Result<Client> {
         let (settings, options) = self.settings()?;
+        let options = redis_store::Options::new(&options);
         let (store, target) = RedisStore::open_sentinel(sentinels, master_name, &options).await?;
         Ok(Client::with_backend(
             Backend::Redis(Arc::new(store)),
@@ -421,6 +393,7 @@ impl ClientBuilder {
     /// `min_replicas` of 0 replicas or with a timeout out of that range.
     pub fn from_connection(self, conn: ConnectionManager) -> Client {
         let (settings, options) = self.settings().unwrap_or_else(|e| panic!("{e}"));
+        let options = redis_store::Options::new(&options);
         Client::with_backend(
             Backend::Redis(Arc::new(RedisStore::from_connection(conn, &options))),
             &settings,
@@ -646,6 +619,16 @@ impl Client {
         ClientBuilder::new().memory()
     }
 
+    /// A client on `store`, a store of your own: anything that implements
+    /// [`store::Store`](crate::store::Store) (see the module for its obligations, and the
+    /// `testing` feature for the kit that checks them). Everything the client offers —
+    /// retry strategies, renewal, fencing helpers, hand-off when the store notifies, the
+    /// blocking facade — works on it. Default settings; [`ClientBuilder::from_store`] for
+    /// others.
+    pub fn from_store(store: impl store::Store) -> Client {
+        ClientBuilder::new().from_store(store)
+    }
+
     fn with_backend(backend: Backend, settings: &Settings, target: String) -> Client {
         Client {
             inner: Arc::new(ClientInner {
@@ -854,11 +837,11 @@ impl Client {
                     continue;
                 }
                 Ok(Attempted::Refused) => (Error::NotObtained, Last::Missed(None)),
-                Ok(Attempted::Unreplicated { acked, wanted }) => {
+                Err(e @ Error::NotReplicated { .. }) => {
                     // Not handed out: aborted before the error is returned (the key is
                     // deleted if this call's attempt created it).
                     attempts.abort_now(timeout).await;
-                    return Err(Error::NotReplicated { acked, wanted });
+                    return Err(e);
                 }
                 Err(e) if !e.is_transient() => {
                     // Rejected by the server: this attempt did not run.

@@ -227,7 +227,11 @@ pub struct StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn new(store: &'static str, transient: bool, message: impl Into<String>) -> Self {
+    /// A failure of `store` (its name: `"etcd"`, `"dynamodb"`, …): `transient` when another
+    /// attempt could succeed (a dropped connection, a leader election in progress), not
+    /// when it never could (bad credentials, a permission, a protocol error). The message
+    /// must not carry a lock value or a password.
+    pub fn new(store: &'static str, transient: bool, message: impl Into<String>) -> Self {
         StoreError {
             store,
             transient,
@@ -236,7 +240,8 @@ impl StoreError {
         }
     }
 
-    pub(crate) fn with_source(
+    /// The underlying error, reported by [`std::error::Error::source`].
+    pub fn with_source(
         mut self,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {

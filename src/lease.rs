@@ -124,8 +124,6 @@ pub(crate) enum Attempted {
     Granted(Arc<Lease>),
     /// Another value holds the key (for this much longer, if the store said).
     Held(Option<Duration>),
-    /// The key is ours on the master, but too few replicas acknowledged it.
-    Unreplicated { acked: u32, wanted: u32 },
     /// The store refused the attempt: an earlier attempt of this client was aborted
     /// meanwhile (nothing was done; another attempt is not refused).
     Refused,
@@ -304,9 +302,6 @@ impl Leases {
                 Attempted::Granted(self.hold(pair, token, until, attempt.seq))
             }
             Acquire::Held(ttl) => Attempted::Held(ttl),
-            Acquire::Unreplicated { acked, wanted, .. } => {
-                Attempted::Unreplicated { acked, wanted }
-            }
             Acquire::Refused => Attempted::Refused,
         })
     }
@@ -542,7 +537,7 @@ impl Lease {
     pub(crate) async fn ttl(&self, timeout: Duration) -> Result<Option<Duration>> {
         let ttl = self
             .backend()
-            .pttl(self.key(), self.value(), timeout)
+            .ttl(self.key(), self.value(), timeout)
             .await?;
         if ttl.is_none() {
             self.mark_lost();

@@ -164,7 +164,7 @@ mod retry;
 #[cfg(feature = "schedule")]
 #[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
 pub mod schedule;
-mod store;
+pub mod store;
 mod telemetry;
 mod validity;
 mod wake;

@@ -21,16 +21,31 @@ use tokio::sync::Notify;
 /// Told when a key's last waiter left (a store stops listening for it).
 type Idle = Box<dyn Fn(&str) + Send + Sync>;
 
-/// The waiters of every key being waited for, by key.
+/// The waiters of every key being waited for, by key: what a store that notifies
+/// releases keeps ([`Store::watch`](crate::store::Store::watch)).
 #[derive(Default)]
-pub(crate) struct Waiters {
+pub struct Waiters {
     keys: Mutex<HashMap<Box<str>, VecDeque<Arc<Notify>>>>,
     idle: Option<Idle>,
 }
 
 /// One waiting `lock` call's place in line for its key: in one store's queue, or in the
 /// queues of several nodes. Leaves them when dropped.
-pub(crate) struct Watch(Places);
+pub struct Watch(Places);
+
+impl std::fmt::Debug for Waiters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiters")
+            .field("keys", &self.keys.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch").finish_non_exhaustive()
+    }
+}
 
 enum Places {
     One(Place),
@@ -54,9 +69,14 @@ struct Quorum {
 }
 
 impl Waiters {
+    /// No waiters yet, in an `Arc` ([`Waiters::watch`] takes one).
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
     /// Waiters whose store is told, by `idle`, when a key's last waiter left. It is called
     /// with the waiters' lock held: it must not come back here.
-    pub(crate) fn with_idle(idle: impl Fn(&str) + Send + Sync + 'static) -> Self {
+    pub fn with_idle(idle: impl Fn(&str) + Send + Sync + 'static) -> Self {
         Waiters {
             keys: Mutex::default(),
             idle: Some(Box::new(idle)),
@@ -65,7 +85,7 @@ impl Waiters {
 
     /// Queue a waiter for `key`; `true` with it if it is the key's first (the store may
     /// have to start listening for the key).
-    pub(crate) fn watch(self: &Arc<Self>, key: &str) -> (Watch, bool) {
+    pub fn watch(self: &Arc<Self>, key: &str) -> (Watch, bool) {
         let wake = Arc::new(Notify::new());
         let first = {
             let mut keys = self.keys.lock();
@@ -82,14 +102,14 @@ impl Waiters {
     }
 
     /// `key` was released: wake its first waiter.
-    pub(crate) fn released(&self, key: &str) {
+    pub fn released(&self, key: &str) {
         if let Some(first) = self.keys.lock().get(key).and_then(|q| q.front()) {
             first.notify_one();
         }
     }
 
     /// Wake every waiter of `key` once.
-    pub(crate) fn wake_key(&self, key: &str) {
+    pub fn wake_key(&self, key: &str) {
         if let Some(queue) = self.keys.lock().get(key) {
             for waiter in queue {
                 waiter.notify_one();
@@ -136,7 +156,7 @@ impl Watch {
     /// # Cancel safety
     ///
     /// Cancel safe: a wake that arrives while nobody waits is kept for the next call.
-    pub(crate) async fn woken(&self) {
+    pub async fn woken(&self) {
         match &self.0 {
             Places::One(place) => place.wake.notified().await,
             Places::Quorum(quorum) => quorum.woken().await,

@@ -19,6 +19,12 @@ use crate::wake::{Waiters, Watch};
 /// The URL scheme of this store: `memory://` or `memory://NAME`.
 pub(crate) const SCHEME: &str = "memory://";
 
+/// Open `memory://NAME` (or a store of its own for `memory://`), and where it points.
+pub(crate) fn open(url: &str) -> (super::Backend, String) {
+    let name = url.strip_prefix(SCHEME).unwrap_or(url);
+    (super::Backend::Memory(MemoryStore::named(name)), format!("{SCHEME}{name}"))
+}
+
 /// Drop the slots of expired, never released locks once this many acquisitions (and at
 /// least as many as there are slots, so that sweeping costs O(1) per acquisition) have
 /// happened since the last sweep.
@@ -279,6 +285,10 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
+    fn granularity(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+
     fn grant(&self, expiration: Duration) -> Result<Duration> {
         Ok(expiration)
     }
@@ -322,7 +332,7 @@ impl Store for MemoryStore {
         Ok(undo && self.release_now(key, val, Some(attempts)))
     }
 
-    async fn pttl(&self, key: &str, val: &str, _timeout: Duration) -> Result<Option<Duration>> {
+    async fn ttl(&self, key: &str, val: &str, _timeout: Duration) -> Result<Option<Duration>> {
         Ok(self.pttl_now(key, val))
     }
 

@@ -22,7 +22,7 @@
 //!   the client aborts a grant it does not believe (a release of the pair was sent after
 //!   it), and nodes that answered it need no record of aborted attempts either; an
 //!   answered attempt aborted without undo needs nothing at all.
-//! * **refresh** and **pttl** act on every node where the value holds the key (the value
+//! * **refresh** and **ttl** act on every node where the value holds the key (the value
 //!   is the holder's identity). Refresh succeeds when a quorum re-armed the key, is "not
 //!   held" when a majority says so, and is [`Error::Quorum`] otherwise; it never
 //!   releases anything. [`Incarnations`] keeps each node's token behind the one token the
@@ -284,6 +284,10 @@ impl Quorum {
 }
 
 impl Store for Quorum {
+    fn granularity(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+
     fn grant(&self, expiration: Duration) -> Result<Duration> {
         if validity_window(expiration).is_zero() {
             return Err(Error::invalid(format!(
@@ -345,9 +349,10 @@ impl Store for Quorum {
                     tally.fail(i, Error::NotObtained);
                     free_in.push(None);
                 }
-                Ok(Acquire::Unreplicated { acked, wanted, .. }) => {
+                // Taken on the node's master only: counted as failed, undone by the abort.
+                Err(e @ Error::NotReplicated { .. }) => {
                     left[i] = Left::Claim;
-                    tally.fail(i, Error::NotReplicated { acked, wanted });
+                    tally.fail(i, e);
                     free_in.push(Some(Duration::ZERO));
                 }
                 Ok(Acquire::Held(ttl)) => {
@@ -518,8 +523,8 @@ impl Store for Quorum {
         Err(tally.into_error())
     }
 
-    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
-        let answers = self.all(|_, node| node.pttl(key, val, timeout)).await;
+    async fn ttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
+        let answers = self.all(|_, node| node.ttl(key, val, timeout)).await;
         let mut ttls = Vec::with_capacity(self.nodes.len());
         let mut tally = Tally::default();
         for (i, answer) in answers.into_iter().enumerate() {
@@ -584,10 +589,6 @@ impl Store for Quorum {
         Err(Error::invalid(
             "fencing: Redlock has no fencing tokens (see the redlock module docs)",
         ))
-    }
-
-    fn partial(&self) -> bool {
-        true
     }
 
     /// A place in line on every node that announces releases, woken when a quorum of

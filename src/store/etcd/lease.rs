@@ -20,7 +20,7 @@ const ABORT_MEMORY: Duration = Duration::from_secs(3600);
 impl EtcdStore {
     /// The lease TTL granted for `expiration`, in whole seconds (rounded up, at least the
     /// server's minimum).
-    pub(super) fn ttl(&self, expiration: Duration) -> i64 {
+    pub(super) fn lease_secs(&self, expiration: Duration) -> i64 {
         let secs = expiration.as_secs() + u64::from(expiration.subsec_nanos() > 0);
         i64::try_from(secs.max(self.min_ttl)).unwrap_or(i64::MAX)
     }

@@ -130,10 +130,23 @@ pub(crate) const SCHEME: &str = "etcd://";
 /// etcd over TLS (feature `tls` too).
 pub(crate) const TLS_SCHEME: &str = "etcds://";
 
-/// The URL schemes of this store.
-pub(crate) const SCHEMES: [&str; 2] = [SCHEME, TLS_SCHEME];
 
 const STORE: &str = "etcd";
+
+/// Open an etcd store from `url` ([`SCHEME`] or [`TLS_SCHEME`]) as a client's backend.
+pub(crate) async fn open(
+    url: &str,
+    options: &crate::store::Options,
+) -> Result<(crate::store::Backend, String)> {
+    let options = Options {
+        connect_timeout: options.connect_timeout,
+        queue: options.notify,
+        #[cfg(feature = "tls")]
+        tls_root_certificate: options.tls_root_certificate.clone(),
+    };
+    let (store, target) = EtcdStore::open(url, &options).await?;
+    Ok((crate::store::Backend::Etcd(Box::new(store)), target))
+}
 
 /// How to open an etcd store.
 #[derive(Clone)]
@@ -278,7 +291,7 @@ impl EtcdStore {
         check_name("key", key)?;
         // One stamp per attempt: what its creator key holds, in line or holding.
         let stamp = stamp(label);
-        let ttl = self.ttl(expiration);
+        let ttl = self.lease_secs(expiration);
         let keys = Keys::new(key, val);
         if let Some(place) = self.place_of(&keys.contender) {
             match self.turn(&keys, val, &place, attempt, ttl).await? {
@@ -518,7 +531,7 @@ impl EtcdStore {
 
     async fn refresh_now(&self, key: &str, val: &str, expiration: Duration) -> Result<bool> {
         check_name("key", key)?;
-        let ttl = self.ttl(expiration);
+        let ttl = self.lease_secs(expiration);
         let keys = Keys::new(key, val);
         for _ in 0..3 {
             let Some((ours, creator)) = self.held(&keys, val).await? else {
@@ -668,8 +681,12 @@ impl EtcdStore {
 }
 
 impl Store for EtcdStore {
+    fn granularity(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
     fn grant(&self, expiration: Duration) -> Result<Duration> {
-        Ok(Duration::from_secs(self.ttl(expiration) as u64))
+        Ok(Duration::from_secs(self.lease_secs(expiration) as u64))
     }
 
     async fn acquire(
@@ -743,7 +760,7 @@ impl Store for EtcdStore {
             .await
     }
 
-    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
+    async fn ttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
         self.members
             .within(timeout, Retry::Transient, || self.pttl_now(key, val))
             .await
@@ -768,13 +785,16 @@ impl Store for EtcdStore {
             .within(timeout, Retry::Transient, || self.fenced_now(access))
             .await
     }
+}
 
+impl EtcdStore {
     /// The waiter `val` of `key` waits for its predecessor's deletion.
-    fn watch_waiter(&self, key: &str, val: &str) -> Option<Watch> {
+    pub(crate) fn watch_waiter(&self, key: &str, val: &str) -> Option<Watch> {
         self.wait_in_line(key, val)
     }
 
-    fn queues(&self) -> bool {
+    /// Whether a miss puts the caller in line (its place must be withdrawn).
+    pub(crate) fn queues(&self) -> bool {
         self.queue
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{NoTls, Row};
 
-use crate::error::StoreError;
+use crate::store::StoreError;
 use crate::{Error, Result};
 
 /// Connections per client: statements pipeline on each, and a statement waiting for a

@@ -33,12 +33,10 @@ use self::conn::{Pool, Resend, store_error};
 use self::notify::Notifier;
 use self::sql::{SCHEMA_VERSION, Statements};
 use self::url::Place;
-use super::{Acquire, AttemptId, Fence, Fenced, Inspected, Store};
-use crate::error::StoreError;
-use crate::wake::Watch;
+// Only the public store interface: this store is built as one from outside the crate
+// would be.
+use crate::store::{Acquire, AttemptId, Fence, Fenced, Inspected, Store, StoreError, Watch};
 use crate::{Error, Result};
-
-pub(crate) use self::url::SCHEMES;
 
 /// How long a client's record of aborted attempts on a key is kept after its last abort:
 /// an aborted attempt that reaches the server later than this would no longer be refused.
@@ -47,15 +45,57 @@ const ABORT_MEMORY: Duration = Duration::from_secs(60 * 60);
 /// Locks listed per round trip.
 const LIST_PAGE: i64 = 1000;
 
-/// How to open a PostgreSQL store.
+/// How to open a PostgreSQL store (what is not in its URL).
 #[derive(Debug, Clone)]
-pub(crate) struct Options {
-    pub(crate) connect_timeout: Duration,
-    /// Announce releases and wake waiters through `LISTEN`/`NOTIFY`.
-    pub(crate) notify: bool,
+pub struct Options {
+    /// Bound on connecting and on the schema check at open; default 5 s.
+    pub connect_timeout: Duration,
+    /// Announce releases and wake waiters through `LISTEN`/`NOTIFY`; default true.
+    pub notify: bool,
 }
 
-pub(crate) struct PostgresStore {
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            connect_timeout: Duration::from_secs(5),
+            notify: true,
+        }
+    }
+}
+
+/// The `Backend` of a client opened on a `postgres://` URL (`store::open`'s list).
+pub(crate) async fn open_backend(
+    url: &str,
+    options: &crate::store::Options,
+) -> Result<(crate::store::Backend, String)> {
+    let options = Options {
+        connect_timeout: options.connect_timeout,
+        notify: options.notify,
+    };
+    let store = PostgresStore::open(url, &options).await?;
+    let target = store.target.clone();
+    Ok((
+        crate::store::Backend::Custom(crate::store::Custom::new(store)),
+        target,
+    ))
+}
+
+/// The SQL that creates the lock tables a `postgres://` URL names (its `schema` and
+/// `table`): `schema.sql` as shipped, with those names. Idempotent.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] for a URL this store cannot read, or a schema or table name
+/// that is not a plain identifier.
+pub fn schema_sql(url: &str) -> Result<String> {
+    let target = url::parse(url, Duration::from_secs(5))?;
+    Ok(sql::schema_sql(&target.place))
+}
+
+/// A lock store on PostgreSQL (feature `postgres`); see the [module docs](self).
+pub struct PostgresStore {
+    /// `host:port/database`, never the password.
+    target: String,
     pool: Pool,
     sql: Statements,
     /// The release channel (`schema.table`); `""` without notifications.
@@ -64,7 +104,7 @@ pub(crate) struct PostgresStore {
 }
 
 fn invalid_token(what: &str) -> Error {
-    Error::invalid(format!("{what}: above the largest token PostgreSQL stores"))
+    Error::InvalidArgument(format!("{what}: above the largest token PostgreSQL stores"))
 }
 
 fn bad_reply(what: &str) -> Error {
@@ -76,28 +116,49 @@ fn bad_reply(what: &str) -> Error {
 }
 
 impl PostgresStore {
-    /// Open the store `url` names: parse it (any mistake an [`Error::InvalidArgument`]
-    /// before I/O), connect once, and check the schema's version — creating the tables
-    /// when they are missing and the URL allows it (`create`, default true). Returns the
-    /// store and `host:port/database` (never the password).
-    pub(crate) async fn open(url: &str, options: &Options) -> Result<(Self, String)> {
+    /// Open the store `url` names
+    /// (`postgres://[user[:password]@]host[:port][/database][?schema=S&table=T&create=B]`,
+    /// or `postgresql://`; every other query parameter goes to the driver): parse it,
+    /// connect once, and check the schema's version — creating the tables when they are
+    /// missing and the URL allows it (`create`, default true). Open a client on it with
+    /// [`Client::from_store`](crate::Client::from_store), or give `Client::open` the URL.
+    ///
+    /// # Errors
+    ///
+    /// * [`Error::InvalidArgument`] for a URL it cannot read, or a schema or table name
+    ///   that is not a plain identifier (ASCII letters, digits, `_`), before any I/O;
+    /// * [`Error::Store`] when the server cannot be reached (transient), or the tables are
+    ///   missing with `create=false`, or their schema is newer than this client's;
+    /// * [`Error::Timeout`] past `options.connect_timeout`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped before the schema check, nothing is written; dropped during
+    /// it, the tables are created in full or not at all (one transaction).
+    pub async fn open(url: &str, options: &Options) -> Result<PostgresStore> {
         let target = url::parse(url, options.connect_timeout)?;
         let place = target.place.clone();
-        let store = Self::with_place(target.config.clone(), &place, options);
+        let store = Self::with_place(target.config.clone(), &place, options, target.display);
         let check = store.check_schema(&place);
         tokio::time::timeout(options.connect_timeout, check)
             .await
             .map_err(|_| Error::Timeout)??;
-        Ok((store, target.display))
+        Ok(store)
     }
 
-    fn with_place(config: tokio_postgres::Config, place: &Place, options: &Options) -> Self {
+    fn with_place(
+        config: tokio_postgres::Config,
+        place: &Place,
+        options: &Options,
+        target: String,
+    ) -> Self {
         let channel = if options.notify {
             format!("{}.{}", place.schema, place.table)
         } else {
             String::new()
         };
         PostgresStore {
+            target,
             notifier: options
                 .notify
                 .then(|| Notifier::new(config.clone(), channel.clone())),
@@ -201,10 +262,18 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Store for PostgresStore {
-    /// Whole milliseconds, like every validated duration; `interval` holds far more.
-    fn grant(&self, expiration: Duration) -> Result<Duration> {
-        Ok(expiration)
+    /// Milliseconds: `timestamptz` keeps microseconds.
+    fn granularity(&self) -> Duration {
+        Duration::from_millis(1)
     }
 
     async fn acquire(
@@ -333,7 +402,7 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
+    async fn ttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
         let row = self
             .one(
                 &self.sql.ttl,

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio_postgres::AsyncMessage;
 
-use crate::wake::{Waiters, Watch};
+use crate::store::{Waiters, Watch};
 
 pub(crate) struct Notifier {
     config: tokio_postgres::Config,

@@ -9,6 +9,10 @@ use crate::{Error, Result};
 /// The URL schemes of this store.
 pub(crate) const SCHEMES: [&str; 2] = ["postgres://", "postgresql://"];
 
+fn invalid(message: impl Into<String>) -> Error {
+    Error::InvalidArgument(message.into())
+}
+
 /// The longest table name: room for the `_version` suffix within PostgreSQL's 63 bytes.
 const MAX_TABLE: usize = 63 - "_version".len();
 
@@ -43,7 +47,7 @@ pub(crate) fn parse(url: &str, connect_timeout: Duration) -> Result<Target> {
     const EXPECTED: &str = "url: expected postgres://[user[:password]@]host[:port][/database]\
                             [?schema=NAME&table=NAME&create=true|false&…]";
     if !SCHEMES.iter().any(|s| url.starts_with(s)) {
-        return Err(Error::invalid(EXPECTED));
+        return Err(invalid(EXPECTED));
     }
     let mut place = Place::default();
     let (base, query) = match url.split_once('?') {
@@ -60,7 +64,7 @@ pub(crate) fn parse(url: &str, connect_timeout: Duration) -> Result<Target> {
                 place.create = match value {
                     "true" | "1" | "yes" => true,
                     "false" | "0" | "no" => false,
-                    _ => return Err(Error::invalid("url: create must be true or false")),
+                    _ => return Err(invalid("url: create must be true or false")),
                 }
             }
             _ => rest.push(pair),
@@ -75,9 +79,9 @@ pub(crate) fn parse(url: &str, connect_timeout: Duration) -> Result<Target> {
     };
     let mut config: tokio_postgres::Config = driver_url
         .parse()
-        .map_err(|_| Error::invalid(format!("{EXPECTED} (the driver could not read it)")))?;
+        .map_err(|_| invalid(format!("{EXPECTED} (the driver could not read it)")))?;
     if config.get_hosts().is_empty() {
-        return Err(Error::invalid(format!("{EXPECTED}: no host")));
+        return Err(invalid(format!("{EXPECTED}: no host")));
     }
     config.connect_timeout(connect_timeout);
     if config.get_application_name().is_none() {
@@ -117,7 +121,7 @@ pub(crate) fn check_identifier(what: &str, name: &str, max: usize) -> Result<()>
     if valid {
         Ok(())
     } else {
-        Err(Error::invalid(format!(
+        Err(invalid(format!(
             "{what}: must be 1 to {max} ASCII letters, digits or `_`, not starting with a \
              digit"
         )))

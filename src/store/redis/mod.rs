@@ -16,12 +16,41 @@ use redis::{FromRedisValue, RedisError, Value};
 use self::conn::{Conn, Connection, Source};
 use self::keys::Publish;
 use self::notify::{Notifier, Subscriber};
-use super::{Acquire, AttemptId, Fence, Fenced, Inspected, Store};
+use super::{Acquire, AttemptId, Backend, Fence, Fenced, Inspected, Store};
 use crate::wake::Watch;
 use crate::{Error, Result};
 
 /// The URL schemes this store opens.
 pub(crate) const SCHEMES: &[&str] = &["redis://", "rediss://", "redis+unix://", "unix://"];
+
+/// Options only Redis has: `ClientBuilder::min_replicas` and `ClientBuilder::notifier`.
+#[derive(Clone, Default)]
+pub(crate) struct Extra {
+    /// `WAIT` for this many replicas, at most this long, after every acquire and refresh.
+    pub(crate) min_replicas: Option<(u32, Duration)>,
+    /// The client for the subscriber connection of a store on a user's connection.
+    pub(crate) notifier: Option<redis::Client>,
+}
+
+/// Open a one-server Redis store from `url` (one of [`SCHEMES`]) as a client's backend.
+pub(crate) async fn open(url: &str, options: &crate::store::Options) -> Result<(Backend, String)> {
+    let (store, target) = RedisStore::open(url, &Options::new(options)).await?;
+    Ok((Backend::Redis(std::sync::Arc::new(store)), target))
+}
+
+impl Options {
+    /// The Redis options of a client's store options.
+    pub(crate) fn new(options: &crate::store::Options) -> Self {
+        Options {
+            connect_timeout: options.connect_timeout,
+            min_replicas: options.redis.min_replicas,
+            notify: options.notify,
+            notifier: options.redis.notifier.clone(),
+            #[cfg(feature = "tls")]
+            tls_root_certificate: options.tls_root_certificate.clone(),
+        }
+    }
+}
 
 /// How to open a Redis store.
 #[derive(Clone)]
@@ -461,6 +490,10 @@ fn run_id(info: &str) -> Option<&str> {
 }
 
 impl Store for RedisStore {
+    fn granularity(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+
     fn grant(&self, expiration: Duration) -> Result<Duration> {
         Ok(expiration)
     }
@@ -488,14 +521,11 @@ impl Store for RedisStore {
             Value::Int(-1) => Ok(Acquire::Refused),
             token => {
                 let token = token_from(token)?;
-                Ok(match short {
-                    Some(Error::NotReplicated { acked, wanted }) => Acquire::Unreplicated {
-                        token,
-                        acked,
-                        wanted,
-                    },
-                    _ => Acquire::Acquired(token),
-                })
+                match short {
+                    // Taken on the master only: the client aborts the attempt.
+                    Some(e @ Error::NotReplicated { .. }) => Err(e),
+                    _ => Ok(Acquire::Acquired(token)),
+                }
             }
         }
     }
@@ -542,7 +572,7 @@ impl Store for RedisStore {
         Ok(self.conn.run::<i64>(&scripts::ABORT, &cmd, timeout).await? == 1)
     }
 
-    async fn pttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
+    async fn ttl(&self, key: &str, val: &str, timeout: Duration) -> Result<Option<Duration>> {
         let cmd = scripts::pttl(key, val);
         let ms: i64 = self.conn.run(&scripts::PTTL, &cmd, timeout).await?;
         Ok(match ms {
