@@ -168,9 +168,17 @@ impl PostgresServer {
         *lock(&self.child) = Some(child);
         let port = self.port;
         let up = wait_until(START_TIMEOUT, || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && self.try_sql("SELECT 1").is_ok()
+            let exited = lock(&self.child)
+                .as_mut()
+                .is_none_or(|c| !matches!(c.try_wait(), Ok(None)));
+            exited
+                || (std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                    && self.try_sql("SELECT 1").is_ok())
         });
+        let exited = lock(&self.child)
+            .as_mut()
+            .is_none_or(|c| !matches!(c.try_wait(), Ok(None)));
+        assert!(!exited, "postgres exited at start: {}", self.log_tail());
         assert!(up, "postgres did not start: {}", self.log_tail());
     }
 
@@ -204,11 +212,18 @@ impl PostgresServer {
         }
     }
 
-    /// Stop (SIGKILL: a crash, recovered from the WAL at the next start) and start again
-    /// on the same port with the same data.
+    /// Stop with an immediate shutdown (SIGQUIT: the postmaster kills its backends at
+    /// once and exits without a checkpoint, as in a crash; the next start recovers from
+    /// the WAL) and start again on the same port with the same data.
     pub fn restart(&self) {
-        self.kill();
-        // The postmaster's children exit once it is gone; the port frees.
+        if let Some(mut child) = lock(&self.child).take() {
+            let _ = Command::new("kill")
+                .args(["-QUIT", &child.id().to_string()])
+                .status();
+            if process::reap(&mut child, Duration::from_secs(10)).is_none() {
+                kill_and_reap(child);
+            }
+        }
         self.launch();
     }
 

@@ -73,6 +73,11 @@ impl Pool {
                 let client = self.get().await?;
                 match client.query_typed(sql, params).await {
                     Ok(rows) => return Ok(rows),
+                    // The server ended the session (`pg_terminate_backend`, a shutdown)
+                    // before or while it ran the statement: its transaction did not
+                    // commit, so any statement may go out again, on a new connection (every
+                    // connection of the pool may have ended alike).
+                    Err(e) if session_ended(&e) && tries <= CONNECTIONS => {}
                     Err(e) if e.is_closed() || is_io(&e) => {
                         if resend == Resend::Never {
                             return Err(Error::Indeterminate(Box::new(store_error(e))));
@@ -100,6 +105,14 @@ pub(crate) async fn connect(config: &tokio_postgres::Config) -> Result<tokio_pos
         }
     });
     Ok(client)
+}
+
+/// A FATAL `57P0x` reply: the backend was terminated (57P01), or the server is shutting
+/// down (57P02) or starting (57P03); the session is over and nothing it ran uncommitted
+/// stays.
+fn session_ended(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| db.code().code().starts_with("57P0"))
 }
 
 fn is_io(e: &tokio_postgres::Error) -> bool {
