@@ -241,10 +241,7 @@ impl StoreError {
     }
 
     /// The underlying error, reported by [`std::error::Error::source`].
-    pub fn with_source(
-        mut self,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Arc::new(source));
         self
     }

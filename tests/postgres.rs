@@ -132,7 +132,9 @@ async fn the_documented_schema_is_what_the_client_creates() {
     // What `leasehold migrate` prints for that URL: the shipped text with its names.
     let printed = leasehold::store::postgres::schema_sql(&url).unwrap();
     let shipped = include_str!("../src/store/postgres/schema.sql");
-    assert!(printed.contains("CREATE TABLE IF NOT EXISTS \"created\".\"leasehold_locks_fences\" ("));
+    assert!(
+        printed.contains("CREATE TABLE IF NOT EXISTS \"created\".\"leasehold_locks_fences\" (")
+    );
     assert_eq!(printed.lines().count(), shipped.lines().count());
     assert!(!printed.contains("public"), "{printed}");
 }
@@ -143,14 +145,18 @@ async fn the_documented_schema_is_what_the_client_creates() {
 async fn a_missing_or_newer_schema_is_refused() {
     let server = PostgresServer::shared();
     let url = format!("{}?schema=absent&create=false", server.url());
-    let err = Client::open(&url).await.err().expect("no table");
+    let err = Client::open(&url).await.expect_err("no table");
     assert!(err.is_store() && !err.is_transient(), "{err}");
     assert!(err.to_string().contains("leasehold migrate"), "{err}");
-    assert!(server.sql("SELECT 1 FROM pg_namespace WHERE nspname = 'absent'").is_empty());
+    assert!(
+        server
+            .sql("SELECT 1 FROM pg_namespace WHERE nspname = 'absent'")
+            .is_empty()
+    );
     let url = format!("{}?schema=newer", server.url());
     Client::open(&url).await.unwrap();
     server.sql("UPDATE newer.leasehold_locks_version SET version = 99");
-    let err = Client::open(&url).await.err().expect("newer schema");
+    let err = Client::open(&url).await.expect_err("newer schema");
     assert!(err.to_string().contains("version 99"), "{err}");
 }
 
@@ -173,11 +179,21 @@ async fn keys_with_any_bytes_lock_and_release() {
         long.as_str(),
     ] {
         let lock = a.try_lock(key, "v", 10 * SEC).await.unwrap();
-        assert!(b.try_lock(key, "w", 10 * SEC).await.unwrap_err().is_not_obtained());
+        assert!(
+            b.try_lock(key, "w", 10 * SEC)
+                .await
+                .unwrap_err()
+                .is_not_obtained()
+        );
         let seen = a.inspect(key).await.unwrap().expect("inspected");
         assert_eq!(seen.key(), key);
         lock.unlock().await.unwrap();
-        b.try_lock(key, "w", 10 * SEC).await.unwrap().unlock().await.unwrap();
+        b.try_lock(key, "w", 10 * SEC)
+            .await
+            .unwrap()
+            .unlock()
+            .await
+            .unwrap();
     }
 }
 
@@ -195,12 +211,12 @@ async fn a_schema_that_is_not_an_identifier_is_refused_before_any_io() {
         "table=a.b",
     ] {
         let url = format!("postgres://u:hunter2@127.0.0.1:{port}/db?{bad}");
-        let err = Client::open(&url).await.err().expect(bad);
+        let err = Client::open(&url).await.expect_err(bad);
         assert!(err.is_invalid_argument(), "{bad}: {err}");
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
     let url = format!("postgres://u:hunter2@127.0.0.1:{port}/db");
-    let err = Client::open(&url).await.err().expect("nothing listens");
+    let err = Client::open(&url).await.expect_err("nothing listens");
     assert!(err.is_transient() && !err.is_invalid_argument(), "{err}");
     assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
 }
@@ -223,7 +239,13 @@ async fn a_lock_survives_a_server_restart_mid_hold() {
         assert!(Instant::now() < deadline, "refresh never reconnected");
         tokio::time::sleep(50 * MS).await;
     }
-    assert!(other.try_lock("k", "other", 30 * SEC).await.unwrap_err().is_not_obtained());
+    assert!(
+        other
+            .try_lock("k", "other", 30 * SEC)
+            .await
+            .unwrap_err()
+            .is_not_obtained()
+    );
     lock.unlock().await.unwrap();
     let next = other.try_lock("k", "other", 30 * SEC).await.unwrap();
     assert!(next.fencing_token() > token);
@@ -250,7 +272,13 @@ async fn a_killed_connection_is_made_again_and_the_lock_kept() {
     // The next call is answered: the statement goes out again on a new connection.
     let ttl = lock.ttl().await.expect("answered after the kill");
     assert!(ttl.is_some_and(|t| t > 20 * SEC), "{ttl:?}");
-    assert!(other.try_lock("k", "other", 30 * SEC).await.unwrap_err().is_not_obtained());
+    assert!(
+        other
+            .try_lock("k", "other", 30 * SEC)
+            .await
+            .unwrap_err()
+            .is_not_obtained()
+    );
     lock.unlock().await.unwrap();
 }
 
@@ -268,8 +296,16 @@ async fn a_client_paused_past_its_lease_has_lost_it() {
     assert!(new.fencing_token() > old.fencing_token());
     new.fenced_set("res", "from new").await.unwrap();
     assert!(old.refresh().await.unwrap_err().is_not_held());
-    assert!(old.fenced_set("res", "late write").await.unwrap_err().is_fenced());
-    assert_eq!(new.fenced_get("res").await.unwrap().as_deref(), Some("from new"));
+    assert!(
+        old.fenced_set("res", "late write")
+            .await
+            .unwrap_err()
+            .is_fenced()
+    );
+    assert_eq!(
+        new.fenced_get("res").await.unwrap().as_deref(),
+        Some("from new")
+    );
     assert!(old.unlock().await.unwrap_err().is_not_held());
     new.unlock().await.unwrap();
 }
@@ -288,7 +324,10 @@ async fn a_reply_lost_after_commit_leaves_no_lock_behind() {
     proxy.lose_reply_to(b"NULLIF($7");
     let err = client.try_lock("k", "lost", 30 * SEC).await.unwrap_err();
     assert!(err.is_timeout() || err.is_transient(), "{err}");
-    assert!(proxy.replies_lost() > 0, "the acquire ran and its reply was lost");
+    assert!(
+        proxy.replies_lost() > 0,
+        "the acquire ran and its reply was lost"
+    );
     let taken = take_within(&other, "k", "other", 3 * SEC).await;
     assert!(taken.is_some(), "the lost acquire's lock was left behind");
     proxy.cut_lost();
@@ -303,7 +342,13 @@ async fn a_statement_timeout_is_a_transient_failure_that_takes_nothing() {
     let prefix = format!("stmt-{}:", &leasehold::random_value()[..8]);
     let url = format!("{}?options=-c%20statement_timeout%3D200", server.url());
     let client = open(&url, &prefix, 5 * SEC).await;
-    client.try_lock("k", "v", 10 * SEC).await.unwrap().unlock().await.unwrap();
+    client
+        .try_lock("k", "v", 10 * SEC)
+        .await
+        .unwrap()
+        .unlock()
+        .await
+        .unwrap();
     let (blocker, conn) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
         .await
         .unwrap();
@@ -320,5 +365,11 @@ async fn a_statement_timeout_is_a_transient_failure_that_takes_nothing() {
     assert!(err.to_string().contains("57014"), "{err}");
     assert!(started.elapsed() < 3 * SEC);
     blocker.batch_execute("ROLLBACK").await.unwrap();
-    client.try_lock("k", "w", 10 * SEC).await.unwrap().unlock().await.unwrap();
+    client
+        .try_lock("k", "w", 10 * SEC)
+        .await
+        .unwrap()
+        .unlock()
+        .await
+        .unwrap();
 }

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) use super::dynamic::Custom;
 #[cfg(feature = "etcd")]
 use super::etcd;
-pub(crate) use super::dynamic::Custom;
 use super::{Acquire, AttemptId, Fence, Fenced, Inspected, Store, Watch};
 use super::{memory, quorum, redis};
 use crate::Result;

@@ -60,8 +60,11 @@ trait DynStore: Send + Sync + 'static {
         key: &'a str,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Option<Inspected>>>;
-    fn list<'a>(&'a self, prefix: &'a str, timeout: Duration)
-    -> BoxFuture<'a, Result<Vec<Inspected>>>;
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Inspected>>>;
     fn fenced<'a>(
         &'a self,
         access: &'a Fence<'a>,

@@ -22,7 +22,10 @@ pub(crate) const SCHEME: &str = "memory://";
 /// Open `memory://NAME` (or a store of its own for `memory://`), and where it points.
 pub(crate) fn open(url: &str) -> (super::Backend, String) {
     let name = url.strip_prefix(SCHEME).unwrap_or(url);
-    (super::Backend::Memory(MemoryStore::named(name)), format!("{SCHEME}{name}"))
+    (
+        super::Backend::Memory(MemoryStore::named(name)),
+        format!("{SCHEME}{name}"),
+    )
 }
 
 /// Drop the slots of expired, never released locks once this many acquisitions (and at

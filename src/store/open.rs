@@ -27,12 +27,15 @@ pub(crate) struct Options {
 /// A store opened: the client's backend, and where it points (without credentials).
 type Opened = (Backend, String);
 
+/// A store's opening function.
+type Opener = for<'a> fn(&'a str, &'a Options) -> BoxFuture<'a, Result<Opened>>;
+
 /// How one store opens itself.
 struct Entry {
     /// The URL schemes it opens, with `://`.
     schemes: &'static [&'static str],
     /// `None`: built without its feature (named here).
-    open: Option<for<'a> fn(&'a str, &'a Options) -> BoxFuture<'a, Result<Opened>>>,
+    open: Option<Opener>,
     feature: &'static str,
 }
 
@@ -91,7 +94,10 @@ pub(crate) async fn open(url: &str, options: &Options) -> Result<Opened> {
                 .filter(|e| e.open.is_some())
                 .flat_map(|e| e.schemes.iter().copied())
                 .collect();
-            Err(Error::invalid(format!("url: expected {}", known.join(", "))))
+            Err(Error::invalid(format!(
+                "url: expected {}",
+                known.join(", ")
+            )))
         }
     }
 }

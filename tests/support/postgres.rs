@@ -234,49 +234,43 @@ impl PostgresServer {
         }
     }
 
-    /// Run `sql` (one or more statements) as `postgres`; every row's columns as text.
+    /// Run `sql` (one or more statements) as `postgres` with `psql` (next to `initdb`,
+    /// or on `PATH`); the last statement's rows, each column as text (`None`: NULL).
+    /// Blocks the thread (bounded: 30 s), so it works from sync and async tests alike.
     pub fn try_sql(&self, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
-        let url = self.url();
-        let sql = sql.to_owned();
-        // A runtime of its own, on a thread of its own: callable from sync tests and
-        // from inside a tokio runtime alike.
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let connect = tokio_postgres::connect(&url, tokio_postgres::NoTls);
-                let (client, conn) = tokio::time::timeout(Duration::from_secs(5), connect)
-                    .await
-                    .map_err(|_| "connect timed out".to_owned())?
-                    .map_err(|e| e.to_string())?;
-                tokio::spawn(conn);
-                let messages = tokio::time::timeout(
-                    Duration::from_secs(30),
-                    client.simple_query(&sql),
-                )
-                .await
-                .map_err(|_| "query timed out".to_owned())?
-                .map_err(|e| match e.as_db_error() {
-                    Some(db) => db.message().to_owned(),
-                    None => e.to_string(),
-                })?;
-                Ok(messages
-                    .into_iter()
-                    .filter_map(|m| match m {
-                        tokio_postgres::SimpleQueryMessage::Row(row) => Some(
-                            (0..row.len())
-                                .map(|i| row.get(i).map(str::to_owned))
-                                .collect(),
-                        ),
-                        _ => None,
-                    })
-                    .collect())
+        const NULL: &str = "\u{1}NULL\u{1}";
+        let psql = if self.bin.join("psql").is_file() {
+            self.bin.join("psql")
+        } else {
+            PathBuf::from("psql")
+        };
+        let mut cmd = Command::new(psql);
+        cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
+            .args(["-F", "\u{1f}", "-P", &format!("null={NULL}")])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", "postgres", "-c", sql])
+            .env("PGCONNECT_TIMEOUT", "5")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| format!("psql: {e}"))?;
+        if process::reap(&mut child, Duration::from_secs(30)).is_none() {
+            kill_and_reap(child);
+            return Err("psql did not finish within 30 s".into());
+        }
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|line| {
+                line.split('\u{1f}')
+                    .map(|c| (c != NULL).then(|| c.to_owned()))
+                    .collect()
             })
-        })
-        .join()
-        .expect("sql thread")
+            .collect())
     }
 
     /// [`try_sql`](Self::try_sql), panicking on an error.

@@ -130,7 +130,6 @@ pub(crate) const SCHEME: &str = "etcd://";
 /// etcd over TLS (feature `tls` too).
 pub(crate) const TLS_SCHEME: &str = "etcds://";
 
-
 const STORE: &str = "etcd";
 
 /// Open an etcd store from `url` ([`SCHEME`] or [`TLS_SCHEME`]) as a client's backend.

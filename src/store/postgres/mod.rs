@@ -173,9 +173,7 @@ impl PostgresStore {
         let client = self.pool.get().await?;
         let version = match client.query_typed(&self.sql.version, &[]).await {
             Ok(rows) => rows.first().and_then(|r| r.get::<_, Option<i32>>(0)),
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
-                None
-            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => None,
             Err(e) => return Err(store_error(e)),
         };
         match version {

@@ -138,7 +138,7 @@ fn wake(waiters: &Waiters, keys: &Mutex<HashSet<String>>, payload: &str) {
 
 fn unhex(hex: &str) -> Option<String> {
     let bytes = hex.as_bytes();
-    if bytes.len() % 2 != 0 {
+    if !bytes.len().is_multiple_of(2) {
         return None;
     }
     let digit = |b: u8| (b as char).to_digit(16);

@@ -60,8 +60,7 @@ pub(crate) struct Statements {
 const PAYLOAD: &str = "CASE WHEN octet_length(r.key) <= 3900 THEN encode(r.key, 'hex') ELSE '' END";
 
 /// Milliseconds left until `expires_at`, rounded down.
-const REMAINING: &str =
-    "GREATEST(0, floor(extract(epoch FROM l.expires_at - n.t) * 1000))::int8";
+const REMAINING: &str = "GREATEST(0, floor(extract(epoch FROM l.expires_at - n.t) * 1000))::int8";
 
 /// A row's columns set free (the row stays: its token is the next one's floor).
 const FREE: &str = "value = NULL, expires_at = NULL, creator = NULL, armed = NULL, \
