@@ -884,6 +884,13 @@ impl Client {
     pub fn default_timeout(&self) -> Duration {
         self.inner.default_timeout
     }
+
+    /// The finest expiration the store grants ([`Store::granularity`]): 1 ms on memory
+    /// and Redis, 1 s on etcd, whose leases are whole seconds (expirations are rounded up
+    /// to it; [`Lock::expiration`] says what was granted).
+    pub fn granularity(&self) -> Duration {
+        self.backend().granularity()
+    }
 }
 
 #[cfg(test)]

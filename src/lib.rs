@@ -166,6 +166,9 @@ mod retry;
 pub mod schedule;
 pub mod store;
 mod telemetry;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 mod validity;
 mod wake;
 

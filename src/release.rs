@@ -21,7 +21,7 @@
 //!   granted is not believed (its grant may be what the abort deleted), and tried again;
 //! * retrying an abort, or an abort arriving late, does nothing more than the first.
 //!
-//! On a store that keeps waiters in line ([`Store::queues`](crate::store::Store::queues):
+//! On a store that keeps waiters in line (`Backend::queues`:
 //! etcd), an answered miss leaves the call's place there too — a key queued behind the
 //! holder, created by the attempt that put it in line. Those attempts are aborted with
 //! the others when the call ends without the key (awaited, before `NotObtained` is
@@ -34,7 +34,7 @@
 //! `tests/model.rs` checks these rules exhaustively against cancellation at every await,
 //! connection swaps and late deliveries.
 //!
-//! On a [partial](crate::store::Store::partial) store (a Redlock quorum) an attempt that
+//! On a partial store (`Backend::partial`) (a Redlock quorum) an attempt that
 //! was answered but did not win may still have been granted by some nodes: every such
 //! attempt is aborted [at once](Attempts::failed), before the retry strategy is asked
 //! for a delay, and whatever that abort could not reach is left to the one sent when

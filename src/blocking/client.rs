@@ -226,6 +226,23 @@ impl ClientBuilder {
             rt: Arc::new(rt),
         }
     }
+
+    /// A client on `store`, a store of your own (see [`crate::store`]), with this
+    /// builder's settings: the blocking form of [`crate::ClientBuilder::from_store`]. The
+    /// store's futures run on the client's runtime thread.
+    ///
+    /// # Panics
+    ///
+    /// If `default_timeout` was set outside 1 ms ..= [`MAX_DURATION`](crate::MAX_DURATION),
+    /// or if the runtime thread cannot be started.
+    pub fn from_store(self, store: impl crate::store::Store) -> Client {
+        let rt = Runtime::start()
+            .unwrap_or_else(|e| panic!("leasehold: cannot start the runtime thread: {e}"));
+        Client {
+            inner: self.inner.from_store(store),
+            rt: Arc::new(rt),
+        }
+    }
 }
 
 impl From<crate::ClientBuilder> for ClientBuilder {
@@ -309,6 +326,16 @@ impl Client {
     /// If the runtime thread cannot be started.
     pub fn memory() -> Client {
         ClientBuilder::new().memory()
+    }
+
+    /// A client on `store`, a store of your own (see [`crate::store`]): the blocking form
+    /// of [`crate::Client::from_store`], with default settings.
+    ///
+    /// # Panics
+    ///
+    /// If the runtime thread cannot be started.
+    pub fn from_store(store: impl crate::store::Store) -> Client {
+        ClientBuilder::new().from_store(store)
     }
 
     /// Acquire `key` for `val`, retrying under `retry` while another value holds it: the
@@ -396,6 +423,11 @@ impl Client {
     /// [`crate::ClientBuilder::default_timeout`].
     pub fn default_timeout(&self) -> Duration {
         self.inner.default_timeout()
+    }
+
+    /// The finest expiration the store grants; see [`crate::Client::granularity`].
+    pub fn granularity(&self) -> Duration {
+        self.inner.granularity()
     }
 
     /// Write the fenced `resource` with `token`: the blocking form of

@@ -100,7 +100,7 @@ impl MemoryStore {
         NAMED.lock().entry(name.to_owned()).or_default().clone()
     }
 
-    fn acquire_now(
+    pub(crate) fn acquire_now(
         &self,
         key: &str,
         val: &str,
@@ -176,7 +176,7 @@ impl MemoryStore {
             .filter(|slot| slot.holder(now) == Some(val))
     }
 
-    fn refresh_now(&self, key: &str, val: &str, expiration: Duration) -> bool {
+    pub(crate) fn refresh_now(&self, key: &str, val: &str, expiration: Duration) -> bool {
         let now = Instant::now();
         let mut store = self.store.lock();
         match Self::held(&mut store.slots, key, val, now) {
@@ -190,7 +190,12 @@ impl MemoryStore {
 
     /// Delete `key` if `val` holds it and, with `created_by`, one of those attempts
     /// created it and one armed it last. `true` if deleted.
-    fn release_now(&self, key: &str, val: &str, created_by: Option<&[AttemptId]>) -> bool {
+    pub(crate) fn release_now(
+        &self,
+        key: &str,
+        val: &str,
+        created_by: Option<&[AttemptId]>,
+    ) -> bool {
         let now = Instant::now();
         let deleted = {
             let mut store = self.store.lock();
@@ -208,13 +213,13 @@ impl MemoryStore {
         deleted
     }
 
-    fn pttl_now(&self, key: &str, val: &str) -> Option<Duration> {
+    pub(crate) fn pttl_now(&self, key: &str, val: &str) -> Option<Duration> {
         let now = Instant::now();
         let mut store = self.store.lock();
         Self::held(&mut store.slots, key, val, now).map(|slot| slot.deadline - now)
     }
 
-    fn force_release_now(&self, key: &str, only: Option<u64>) -> bool {
+    pub(crate) fn force_release_now(&self, key: &str, only: Option<u64>) -> bool {
         let now = Instant::now();
         let released = {
             let mut store = self.store.lock();
@@ -237,14 +242,12 @@ impl MemoryStore {
     /// What an operator may see of `slot`, if a lock holds it at `now`: a digest of the
     /// holder's value, never the value.
     fn inspected(key: &str, slot: &Slot, now: Instant) -> Option<Inspected> {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
         let value = slot.holder(now)?;
-        let digest = BuildHasherDefault::<DefaultHasher>::default().hash_one(value);
         Some(Inspected {
             key: key.to_owned(),
             ttl: Some(slot.deadline - now),
             token: slot.token,
-            holder: format!("{digest:016x}"),
+            holder: super::holder_digest(value),
             label: (!slot.label.is_empty()).then(|| slot.label.clone()),
             locked_at: slot.locked_at,
         })
@@ -259,7 +262,7 @@ impl MemoryStore {
         slot.holder(now).map(str::to_owned)
     }
 
-    fn fenced_now(&self, access: &Fence<'_>) -> Fenced {
+    pub(crate) fn fenced_now(&self, access: &Fence<'_>) -> Fenced {
         let mut store = self.store.lock();
         let resource = store
             .resources
@@ -284,6 +287,42 @@ impl MemoryStore {
             }
             None => Ok(resource.value.clone()),
         }
+    }
+}
+
+impl MemoryStore {
+    /// An attempt on this store always has an answer, so nothing can arrive later: only
+    /// what the attempts created is deleted.
+    pub(crate) fn abort_now(
+        &self,
+        key: &str,
+        val: &str,
+        attempts: &[AttemptId],
+        undo: bool,
+    ) -> bool {
+        undo && self.release_now(key, val, Some(attempts))
+    }
+
+    pub(crate) fn inspect_now(&self, key: &str) -> Option<Inspected> {
+        let now = Instant::now();
+        let store = self.store.lock();
+        store
+            .slots
+            .get(key)
+            .and_then(|slot| Self::inspected(key, slot, now))
+    }
+
+    pub(crate) fn list_now(&self, prefix: &str) -> Vec<Inspected> {
+        let now = Instant::now();
+        let store = self.store.lock();
+        let mut locks: Vec<Inspected> = store
+            .slots
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .filter_map(|(key, slot)| Self::inspected(key, slot, now))
+            .collect();
+        locks.sort_by(|a, b| a.key.cmp(&b.key));
+        locks
     }
 }
 
@@ -322,8 +361,6 @@ impl Store for MemoryStore {
         Ok(self.release_now(key, val, None))
     }
 
-    /// An attempt on this store always has an answer, so nothing can arrive later: only
-    /// what the attempts created is deleted.
     async fn abort(
         &self,
         key: &str,
@@ -332,7 +369,7 @@ impl Store for MemoryStore {
         undo: bool,
         _timeout: Duration,
     ) -> Result<bool> {
-        Ok(undo && self.release_now(key, val, Some(attempts)))
+        Ok(self.abort_now(key, val, attempts, undo))
     }
 
     async fn ttl(&self, key: &str, val: &str, _timeout: Duration) -> Result<Option<Duration>> {
@@ -353,25 +390,11 @@ impl Store for MemoryStore {
     }
 
     async fn inspect(&self, key: &str, _timeout: Duration) -> Result<Option<Inspected>> {
-        let now = Instant::now();
-        let store = self.store.lock();
-        Ok(store
-            .slots
-            .get(key)
-            .and_then(|slot| Self::inspected(key, slot, now)))
+        Ok(self.inspect_now(key))
     }
 
     async fn list(&self, prefix: &str, _timeout: Duration) -> Result<Vec<Inspected>> {
-        let now = Instant::now();
-        let store = self.store.lock();
-        let mut locks: Vec<Inspected> = store
-            .slots
-            .iter()
-            .filter(|(key, _)| key.starts_with(prefix))
-            .filter_map(|(key, slot)| Self::inspected(key, slot, now))
-            .collect();
-        locks.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(locks)
+        Ok(self.list_now(prefix))
     }
 
     /// Releases are seen as they happen, in this process: a waiter is queued at once.

@@ -333,7 +333,9 @@ pub async fn delayed_runs_start_right_after_the_previous(url: &str) {
     assert!(delayed.len() >= 3, "{runs:#?}");
     let max_gap = delayed.iter().map(|d| d.1).max().unwrap();
     assert!(
-        max_gap <= 100,
+        // A wait for the next tick instead would skip it (checked above); 200 ms leaves room
+        // for a loaded machine (114 ms seen while two builds ran beside it).
+        max_gap <= 200,
         "delayed runs started {delayed:?} ms after the previous end"
     );
     let hosts: std::collections::BTreeSet<usize> = runs.iter().map(|r| r.host).collect();

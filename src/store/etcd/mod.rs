@@ -61,7 +61,7 @@
 //!
 //! # The wait
 //!
-//! A miss puts `v`'s key in line ([`Store::queues`]), created by the attempt and marked
+//! A miss puts `v`'s key in line (`EtcdStore::queues`), created by the attempt and marked
 //! waiting: the call's place. It hangs on the client's session, a short lease kept alive
 //! while the client has calls waiting ([`session`]), so the place of a client that
 //! crashed or was cut off goes within the server's minimum TTL. A waiting `lock` call

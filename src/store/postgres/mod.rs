@@ -17,7 +17,7 @@
 //! * **No session state.** No advisory locks, temporary tables, session variables or
 //!   named prepared statements (`query_typed` sends each statement unnamed): every call
 //!   runs through a transaction-mode pooler (PgBouncer) as it would directly. Only the
-//!   hand-off listener (`LISTEN`) needs a session: see [`notify`].
+//!   hand-off listener (`LISTEN`) needs a session, a connection of its own.
 
 mod conn;
 mod notify;
