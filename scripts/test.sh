@@ -7,7 +7,8 @@
 #   scripts/test.sh --check         only report what is missing (exit 1 if anything is)
 #
 # The suite spawns real servers on free loopback ports: redis-server, redis-cli (which creates
-# the throwaway Redis Cluster) and etcd; building the etcd client needs protoc; the TLS test
+# the throwaway Redis Cluster), etcd and PostgreSQL (initdb + postgres, run as `nobody` when
+# root); building the etcd client needs protoc; the TLS test
 # makes its certificates with openssl; the scheduler's tests use IANA time zones (tzdata).
 # Missing ones are installed with apt-get (as root, or through sudo when it needs no password);
 # otherwise the script says exactly what to install, and stops.
@@ -25,6 +26,14 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have "${LEASEHOLD_REDIS_SERVER:-redis-server}" || missing+=(redis-server)
 have "${LEASEHOLD_REDIS_CLI:-redis-cli}" || missing+=(redis-tools)
 have "${LEASEHOLD_ETCD:-etcd}" || missing+=(etcd-server)
+# PostgreSQL: initdb on PATH, in LEASEHOLD_POSTGRES_BIN, or in Debian's
+# /usr/lib/postgresql/*/bin (not on PATH there).
+postgres_found() {
+  [ -n "${LEASEHOLD_POSTGRES_BIN:-}" ] && [ -x "$LEASEHOLD_POSTGRES_BIN/initdb" ] && return 0
+  have initdb && return 0
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+postgres_found || missing+=(postgresql)
 # protoc alone is not enough: etcd-client's build imports google/protobuf/*.proto, which
 # Debian ships in libprotobuf-dev (left out by --no-install-recommends). Probe the real
 # thing: compile a file that imports descriptor.proto.
@@ -62,8 +71,9 @@ scripts/test.sh: the test suite needs: ${missing[*]} (Debian/Ubuntu package name
 Install them, for example:
     sudo apt-get install ${missing[*]}
 or on macOS:
-    brew install redis etcd protobuf openssl
-or point LEASEHOLD_REDIS_SERVER, LEASEHOLD_REDIS_CLI, LEASEHOLD_ETCD and PROTOC at the binaries.
+    brew install redis etcd protobuf openssl postgresql
+or point LEASEHOLD_REDIS_SERVER, LEASEHOLD_REDIS_CLI, LEASEHOLD_ETCD and PROTOC at the binaries
+(LEASEHOLD_POSTGRES_BIN at the directory of initdb and postgres).
 MSG
     exit 1
   fi

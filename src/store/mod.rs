@@ -57,6 +57,8 @@ mod dynamic;
 pub(crate) mod etcd;
 pub(crate) mod memory;
 mod open;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub(crate) mod quorum;
 pub(crate) mod redis;
 mod types;

@@ -27,12 +27,15 @@ pub(crate) struct Options {
 /// A store opened: the client's backend, and where it points (without credentials).
 type Opened = (Backend, String);
 
+/// A store's opening function.
+type Opener = for<'a> fn(&'a str, &'a Options) -> BoxFuture<'a, Result<Opened>>;
+
 /// How one store opens itself.
 struct Entry {
     /// The URL schemes it opens, with `://`.
     schemes: &'static [&'static str],
     /// `None`: built without its feature (named here).
-    open: Option<for<'a> fn(&'a str, &'a Options) -> BoxFuture<'a, Result<Opened>>>,
+    open: Option<Opener>,
     feature: &'static str,
 }
 
@@ -55,6 +58,14 @@ const STORES: &[Entry] = &[
         #[cfg(not(feature = "etcd"))]
         open: None,
         feature: "etcd",
+    },
+    Entry {
+        schemes: &["postgres://", "postgresql://"],
+        #[cfg(feature = "postgres")]
+        open: Some(|url, options| Box::pin(super::postgres::open_backend(url, options))),
+        #[cfg(not(feature = "postgres"))]
+        open: None,
+        feature: "postgres",
     },
 ];
 

@@ -36,6 +36,9 @@ pub enum Target {
     /// `etcd://host:port`, and a namespace on it (the lock client's key prefix, and the
     /// start of the counter's and the records' keys): the binary's one server is shared.
     Etcd(String, String),
+    /// `postgres://…`, and a namespace on it (the lock client's key prefix; the counter
+    /// and the records are rows of tables of their own, under that namespace).
+    Postgres(String, String),
 }
 
 impl Target {
@@ -44,6 +47,7 @@ impl Target {
             Target::Redis(url) => format!("redis={url}"),
             Target::Cluster(urls) => format!("cluster={}", urls.join(",")),
             Target::Etcd(url, namespace) => format!("etcd={url}|{namespace}"),
+            Target::Postgres(url, namespace) => format!("postgres={url}|{namespace}"),
         }
     }
 
@@ -56,6 +60,10 @@ impl Target {
             Some(("etcd", target)) => {
                 let (url, namespace) = target.split_once('|').expect("etcd=URL|NAMESPACE");
                 Target::Etcd(url.to_owned(), namespace.to_owned())
+            }
+            Some(("postgres", target)) => {
+                let (url, namespace) = target.split_once('|').expect("postgres=URL|NAMESPACE");
+                Target::Postgres(url.to_owned(), namespace.to_owned())
             }
             _ => panic!("bad history target {spec:?}"),
         }
@@ -71,7 +79,7 @@ impl Target {
             }
             #[cfg(not(feature = "cluster"))]
             Target::Cluster(_) => unreachable!("the cluster feature is off"),
-            Target::Etcd(url, namespace) => Client::builder()
+            Target::Etcd(url, namespace) | Target::Postgres(url, namespace) => Client::builder()
                 .key_prefix(namespace.as_str())
                 .open(url)
                 .await
@@ -106,6 +114,22 @@ impl Target {
             ),
             #[cfg(not(feature = "etcd"))]
             Target::Etcd(..) => unreachable!("the etcd feature is off"),
+            Target::Postgres(url, namespace) => {
+                let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                // One creator at a time (the worker processes start together).
+                client
+                    .batch_execute(
+                        "BEGIN; SELECT pg_advisory_xact_lock(42); \
+                         CREATE TABLE IF NOT EXISTS history_counter (ns text PRIMARY KEY, n int8); \
+                         CREATE TABLE IF NOT EXISTS history_records (ns text, line text); COMMIT;",
+                    )
+                    .await
+                    .unwrap();
+                Data::Postgres(Box::new(client), namespace.clone())
+            }
         }
     }
 }
@@ -118,6 +142,8 @@ enum Data {
     /// `NAMESPACE history/`.
     #[cfg(feature = "etcd")]
     Etcd(Box<etcd_client::Client>, String),
+    /// Rows of `history_counter` and `history_records` under a namespace.
+    Postgres(Box<tokio_postgres::Client>, String),
 }
 
 impl Data {
@@ -133,6 +159,11 @@ impl Data {
                 .kvs()
                 .first()
                 .map(|kv| kv.value_str().unwrap().parse().unwrap()),
+            Data::Postgres(c, ns) => c
+                .query_opt("SELECT n FROM history_counter WHERE ns = $1", &[ns])
+                .await
+                .unwrap()
+                .map(|row| row.get(0)),
         };
         n.unwrap_or(0)
     }
@@ -146,6 +177,15 @@ impl Data {
                 let key = format!("{ns}history-counter");
                 c.put(key, n.to_string(), None).await.unwrap();
             }
+            Data::Postgres(c, ns) => {
+                c.execute(
+                    "INSERT INTO history_counter (ns, n) VALUES ($1, $2) \
+                     ON CONFLICT (ns) DO UPDATE SET n = excluded.n",
+                    &[ns, &n],
+                )
+                .await
+                .unwrap();
+            }
         }
     }
 
@@ -157,6 +197,14 @@ impl Data {
             Data::Etcd(c, ns) => {
                 let key = format!("{ns}history/{}", leasehold::random_value());
                 c.put(key, line, None).await.unwrap();
+            }
+            Data::Postgres(c, ns) => {
+                c.execute(
+                    "INSERT INTO history_records (ns, line) VALUES ($1, $2)",
+                    &[ns, &line],
+                )
+                .await
+                .unwrap();
             }
         }
     }
@@ -176,6 +224,13 @@ impl Data {
                 .kvs()
                 .iter()
                 .map(|kv| kv.value_str().unwrap().to_owned())
+                .collect(),
+            Data::Postgres(c, ns) => c
+                .query("SELECT line FROM history_records WHERE ns = $1", &[ns])
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
                 .collect(),
         }
     }

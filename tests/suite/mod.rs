@@ -326,6 +326,45 @@ pub mod etcd {
     }
 }
 
+/// The test binary's shared PostgreSQL (feature `postgres`); a key prefix per case.
+#[cfg(feature = "postgres")]
+pub mod postgres {
+    use super::*;
+    use crate::support::PostgresServer;
+
+    pub fn url() -> String {
+        PostgresServer::shared().url()
+    }
+
+    pub async fn open(case: &str) -> Store {
+        let client = Client::builder()
+            .key_prefix(format!("{}:", unique(case)))
+            .open(&url())
+            .await
+            .expect("connect to postgres");
+        Store {
+            client,
+            _keep: None,
+        }
+    }
+
+    pub fn open_blocking(case: &str) -> BlockingStore {
+        let prefix = format!("{}:", unique(case));
+        let url = url();
+        let open = move || {
+            blocking::Client::builder()
+                .key_prefix(prefix.clone())
+                .open(&url)
+                .expect("connect to postgres")
+        };
+        BlockingStore {
+            client: open(),
+            open: Box::new(open),
+            _keep: None,
+        }
+    }
+}
+
 // -- the suite --------------------------------------------------------------------
 
 /// `conformance!(store)`: a module `store` with every async case (`store::r#async::…`)

@@ -8,6 +8,7 @@
 //! | [`RedisCluster`] | `cluster.rs` | a Redis Cluster (masters, replicas, failover, slot migration) |
 //! | [`RedisSentinel`] | `sentinel.rs` | a master, a replica and three sentinels |
 //! | [`EtcdServer`], [`EtcdCluster`] | `etcd.rs` | a single etcd member, or three |
+//! | [`PostgresServer`] | `postgres.rs` | one throw-away PostgreSQL (`initdb` + `postgres`) |
 //!
 //! `process.rs` spawns every child so that it dies with the test binary (see
 //! [`process`]); this file keeps the small helpers.
@@ -30,6 +31,7 @@
 
 mod cluster;
 mod etcd;
+mod postgres;
 mod process;
 mod proxy;
 mod sentinel;
@@ -40,6 +42,8 @@ mod server;
 pub use cluster::{ClusterNode, RedisCluster, Role, SlotMigration};
 #[allow(unused_imports)]
 pub use etcd::{EtcdCluster, EtcdServer, TlsFiles};
+#[allow(unused_imports)]
+pub use postgres::PostgresServer;
 #[allow(unused_imports)]
 pub use proxy::FaultProxy;
 #[allow(unused_imports)]

@@ -1,0 +1,144 @@
+//! Connections: a few tokio-postgres connections, each made on first use and made again
+//! when it closes. Statements go out unnamed (`query_typed`: parse, bind and execute in one
+//! round trip), so nothing lives in the session between them. Each call is bounded by its
+//! timeout.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{NoTls, Row};
+
+use crate::store::StoreError;
+use crate::{Error, Result};
+
+/// Connections per client: statements pipeline on each, and a statement waiting for a
+/// row lock holds up only the statements behind it on its connection.
+const CONNECTIONS: usize = 4;
+
+/// Whether a statement may go out again once it may have reached the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// A read, or a write whose second run changes nothing the first did not.
+    Safe,
+    /// A release: sent again it would report "not held". A connection lost after it went
+    /// out ends the call with [`Error::Indeterminate`].
+    Never,
+}
+
+pub(crate) struct Pool {
+    config: tokio_postgres::Config,
+    slots: Vec<tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    pub(crate) fn new(config: tokio_postgres::Config) -> Self {
+        Pool {
+            config,
+            slots: (0..CONNECTIONS)
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// A connection (the next one in turn), made now if it is not open.
+    pub(crate) async fn get(&self) -> Result<Arc<tokio_postgres::Client>> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let mut slot = self.slots[i].lock().await;
+        if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(Arc::clone(client));
+        }
+        let client = Arc::new(connect(&self.config).await?);
+        *slot = Some(Arc::clone(&client));
+        Ok(client)
+    }
+
+    /// Run `sql` with typed `params`, within `timeout`. A connection found closed is
+    /// made again; a statement that failed on a lost connection is sent again on a new one
+    /// if `resend` allows and time remains.
+    pub(crate) async fn query(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+        resend: Resend,
+        timeout: Duration,
+    ) -> Result<Vec<Row>> {
+        let run = async {
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let client = self.get().await?;
+                match client.query_typed(sql, params).await {
+                    Ok(rows) => return Ok(rows),
+                    // The server ended the session (`pg_terminate_backend`, a shutdown)
+                    // before or while it ran the statement: its transaction did not
+                    // commit, so any statement may go out again, on a new connection (every
+                    // connection of the pool may have ended alike).
+                    Err(e) if session_ended(&e) && tries <= CONNECTIONS => {}
+                    Err(e) if e.is_closed() || is_io(&e) => {
+                        if resend == Resend::Never {
+                            return Err(Error::Indeterminate(Box::new(store_error(e))));
+                        }
+                        if tries >= 2 {
+                            return Err(store_error(e));
+                        }
+                    }
+                    Err(e) => return Err(store_error(e)),
+                }
+            }
+        };
+        tokio::time::timeout(timeout, run)
+            .await
+            .map_err(|_| Error::Timeout)?
+    }
+}
+
+/// A new connection; its I/O runs on a task of its own until it closes.
+pub(crate) async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
+    let (client, connection) = config.connect(NoTls).await.map_err(store_error)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// A FATAL `57P0x` reply: the backend was terminated (57P01), or the server is shutting
+/// down (57P02) or starting (57P03); the session is over and nothing it ran uncommitted
+/// stays.
+fn session_ended(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| db.code().code().starts_with("57P0"))
+}
+
+fn is_io(e: &tokio_postgres::Error) -> bool {
+    std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+/// A driver error as the crate's: transient when another attempt could succeed (a lost
+/// or refused connection, a server shutting down or starting, a statement cancelled by
+/// `statement_timeout`, a serialization failure or deadlock). The driver's messages name
+/// neither a lock value (values travel as bound parameters) nor a password.
+pub(crate) fn store_error(e: tokio_postgres::Error) -> Error {
+    use tokio_postgres::error::SqlState;
+    let transient = match e.code() {
+        None => true,
+        Some(code) => {
+            let class = &code.code()[..2];
+            // 08: connection exception; 53: insufficient resources; 57: operator
+            // intervention (shutdown, statement timeout, cannot connect now); 40:
+            // serialization failure, deadlock.
+            matches!(class, "08" | "53" | "57" | "40") || *code == SqlState::LOCK_NOT_AVAILABLE
+        }
+    };
+    let message = match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None if e.is_closed() => "connection closed".to_owned(),
+        None => e.to_string(),
+    };
+    Error::Store(StoreError::new("postgres", transient, message).with_source(e))
+}

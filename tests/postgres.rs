@@ -1,0 +1,375 @@
+//! PostgreSQL (feature `postgres`): the whole conformance suite, async and blocking, on
+//! one server shared by this test binary (a key prefix per case), the history checker
+//! with its negative control, the schema, and faults (a restart mid-hold, a killed
+//! connection, a paused client, a reply lost after commit, a statement timeout) each on
+//! a server or proxy of its own.
+
+#![cfg(feature = "postgres")]
+
+mod support;
+#[macro_use]
+mod suite;
+
+use std::time::{Duration, Instant};
+
+use leasehold::{Client, Lock};
+use support::{FaultProxy, PostgresServer};
+
+const MS: Duration = Duration::from_millis(1);
+const SEC: Duration = Duration::from_secs(1);
+
+conformance!(postgres);
+
+/// Entry point of a history worker process (re-executed test binary); not a test itself.
+#[test]
+#[ignore = "worker entry point, run by the history tests in child processes"]
+fn history_worker() {
+    suite::history::worker();
+}
+
+/// A namespace of its own on the shared server: a client with that key prefix, and the
+/// prefix.
+async fn client(test: &str) -> (Client, String) {
+    let prefix = format!("{test}-{}:", &leasehold::random_value()[..8]);
+    let client = Client::builder()
+        .key_prefix(prefix.as_str())
+        .open(&suite::postgres::url())
+        .await
+        .expect("connect to postgres");
+    (client, prefix)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_is_a_row_with_a_rising_token() {
+    let (client, prefix) = client("row").await;
+    let lock = client.try_lock("k", "v1", 10 * SEC).await.unwrap();
+    let first = lock.fencing_token();
+    lock.unlock().await.unwrap();
+    let lock = client.try_lock("k", "v2", 10 * SEC).await.unwrap();
+    assert_eq!(lock.fencing_token(), first + 1);
+    let rows = PostgresServer::shared().sql(&format!(
+        "SELECT token, value IS NOT NULL FROM leasehold_locks WHERE key = '{prefix}k'::bytea"
+    ));
+    assert_eq!(rows.len(), 1, "one row per key");
+    assert_eq!(rows[0][0].as_deref(), Some(&*(first + 1).to_string()));
+}
+
+/// A client on `url` with this key prefix and per-call timeout.
+async fn open(url: &str, prefix: &str, timeout: Duration) -> Client {
+    Client::builder()
+        .key_prefix(prefix)
+        .default_timeout(timeout)
+        .open(url)
+        .await
+        .expect("connect to postgres")
+}
+
+/// Polls (bounded) until `client` takes `key`.
+async fn take_within(client: &Client, key: &str, val: &str, limit: Duration) -> Option<Lock> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(lock) = client.try_lock(key, val, 30 * SEC).await {
+            return Some(lock);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(20 * MS).await;
+    }
+}
+
+// -- the history checker ----------------------------------------------------------
+
+/// 3 OS processes × 4 tasks do read-modify-writes of a counter under the lock: no lost
+/// update, no overlapping holds, tokens strictly rising in grant order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_across_processes_never_overlap_and_tokens_rise_in_grant_order() {
+    let namespace = format!("history-{}:", &leasehold::random_value()[..8]);
+    let target = suite::history::Target::Postgres(suite::postgres::url(), namespace);
+    suite::history::holds_never_overlap(&target).await;
+}
+
+/// Negative control: the same workload without the lock is caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_catches_the_same_workload_without_the_lock() {
+    let namespace = format!("control-{}:", &leasehold::random_value()[..8]);
+    let target = suite::history::Target::Postgres(suite::postgres::url(), namespace);
+    suite::history::the_checker_catches_no_lock(&target).await;
+}
+
+// -- the schema -------------------------------------------------------------------
+
+/// Columns, types, nullability, defaults and indexes of the three tables in `schema`.
+fn catalog(server: &PostgresServer, schema: &str) -> Vec<Vec<Option<String>>> {
+    let mut rows = server.sql(&format!(
+        "SELECT table_name, column_name, data_type, is_nullable, column_default \
+         FROM information_schema.columns WHERE table_schema = '{schema}' \
+         ORDER BY table_name, ordinal_position"
+    ));
+    rows.extend(server.sql(&format!(
+        "SELECT tablename, replace(indexdef, '{schema}.', 'S.') FROM pg_indexes \
+         WHERE schemaname = '{schema}' ORDER BY indexname"
+    )));
+    rows
+}
+
+/// The shipped `schema.sql`, applied by hand, makes exactly what the client creates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_schema_is_what_the_client_creates() {
+    let server = PostgresServer::shared();
+    let documented = include_str!("../src/store/postgres/schema.sql")
+        .replace("public.", "documented.")
+        .replace("EXISTS public;", "EXISTS documented;");
+    server.sql(&documented);
+    let url = format!("{}?schema=created", server.url());
+    let client = Client::open(&url).await.expect("open creates the tables");
+    let _held = client.try_lock("k", "v", 10 * SEC).await.unwrap();
+    let (a, b) = (catalog(server, "documented"), catalog(server, "created"));
+    assert_eq!(a.len(), 16, "14 columns of 3 tables and 2 indexes: {a:?}");
+    assert_eq!(a, b);
+    let version = server.sql("SELECT version FROM created.leasehold_locks_version");
+    assert_eq!(version, vec![vec![Some("1".to_owned())]]);
+    // What `leasehold migrate` prints for that URL: the shipped text with its names.
+    let printed = leasehold::store::postgres::schema_sql(&url).unwrap();
+    let shipped = include_str!("../src/store/postgres/schema.sql");
+    assert!(
+        printed.contains("CREATE TABLE IF NOT EXISTS \"created\".\"leasehold_locks_fences\" (")
+    );
+    assert_eq!(printed.lines().count(), shipped.lines().count());
+    assert!(!printed.contains("public"), "{printed}");
+}
+
+/// Without `create`, a missing table is an error that says what to do, and nothing is
+/// created; a schema newer than the client's is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_newer_schema_is_refused() {
+    let server = PostgresServer::shared();
+    let url = format!("{}?schema=absent&create=false", server.url());
+    let err = Client::open(&url).await.expect_err("no table");
+    assert!(err.is_store() && !err.is_transient(), "{err}");
+    assert!(err.to_string().contains("leasehold migrate"), "{err}");
+    assert!(
+        server
+            .sql("SELECT 1 FROM pg_namespace WHERE nspname = 'absent'")
+            .is_empty()
+    );
+    let url = format!("{}?schema=newer", server.url());
+    Client::open(&url).await.unwrap();
+    server.sql("UPDATE newer.leasehold_locks_version SET version = 99");
+    let err = Client::open(&url).await.expect_err("newer schema");
+    assert!(err.to_string().contains("version 99"), "{err}");
+}
+
+// -- bad input --------------------------------------------------------------------
+
+/// Keys are bytes to the store: NUL, quotes, backslashes, SQL, non-ASCII and a key too
+/// long for a notification payload all lock, conflict and release as any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_with_any_bytes_lock_and_release() {
+    let (a, prefix) = client("bytes").await;
+    let b = open(&suite::postgres::url(), &prefix, 5 * SEC).await;
+    let long = "x".repeat(5000);
+    for key in [
+        "nul\0byte",
+        "quote'\"",
+        "back\\slash",
+        "'); DROP TABLE leasehold_locks; --",
+        "ключ 🔒",
+        "%_*",
+        long.as_str(),
+    ] {
+        let lock = a.try_lock(key, "v", 10 * SEC).await.unwrap();
+        assert!(
+            b.try_lock(key, "w", 10 * SEC)
+                .await
+                .unwrap_err()
+                .is_not_obtained()
+        );
+        let seen = a.inspect(key).await.unwrap().expect("inspected");
+        assert_eq!(seen.key(), key);
+        lock.unlock().await.unwrap();
+        b.try_lock(key, "w", 10 * SEC)
+            .await
+            .unwrap()
+            .unlock()
+            .await
+            .unwrap();
+    }
+}
+
+/// A schema or table name that is not a plain identifier is refused before any I/O (the
+/// URL's port has no server: a connection attempt would fail otherwise).
+#[tokio::test]
+async fn a_schema_that_is_not_an_identifier_is_refused_before_any_io() {
+    let port = support::free_port();
+    for bad in [
+        "schema=a-b",
+        "schema=x%22;DROP",
+        "schema=\"q\"",
+        "schema=",
+        "table=9lives",
+        "table=a.b",
+    ] {
+        let url = format!("postgres://u:hunter2@127.0.0.1:{port}/db?{bad}");
+        let err = Client::open(&url).await.expect_err(bad);
+        assert!(err.is_invalid_argument(), "{bad}: {err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+    let url = format!("postgres://u:hunter2@127.0.0.1:{port}/db");
+    let err = Client::open(&url).await.expect_err("nothing listens");
+    assert!(err.is_transient() && !err.is_invalid_argument(), "{err}");
+    assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+}
+
+// -- faults -----------------------------------------------------------------------
+
+/// The server is killed (SIGKILL) and started again while a lock is held: the committed
+/// row survives (the WAL), the holder's refresh and unlock reconnect and succeed, nobody
+/// else takes it meanwhile, and the next token is above the held one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_survives_a_server_restart_mid_hold() {
+    let server = PostgresServer::start();
+    let holder = open(&server.url(), "", 2 * SEC).await;
+    let other = open(&server.url(), "", 2 * SEC).await;
+    let lock = holder.try_lock("k", "holder", 30 * SEC).await.unwrap();
+    let token = lock.fencing_token();
+    server.restart();
+    let deadline = Instant::now() + 10 * SEC;
+    while lock.refresh().await.is_err() {
+        assert!(Instant::now() < deadline, "refresh never reconnected");
+        tokio::time::sleep(50 * MS).await;
+    }
+    assert!(
+        other
+            .try_lock("k", "other", 30 * SEC)
+            .await
+            .unwrap_err()
+            .is_not_obtained()
+    );
+    lock.unlock().await.unwrap();
+    let next = other.try_lock("k", "other", 30 * SEC).await.unwrap();
+    assert!(next.fencing_token() > token);
+}
+
+/// Every connection of the clients is killed by the server (`pg_terminate_backend`) while
+/// a lock is held: the holder's next call is answered (sent again on a new connection)
+/// and the lock is still its own; its unlock succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_connection_is_made_again_and_the_lock_kept() {
+    let server = PostgresServer::shared();
+    let prefix = format!("killed-{}:", &leasehold::random_value()[..8]);
+    // Its own application name: only its connections are killed.
+    let name = format!("killed{}", &leasehold::random_value()[..8]);
+    let url = format!("{}?application_name={name}", server.url());
+    let holder = open(&url, &prefix, 5 * SEC).await;
+    let other = open(&server.url(), &prefix, 5 * SEC).await;
+    let lock = holder.try_lock("k", "holder", 30 * SEC).await.unwrap();
+    let killed = server.sql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = '{name}'"
+    ));
+    assert!(!killed.is_empty(), "no connection killed");
+    // The next call is answered: the statement goes out again on a new connection.
+    let ttl = lock.ttl().await.expect("answered after the kill");
+    assert!(ttl.is_some_and(|t| t > 20 * SEC), "{ttl:?}");
+    assert!(
+        other
+            .try_lock("k", "other", 30 * SEC)
+            .await
+            .unwrap_err()
+            .is_not_obtained()
+    );
+    lock.unlock().await.unwrap();
+}
+
+/// A holder that stalls past its lease (no renewal) has lost it: another takes the key
+/// with a higher token, the stale holder's refresh and unlock are `NotHeld`, and a fenced
+/// resource refuses its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_paused_past_its_lease_has_lost_it() {
+    let (stale, prefix) = client("paused").await;
+    let other = open(&suite::postgres::url(), &prefix, 5 * SEC).await;
+    let old = stale.try_lock("k", "stale", 200 * MS).await.unwrap();
+    old.fenced_set("res", "from stale").await.unwrap();
+    tokio::time::sleep(400 * MS).await; // the pause: the database's clock expires it
+    let new = other.try_lock("k", "new", 30 * SEC).await.unwrap();
+    assert!(new.fencing_token() > old.fencing_token());
+    new.fenced_set("res", "from new").await.unwrap();
+    assert!(old.refresh().await.unwrap_err().is_not_held());
+    assert!(
+        old.fenced_set("res", "late write")
+            .await
+            .unwrap_err()
+            .is_fenced()
+    );
+    assert_eq!(
+        new.fenced_get("res").await.unwrap().as_deref(),
+        Some("from new")
+    );
+    assert!(old.unlock().await.unwrap_err().is_not_held());
+    new.unlock().await.unwrap();
+}
+
+/// The reply to an acquire is lost after the row was committed: the caller times out,
+/// the client aborts the attempt and frees the key it created, so another client takes
+/// it at once rather than after the 30 s expiration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_lost_after_commit_leaves_no_lock_behind() {
+    let server = PostgresServer::shared();
+    let proxy = FaultProxy::start(server.port());
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", proxy.port());
+    let prefix = format!("lost-{}:", &leasehold::random_value()[..8]);
+    let client = open(&url, &prefix, 500 * MS).await;
+    let other = open(&server.url(), &prefix, 5 * SEC).await;
+    proxy.lose_reply_to(b"NULLIF($7");
+    let err = client.try_lock("k", "lost", 30 * SEC).await.unwrap_err();
+    assert!(err.is_timeout() || err.is_transient(), "{err}");
+    assert!(
+        proxy.replies_lost() > 0,
+        "the acquire ran and its reply was lost"
+    );
+    let taken = take_within(&other, "k", "other", 3 * SEC).await;
+    assert!(taken.is_some(), "the lost acquire's lock was left behind");
+    proxy.cut_lost();
+}
+
+/// A statement cancelled by `statement_timeout` (here: blocked on the row, locked by an
+/// open transaction) fails as a transient store error, takes nothing, and the key is
+/// taken once the blocker ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_timeout_is_a_transient_failure_that_takes_nothing() {
+    let server = PostgresServer::shared();
+    let prefix = format!("stmt-{}:", &leasehold::random_value()[..8]);
+    let url = format!("{}?options=-c%20statement_timeout%3D200", server.url());
+    let client = open(&url, &prefix, 5 * SEC).await;
+    client
+        .try_lock("k", "v", 10 * SEC)
+        .await
+        .unwrap()
+        .unlock()
+        .await
+        .unwrap();
+    let (blocker, conn) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    blocker
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM leasehold_locks WHERE key = '{prefix}k'::bytea FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = client.try_lock("k", "w", 10 * SEC).await.unwrap_err();
+    assert!(err.is_store() && err.is_transient(), "{err}");
+    assert!(err.to_string().contains("57014"), "{err}");
+    assert!(started.elapsed() < 3 * SEC);
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    client
+        .try_lock("k", "w", 10 * SEC)
+        .await
+        .unwrap()
+        .unlock()
+        .await
+        .unwrap();
+}
