@@ -28,13 +28,13 @@
 //!   even after the key expired or was deleted. A re-arm (the holder acquiring again)
 //!   keeps its token.
 //! * **Bounded round trips.** Each operation that talks to a server finishes within
-//!   `timeout` or fails with [`Error::Timeout`](crate::Error::Timeout). Failures are
+//!   `timeout` or fails with [`Error::Timeout`]. Failures are
 //!   classified: [`Error::is_transient`](crate::Error::is_transient) tells one another
 //!   attempt could fix from one it cannot; build yours with [`StoreError`].
 //! * **Idempotent under re-send.** `acquire`, `refresh`, `ttl` and `abort` may be sent again
 //!   by the client after a timeout; running one twice must leave what running it once
 //!   does. `release` and `force_release` are never sent again blindly: when their answer
-//!   is lost, the store returns [`Error::Indeterminate`](crate::Error::Indeterminate) (or
+//!   is lost, the store returns [`Error::Indeterminate`] (or
 //!   a timeout) and does not retry them itself.
 //! * **Cancellation.** Any future may be dropped at any `.await`. A dropped `acquire` may
 //!   still land: the client then calls [`Store::abort`], which must make the attempt
@@ -92,7 +92,7 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) if it cannot be granted
+    /// [`Error::InvalidArgument`] if it cannot be granted
     /// (a store with a minimum lease, say).
     fn grant(&self, expiration: Duration) -> Result<Duration> {
         let step = self.granularity().as_nanos().max(1);
@@ -116,7 +116,7 @@ pub trait Store: Send + Sync + 'static {
     ///   nothing; [`Acquire::Refused`].
     ///
     /// A store may also fail with
-    /// [`Error::NotReplicated`](crate::Error::NotReplicated) after the write ran but was
+    /// [`Error::NotReplicated`] after the write ran but was
     /// not made durable: the client then aborts the attempt (deleting what it created).
     ///
     /// # Cancel safety
@@ -144,7 +144,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Delete `key` if `val` holds it (waking its waiters, for a store that
     /// [notifies](Store::watch)). `false`: not held; nothing changed. Never re-sent
-    /// blindly: a lost answer is [`Error::Indeterminate`](crate::Error::Indeterminate).
+    /// blindly: a lost answer is [`Error::Indeterminate`].
     fn release(
         &self,
         key: &str,
