@@ -744,14 +744,42 @@ async fn bad_urls_keys_and_unreachable_members_fail_as_documented() {
         assert!(err.is_invalid_argument(), "{bad}: {err:?}");
         assert!(!format!("{err} {err:?}").contains("secret"), "{err}");
     }
+    // Every member refused: the error names each, as soon as the last refused (not
+    // after the connect timeout).
+    let started = Instant::now();
+    let err = Client::builder()
+        .connect_timeout(5 * SEC)
+        .open("etcd://127.0.0.1:1,127.0.0.1:2")
+        .await
+        .unwrap_err();
+    let shown = err.to_string();
+    assert!(err.is_store() && err.is_transient(), "{err:?}");
+    for member in ["127.0.0.1:1:", "127.0.0.1:2:"] {
+        assert!(shown.contains(member), "names {member}: {shown}");
+    }
+    assert!(
+        shown.to_lowercase().contains("refused"),
+        "says what happened: {shown}"
+    );
+    assert!(started.elapsed() < 2 * SEC, "{:?}", started.elapsed());
+    // A member that accepts connections and never answers: named, after the timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_at = silent.local_addr().unwrap();
     let started = Instant::now();
     let err = Client::builder()
         .connect_timeout(300 * MS)
-        .open("etcd://127.0.0.1:1")
+        .open(&format!("etcd://{silent_at}"))
         .await
         .unwrap_err();
-    assert!(err.is_timeout() || err.is_store(), "{err:?}");
+    let shown = err.to_string();
+    assert!(
+        shown.contains(&format!(
+            "{silent_at}: no answer within the timeout (300ms)"
+        )),
+        "{shown}"
+    );
     assert!(started.elapsed() < 2 * SEC, "{:?}", started.elapsed());
+    drop(silent);
     let (client, _) = client("names").await;
     let err = client.try_lock("a\0b", "v", SEC).await.unwrap_err();
     assert!(err.is_invalid_argument(), "{err:?}");

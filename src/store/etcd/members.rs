@@ -24,7 +24,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use std::future::Future;
+
 use etcd_client as etcd;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -83,13 +87,16 @@ impl Members {
                 .map(|e| connect_one(e, &options, connect_timeout)),
         )
         .await;
-        let mut first_error = None;
+        let mut failures = Vec::with_capacity(endpoints.len());
         let mut members = Vec::with_capacity(endpoints.len());
         for (endpoint, client) in endpoints.iter().zip(connected) {
             let client = match client {
-                Ok(client) => Some(client),
+                Ok(client) => {
+                    failures.push((String::new(), true));
+                    Some(client)
+                }
                 Err(e) => {
-                    first_error.get_or_insert(e);
+                    failures.push(describe(&e, connect_timeout));
                     None
                 }
             };
@@ -100,7 +107,12 @@ impl Members {
             });
         }
         if members.iter().all(|m| m.client.lock().is_none()) {
-            return Err(first_error.unwrap_or(Error::Timeout));
+            return Err(no_member_answered(
+                endpoints
+                    .iter()
+                    .zip(failures)
+                    .map(|(e, why)| (e.clone(), why)),
+            ));
         }
         // Clients spread over the members.
         let preferred = getrandom::u32().unwrap_or(0) as usize % members.len();
@@ -318,6 +330,81 @@ impl Members {
             }
         }
     }
+}
+
+impl Members {
+    /// Run `op` on every member at once, each within `timeout`: the first answer, or —
+    /// as soon as every member failed — an error that names each member and what it
+    /// said (a refused connection fails at once, not after the timeout).
+    pub(super) async fn first_answer<T, F, Fut>(&self, timeout: Duration, op: F) -> Result<T>
+    where
+        F: Fn(etcd::Client) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut pending: FuturesUnordered<_> = self
+            .members
+            .iter()
+            .map(|m| {
+                let call = m.client.lock().clone().map(&op);
+                let endpoint = m.endpoint.clone();
+                async move {
+                    let outcome = match call {
+                        None => Err(("not connected".to_owned(), true)),
+                        Some(call) => match tokio::time::timeout(timeout, call).await {
+                            Ok(Ok(answer)) => Ok(answer),
+                            Ok(Err(e)) => Err(describe(&e, timeout)),
+                            Err(_) => Err(describe(&Error::Timeout, timeout)),
+                        },
+                    };
+                    (endpoint, outcome)
+                }
+            })
+            .collect();
+        let mut failures = Vec::new();
+        while let Some((endpoint, outcome)) = pending.next().await {
+            match outcome {
+                Ok(answer) => return Ok(answer),
+                Err(why) => failures.push((endpoint, why)),
+            }
+        }
+        Err(no_member_answered(failures))
+    }
+}
+
+/// What a member's failure says, with its causes, and whether it is transient.
+fn describe(e: &Error, timeout: Duration) -> (String, bool) {
+    if matches!(e, Error::Timeout) {
+        return (format!("no answer within the timeout ({timeout:?})"), true);
+    }
+    let mut said = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_said = cause.to_string();
+        if !said.contains(&cause_said) {
+            said.push_str(": ");
+            said.push_str(&cause_said);
+        }
+        source = cause.source();
+    }
+    (said, e.is_transient())
+}
+
+/// Every member failed: one error naming each member (`host:port`, never credentials)
+/// and what it said; transient if any failure was.
+fn no_member_answered(failures: impl IntoIterator<Item = (String, (String, bool))>) -> Error {
+    let mut transient = false;
+    let named: Vec<String> = failures
+        .into_iter()
+        .map(|(endpoint, (why, t))| {
+            transient |= t;
+            format!("{endpoint}: {why}")
+        })
+        .collect();
+    Error::Store(StoreError::new(
+        super::STORE,
+        transient,
+        format!("no etcd member answered ({})", named.join("; ")),
+    ))
 }
 
 /// Connect a client to one member, within `timeout`.

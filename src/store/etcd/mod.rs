@@ -215,15 +215,13 @@ impl EtcdStore {
                 .with_auto_token_refresh(true);
         }
         let members = Members::connect(&endpoints, connect, options.connect_timeout).await?;
-        // Any member that answers will do: a dead one is tried again on another.
+        // Any member that answers will do; when none does, the error names each.
         let min_ttl = members
-            .within(options.connect_timeout, Retry::Transient, || async {
-                let mut lease = members.client().lease_client();
-                {
-                    let granted = lease.grant(1, None).await.map_err(failure)?;
-                    let _ = lease.revoke(granted.id()).await;
-                    Ok(granted.ttl())
-                }
+            .first_answer(options.connect_timeout, |client| async move {
+                let mut lease = client.lease_client();
+                let granted = lease.grant(1, None).await.map_err(failure)?;
+                let _ = lease.revoke(granted.id()).await;
+                Ok(granted.ttl())
             })
             .await?;
         let watching: Arc<Mutex<HashMap<String, AbortHandle>>> = Arc::default();
