@@ -557,3 +557,24 @@ async fn an_acquire_whose_reply_was_lost_is_sent_again_and_grants_one_acquisitio
     let (_server, proxy, a, b) = behind_a_proxy().await;
     lost_reply::acquire(&a, &b, &proxy, "lost-acquire").await;
 }
+
+/// An unlock that is the first call on a connection idle through a server restart meets
+/// the dead connection. The connection is checked first (a `PING`, safe to lose), so the
+/// unlock goes out on a fresh one and succeeds — not `Indeterminate`, as it did when the
+/// unlock itself found the connection dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlock_after_an_idle_restart_succeeds() {
+    let mut server = RedisServer::start_with(support::ServerOptions {
+        appendonly_always: true,
+        ..Default::default()
+    });
+    let client = Client::open(&server.url()).await.unwrap();
+    let lock = client.try_lock("k", "v", 60 * SEC).await.unwrap();
+    server.stop();
+    server.start_again();
+    assert_eq!(server.get("k").as_deref(), Some("v"), "persisted");
+    // Idle past the check's threshold.
+    tokio::time::sleep(1200 * MS).await;
+    lock.unlock().await.expect("the unlock after the restart");
+    assert_eq!(server.get("k"), None);
+}

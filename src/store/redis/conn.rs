@@ -13,6 +13,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use parking_lot::RwLock;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisFuture, Value};
@@ -108,6 +110,9 @@ pub(crate) struct Conn {
     /// How the current connection is doing; replaced together with `conn`.
     health: Health,
     source: Source,
+    /// When a call on this store last got an answer, in milliseconds since `born`.
+    answered_at: AtomicU64,
+    born: Instant,
     /// Serialises replacements that need I/O (asking the sentinels).
     #[cfg(feature = "sentinel")]
     resolving: tokio::sync::Mutex<()>,
@@ -126,6 +131,11 @@ const TRIES_AFTER_THE_FIRST: u32 = 5;
 /// The pause before another try (none after a redirect), doubling up to the last.
 const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(10);
 const RETRY_MAX_PAUSE: Duration = Duration::from_millis(100);
+/// A write that must not run twice, about to go out on a connection idle this long, is
+/// preceded by a `PING`: a connection that died meanwhile (a server restart) is found dead
+/// and replaced by the `PING`, which is safe to lose, instead of by the write, which would
+/// end undecided ([`Error::Indeterminate`]).
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// Where a try goes: where the connection routes it (one server; on a cluster, the
 /// master of the key's slot in its slot map), or to the node a redirect named.
@@ -202,6 +212,8 @@ impl Conn {
             conn: RwLock::new(conn),
             health: Health::new(),
             source,
+            answered_at: AtomicU64::new(0),
+            born: Instant::now(),
             #[cfg(feature = "sentinel")]
             resolving: tokio::sync::Mutex::new(()),
         }
@@ -275,6 +287,9 @@ impl Conn {
         // The generation the last try went out on, once one went out.
         let mut sent_on = None;
         let outcome = tokio::time::timeout(timeout, async {
+            if resend == Resend::Never {
+                self.check_if_idle().await;
+            }
             let mut route = Route::Slot;
             let mut pause = RETRY_FIRST_PAUSE;
             let mut tries = 0;
@@ -338,8 +353,37 @@ impl Conn {
             }
             Outcome::Answered(Ok(reply)) => {
                 self.health.answered(generation);
+                self.answered_now();
                 Ok(reply)
             }
+        }
+    }
+
+    /// A call got an answer now.
+    fn answered_now(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.answered_at.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// `PING` the current connection if no call got an answer for [`CHECK_AFTER_IDLE`]:
+    /// a dead connection fails the `PING` and is replaced (redis-rs reconnects after a
+    /// connection error; the next request waits for it). Its outcome is not the caller's:
+    /// the write that follows reports its own.
+    async fn check_if_idle(&self) {
+        let last = Duration::from_millis(self.answered_at.load(Ordering::Relaxed));
+        if self.born.elapsed().saturating_sub(last) < CHECK_AFTER_IDLE {
+            return;
+        }
+        let (_, mut conn) = self.current();
+        if conn.is_cluster() {
+            return; // the cluster client checks its connections itself
+        }
+        if redis::cmd("PING")
+            .query_async::<Value>(&mut conn)
+            .await
+            .is_ok()
+        {
+            self.answered_now();
         }
     }
 
