@@ -161,8 +161,8 @@ pub trait Store: Send + Sync + 'static {
     /// * with `undo`, delete the key if `val` holds it **and** one of `attempts` created
     ///   it — never a lock that was held before they began.
     ///
-    /// `true`: the key was deleted. The records may expire once no attempt sent before
-    /// them can still arrive (an hour is ample).
+    /// `true`: the key was deleted. The records may expire after [`ABORT_MEMORY`], past
+    /// which no attempt sent before them can still arrive.
     fn abort(
         &self,
         key: &str,
@@ -234,6 +234,10 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 }
+
+/// How long a store remembers an abort ([`Store::abort`]): an attempt still in flight
+/// after this long is not expected (an hour; a round trip is bounded by seconds).
+pub const ABORT_MEMORY: Duration = Duration::from_secs(60 * 60);
 
 /// A digest of a lock value, as operators see a holder ([`Inspected::holder`]): stable for
 /// one value, never the value.

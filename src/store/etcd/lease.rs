@@ -12,10 +12,7 @@ use super::keys::mix;
 use crate::Result;
 use crate::store::AttemptId;
 
-/// How long an aborted attempt is refused, as on Redis: TCP gives up on undelivered data
-/// well before that. The records' lease is granted for twice as long and used for new
-/// records while it has at least this long left.
-const ABORT_MEMORY: Duration = Duration::from_secs(3600);
+use crate::store::ABORT_MEMORY;
 
 impl EtcdStore {
     /// The lease TTL granted for `expiration`, in whole seconds (rounded up, at least the

@@ -38,9 +38,7 @@ use self::url::Place;
 use crate::store::{Acquire, AttemptId, Fence, Fenced, Inspected, Store, StoreError, Watch};
 use crate::{Error, Result};
 
-/// How long a client's record of aborted attempts on a key is kept after its last abort:
-/// an aborted attempt that reaches the server later than this would no longer be refused.
-const ABORT_MEMORY: Duration = Duration::from_secs(60 * 60);
+use crate::store::ABORT_MEMORY;
 
 /// Locks listed per round trip.
 const LIST_PAGE: i64 = 1000;

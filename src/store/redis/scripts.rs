@@ -50,11 +50,7 @@ pub(crate) static OBSERVE: LazyLock<Lua> =
 pub(crate) static FORCE_RELEASE: LazyLock<Lua> =
     LazyLock::new(|| Lua::new(include_str!("lua/force_release.lua"), Resend::Never));
 
-/// How long a client's record of aborted attempts on a key is kept after its last abort:
-/// an aborted attempt that reaches the server later than this (TCP gives up on
-/// undelivered data after about 15 minutes) would no longer be refused. One record per
-/// key and client, whatever the number of aborts.
-pub(crate) const ABORT_MEMORY: Duration = Duration::from_secs(60 * 60);
+use crate::store::ABORT_MEMORY;
 
 /// How much longer than its lock a key's state (its last token) lives: the next
 /// acquisition within that time takes the token after it; a later one takes the server's
