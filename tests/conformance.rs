@@ -1,5 +1,6 @@
-//! The conformance suite (`tests/suite`) on a real `redis-server` (spawned per test) and
-//! on `memory://`, through the async API and the blocking facade. Redis Cluster,
+//! The published conformance kit (`leasehold::testing::conformance`, through
+//! `tests/suite`'s `conformance!`) on a real `redis-server` (spawned per test) and on
+//! `memory://`, through the async API and the blocking facade. Redis Cluster,
 //! Sentinel and etcd run the same suite in their own test binaries.
 
 mod support;
@@ -20,7 +21,7 @@ conformance!(memory);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exclusion_checker_catches_a_lock_that_does_not_exclude() {
     let c = Client::memory();
-    let overlaps = suite::cases::exclusion_workload(12, 5, |worker| {
+    let overlaps = leasehold::testing::conformance::cases::exclusion_workload(12, 5, |worker| {
         let c = c.clone();
         async move {
             c.try_lock(&format!("own-key-{worker}"), "v", 10 * SEC)

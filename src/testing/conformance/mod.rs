@@ -84,10 +84,6 @@ pub const BLOCKING_CASE_LIMIT: std::time::Duration = std::time::Duration::from_s
 /// See the [module docs](crate::testing::conformance) for an example.
 #[macro_export]
 macro_rules! conformance_tests {
-    ($open:path, $open_blocking:path $(,)?) => {
-        $crate::conformance_tests!(async $open);
-        $crate::conformance_tests!(blocking $open_blocking);
-    };
     (async $open:path $(,)?) => {
         mod r#async {
             #[allow(unused_imports)]
@@ -180,5 +176,10 @@ macro_rules! conformance_tests {
     };
     (@blocking_table; $($case:ident),* $(,)?) => {
         &[$((stringify!($case), $crate::testing::conformance::blocking::$case)),*]
+    };
+    // Last: a path fragment that fails to parse ends the macro's matching.
+    ($open:path, $open_blocking:path $(,)?) => {
+        $crate::conformance_tests!(async $open);
+        $crate::conformance_tests!(blocking $open_blocking);
     };
 }
