@@ -121,7 +121,11 @@ pub fn refresh_ttl_unlock_after_loss_are_not_held_and_leave_the_new_owner_alone(
         err.is_not_held(),
         "refresh by a former holder was not NotHeld: owner check broken: {err:?}"
     );
-    assert_eq!(lock.valid_for(), None, "a confirmed loss did not end validity");
+    assert_eq!(
+        lock.valid_for(),
+        None,
+        "a confirmed loss did not end validity"
+    );
     assert!(lock.wait_lost_timeout(SEC), "lost fires");
     lock.wait_lost(); // returns at once
     assert_eq!(lock.ttl().unwrap(), None);

@@ -122,7 +122,11 @@ pub async fn refresh_after_loss_is_not_held_and_leaves_the_new_owner_alone<L: Lo
         err.is_not_held(),
         "refresh by a former holder was not NotHeld: owner check broken: {err:?}"
     );
-    assert_eq!(lock.valid_for(), None, "a confirmed loss did not end validity");
+    assert_eq!(
+        lock.valid_for(),
+        None,
+        "a confirmed loss did not end validity"
+    );
     tokio::time::timeout(SEC, lock.lost())
         .await
         .expect("lost() did not fire after a confirmed loss");
@@ -278,7 +282,10 @@ pub async fn bad_input_is_rejected_before_any_io<L: Locker>(c: &L) {
         }
     }
     let err = c.try_lock("", "v", SEC).await.unwrap_err();
-    assert!(err.is_invalid_argument(), "try_lock of an empty key: {err:?}");
+    assert!(
+        err.is_invalid_argument(),
+        "try_lock of an empty key: {err:?}"
+    );
     c.try_lock("k", "probe", SEC)
         .await
         .expect("a refused request wrote the key: validation after I/O");

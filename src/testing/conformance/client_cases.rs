@@ -253,7 +253,10 @@ pub async fn refresh_for_sets_the_expiration_given(c: &Client) {
     let lock = c.try_lock("k", "a", 2 * SEC).await.unwrap();
     lock.refresh_for(20 * SEC).await.unwrap();
     let ttl = lock.ttl().await.unwrap().unwrap();
-    assert!(ttl > 15 * SEC, "refresh_for did not extend the key: {ttl:?}");
+    assert!(
+        ttl > 15 * SEC,
+        "refresh_for did not extend the key: {ttl:?}"
+    );
     assert!(lock.valid_for().unwrap() > 15 * SEC);
     // Shorter than what is left: the key and the lease follow, so a crashed holder does
     // not block everyone for the longer time.

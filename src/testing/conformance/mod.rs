@@ -37,8 +37,8 @@
 //! capability query, [`Client::granularity`]: a store of whole seconds (granularity of
 //! 1 s or more) is checked to the whole second, with a lag for its expiry sweep.
 
-mod fixture;
 mod client_cases;
+mod fixture;
 mod locker;
 mod run;
 mod traits;

@@ -15,8 +15,7 @@ use crate::Client;
 type AsyncCase = for<'a> fn(&'a Client) -> Pin<Box<dyn Future<Output = ()> + 'a>>;
 type BlockingCase = fn(&BlockingStore);
 
-const ASYNC_CASES: &[(&str, AsyncCase)] =
-    crate::conformance_tests! { @async_cases @async_table; };
+const ASYNC_CASES: &[(&str, AsyncCase)] = crate::conformance_tests! { @async_cases @async_table; };
 const BLOCKING_CASES: &[(&str, BlockingCase)] =
     crate::conformance_tests! { @blocking_cases @blocking_table; };
 
