@@ -69,3 +69,15 @@ async fn holder_labels_are_the_clients_own_or_none() {
         assert!(err.is_invalid_argument(), "{err:?}");
     }
 }
+
+/// `run_all` (the one-test form users may prefer) runs every async case on memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_all_passes_on_memory() {
+    leasehold::testing::conformance::run_all(suite::memory::open).await;
+}
+
+/// `run_all_blocking` runs every blocking case on memory.
+#[test]
+fn run_all_blocking_passes_on_memory() {
+    leasehold::testing::conformance::run_all_blocking(suite::memory::open_blocking);
+}

@@ -4,7 +4,7 @@
 //! `shared`, … and expects them free).
 //!
 //! The cases that take any [`Locker`] run on Redlock too; those of fencing tokens,
-//! inspection and the client's own helpers take a [`Client`]. Where the contract lets a
+//! inspection and the client's own helpers take a [`Client`](crate::Client). Where the contract lets a
 //! store differ (whole-second leases), a case checks what the store documents, through
 //! [`Traits`]. A failing assertion names the promise it found broken.
 
