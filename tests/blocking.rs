@@ -18,8 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use leasehold::blocking::{Client, Lock};
+use leasehold::testing::conformance::bounded;
 use leasehold::{NoRetry, RetryStrategy};
-use suite::bounded;
 use support::RedisServer;
 
 const MS: Duration = Duration::from_millis(1);
@@ -54,9 +54,10 @@ fn assert_refused<T>(what: &str, f: impl FnOnce() -> T) {
 fn exclusion_checker_catches_a_lock_that_does_not_exclude() {
     bounded(20 * SEC, || {
         let c = Client::memory();
-        let overlaps = suite::blocking_cases::exclusion_workload(&c, 8, 5, |worker| {
-            format!("own-key-{worker}")
-        });
+        let overlaps =
+            leasehold::testing::conformance::blocking::exclusion_workload(&c, 8, 5, |worker| {
+                format!("own-key-{worker}")
+            });
         assert!(overlaps > 0, "the checker must see overlapping holders");
     });
 }

@@ -1,5 +1,6 @@
-//! The conformance suite (`tests/suite`) on a real `redis-server` (spawned per test) and
-//! on `memory://`, through the async API and the blocking facade. Redis Cluster,
+//! The published conformance kit (`leasehold::testing::conformance`, through
+//! `tests/suite`'s `conformance!`) on a real `redis-server` (spawned per test) and on
+//! `memory://`, through the async API and the blocking facade. Redis Cluster,
 //! Sentinel and etcd run the same suite in their own test binaries.
 
 mod support;
@@ -20,7 +21,7 @@ conformance!(memory);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exclusion_checker_catches_a_lock_that_does_not_exclude() {
     let c = Client::memory();
-    let overlaps = suite::cases::exclusion_workload(12, 5, |worker| {
+    let overlaps = leasehold::testing::conformance::cases::exclusion_workload(12, 5, |worker| {
         let c = c.clone();
         async move {
             c.try_lock(&format!("own-key-{worker}"), "v", 10 * SEC)
@@ -67,4 +68,16 @@ async fn holder_labels_are_the_clients_own_or_none() {
             .unwrap_err();
         assert!(err.is_invalid_argument(), "{err:?}");
     }
+}
+
+/// `run_all` (the one-test form users may prefer) runs every async case on memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_all_passes_on_memory() {
+    leasehold::testing::conformance::run_all(suite::memory::open).await;
+}
+
+/// `run_all_blocking` runs every blocking case on memory.
+#[test]
+fn run_all_blocking_passes_on_memory() {
+    leasehold::testing::conformance::run_all_blocking(suite::memory::open_blocking);
 }

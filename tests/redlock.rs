@@ -14,8 +14,6 @@
 //! The history checker's worker processes are this binary re-executed with
 //! `LEASEHOLD_REDLOCK_WORKER` set.
 
-#[allow(unused_macros)] // `conformance!`: this binary runs its own list
-mod suite;
 mod support;
 
 use std::future::Future;
@@ -26,6 +24,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use leasehold::redlock::Redlock;
+use leasehold::testing::history::{Hold, violations};
 use leasehold::{Error, NoRetry, NonFixedInterval};
 use redis::AsyncCommands;
 use support::{FaultProxy, RedisServer};
@@ -170,7 +169,7 @@ macro_rules! redlock_conformance {
                 pub async fn $case(nodes: &super::Nodes) {
                     nodes.flush_all();
                     let redlock = nodes.redlock().await;
-                    super::suite::cases::$case(&redlock).await;
+                    leasehold::testing::conformance::cases::$case(&redlock).await;
                 }
             )*
         }
@@ -922,15 +921,6 @@ const PROCESSES: usize = 3;
 const TASKS: usize = 4;
 const ROUNDS: usize = 25;
 
-/// One recorded hold, taken inside the real hold (after `lock` returned, before `unlock`
-/// was sent): overlapping records prove a double hold.
-#[derive(Debug, Clone, Copy)]
-struct Hold {
-    process: usize,
-    acquired_ns: u128,
-    released_ns: u128,
-}
-
 fn now_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -1026,8 +1016,9 @@ async fn run_everywhere(nodes: &Nodes, locked: bool) -> (i64, Vec<Hold>) {
         .iter()
         .map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
+            // No fencing token: the process number names the hold.
             Hold {
-                process: f[0].parse().unwrap(),
+                token: f[0].parse().unwrap(),
                 acquired_ns: f[1].parse().unwrap(),
                 released_ns: f[2].parse().unwrap(),
             }
@@ -1036,41 +1027,18 @@ async fn run_everywhere(nodes: &Nodes, locked: bool) -> (i64, Vec<Hold>) {
     (counter, holds)
 }
 
-/// Every violation of mutual exclusion the history shows. Without fencing tokens the
-/// checker asserts no overlapping holds (and no lost updates).
-fn violations(counter: i64, mut holds: Vec<Hold>) -> Vec<String> {
-    let mut found = Vec::new();
-    if counter != holds.len() as i64 {
-        found.push(format!(
-            "lost updates: counter {counter} after {} increments",
-            holds.len()
-        ));
-    }
-    holds.sort_by_key(|h| h.acquired_ns);
-    for pair in holds.windows(2) {
-        let (a, b) = (pair[0], pair[1]);
-        if b.acquired_ns < a.released_ns {
-            found.push(format!(
-                "overlapping holds: process {} from {} and process {} from {}",
-                a.process, a.acquired_ns, b.process, b.acquired_ns
-            ));
-        }
-    }
-    found
-}
-
 async fn holders_across_processes_never_overlap(nodes: &Nodes) {
     let started = Instant::now();
     let (counter, holds) = run_everywhere(nodes, true).await;
     assert_eq!(holds.len(), PROCESSES * TASKS * ROUNDS);
     let processes = {
-        let mut p: Vec<usize> = holds.iter().map(|h| h.process).collect();
+        let mut p: Vec<u64> = holds.iter().map(|h| h.token).collect();
         p.sort_unstable();
         p.dedup();
         p.len()
     };
     assert_eq!(processes, PROCESSES);
-    let found = violations(counter, holds);
+    let found = violations(counter, holds, false);
     assert!(found.is_empty(), "{found:#?}");
     println!(
         "FIGURE redlock_history: {} holds by {PROCESSES} processes × {TASKS} tasks on 5 nodes \
@@ -1082,7 +1050,7 @@ async fn holders_across_processes_never_overlap(nodes: &Nodes) {
 
 async fn the_checker_catches_the_same_workload_without_the_lock(nodes: &Nodes) {
     let (counter, holds) = run_everywhere(nodes, false).await;
-    let found = violations(counter, holds);
+    let found = violations(counter, holds, false);
     assert!(
         found.iter().any(|v| v.starts_with("lost updates")),
         "the negative control must be caught: {found:?}"

@@ -1,6 +1,7 @@
 //! The exclusion history checker: workers in several tasks and several OS processes do
 //! a read-modify-write on a counter in the store under the lock and record every hold as
-//! (token, acquired, released). The checker asserts no lost updates, no overlapping
+//! (token, acquired, released). The published checker
+//! (`leasehold::testing::history::violations`) asserts no lost updates, no overlapping
 //! holds, and fencing tokens strictly rising in grant order. A negative control runs the
 //! same workload without the lock and must be caught.
 //!
@@ -19,6 +20,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use leasehold::testing::history::{Hold, violations};
 use leasehold::{Client, NonFixedInterval};
 use redis::AsyncCommands;
 
@@ -236,15 +238,6 @@ impl Data {
     }
 }
 
-/// One recorded hold: the interval is taken *inside* the real hold (after `lock`
-/// returned, before `unlock` was sent), so overlapping records prove a double hold.
-#[derive(Debug, Clone, Copy)]
-pub struct Hold {
-    token: u64,
-    acquired_ns: u128,
-    released_ns: u128,
-}
-
 fn now_ns() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -361,32 +354,6 @@ pub async fn run_everywhere(target: &Target, locked: bool) -> (i64, Vec<Hold>) {
         })
         .collect();
     (counter, holds)
-}
-
-/// Every violation of mutual exclusion the history shows; `tokens`: whether fencing
-/// tokens must rise in grant order (not for stores without tokens).
-pub fn violations(counter: i64, mut holds: Vec<Hold>, tokens: bool) -> Vec<String> {
-    let mut found = Vec::new();
-    if counter != holds.len() as i64 {
-        found.push(format!(
-            "lost updates: counter {counter} after {} increments",
-            holds.len()
-        ));
-    }
-    holds.sort_by_key(|h| h.acquired_ns);
-    for pair in holds.windows(2) {
-        let (a, b) = (pair[0], pair[1]);
-        if b.acquired_ns < a.released_ns {
-            found.push(format!(
-                "overlapping holds: token {} and token {}",
-                a.token, b.token
-            ));
-        }
-        if tokens && b.token <= a.token {
-            found.push(format!("token {} granted after token {}", b.token, a.token));
-        }
-    }
-    found
 }
 
 /// The checker on `target` with the lock: no violation, every hold recorded.

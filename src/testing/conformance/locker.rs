@@ -1,18 +1,21 @@
-//! The surface the async conformance cases use, implemented by every lock API that keeps
-//! the contract's semantics: [`leasehold::Client`] (on every store) and
-//! [`leasehold::redlock::Redlock`] (every case but those of fencing tokens and
-//! inspection, which Redlock does not offer).
+//! The surface the async cases use: [`Locker`] and [`Held`].
 
 use std::fmt::Debug;
 use std::future::Future;
 use std::time::Duration;
 
-use leasehold::redlock::{Redlock, RedlockLock};
-use leasehold::{AutoRefresh, Client, Lock, Result, RetryStrategy};
+use crate::redlock::{Redlock, RedlockLock};
+use crate::{AutoRefresh, Client, Lock, Result, RetryStrategy};
 
-/// Takes locks: `Client` or `Redlock`.
+/// Takes locks: implemented by every lock API that keeps the contract's semantics,
+/// [`Client`] (on every store, your own included) and [`Redlock`]. The async cases of
+/// [`cases`](super::cases) that take a `Locker` run on both; those of fencing tokens and
+/// inspection take a `Client`.
 pub trait Locker: Clone + Debug + Send + Sync + 'static {
+    /// The lock it hands out.
     type Held: Held;
+
+    /// [`Client::lock`].
     fn lock(
         &self,
         key: &str,
@@ -21,26 +24,43 @@ pub trait Locker: Clone + Debug + Send + Sync + 'static {
         timeout: Duration,
         retry: impl RetryStrategy + 'static,
     ) -> impl Future<Output = Result<Self::Held>> + Send;
+
+    /// [`Client::try_lock`].
     fn try_lock(
         &self,
         key: &str,
         val: &str,
         expiration: Duration,
     ) -> impl Future<Output = Result<Self::Held>> + Send;
+
+    /// The finest expiration the store grants ([`Client::granularity`]; 1 ms for
+    /// Redlock): the cases read the store's [`Traits`](super::Traits) from it.
+    fn granularity(&self) -> Duration;
 }
 
-/// A held lock: `Lock` or `RedlockLock`.
+/// A held lock: [`Lock`] or [`RedlockLock`].
 pub trait Held: Debug + Send + Sync + 'static {
+    /// [`Lock::key`].
     fn key(&self) -> &str;
+    /// [`Lock::value`].
     fn value(&self) -> &str;
-    /// The expiration granted (etcd: in whole seconds).
+    /// [`Lock::expiration`]: the expiration granted (whole seconds on such a store).
     fn expiration(&self) -> Duration;
-    /// `None` where the lock has no fencing token (Redlock).
+    /// [`Lock::fencing_token`]; `None` where the lock has none (Redlock).
     fn fencing_token(&self) -> Option<u64>;
+    /// [`Lock::valid_for`].
     fn valid_for(&self) -> Option<Duration>;
+    /// [`Lock::refresh`].
     fn refresh(&self) -> impl Future<Output = Result<()>> + Send;
+    /// [`Lock::ttl`].
     fn ttl(&self) -> impl Future<Output = Result<Option<Duration>>> + Send;
+    /// [`Lock::lost`].
     fn lost(&self) -> impl Future<Output = ()> + Send;
+    /// [`Lock::auto_refresh`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Lock::auto_refresh`].
     fn auto_refresh(
         &self,
         interval: Duration,
@@ -48,6 +68,7 @@ pub trait Held: Debug + Send + Sync + 'static {
         timeout: Duration,
         max_retry: u32,
     ) -> Result<AutoRefresh>;
+    /// [`Lock::unlock`].
     fn unlock(self) -> impl Future<Output = Result<()>> + Send;
 }
 
@@ -99,7 +120,7 @@ held!(Lock, |lock| Some(lock.fencing_token()));
 held!(RedlockLock, |_| None);
 
 macro_rules! locker {
-    ($ty:ty, $held:ty) => {
+    ($ty:ty, $held:ty, $granularity:expr) => {
         impl Locker for $ty {
             type Held = $held;
             fn lock(
@@ -120,9 +141,14 @@ macro_rules! locker {
             ) -> impl Future<Output = Result<$held>> + Send {
                 <$ty>::try_lock(self, key, val, expiration)
             }
+            fn granularity(&self) -> Duration {
+                let granularity: fn(&$ty) -> Duration = $granularity;
+                granularity(self)
+            }
         }
     };
 }
 
-locker!(Client, Lock);
-locker!(Redlock, RedlockLock);
+locker!(Client, Lock, Client::granularity);
+// Redlock's nodes are Redis masters: milliseconds.
+locker!(Redlock, RedlockLock, |_| Duration::from_millis(1));

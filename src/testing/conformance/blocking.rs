@@ -1,20 +1,24 @@
-//! The conformance cases through the blocking facade, written once and run on every
-//! store by `conformance!`; plus what only the facade has (renewal while the caller's
-//! thread sleeps, OS-thread contention).
+//! The blocking conformance cases: the contract's lines through the blocking facade
+//! ([`crate::blocking::Client`]), plus what only the facade has (renewal while the
+//! caller's thread sleeps, OS-thread contention). Each takes a [`BlockingStore`] of its
+//! own; call them outside any async runtime. A failing assertion names the promise it
+//! found broken.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use leasehold::blocking::Client;
-use leasehold::{Error, FixedInterval, NoRetry, NonFixedInterval};
+use crate::blocking::Client;
+use crate::{Error, FixedInterval, NoRetry, NonFixedInterval};
 
 use super::{BlockingStore, Traits};
 
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
 
+/// Promise: a key is held by one value at a time; `lock()` waits its strategy's delays
+/// before `NotObtained`; another key is independent.
 pub fn acquire_then_contention_is_not_obtained(s: &BlockingStore) {
     let c = &s.client;
     let lock = c.try_lock("k", "a", 10 * SEC).unwrap();
@@ -32,15 +36,21 @@ pub fn acquire_then_contention_is_not_obtained(s: &BlockingStore) {
     let _held_until_expiry = c.try_lock("other", "b", 10 * SEC).unwrap();
 }
 
+/// Promise: the value is the holder's identity: a same-value re-lock re-arms the new
+/// expiration and keeps the fencing token.
 pub fn same_value_reacquires_rearms_and_keeps_its_token(s: &BlockingStore) {
     let c = &s.client;
-    let t = Traits::of(c);
+    let t = Traits::of(c.granularity());
     let first = c.try_lock("k", "a", SEC).unwrap();
     thread::sleep(200 * MS);
     let before = first.ttl().unwrap().unwrap();
     assert!(before <= 800 * MS, "{before:?}");
     let again = c.try_lock("k", "a", 10 * SEC).unwrap();
-    assert_eq!(again.fencing_token(), first.fencing_token());
+    assert_eq!(
+        again.fencing_token(),
+        first.fencing_token(),
+        "a same-value re-lock changed the fencing token"
+    );
     let after = first.ttl().unwrap().unwrap();
     assert!(
         t.above(after, 9 * SEC),
@@ -48,9 +58,10 @@ pub fn same_value_reacquires_rearms_and_keeps_its_token(s: &BlockingStore) {
     );
 }
 
+/// Promise: fencing tokens rise across acquisitions, unlocks and expiries, and across keys.
 pub fn fencing_tokens_rise_across_acquisitions_and_survive_expiry(s: &BlockingStore) {
     let c = &s.client;
-    let t = Traits::of(c);
+    let t = Traits::of(c.granularity());
     let mut last = 0;
     for i in 0..5 {
         let lock = c.try_lock("k", &format!("v{i}"), 10 * SEC).unwrap();
@@ -75,10 +86,12 @@ pub fn fencing_tokens_rise_across_acquisitions_and_survive_expiry(s: &BlockingSt
     assert!(fresh.fencing_token() > next.fencing_token());
 }
 
+/// Promise: `refresh()` re-arms the original expiration and the local lease; the lock is
+/// not lost while valid.
 pub fn refresh_rearms_the_original_expiration(s: &BlockingStore) {
     let c = &s.client;
     // 1 s; 3 s where `ttl()` counts whole seconds, so that it can tell a re-arm.
-    let t = Traits::of(c);
+    let t = Traits::of(c.granularity());
     let expiration = t.distinct(SEC);
     let lock = c.try_lock("k", "a", expiration).unwrap();
     thread::sleep(expiration * 3 / 10);
@@ -93,29 +106,48 @@ pub fn refresh_rearms_the_original_expiration(s: &BlockingStore) {
     assert!(!lock.wait_lost_timeout(20 * MS), "not lost while valid");
 }
 
+/// Promise: owner checks. After an expiry and a takeover, `refresh()` and `unlock()` are
+/// `NotHeld`, `ttl()` is `None`, the loss is signalled, and the new owner's key is
+/// untouched.
 pub fn refresh_ttl_unlock_after_loss_are_not_held_and_leave_the_new_owner_alone(s: &BlockingStore) {
     let c = &s.client;
-    let t = Traits::of(c);
+    let t = Traits::of(c.granularity());
     let lock = c.try_lock("k", "a", 50 * MS).unwrap();
     thread::sleep(t.outlive(lock.expiration(), 100 * MS));
     let owner = c.try_lock("k", "b", 10 * SEC).unwrap();
     let owner_ttl = owner.ttl().unwrap().unwrap();
-    assert!(lock.refresh().unwrap_err().is_not_held());
-    assert_eq!(lock.valid_for(), None, "a confirmed loss ends validity");
+    let err = lock.refresh().unwrap_err();
+    assert!(
+        err.is_not_held(),
+        "refresh by a former holder was not NotHeld: owner check broken: {err:?}"
+    );
+    assert_eq!(
+        lock.valid_for(),
+        None,
+        "a confirmed loss did not end validity"
+    );
     assert!(lock.wait_lost_timeout(SEC), "lost fires");
     lock.wait_lost(); // returns at once
     assert_eq!(lock.ttl().unwrap(), None);
-    assert!(lock.unlock().unwrap_err().is_not_held());
+    let err = lock.unlock().unwrap_err();
+    assert!(
+        err.is_not_held(),
+        "unlock by a non-owner was not NotHeld: owner check broken: {err:?}"
+    );
     let still = owner.ttl().unwrap().unwrap();
     assert!(
         still <= owner_ttl && t.above(still, 9 * SEC),
-        "untouched: {still:?}"
+        "a former holder changed the new owner's key: owner check broken: {still:?}"
     );
-    owner.refresh().expect("the new owner still holds the key");
+    owner
+        .refresh()
+        .expect("unlock by a non-owner deleted the lock: owner check broken");
     owner.unlock().unwrap();
     let _held_until_expiry = c.try_lock("k", "c", SEC).expect("released");
 }
 
+/// Promise: bad input to `lock`, `try_lock`, `auto_refresh` and `open` is an
+/// `InvalidArgument` naming the argument, before any I/O.
 pub fn bad_input_is_rejected_before_any_io(s: &BlockingStore) {
     let c = &s.client;
     let bad: [(&str, &str, Duration, Duration, &str); 7] = [
@@ -155,6 +187,8 @@ pub fn bad_input_is_rejected_before_any_io(s: &BlockingStore) {
 /// Expiration 300 ms, interval 100 ms: the calling thread sleeps through six
 /// expirations while the runtime thread renews; a second client (its own runtime
 /// thread and connection) then finds the key held with a live TTL.
+///
+/// Promise: renewal runs on the facade's runtime thread while the caller's thread sleeps.
 pub fn renewal_continues_while_the_caller_sleeps(s: &BlockingStore) {
     let c = &s.client;
     let lock = c.try_lock("k", "a", 300 * MS).unwrap();
@@ -170,7 +204,7 @@ pub fn renewal_continues_while_the_caller_sleeps(s: &BlockingStore) {
     // 300 ms as asked (1 s where leases count whole seconds; there `ttl()` is rounded
     // down, to 0 s within the last second).
     assert!(ttl <= lock.expiration(), "{ttl:?}");
-    if !Traits::of(c).whole_seconds {
+    if !Traits::of(c.granularity()).whole_seconds {
         assert!(ttl > Duration::ZERO && ttl <= 300 * MS, "{ttl:?}");
     }
     let other = s.second_client();
@@ -180,9 +214,11 @@ pub fn renewal_continues_while_the_caller_sleeps(s: &BlockingStore) {
     let _held_until_expiry = other.try_lock("k", "b", SEC).expect("free after unlock");
 }
 
+/// Promise: renewal reports nothing while it succeeds, and `NotHeld` once, promptly, after
+/// a takeover, leaving the new owner alone.
 pub fn error_timeout_is_none_while_renewal_runs_and_not_held_after_a_takeover(s: &BlockingStore) {
     let c = &s.client;
-    let t = Traits::of(c);
+    let t = Traits::of(c.granularity());
     let lock = c.try_lock("k", "a", 300 * MS).unwrap();
     let mut renewal = lock.auto_refresh(100 * MS, 300 * MS, 100 * MS, 3).unwrap();
     let started = Instant::now();
@@ -205,12 +241,17 @@ pub fn error_timeout_is_none_while_renewal_runs_and_not_held_after_a_takeover(s:
     assert!(renewal.try_error().is_none());
     assert!(!renewal.is_running());
     assert!(stale.wait_lost_timeout(SEC));
-    assert!(t.above(thief.ttl().unwrap().unwrap(), 9 * SEC), "untouched");
+    assert!(
+        t.above(thief.ttl().unwrap().unwrap(), 9 * SEC),
+        "a failed renewal changed the new owner's key: owner check broken"
+    );
 }
 
+/// Promise: `unlock()` ends renewal cleanly; a stopped or dropped renewal lets the key
+/// expire.
 pub fn unlock_and_stop_end_renewal_cleanly(s: &BlockingStore) {
     let c = &s.client;
-    let t = Traits::of(c);
+    let t = Traits::of(c.granularity());
     let lock = c.try_lock("k", "a", 300 * MS).unwrap();
     let mut renewal = lock.auto_refresh(100 * MS, 300 * MS, 100 * MS, 3).unwrap();
     thread::sleep(150 * MS);
@@ -240,22 +281,31 @@ pub fn unlock_and_stop_end_renewal_cleanly(s: &BlockingStore) {
     );
 }
 
+/// Promise: mutual exclusion between OS threads sharing one client.
 pub fn many_threads_never_hold_one_key_at_once(s: &BlockingStore) {
     let c = &s.client;
     let overlaps = exclusion_workload(c, 8, 5, |_| "shared".to_owned());
-    assert_eq!(overlaps, 0);
+    assert_eq!(
+        overlaps, 0,
+        "two holders of one key at once: mutual exclusion broken"
+    );
 }
 
+/// Promise: a fenced resource refuses a holder whose token was superseded, and the client-
+/// level form is an anonymous holder.
 pub fn fenced_resources_refuse_a_superseded_holder(s: &BlockingStore) {
     let c = &s.client;
     let old = c.try_lock("k", "old", 50 * MS).unwrap();
     old.fenced_set("row", "from-old").unwrap();
     // The old lease runs out.
-    std::thread::sleep(Traits::of(c).outlive(old.expiration(), 100 * MS));
+    std::thread::sleep(Traits::of(c.granularity()).outlive(old.expiration(), 100 * MS));
     let new = c.try_lock("k", "new", 10 * SEC).unwrap();
     assert_eq!(new.fenced_get("row").unwrap().as_deref(), Some("from-old"));
     let err = old.fenced_set("row", "stale").unwrap_err();
-    assert!(err.is_fenced(), "{err:?}");
+    assert!(
+        err.is_fenced(),
+        "a superseded holder wrote a fenced resource: fencing broken: {err:?}"
+    );
     new.fenced_set("row", "from-new").unwrap();
     assert_eq!(new.fenced_get("row").unwrap().as_deref(), Some("from-new"));
     // The client-level form is an anonymous holder: the token `new` used is not its.
@@ -269,6 +319,7 @@ pub fn fenced_resources_refuse_a_superseded_holder(s: &BlockingStore) {
     );
 }
 
+/// Promise: the lock value never shows in `Debug` output.
 pub fn debug_output_never_shows_the_lock_value(s: &BlockingStore) {
     let c = &s.client;
     let secret = "s3cr3t-lock-value";
@@ -280,7 +331,10 @@ pub fn debug_output_never_shows_the_lock_value(s: &BlockingStore) {
         format!("{c:?}"),
         format!("{:?}", c.try_lock("k", "other", SEC).unwrap_err()),
     ] {
-        assert!(!shown.contains(secret), "{shown}");
+        assert!(
+            !shown.contains(secret),
+            "Debug output shows the lock value: {shown}"
+        );
     }
     assert!(format!("{lock:?}").contains("fencing_token"));
 }
@@ -326,6 +380,8 @@ pub fn exclusion_workload(
     overlaps.load(Ordering::SeqCst)
 }
 
+/// Promise: lock requests take named options and contend; `acquire_renewed` keeps the lock
+/// past its expiration until unlocked.
 pub fn lock_requests_take_named_options_and_keep_a_renewed_lock(s: &BlockingStore) {
     let c = &s.client;
     let lock = c
@@ -353,6 +409,8 @@ pub fn lock_requests_take_named_options_and_keep_a_renewed_lock(s: &BlockingStor
     assert!(renewal.error().is_none());
 }
 
+/// Promise: `refresh_for` extends the key; `inspect` and `list` show the lock (never its
+/// value); `force_release` deletes once and the holder finds its lock lost.
 pub fn refresh_for_inspection_and_force_release(s: &BlockingStore) {
     let c = &s.client;
     let lock = c.try_lock("k", "a", 2 * SEC).unwrap();
@@ -379,6 +437,8 @@ pub fn refresh_for_inspection_and_force_release(s: &BlockingStore) {
     assert!(lock.is_lost());
 }
 
+/// Promise: `run_exclusive` renews while the job runs, releases at the end, skips a held
+/// key, and reports a loss while running, leaving the new holder alone.
 pub fn run_exclusive_renews_releases_and_reports_a_loss(s: &BlockingStore) {
     let c = &s.client;
     // Runs longer than its expiration: renewal keeps a rival out; released at the end.
@@ -431,6 +491,8 @@ pub fn run_exclusive_renews_releases_and_reports_a_loss(s: &BlockingStore) {
     assert!(c.inspect("job").unwrap().is_some(), "rival still holds");
 }
 
+/// Promise: `force_release_if(key, token)` deletes only the acquisition of that token,
+/// once.
 pub fn force_release_if_deletes_only_the_acquisition_named(s: &BlockingStore) {
     let c = &s.client;
     let first = c.try_lock("k", "a", 30 * SEC).unwrap();
@@ -439,7 +501,10 @@ pub fn force_release_if_deletes_only_the_acquisition_named(s: &BlockingStore) {
     let again = c.try_lock("k", "a", 30 * SEC).unwrap();
     assert!(again.fencing_token() > shown);
     assert!(!c.force_release_if("k", shown).unwrap());
-    assert!(again.ttl().unwrap().is_some(), "the newer lock is kept");
+    assert!(
+        again.ttl().unwrap().is_some(),
+        "force_release_if deleted a newer acquisition than the one named"
+    );
     assert!(c.force_release_if("k", again.fencing_token()).unwrap());
     assert!(c.inspect("k").unwrap().is_none());
     assert!(!c.force_release_if("k", again.fencing_token()).unwrap());
@@ -453,7 +518,7 @@ pub fn force_release_if_deletes_only_the_acquisition_named(s: &BlockingStore) {
 /// it not held.
 pub fn the_value_is_the_identity_across_clients(s: &BlockingStore) {
     let (a, b) = (&s.client, s.second_client());
-    let t = Traits::of(a);
+    let t = Traits::of(a.granularity());
     let first = a.try_lock("k", "shared-v", 60 * SEC).unwrap();
     let second = b.try_lock("k", "shared-v", 60 * SEC).unwrap();
     assert_eq!(second.fencing_token(), first.fencing_token());

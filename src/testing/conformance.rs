@@ -1,1 +1,0 @@
-//! The conformance cases (moved here from the crate's tests; see the module list).
