@@ -288,3 +288,21 @@ async fn a_store_that_resends_a_lost_unlock_fails_the_fault_case() {
         .unwrap_or_default();
     assert!(msg.contains("sent again"), "{msg}");
 }
+
+/// SimStore keeps the whole contract (on a running clock here): every conformance case.
+mod kit {
+    use leasehold::Client;
+    use leasehold::testing::SimStore;
+    use leasehold::testing::conformance::BlockingStore;
+
+    async fn open(_case: &'static str) -> Client {
+        Client::from_store(SimStore::new())
+    }
+
+    fn open_blocking(_case: &'static str) -> BlockingStore {
+        let sim = SimStore::new();
+        BlockingStore::new(move || leasehold::blocking::Client::from_store(sim.connection()))
+    }
+
+    leasehold::conformance_tests!(open, open_blocking);
+}

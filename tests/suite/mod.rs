@@ -184,16 +184,13 @@ pub mod postgres {
         PostgresServer::shared().url()
     }
 
-    pub async fn open(case: &str) -> Store {
+    pub async fn open(case: &str) -> AsyncStore {
         let client = Client::builder()
             .key_prefix(format!("{}:", unique(case)))
             .open(&url())
             .await
             .expect("connect to postgres");
-        Store {
-            client,
-            _keep: None,
-        }
+        AsyncStore::new(client)
     }
 
     pub fn open_blocking(case: &str) -> BlockingStore {
@@ -205,11 +202,7 @@ pub mod postgres {
                 .open(&url)
                 .expect("connect to postgres")
         };
-        BlockingStore {
-            client: open(),
-            open: Box::new(open),
-            _keep: None,
-        }
+        BlockingStore::new(open)
     }
 }
 

