@@ -31,7 +31,7 @@
 //! wrong store it fails with:
 //!
 //! ```text
-//! unlock by a non-owner succeeded: owner check broken: NotHeld
+//! unlock by a non-owner succeeded: owner check broken: ()
 //! ```
 //!
 //! (`tests/custom_store.rs` checks exactly this, with the right store as its control.)
