@@ -389,7 +389,10 @@ async fn split_brain_without_min_replicas_lasts_until_the_old_master_is_demoted(
     assert!(split.lost.get().is_none() && split.ended.get().is_none());
     // Renewals are still confirmed: the lease the holder computes did not run down
     // (the replica's copy had run out before the grant).
-    let valid = split.holder.valid_for().expect("the holder believes it holds the key");
+    let valid = split
+        .holder
+        .valid_for()
+        .expect("the holder believes it holds the key");
     assert!(valid > SPLIT_LEASE / 2, "valid_for {valid:?}");
 
     let healed = Instant::now();
@@ -403,7 +406,10 @@ async fn split_brain_without_min_replicas_lasts_until_the_old_master_is_demoted(
             _ => false,
         })
     });
-    assert!(demoted, "the sentinels demote the old master after the heal");
+    assert!(
+        demoted,
+        "the sentinels demote the old master after the heal"
+    );
     let demoted = Instant::now();
     tokio::time::timeout(SPLIT_LEASE, split.holder.lost())
         .await
@@ -424,7 +430,10 @@ async fn split_brain_without_min_replicas_lasts_until_the_old_master_is_demoted(
         "renewal ends with NotHeld: {:?}",
         ended.1
     );
-    assert!(lost > healed && ended.0 > healed, "told only after the heal");
+    assert!(
+        lost > healed && ended.0 > healed,
+        "told only after the heal"
+    );
     eprintln!(
         "FIGURE sentinel-split-brain: promoted {:?} after the partition; the contender was \
          granted the key {:?} after it; the partition healed {:?} after the grant; the old \

@@ -324,7 +324,11 @@ async fn proxy_cuts_only_the_marked_connections() {
         .query_async(&mut named)
         .await
         .unwrap();
-    assert_eq!(proxy.marked_count(), 1, "only the connection that named itself");
+    assert_eq!(
+        proxy.marked_count(),
+        1,
+        "only the connection that named itself"
+    );
     // A pattern split across two reads marks its connection too.
     let mut raw = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -376,7 +380,11 @@ async fn proxy_cuts_only_the_marked_connections() {
         .query_async(&mut named)
         .await
         .unwrap();
-    assert_eq!(v.as_deref(), Some("1"), "the cut connection is still in sync");
+    assert_eq!(
+        v.as_deref(),
+        Some("1"),
+        "the cut connection is still in sync"
+    );
 }
 
 #[test]
