@@ -306,6 +306,87 @@ async fn proxy_loses_the_reply_to_the_matching_request_only() {
     assert_eq!(proxy.replies_lost(), 1);
 }
 
+/// `mark` + `cut_marked`: a partition of the connections that named themselves only
+/// (how the sentinel harness cuts the sentinels and the replica off a master and leaves
+/// its clients be).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_cuts_only_the_marked_connections() {
+    use std::io::{Read, Write};
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.port());
+    proxy.mark("sentinel-");
+    let client = redis::Client::open(proxy.url()).unwrap();
+    let mut named = client.get_multiplexed_async_connection().await.unwrap();
+    let mut plain = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("sentinel-selftest-cmd")
+        .query_async(&mut named)
+        .await
+        .unwrap();
+    assert_eq!(
+        proxy.marked_count(),
+        1,
+        "only the connection that named itself"
+    );
+    // A pattern split across two reads marks its connection too.
+    let mut raw = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    raw.write_all(b"*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$10\r\nsenti")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    raw.write_all(b"nel-x\r\n").unwrap();
+    let mut ok = [0u8; 5];
+    raw.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+    assert_eq!(proxy.marked_count(), 2);
+
+    proxy.cut_marked(true);
+    let held = tokio::time::timeout(
+        Duration::from_millis(300),
+        redis::cmd("SET")
+            .arg("held")
+            .arg("1")
+            .query_async::<()>(&mut named),
+    )
+    .await;
+    assert!(held.is_err(), "a marked connection is cut");
+    assert_eq!(get(&server, "held"), Value::Nil, "held, not delivered");
+    // Negative control: the other connection goes on.
+    let _: () = redis::cmd("SET")
+        .arg("plain")
+        .arg("1")
+        .query_async(&mut plain)
+        .await
+        .unwrap();
+    // A connection that names itself during the cut is cut from that request on.
+    let mut late = client.get_multiplexed_async_connection().await.unwrap();
+    let named_late = tokio::time::timeout(
+        Duration::from_millis(300),
+        redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg("sentinel-late")
+            .query_async::<()>(&mut late),
+    )
+    .await;
+    assert!(named_late.is_err(), "cut from its first marked request");
+    assert_eq!(proxy.marked_count(), 3);
+
+    proxy.cut_marked(false);
+    assert!(wait_until(Duration::from_secs(2), || get(&server, "held")
+        != Value::Nil));
+    let v: Option<String> = redis::cmd("GET")
+        .arg("held")
+        .query_async(&mut named)
+        .await
+        .unwrap();
+    assert_eq!(
+        v.as_deref(),
+        Some("1"),
+        "the cut connection is still in sync"
+    );
+}
+
 #[test]
 fn proxy_delay() {
     let server = RedisServer::start();

@@ -1,6 +1,6 @@
 //! [`FaultProxy`]: an in-process fault-injecting TCP proxy.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -42,6 +42,12 @@ struct ProxyShared {
     /// The connection `cut_lost` resets (`NONE`: none), and its signal.
     cut_id: AtomicU64,
     cut: Notify,
+    /// `mark`: a connection whose requests contain one of these is marked.
+    mark_patterns: Mutex<Vec<Vec<u8>>>,
+    /// The open connections marked so far.
+    marked: Mutex<BTreeSet<u64>>,
+    /// `cut_marked`: while on, marked connections are stalled.
+    cut_marked: AtomicBool,
 }
 
 /// No connection.
@@ -66,7 +72,9 @@ impl ProxyShared {
     }
 
     fn stalled(&self, id: u64) -> bool {
-        self.blackholed() || id < self.stall_below.load(Ordering::SeqCst)
+        self.blackholed()
+            || id < self.stall_below.load(Ordering::SeqCst)
+            || (self.cut_marked.load(Ordering::SeqCst) && lock(&self.marked).contains(&id))
     }
 }
 
@@ -79,7 +87,8 @@ pub struct FaultProxy {
     port: u16,
     shared: Arc<ProxyShared>,
     thread: Option<JoinHandle<()>>,
-    done_rx: mpsc::Receiver<()>,
+    /// In a mutex only so that a `FaultProxy` is `Sync` (a harness in a `static`).
+    done_rx: Mutex<mpsc::Receiver<()>>,
 }
 
 impl FaultProxy {
@@ -113,6 +122,9 @@ impl FaultProxy {
             lost: AtomicU64::new(0),
             cut_id: AtomicU64::new(NONE),
             cut: Notify::new(),
+            mark_patterns: Mutex::new(Vec::new()),
+            marked: Mutex::new(BTreeSet::new()),
+            cut_marked: AtomicBool::new(false),
         });
         let (done_tx, done_rx) = mpsc::channel();
         let thread_shared = shared.clone();
@@ -133,7 +145,7 @@ impl FaultProxy {
             port,
             shared,
             thread: Some(thread),
-            done_rx,
+            done_rx: Mutex::new(done_rx),
         }
     }
 
@@ -237,6 +249,28 @@ impl FaultProxy {
         );
     }
 
+    /// Marks every connection whose requests, from now on, contain `pattern` (matched
+    /// across read boundaries): a peer that names itself (`CLIENT SETNAME`, a `REPLCONF`),
+    /// for [`cut_marked`](Self::cut_marked). A connection is marked before the chunk
+    /// that matched is forwarded, so a cut holds that chunk too.
+    pub fn mark(&self, pattern: impl AsRef<[u8]>) {
+        assert!(!pattern.as_ref().is_empty(), "mark: empty pattern");
+        lock(&self.shared.mark_patterns).push(pattern.as_ref().to_vec());
+    }
+
+    /// A partition of some peers only: while on, every marked connection
+    /// ([`mark`](Self::mark)) — and every connection marked meanwhile — is stalled both
+    /// ways, as [`blackhole`](Self::blackhole) stalls them all; the others go on. Off
+    /// delivers what was held, in order.
+    pub fn cut_marked(&self, on: bool) {
+        self.shared.cut_marked.store(on, Ordering::SeqCst);
+    }
+
+    /// How many open connections are marked ([`mark`](Self::mark)).
+    pub fn marked_count(&self) -> usize {
+        lock(&self.shared.marked).len()
+    }
+
     /// Bytes forwarded from clients to the upstream so far (what a client sent this
     /// way, once delivered): which of several proxies a client uses.
     pub fn forwarded(&self) -> u64 {
@@ -254,7 +288,9 @@ impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.shared.shutdown.notify_one();
         // Bounded: if the thread does not finish in time it is detached.
-        let finished = self.done_rx.recv_timeout(Duration::from_secs(3)).is_ok();
+        let finished = lock(&self.done_rx)
+            .recv_timeout(Duration::from_secs(3))
+            .is_ok();
         if let Some(t) = self.thread.take().filter(|_| finished) {
             let _ = t.join();
         }
@@ -373,6 +409,7 @@ async fn handle_connection(
             tasks.abort_all();
         }
     }
+    lock(&shared.marked).remove(&id);
     // A connection that lost replies is gone: `cut_lost` waits for this.
     let _ = shared
         .losing
@@ -445,10 +482,16 @@ async fn pump(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let reader = async move {
         let mut buf = vec![0u8; 16 * 1024];
+        // The last bytes of the previous chunk, so that a mark pattern split across two
+        // reads is still seen.
+        let mut tail: Vec<u8> = Vec::new();
         loop {
             let n = r.read(&mut buf).await.map_err(|_| ())?;
             if n == 0 {
                 return Ok::<(), ()>(()); // dropping `tx` lets the writer finish
+            }
+            if way == Way::Request {
+                mark_if_matched(shared, id, &mut tail, &buf[..n]);
             }
             match way {
                 // Marked before it is forwarded: no reply can come back before.
@@ -495,4 +538,22 @@ async fn pump(
         Ok::<(), ()>(())
     };
     tokio::try_join!(reader, writer).map(|_| ())
+}
+
+/// Marks connection `id` when `tail` (the end of its previous chunk) followed by `chunk`
+/// contains a [`FaultProxy::mark`] pattern; keeps the end of `chunk` in `tail`.
+fn mark_if_matched(shared: &ProxyShared, id: u64, tail: &mut Vec<u8>, chunk: &[u8]) {
+    let patterns = lock(&shared.mark_patterns);
+    let Some(longest) = patterns.iter().map(Vec::len).max() else {
+        return;
+    };
+    tail.extend_from_slice(chunk);
+    let matched = patterns
+        .iter()
+        .any(|p| tail.windows(p.len()).any(|window| window == p.as_slice()));
+    if matched {
+        lock(&shared.marked).insert(id);
+    }
+    let keep = longest.saturating_sub(1).min(tail.len());
+    tail.drain(..tail.len() - keep);
 }

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use super::FaultProxy;
 use super::process::{self, Service};
 use super::server::DEFAULT_REDIS_SERVER;
 use super::{
@@ -37,6 +38,9 @@ pub struct RedisSentinel {
     sentinel_ports: Vec<u16>,
     /// The master [`kill_master`](Self::kill_master) killed last.
     killed_master: Option<u16>,
+    /// [`start_with_master_proxy`](Self::start_with_master_proxy): the proxy every peer
+    /// reaches the first master through, and that master's own port.
+    master_proxy: Option<(FaultProxy, u16)>,
     // Declared last: removed after the sentinels are gone.
     dir: tempfile::TempDir,
 }
@@ -56,17 +60,59 @@ impl RedisSentinel {
     /// sees the master, its replica and the two other sentinels. About 2-3 s,
     /// most of it the sentinels' 2 s hello period.
     pub fn start() -> RedisSentinel {
+        RedisSentinel::start_inner(false)
+    }
+
+    /// [`start`](Self::start), but the first master is known to everyone by the address
+    /// of a [`FaultProxy`] in front of it — "the network in front of the master": the
+    /// sentinels monitor it there, the replica replicates from it there, and a client
+    /// that asks the sentinels connects there. [`master_port`](Self::master_port)
+    /// reports the proxy's port while that node is master ([`server`](Self::server)
+    /// accepts either port). The proxy marks the sentinels' connections (they name
+    /// themselves `sentinel-…` with `CLIENT SETNAME`) and the replica's (`REPLCONF`), so
+    /// that [`isolate_master`](Self::isolate_master) can cut those and leave clients be.
+    pub fn start_with_master_proxy() -> RedisSentinel {
+        RedisSentinel::start_inner(true)
+    }
+
+    /// A partition between the first master and everything else in the group: while on,
+    /// the sentinels' and the replica's connections through the master's proxy (and any
+    /// they open meanwhile) are stalled both ways, as a partition stalls TCP streams;
+    /// clients' connections through it go on. Off heals it (held bytes are delivered).
+    /// Returns how many connections are cut (were marked) when called. Panics unless
+    /// started with [`start_with_master_proxy`](Self::start_with_master_proxy).
+    pub fn isolate_master(&self, on: bool) -> usize {
+        let (proxy, _) = self
+            .master_proxy
+            .as_ref()
+            .expect("RedisSentinel::isolate_master: start with start_with_master_proxy()");
+        proxy.cut_marked(on);
+        proxy.marked_count()
+    }
+
+    fn start_inner(with_proxy: bool) -> RedisSentinel {
         let deadline = Instant::now() + TIMEOUT;
         let fast_sync = || vec!["--repl-diskless-sync-delay".to_string(), "0".to_string()];
         let master = RedisServer::start_with(ServerOptions {
             extra_args: fast_sync(),
             ..Default::default()
         });
+        let master_proxy = with_proxy.then(|| {
+            let proxy = FaultProxy::start(master.port());
+            proxy.mark("sentinel-"); // CLIENT SETNAME sentinel-<id>-cmd / -pubsub
+            proxy.mark("__sentinel__:hello");
+            proxy.mark("REPLCONF"); // a replica's handshake and acknowledgements
+            (proxy, master.port())
+        });
+        // The address the group knows the master by.
+        let master_addr = master_proxy
+            .as_ref()
+            .map_or(master.port(), |(proxy, _)| proxy.port());
         let mut replica_args = fast_sync();
         replica_args.extend([
             "--replicaof".to_string(),
             "127.0.0.1".to_string(),
-            master.port().to_string(),
+            master_addr.to_string(),
         ]);
         let replica = RedisServer::start_with(ServerOptions {
             extra_args: replica_args,
@@ -87,7 +133,7 @@ impl RedisSentinel {
         let mut sentinels = Vec::new();
         let mut sentinel_ports = Vec::new();
         for i in 0..3 {
-            let (service, port) = sentinel_service(dir.path(), i, master.port());
+            let (service, port) = sentinel_service(dir.path(), i, master_addr);
             service.spawn();
             sentinels.push(service);
             sentinel_ports.push(port);
@@ -97,6 +143,7 @@ impl RedisSentinel {
             sentinels,
             sentinel_ports,
             killed_master: None,
+            master_proxy,
             dir,
         };
         for (i, port) in harness.sentinel_ports.clone().into_iter().enumerate() {
@@ -110,15 +157,13 @@ impl RedisSentinel {
                     attempts < 5 && Instant::now() < deadline,
                     "RedisSentinel::start: {why}"
                 );
-                let (service, port) =
-                    sentinel_service(harness.dir.path(), i, harness.data[0].port());
+                let (service, port) = sentinel_service(harness.dir.path(), i, master_addr);
                 service.spawn();
                 harness.sentinels[i] = service;
                 harness.sentinel_ports[i] = port;
             }
         }
-        let master_port = harness.data[0].port();
-        if let Err(why) = harness.wait_sentinels_agree(deadline, master_port, 1) {
+        if let Err(why) = harness.wait_sentinels_agree(deadline, master_addr, 1) {
             panic!(
                 "RedisSentinel::start: sentinels did not settle within {TIMEOUT:?}: {why}\n{}",
                 harness.diagnostics()
@@ -167,7 +212,7 @@ impl RedisSentinel {
 
     /// The port of the data node that is not the current master.
     pub fn replica_port(&self) -> u16 {
-        let master = self.master_port();
+        let master = self.real_port(self.master_port());
         self.data_ports()
             .into_iter()
             .find(|p| *p != master)
@@ -179,8 +224,10 @@ impl RedisSentinel {
         self.data.iter().map(RedisServer::port).collect()
     }
 
-    /// The data node on `port` (for `cmd_sync`, `get`, `client_pause`, …).
+    /// The data node on `port` (for `cmd_sync`, `get`, `client_pause`, …); the port of
+    /// the master's proxy names the first master.
     pub fn server(&self, port: u16) -> &RedisServer {
+        let port = self.real_port(port);
         self.data
             .iter()
             .find(|s| s.port() == port)
@@ -217,6 +264,14 @@ impl RedisSentinel {
         let old = self
             .killed_master
             .expect("RedisSentinel::wait_for_failover: call kill_master() first");
+        self.wait_for_new_master(old)
+    }
+
+    /// Waits (bounded, 30 s) until every running sentinel names a master other than
+    /// `old` (a port as [`master_port`](Self::master_port) reported it) and that node
+    /// reports `role:master`; returns its port. For a failover without a kill (a
+    /// partition: [`isolate_master`](Self::isolate_master)).
+    pub fn wait_for_new_master(&self, old: u16) -> u16 {
         let new = wait_for(TIMEOUT, || {
             let reported: Vec<Option<u16>> = self
                 .sentinel_ports
@@ -232,7 +287,7 @@ impl RedisSentinel {
         });
         new.unwrap_or_else(|| {
             panic!(
-                "RedisSentinel::wait_for_failover: the sentinels did not replace master {old} within {TIMEOUT:?}\n{}",
+                "RedisSentinel::wait_for_new_master: the sentinels did not replace master {old} within {TIMEOUT:?}\n{}",
                 self.diagnostics()
             )
         })
@@ -276,7 +331,16 @@ impl RedisSentinel {
         }
     }
 
+    /// The data node's own port for `port`, which may be the master's proxy's.
+    fn real_port(&self, port: u16) -> u16 {
+        match &self.master_proxy {
+            Some((proxy, real)) if proxy.port() == port => *real,
+            _ => port,
+        }
+    }
+
     fn data_index(&self, port: u16) -> usize {
+        let port = self.real_port(port);
         self.data
             .iter()
             .position(|s| s.port() == port)
