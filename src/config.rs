@@ -1,6 +1,6 @@
 //! A client's settings from a configuration file (feature `serde`).
 //!
-//! [`Config`](crate::Config) deserializes from any serde format — TOML, YAML, JSON,
+//! [`Config`] deserializes from any serde format — TOML, YAML, JSON,
 //! environment layers such as `figment` or `config` — and opens the client it describes:
 //!
 //! ```toml
@@ -30,8 +30,8 @@
 //! ```
 //!
 //! Every field is optional. A store is one of `url`, `cluster` (feature `cluster`) or
-//! `sentinels` with `master_name` (feature `sentinel`);
-//! [`Config::open`](crate::Config::open) refuses none or two. Durations are strings in humantime's units (`"250ms"`, `"30s"`, `"1m 30s"`,
+//! `sentinels` with `master_name` (feature `sentinel`); [`Config::open`] refuses none or
+//! two. Durations are strings in humantime's units (`"250ms"`, `"30s"`, `"1m 30s"`,
 //! `"2h"`) or integer milliseconds, and must lie within 1 ms ..=
 //! [`MAX_DURATION`](crate::MAX_DURATION) like the builder's. Unknown fields are
 //! errors (a misspelt `defualt_timeout` is never silently ignored), and every error
