@@ -51,7 +51,7 @@ async fn main() -> leasehold::Result<()> {
     assert_eq!(state.as_deref(), Some("sent by B"));
 
     // A resource elsewhere (SQL, an API) gets the token with each write and refuses a
-    // lower one than it has seen: see the `leasehold::fence` docs.
+    // lower one than it has seen: see "Fencing a resource" in the crate docs.
     b.unlock().await?;
     Ok(())
 }

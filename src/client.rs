@@ -26,10 +26,12 @@ const REFUSED_RETRIES: u32 = 3;
 
 /// Default bound on one round trip for operations that take no timeout argument
 /// ([`Client::try_lock`]): 1 second.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+#[deprecated(note = "use `Client::DEFAULT_TIMEOUT`")]
+pub const DEFAULT_TIMEOUT: Duration = Client::DEFAULT_TIMEOUT;
 
 /// Default bound on establishing a connection to Redis: 5 seconds.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+#[deprecated(note = "use `Client::DEFAULT_CONNECT_TIMEOUT`")]
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Client::DEFAULT_CONNECT_TIMEOUT;
 
 /// A lock client: cheap to clone, `Send + Sync + 'static`; clones share one connection.
 ///
@@ -102,8 +104,8 @@ impl ClientBuilder {
     /// A builder with the documented defaults.
     pub const fn new() -> Self {
         ClientBuilder {
-            default_timeout: DEFAULT_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            default_timeout: Client::DEFAULT_TIMEOUT,
+            connect_timeout: Client::DEFAULT_CONNECT_TIMEOUT,
             notify: true,
             notifier: None,
             key_prefix: String::new(),
@@ -119,7 +121,7 @@ impl ClientBuilder {
     /// [`Client::force_release`]), client-level fenced access, `run_exclusive` and
     /// `run_while_leader` attempts, the detached aborts of `lock`, and the attempt timeout
     /// of a [`LockRequest`](crate::LockRequest) that names none. Default:
-    /// [`DEFAULT_TIMEOUT`] (1 s).
+    /// [`Client::DEFAULT_TIMEOUT`] (1 s).
     /// Validated (at least 1 ms, at most [`MAX_DURATION`](crate::MAX_DURATION)) when the client is built.
     pub const fn default_timeout(mut self, timeout: Duration) -> Self {
         self.default_timeout = timeout;
@@ -128,7 +130,7 @@ impl ClientBuilder {
 
     /// Bound on establishing (and re-establishing) a connection to Redis (to an etcd
     /// member: the first connection).
-    /// Default: [`DEFAULT_CONNECT_TIMEOUT`] (5 s). Validated like `default_timeout`.
+    /// Default: [`Client::DEFAULT_CONNECT_TIMEOUT`] (5 s). Validated like `default_timeout`.
     pub const fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -421,6 +423,14 @@ impl ClientBuilder {
 }
 
 impl Client {
+    /// Default bound on one round trip for operations that take no timeout argument
+    /// ([`Client::try_lock`], see [`ClientBuilder::default_timeout`]): 1 second.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// Default bound on establishing a connection to a store (see
+    /// [`ClientBuilder::connect_timeout`]): 5 seconds.
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
     /// A [`ClientBuilder`] with the documented defaults.
     pub const fn builder() -> ClientBuilder {
         ClientBuilder::new()

@@ -40,8 +40,9 @@ impl Leadership {
     }
 
     /// The fencing token of this term: strictly greater than that of every earlier term
-    /// of any contender. Pass it to what the leader writes (see [`fence`](crate::fence)),
-    /// so that a leader that lost its lease while paused cannot write after its successor.
+    /// of any contender. Pass it to what the leader writes (see
+    /// [fencing](crate#fencing-a-resource)), so that a leader that lost its lease while
+    /// paused cannot write after its successor.
     pub fn fencing_token(&self) -> u64 {
         self.token
     }

@@ -98,12 +98,62 @@
 //! What closes the gap is **fencing**: pass [`Lock::fencing_token`] to the resource and
 //! have it refuse writes carrying a token lower than the highest it has seen. Inside the
 //! process, check [`Lock::valid_for`] before a side effect, and abort work when
-//! [`Lock::lost`] fires. The [`fence`] module does the resource side for data kept in
-//! the same store, and shows the same protocol in SQL.
+//! [`Lock::lost`] fires. [Fencing a resource](#fencing-a-resource) below does the resource
+//! side for data kept in the same store, and shows the same protocol in SQL.
 //!
 //! The repository's `RELIABILITY.md` goes through each failure scenario (black-holed
 //! links, paused servers, restarts with and without persistence, half-open connections,
 //! dead holders) with the figures the test suite measured.
+//!
+//! # Fencing a resource
+//!
+//! Resource-side fencing is the part of the protocol that makes a lease lock safe even
+//! when a holder is paused past its lease.
+//!
+//! A lease can run out while its holder is stalled (GC, swap, a stopped VM, a slow
+//! network); the holder then wakes and writes as if it still held the lock, while a new
+//! holder already does. The resource itself has to refuse the stale holder: every
+//! access carries the holder's [fencing token](Lock::fencing_token), and the
+//! resource refuses any token lower than the highest it has seen.
+//!
+//! For a resource stored in the same Redis (or memory store) as the lock,
+//! [`Lock::fenced_get`] and [`Lock::fenced_set`] (and the client-level
+//! [`Client::fenced_get`] and [`Client::fenced_set`]) do this in one atomic script.
+//! **Reads are fenced too**: a read with token *t* raises the resource's highest token to
+//! *t*, so a stale holder's write cannot land between a newer holder's read and write
+//! (fencing writes alone would lose that update).
+//!
+//! ## One token, one holder
+//!
+//! A token is accepted when it is above the highest the resource has seen, or equal to
+//! it **from the same holder**. Tokens rise with every acquisition — but a failover to a
+//! replica that had not received the last acquisition (and its counter) hands the same
+//! token to the next holder. The resource remembers who used its highest token (a SHA-1
+//! digest of the holder's lock value, never the value) and refuses the same token from
+//! anyone else, so it never accepts two holders under one token; the holder that used it
+//! first keeps writing.
+//!
+//! The [`Lock`] forms know the holder. The client-level forms take a bare token and act
+//! as an *anonymous* holder: an equal token is refused to them once a lock used it, and
+//! accepted from any other anonymous access — two anonymous writers sharing a token
+//! cannot be told apart. Prefer the `Lock` forms.
+//!
+//! ## The same in SQL
+//!
+//! Keep the highest token next to the data and make every statement conditional on it:
+//!
+//! ```sql
+//! -- read, and claim the row for this token
+//! UPDATE jobs SET fence = $token WHERE id = $id AND fence <= $token RETURNING state;
+//! -- write
+//! UPDATE jobs SET state = $state, fence = $token WHERE id = $id AND fence <= $token;
+//! -- zero rows affected: a newer holder exists; abort
+//! ```
+//!
+//! The highest token of a Redis resource and its holder's digest live at
+//! `<resource>:token…` (in the same cluster slot), as `<token>:<digest>`; the resource
+//! itself is a plain string, readable with `GET`. Tokens are compared exactly, as decimal
+//! text, over the whole `u64` range.
 //!
 //! # One host at a time
 //!
@@ -137,6 +187,7 @@
 //! | `serde` | off | `Config` (module `config`): the client's settings (store, key prefix, timeouts, retry strategy, renewal) from TOML, YAML or any serde format; adds `serde` and `humantime` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
+#![warn(missing_debug_implementations, unreachable_pub)]
 
 mod args;
 pub mod blocking;
@@ -146,7 +197,14 @@ mod client;
 pub mod config;
 mod error;
 mod exclusive;
-pub mod fence;
+/// Empty: fencing is documented at the crate root ([Fencing a resource](crate#fencing-a-resource))
+/// and done by [`Lock::fenced_get`] and [`Lock::fenced_set`].
+#[deprecated(
+    note = "an empty module: see the crate docs' \"Fencing a resource\" and `Lock::fenced_get`/`fenced_set`"
+)]
+#[doc(hidden)]
+pub mod fence {}
+mod fencing;
 mod hash;
 mod inspect;
 mod label;
@@ -160,7 +218,7 @@ pub mod redlock;
 mod refresh;
 mod release;
 mod request;
-mod retry;
+pub mod retry;
 #[cfg(feature = "schedule")]
 #[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
 pub mod schedule;
@@ -179,19 +237,23 @@ mod wake;
 pub use redis;
 
 pub use args::MAX_DURATION;
+#[allow(deprecated)]
 pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT};
 #[cfg(feature = "serde")]
 #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
-pub use config::Config;
+pub use config::settings::Config;
 pub use error::{Error, Result, StoreError};
 pub use inspect::LockInfo;
 #[cfg(feature = "schedule")]
 #[cfg_attr(docsrs, doc(cfg(feature = "schedule")))]
 pub use leader::Leadership;
 pub use lock::Lock;
+#[allow(deprecated)]
 pub use refresh::{AutoRefresh, DEFAULT_MAX_RETRY};
+#[allow(deprecated)]
 pub use request::{DEFAULT_EXPIRATION, LockRequest};
 #[cfg(feature = "backoff")]
+#[cfg_attr(docsrs, doc(cfg(feature = "backoff")))]
 pub use retry::BackoffAdapter;
 pub use retry::{ExponentialBackoff, FixedInterval, NoRetry, NonFixedInterval, RetryStrategy};
 pub use validity::drift_allowance;

@@ -21,7 +21,8 @@ use tracing::Instrument;
 /// `run_exclusive`, `run_while_leader`, the scheduler) gives up: 3, spread over what is
 /// left of the lease (see [`Lock::auto_refresh`]). [`Lock::lost`] is the time-based
 /// signal.
-pub const DEFAULT_MAX_RETRY: u32 = 3;
+#[deprecated(note = "use `AutoRefresh::DEFAULT_MAX_RETRY`")]
+pub const DEFAULT_MAX_RETRY: u32 = AutoRefresh::DEFAULT_MAX_RETRY;
 
 static NEXT_RENEWAL_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -38,7 +39,7 @@ const RENEWALS_PER_EXPIRATION: u32 = 3;
 
 /// How the library renews a lease for you: one policy, in one place. Every third of the
 /// expiration, each renewal bounded by the caller's timeout (at most the interval), and
-/// [`DEFAULT_MAX_RETRY`] failed renewals, spread over what is
+/// [`AutoRefresh::DEFAULT_MAX_RETRY`] failed renewals, spread over what is
 /// left of the lease, before the failure is reported.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Policy {
@@ -64,7 +65,7 @@ impl Policy {
             interval,
             expiration,
             timeout: timeout.min(interval),
-            max_retry: DEFAULT_MAX_RETRY,
+            max_retry: AutoRefresh::DEFAULT_MAX_RETRY,
         })
     }
 }
@@ -309,6 +310,13 @@ impl Renewing {
 }
 
 impl AutoRefresh {
+    /// How many renewals in a row may fail before the library's own renewal of a lease
+    /// ([`LockRequest::acquire_renewed`](crate::LockRequest::acquire_renewed),
+    /// `run_exclusive`, `run_while_leader`, the scheduler) gives up: 3, spread over what
+    /// is left of the lease (see [`Lock::auto_refresh`]). [`Lock::lost`] is the
+    /// time-based signal.
+    pub const DEFAULT_MAX_RETRY: u32 = 3;
+
     /// The failure that ended renewal, if there is one and it was not taken yet.
     /// Never blocks: `None` while renewal runs fine, after a clean stop, and after the
     /// failure was taken once.

@@ -6,7 +6,8 @@ use std::time::Duration;
 use crate::{AutoRefresh, Client, Lock, NoRetry, Result, RetryStrategy};
 
 /// The expiration of a [`LockRequest`] that does not name one: 30 s.
-pub const DEFAULT_EXPIRATION: Duration = Duration::from_secs(30);
+#[deprecated(note = "use `LockRequest::DEFAULT_EXPIRATION`")]
+pub const DEFAULT_EXPIRATION: Duration = LockRequest::DEFAULT_EXPIRATION;
 
 /// A lock to acquire, with named options: [`Client::lock`] without positional durations
 /// to swap by mistake. Made by [`Client::lock_request`]; nothing happens until
@@ -16,7 +17,7 @@ pub const DEFAULT_EXPIRATION: Duration = Duration::from_secs(30);
 /// | option | default |
 /// |---|---|
 /// | [`value`](LockRequest::value) | a fresh [`random_value`](crate::random_value) |
-/// | [`expiration`](LockRequest::expiration) | [`DEFAULT_EXPIRATION`] (30 s) |
+/// | [`expiration`](LockRequest::expiration) | [`DEFAULT_EXPIRATION`](LockRequest::DEFAULT_EXPIRATION) (30 s) |
 /// | [`attempt_timeout`](LockRequest::attempt_timeout) | the client's [`default_timeout`](Client::default_timeout) |
 /// | [`retry`](LockRequest::retry) | [`NoRetry`]: one attempt |
 ///
@@ -59,6 +60,11 @@ impl<R> fmt::Debug for LockRequest<'_, R> {
     }
 }
 
+impl LockRequest<'_> {
+    /// The expiration of a request that does not name one: 30 s.
+    pub const DEFAULT_EXPIRATION: Duration = Duration::from_secs(30);
+}
+
 impl Client {
     /// A lock on `key` to acquire with named options (see [`LockRequest`]): the same
     /// acquisition as [`lock`](Client::lock), which takes them in order.
@@ -67,7 +73,7 @@ impl Client {
             client: self,
             key,
             value: None,
-            expiration: DEFAULT_EXPIRATION,
+            expiration: LockRequest::DEFAULT_EXPIRATION,
             attempt_timeout: self.default_timeout(),
             retry: NoRetry,
         }
@@ -82,7 +88,8 @@ impl<'a, R: RetryStrategy> LockRequest<'a, R> {
         self
     }
 
-    /// How long the key is held unless refreshed. Default: [`DEFAULT_EXPIRATION`].
+    /// How long the key is held unless refreshed. Default:
+    /// [`DEFAULT_EXPIRATION`](LockRequest::DEFAULT_EXPIRATION).
     pub fn expiration(mut self, expiration: Duration) -> Self {
         self.expiration = expiration;
         self
@@ -140,7 +147,7 @@ impl<'a, R: RetryStrategy> LockRequest<'a, R> {
     /// Acquire the key and keep it: [`acquire`](LockRequest::acquire), then
     /// [`Lock::auto_refresh`] every third of the expiration, re-arming the expiration,
     /// each renewal bounded by the attempt timeout, giving up after
-    /// [`DEFAULT_MAX_RETRY`](crate::DEFAULT_MAX_RETRY) failed renewals in a row. Renewal ends with
+    /// [`DEFAULT_MAX_RETRY`](AutoRefresh::DEFAULT_MAX_RETRY) failed renewals in a row. Renewal ends with
     /// [`Lock::unlock`], or when the lock (every handle of it) or the returned
     /// [`AutoRefresh`] is dropped — so bind both: `let (lock, _) = …` stops renewal at
     /// once (the `must_use` lint does not see into a tuple).

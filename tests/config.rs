@@ -250,7 +250,7 @@ async fn a_missing_store_or_setting_names_the_field() {
 fn memory_store_through_the_blocking_builder() {
     let config: Config =
         serde_saphyr::from_str("url: memory://config-test\nnotify: false\n").unwrap();
-    let client = config.blocking_builder().unwrap().memory();
+    let client = leasehold::blocking::ClientBuilder::from(config.builder().unwrap()).memory();
     let lock = client.try_lock("k", "v", ms(1000)).unwrap();
     assert!(lock.fencing_token() > 0);
     lock.unlock().unwrap();

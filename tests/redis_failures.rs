@@ -17,16 +17,7 @@ const SEC: Duration = Duration::from_secs(1);
 /// The token in the state of `key` (found by its prefix: `key:state…`).
 fn fence(server: &RedisServer, key: &str) -> Option<String> {
     let pattern = format!("{key}:state*");
-    let keys: Vec<String> = match server.cmd_sync(&["KEYS", &pattern]) {
-        redis::Value::Array(keys) => keys
-            .into_iter()
-            .map(|k| match k {
-                redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect(),
-        other => panic!("unexpected {other:?}"),
-    };
+    let keys = server.keys(&pattern);
     assert!(keys.len() <= 1, "{keys:?}");
     let state = keys.first().and_then(|k| server.get(k))?;
     Some(state.split(' ').next().unwrap().to_owned())
@@ -118,20 +109,6 @@ async fn a_wrong_password_is_a_clear_error_that_does_not_show_the_password() {
     let _held_until_expiry = client.try_lock("k", "v", SEC).await.unwrap();
 }
 
-/// Every key of the server matching `pattern`.
-fn keys(server: &RedisServer, pattern: &str) -> Vec<String> {
-    match server.cmd_sync(&["KEYS", pattern]) {
-        redis::Value::Array(keys) => keys
-            .into_iter()
-            .map(|k| match k {
-                redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect(),
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_state_lives_next_to_the_lock_key_and_outlives_it_for_a_bounded_time() {
     let server = RedisServer::start();
@@ -156,7 +133,7 @@ async fn the_state_lives_next_to_the_lock_key_and_outlives_it_for_a_bounded_time
             .unwrap();
         lock.unlock().await.unwrap();
     }
-    let left = keys(&server, "order:*");
+    let left = server.keys("order:*");
     assert_eq!(left.len(), 100, "{left:?}");
     for key in &left {
         assert!(key.contains(":state{"), "{key}");
@@ -183,7 +160,7 @@ async fn tokens_continue_from_a_counter_of_the_earlier_layout() {
         .unlock()
         .await
         .unwrap();
-    let state = keys(&server, "app:job:state*").pop().unwrap();
+    let state = server.keys("app:job:state*").pop().unwrap();
     let old = format!("app:job:fence{}", &state["app:job:state".len()..]);
     server.cmd_sync(&["DEL", &state]);
     let big = u64::MAX / 2;

@@ -81,16 +81,7 @@ impl Nodes {
     }
 
     fn keys(&self, i: usize, pattern: &str) -> Vec<String> {
-        match self.server(i).cmd_sync(&["KEYS", pattern]) {
-            redis::Value::Array(keys) => keys
-                .into_iter()
-                .map(|k| match k {
-                    redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
-                    other => panic!("unexpected {other:?}"),
-                })
-                .collect(),
-            other => panic!("unexpected {other:?}"),
-        }
+        self.server(i).keys(pattern)
     }
 
     fn pttl(&self, i: usize, key: &str) -> i64 {
@@ -1093,6 +1084,31 @@ fn blocking_redlock_mirrors_the_async_one(nodes: &Nodes) {
     lock.unlock().unwrap();
 }
 
+/// The blocking builder's `key_prefix` starts every key the Redlock writes on its nodes,
+/// while the lock keeps the key as given (negative control: the unprefixed key is
+/// untouched and free to another Redlock).
+fn blocking_redlock_writes_its_key_prefix(nodes: &Nodes) {
+    use leasehold::blocking;
+    let urls = nodes.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let prefixed = blocking::Redlock::builder()
+        .key_prefix("app:")
+        .open(&urls)
+        .unwrap();
+    let lock = prefixed.try_lock("prefixed-job", "a", 10 * SEC).unwrap();
+    assert_eq!(lock.key(), "prefixed-job");
+    assert_eq!(nodes.holding("app:prefixed-job"), vec![0, 1, 2, 3, 4]);
+    assert_eq!(nodes.holding("prefixed-job"), Vec::<usize>::new());
+    let err = prefixed.try_lock("prefixed-job", "b", SEC).unwrap_err();
+    assert!(err.is_not_obtained(), "{err:?}");
+    let plain = blocking::Redlock::open(&urls).unwrap();
+    let other = plain.try_lock("prefixed-job", "b", SEC).unwrap();
+    assert_eq!(nodes.holding("prefixed-job"), vec![0, 1, 2, 3, 4]);
+    other.unlock().unwrap();
+    lock.unlock().unwrap();
+    assert_eq!(nodes.holding("app:prefixed-job"), Vec::<usize>::new());
+}
+
 /// The blocking builder refuses one server under two spellings as the async one does
 /// (negative control: the servers spelled apart open), and its waiters wake on release.
 fn blocking_redlock_refuses_one_server_twice_and_wakes_on_release(nodes: &Nodes) {
@@ -1201,6 +1217,10 @@ const SYNC_CASES: &[(&str, SyncCase)] = &[
     (
         "blocking_redlock_mirrors_the_async_one",
         blocking_redlock_mirrors_the_async_one,
+    ),
+    (
+        "blocking_redlock_writes_its_key_prefix",
+        blocking_redlock_writes_its_key_prefix,
     ),
     (
         "blocking_redlock_refuses_one_server_twice_and_wakes_on_release",

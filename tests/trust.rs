@@ -22,20 +22,6 @@ async fn warm_up(client: &Client) {
     lock.unlock().await.unwrap();
 }
 
-/// Every key of the server matching `pattern` (test servers are tiny).
-fn keys(server: &RedisServer, pattern: &str) -> Vec<String> {
-    match server.cmd_sync(&["KEYS", pattern]) {
-        redis::Value::Array(keys) => keys
-            .into_iter()
-            .map(|k| match k {
-                redis::Value::BulkString(b) => String::from_utf8(b).unwrap(),
-                other => panic!("unexpected {other:?}"),
-            })
-            .collect(),
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
 /// The remaining TTL of `key` on the server, in milliseconds (-2: no such key).
 fn pttl(server: &RedisServer, key: &str) -> i64 {
     match server.cmd_sync(&["PTTL", key]) {
@@ -290,8 +276,8 @@ async fn a_repeated_token_from_another_holder_is_refused() {
     a.fenced_set("row", "from a").await.unwrap();
     // What a failover to a replica that had not received the lock does: the lock key
     // and its fence counter are gone (the resource, replicated earlier, is not).
-    let lost: Vec<String> = keys(&server, "job*");
-    let state = keys(&server, "job:state*");
+    let lost: Vec<String> = server.keys("job*");
+    let state = server.keys("job:state*");
     assert!(lost.len() >= 2 && state.len() == 1, "{lost:?}");
     for key in &lost {
         server.cmd_sync(&["DEL", key]);
@@ -331,7 +317,7 @@ async fn fencing_tokens_above_two_pow_53_stay_exact_and_distinct() {
         .unlock()
         .await
         .unwrap();
-    let state = keys(&server, "k:state*");
+    let state = server.keys("k:state*");
     assert_eq!(state.len(), 1, "{state:?}");
     let start = TWO_POW_53 + 2;
     server.cmd_sync(&["SET", &state[0], &format!("{start} x:1")]);

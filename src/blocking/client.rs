@@ -56,7 +56,7 @@ impl ClientBuilder {
     }
 
     /// Bound on one round trip for [`Client::try_lock`]. Default:
-    /// [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT) (1 s). Validated (at least 1 ms, at
+    /// [`DEFAULT_TIMEOUT`](crate::Client::DEFAULT_TIMEOUT) (1 s). Validated (at least 1 ms, at
     /// most [`MAX_DURATION`](crate::MAX_DURATION)) when the client is built.
     pub fn default_timeout(self, timeout: Duration) -> Self {
         ClientBuilder {
@@ -65,7 +65,7 @@ impl ClientBuilder {
     }
 
     /// Bound on establishing (and re-establishing) a connection to Redis. Default:
-    /// [`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT) (5 s). Validated like
+    /// [`DEFAULT_CONNECT_TIMEOUT`](crate::Client::DEFAULT_CONNECT_TIMEOUT) (5 s). Validated like
     /// `default_timeout`.
     pub fn connect_timeout(self, timeout: Duration) -> Self {
         ClientBuilder {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::client::Client;
+use super::lock::Lock;
 use super::refresh::AutoRefresh;
 use super::runtime::{Runtime, runtime_failed};
 use super::wait;
@@ -69,6 +70,14 @@ impl RedlockBuilder {
     pub fn connect_timeout(self, timeout: Duration) -> Self {
         RedlockBuilder {
             inner: self.inner.connect_timeout(timeout),
+        }
+    }
+
+    /// What every key the Redlock writes on its nodes starts with; see
+    /// [`crate::redlock::RedlockBuilder::key_prefix`]. Default: none.
+    pub fn key_prefix(self, prefix: impl Into<String>) -> Self {
+        RedlockBuilder {
+            inner: self.inner.key_prefix(prefix),
         }
     }
 
@@ -223,27 +232,34 @@ impl Redlock {
         Ok(self.held(lock))
     }
 
-    fn held(&self, inner: crate::redlock::RedlockLock) -> RedlockLock {
+    fn held(&self, lock: crate::redlock::RedlockLock) -> RedlockLock {
         RedlockLock {
-            inner,
-            rt: Arc::clone(&self.rt),
+            inner: Lock::new(lock.into_lock(), Arc::clone(&self.rt)),
             _nodes: Arc::clone(&self.nodes),
         }
     }
 }
 
 /// A lock held on a quorum of nodes: [`crate::redlock::RedlockLock`] with blocking
-/// methods. It has no fencing token. Dropping it does **not** release it.
+/// methods, a [`blocking::Lock`](Lock) underneath. It has no fencing token. Dropping it
+/// does **not** release it.
+#[must_use = "a RedlockLock dropped at once keeps its key until the key expires: bind it (`let lock = …`) and `unlock()` it when done"]
 pub struct RedlockLock {
-    inner: crate::redlock::RedlockLock,
-    rt: Arc<Runtime>,
+    /// The lock on the quorum store, on the Redlock's runtime thread.
+    inner: Lock,
+    /// Runtime threads that drive some nodes' connections (from clients).
     _nodes: Arc<[Arc<Runtime>]>,
 }
 
 impl fmt::Debug for RedlockLock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The async lock's Debug redacts the value.
-        fmt::Debug::fmt(&self.inner, f)
+        f.debug_struct("RedlockLock")
+            .field("key", &self.key())
+            .field("value", &"<redacted>")
+            .field("expiration", &self.expiration())
+            .field("timeout", &self.inner.timeout())
+            .field("valid_for", &self.valid_for())
+            .finish()
     }
 }
 
@@ -288,7 +304,8 @@ impl RedlockLock {
     /// When called from inside an async runtime (see the [module docs](super#panics)).
     #[track_caller]
     pub fn refresh(&self) -> Result<()> {
-        self.rt.run("RedlockLock::refresh", self.inner.refresh())
+        wait::enter("RedlockLock::refresh");
+        self.inner.refresh()
     }
 
     /// How long a majority of nodes still holds the key for this value; see
@@ -303,7 +320,8 @@ impl RedlockLock {
     /// When called from inside an async runtime (see the [module docs](super#panics)).
     #[track_caller]
     pub fn ttl(&self) -> Result<Option<Duration>> {
-        self.rt.run("RedlockLock::ttl", self.inner.ttl())
+        wait::enter("RedlockLock::ttl");
+        self.inner.ttl()
     }
 
     /// Renew this lock in the background, on the runtime thread; see
@@ -319,15 +337,8 @@ impl RedlockLock {
         timeout: Duration,
         max_retry: u32,
     ) -> Result<AutoRefresh> {
-        // The renewal task is spawned on the runtime the context points at.
-        let _runtime = self.rt.handle().enter();
-        let inner = self
-            .inner
-            .auto_refresh(interval, expiration, timeout, max_retry)?;
-        Ok(AutoRefresh {
-            inner: Some(inner),
-            rt: Arc::clone(&self.rt),
-        })
+        self.inner
+            .auto_refresh(interval, expiration, timeout, max_retry)
     }
 
     /// Stop any auto-refresh, then release the key on every node; see
@@ -343,8 +354,10 @@ impl RedlockLock {
     /// When called from inside an async runtime (see the [module docs](super#panics)).
     #[track_caller]
     pub fn unlock(self) -> Result<()> {
-        let RedlockLock { inner, rt, _nodes } = self;
-        rt.run("RedlockLock::unlock", async move { inner.unlock().await })
+        wait::enter("RedlockLock::unlock");
+        // The nodes' runtime threads outlive the release.
+        let RedlockLock { inner, _nodes } = self;
+        inner.unlock()
     }
 
     /// Park until this lock must be considered lost; see
@@ -355,11 +368,8 @@ impl RedlockLock {
     /// When called from inside an async runtime (see the [module docs](super#panics)).
     #[track_caller]
     pub fn wait_lost(&self) {
-        wait::block_on(
-            self.rt.handle(),
-            "RedlockLock::wait_lost",
-            self.inner.lost(),
-        );
+        wait::enter("RedlockLock::wait_lost");
+        self.inner.wait_lost();
     }
 
     /// Park until this lock must be considered lost or `timeout` passes; `true` if lost.
@@ -369,13 +379,8 @@ impl RedlockLock {
     /// When called from inside an async runtime (see the [module docs](super#panics)).
     #[track_caller]
     pub fn wait_lost_timeout(&self, timeout: Duration) -> bool {
-        wait::timeout(
-            self.rt.handle(),
-            "RedlockLock::wait_lost_timeout",
-            self.inner.lost(),
-            timeout,
-        )
-        .is_some()
+        wait::enter("RedlockLock::wait_lost_timeout");
+        self.inner.wait_lost_timeout(timeout)
     }
 }
 

@@ -17,6 +17,7 @@ use crate::{AutoRefresh, Lock, Result};
 /// expires (or until [`unlock`](RedlockLock::unlock)); dropping it does stop its
 /// [auto-refresh](RedlockLock::auto_refresh). Locking a key again under the value that
 /// holds it (through the same `Redlock`) gives another handle on the same lease.
+#[must_use = "a RedlockLock dropped at once keeps its key until the key expires: bind it (`let lock = …`) and `unlock()` it when done"]
 pub struct RedlockLock {
     inner: Lock,
 }
@@ -36,6 +37,11 @@ impl fmt::Debug for RedlockLock {
 impl RedlockLock {
     pub(super) fn new(inner: Lock) -> Self {
         RedlockLock { inner }
+    }
+
+    /// The lock on the quorum store underneath, for the blocking facade to wrap.
+    pub(crate) fn into_lock(self) -> Lock {
+        self.inner
     }
 
     /// The locked key.

@@ -223,13 +223,13 @@ impl RedlockBuilder {
     pub const fn new() -> Self {
         RedlockBuilder {
             inner: ClientBuilder::new(),
-            connect_timeout: crate::DEFAULT_CONNECT_TIMEOUT,
-            default_timeout: crate::DEFAULT_TIMEOUT,
+            connect_timeout: crate::Client::DEFAULT_CONNECT_TIMEOUT,
+            default_timeout: crate::Client::DEFAULT_TIMEOUT,
         }
     }
 
     /// Bound on one attempt for [`Redlock::try_lock`], and on the abort of an attempt
-    /// given up on. Default: [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT) (1 s). Validated
+    /// given up on. Default: [`DEFAULT_TIMEOUT`](crate::Client::DEFAULT_TIMEOUT) (1 s). Validated
     /// (at least 1 ms, at most [`MAX_DURATION`](crate::MAX_DURATION)) when the Redlock is
     /// built.
     pub const fn default_timeout(mut self, timeout: Duration) -> Self {
@@ -239,7 +239,7 @@ impl RedlockBuilder {
 
     /// Bound on establishing (and re-establishing) each node's connection, and on
     /// asking it its server's `run_id` when the Redlock is opened. Default:
-    /// [`DEFAULT_CONNECT_TIMEOUT`](crate::DEFAULT_CONNECT_TIMEOUT) (5 s).
+    /// [`DEFAULT_CONNECT_TIMEOUT`](crate::Client::DEFAULT_CONNECT_TIMEOUT) (5 s).
     pub const fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -438,7 +438,7 @@ impl Redlock {
     /// [`Client::open`] or [`ClientBuilder`] (their own credentials, TLS, connect
     /// timeouts; Sentinel and Cluster clients count as one node each). The Redlock shares
     /// their connections. Its own default timeout is
-    /// [`DEFAULT_TIMEOUT`](crate::DEFAULT_TIMEOUT); see
+    /// [`DEFAULT_TIMEOUT`](crate::Client::DEFAULT_TIMEOUT); see
     /// [`RedlockBuilder::from_clients`] to set it.
     ///
     /// Waiters wake on a release when a quorum of the clients announce releases

@@ -57,6 +57,7 @@ mod fixed;
 pub(crate) mod rng;
 
 #[cfg(feature = "backoff")]
+#[cfg_attr(docsrs, doc(cfg(feature = "backoff")))]
 pub use backoff::BackoffAdapter;
 pub use exponential::ExponentialBackoff;
 pub use fixed::{FixedInterval, NoRetry, NonFixedInterval};

@@ -45,8 +45,8 @@ impl JobContext {
 
     /// The fencing token of this run: strictly greater than that of every earlier run of
     /// the job, on any host. Pass it to the resource the job writes and have the resource
-    /// refuse lower tokens (see [`fence`](crate::fence)): that keeps a run that lost its
-    /// lease while paused from writing after a newer run.
+    /// refuse lower tokens (see [fencing](crate#fencing-a-resource)): that keeps a run
+    /// that lost its lease while paused from writing after a newer run.
     ///
     /// With [`Overlap::SkipIfStillRunning`](super::Overlap::SkipIfStillRunning) and
     /// [`Overlap::DelayIfStillRunning`](super::Overlap::DelayIfStillRunning) it is the

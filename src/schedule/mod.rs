@@ -192,7 +192,9 @@ mod scheduler;
 mod shared;
 mod timing;
 
-#[doc(no_inline)]
+// `Leadership` is documented at the crate root (`leasehold::Leadership`, the argument of
+// `Client::run_while_leader`); this path stays for code written against it.
+#[doc(hidden)]
 pub use crate::Leadership;
 pub use context::JobContext;
 pub use job::{DEFAULT_LOCK_AT_MOST_FOR, DEFAULT_MISFIRE_GRACE, Job, Misfire, Overlap};

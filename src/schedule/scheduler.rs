@@ -33,6 +33,7 @@ pub const DEFAULT_CLAIM_RETRY: FixedInterval = FixedInterval::new(Duration::from
 ///
 /// Build it, [`add`](Scheduler::add) jobs, then [`start`](Scheduler::start) it; the
 /// returned [`SchedulerHandle`] stops it.
+#[must_use = "a Scheduler runs nothing until `.start()` is called"]
 pub struct Scheduler {
     client: Client,
     key_prefix: String,

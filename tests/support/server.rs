@@ -174,6 +174,21 @@ impl RedisServer {
         }
     }
 
+    /// `KEYS pattern`: every key matching `pattern` (test servers are tiny), in the
+    /// server's order; panics on any other reply.
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        match self.cmd_sync(&["KEYS", pattern]) {
+            redis::Value::Array(keys) => keys
+                .into_iter()
+                .map(|k| match k {
+                    redis::Value::BulkString(b) => String::from_utf8(b).expect("UTF-8 key"),
+                    other => panic!("KEYS {pattern}: unexpected key {other:?}"),
+                })
+                .collect(),
+            other => panic!("KEYS {pattern}: unexpected reply {other:?}"),
+        }
+    }
+
     /// `CLIENT PAUSE <ms> ALL`: every client command blocks for `d`.
     pub fn client_pause(&self, d: Duration) {
         let ms = d.as_millis().max(1).to_string();

@@ -1,50 +1,7 @@
-//! Resource-side fencing: the part of the protocol that makes a lease lock safe even
-//! when a holder is paused past its lease.
-//!
-//! A lease can run out while its holder is stalled (GC, swap, a stopped VM, a slow
-//! network); the holder then wakes and writes as if it still held the lock, while a new
-//! holder already does. The resource itself has to refuse the stale holder: every
-//! access carries the holder's [fencing token](crate::Lock::fencing_token), and the
-//! resource refuses any token lower than the highest it has seen.
-//!
-//! For a resource stored in the same Redis (or memory store) as the lock,
-//! [`Lock::fenced_get`] and [`Lock::fenced_set`] (and the client-level
-//! [`Client::fenced_get`] and [`Client::fenced_set`]) do this in one atomic script.
-//! **Reads are fenced too**: a read with token *t* raises the resource's highest token to
-//! *t*, so a stale holder's write cannot land between a newer holder's read and write
-//! (fencing writes alone would lose that update).
-//!
-//! # One token, one holder
-//!
-//! A token is accepted when it is above the highest the resource has seen, or equal to
-//! it **from the same holder**. Tokens rise with every acquisition — but a failover to a
-//! replica that had not received the last acquisition (and its counter) hands the same
-//! token to the next holder. The resource remembers who used its highest token (a SHA-1
-//! digest of the holder's lock value, never the value) and refuses the same token from
-//! anyone else, so it never accepts two holders under one token; the holder that used it
-//! first keeps writing.
-//!
-//! The [`Lock`] forms know the holder. The client-level forms take a bare token and act
-//! as an *anonymous* holder: an equal token is refused to them once a lock used it, and
-//! accepted from any other anonymous access — two anonymous writers sharing a token
-//! cannot be told apart. Prefer the `Lock` forms.
-//!
-//! # The same in SQL
-//!
-//! Keep the highest token next to the data and make every statement conditional on it:
-//!
-//! ```sql
-//! -- read, and claim the row for this token
-//! UPDATE jobs SET fence = $token WHERE id = $id AND fence <= $token RETURNING state;
-//! -- write
-//! UPDATE jobs SET state = $state, fence = $token WHERE id = $id AND fence <= $token;
-//! -- zero rows affected: a newer holder exists; abort
-//! ```
-//!
-//! The highest token of a Redis resource and its holder's digest live at
-//! `<resource>:token…` (in the same cluster slot), as `<token>:<digest>`; the resource
-//! itself is a plain string, readable with `GET`. Tokens are compared exactly, as decimal
-//! text, over the whole `u64` range.
+//! Fenced access to a resource kept in the lock's store: `Client::fenced_get`/`fenced_set`
+//! and `Lock::fenced_get`/`fenced_set` (the protocol is documented at the crate root).
+
+use std::fmt;
 
 use crate::args::{check_key, check_value};
 use crate::client::Client;
@@ -53,6 +10,18 @@ use crate::lock::Lock;
 use crate::store::Fence;
 use crate::{Error, Result};
 
+/// The holder's lock value and the value written stay out of it.
+impl fmt::Debug for Fence<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fence")
+            .field("resource", &self.resource)
+            .field("token", &self.token)
+            .field("holder", &self.holder.map(|_| "<redacted>"))
+            .field("write", &self.write.map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
 fn check_resource(resource: &str) -> Result<()> {
     check_key(resource).map_err(|_| Error::invalid("resource: must not be empty"))
 }
@@ -60,7 +29,7 @@ fn check_resource(resource: &str) -> Result<()> {
 impl Client {
     /// Read the string `resource` as an anonymous holder of `token`, provided `token` is
     /// above the highest token the resource has seen, or equal to it and that was used
-    /// anonymously too (see [the module docs](crate::fence#one-token-one-holder));
+    /// anonymously too (see [One token, one holder](crate#one-token-one-holder));
     /// `token` becomes its highest. `None`: the resource is unset.
     ///
     /// # Errors
@@ -162,6 +131,16 @@ impl Lock {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_fence_shows_neither_the_holder_nor_the_value_written() {
+        let shown = format!(
+            "{:?}",
+            Fence::new("row", 7, Some("holder-secret"), Some("value-secret"))
+        );
+        assert!(shown.contains("row") && shown.contains('7'), "{shown}");
+        assert!(!shown.contains("secret"), "{shown}");
+    }
 
     #[tokio::test]
     async fn stale_tokens_are_refused_and_reads_raise_the_fence() {
