@@ -124,6 +124,7 @@ async fn a_server_that_never_answers_is_a_timeout_like_any_other() {
 }
 
 /// A cluster none of whose seeds answers: the error names every seed and what it said.
+#[cfg(feature = "cluster")]
 #[tokio::test]
 async fn a_cluster_without_a_reachable_seed_names_each_seed() {
     let (a, b) = (support::free_port(), support::free_port());

@@ -78,7 +78,7 @@ impl Inspected {
 /// failover lost the counter — is refused). An accepted token becomes the highest.
 /// `write: Some(v)` sets the resource's value; `None` reads it.
 ///
-/// No `Debug`: it carries a lock value.
+/// Its `Debug` shows the resource and the token, never the holder's value or the value written.
 #[derive(Clone, Copy)]
 #[non_exhaustive]
 pub struct Fence<'a> {
