@@ -662,7 +662,11 @@ async fn a_waiter_wakes_when_the_holder_releases(nodes: &Nodes) {
             .unwrap();
         let lock = lock.expect("the waiter acquired");
         woken_after.push(acquired - released);
-        assert_eq!(nodes.holding(&key), vec![0, 1, 2, 3, 4]);
+        // A quorum holds it. Not always all five: the waiter wakes on a quorum of release
+        // announcements, and its attempt may reach a node before the holder's release
+        // does (seen under load: [0, 1, 2]).
+        let holding = nodes.holding(&key);
+        assert!(holding.len() >= 3, "a quorum holds the waiter's lock: {holding:?}");
         lock.unlock().await.unwrap();
     }
     let slowest = woken_after.iter().max().copied().unwrap();
