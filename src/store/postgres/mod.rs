@@ -92,6 +92,53 @@ pub fn schema_sql(url: &str) -> Result<String> {
     Ok(sql::schema_sql(&target.place))
 }
 
+/// Create the lock tables a `postgres://` URL names when they are missing (whatever its
+/// `create` parameter says), and return the schema version now there: what `leasehold
+/// migrate <url>` runs. The same path as a client's first open with `create=true`: one
+/// transaction, idempotent, safe to run from several hosts at once.
+///
+/// # Errors
+///
+/// * [`Error::InvalidArgument`] for a URL this store cannot read, or a schema or table
+///   name that is not a plain identifier, before any I/O;
+/// * [`Error::Store`] when the server cannot be reached or refuses the DDL (permissions),
+///   or the tables' schema is newer than this client's;
+/// * [`Error::Timeout`] past `options.connect_timeout`.
+///
+/// # Cancel safety
+///
+/// Cancel safe: the tables are created in full or not at all.
+pub async fn migrate(url: &str, options: &Options) -> Result<u32> {
+    let mut target = url::parse(url, options.connect_timeout)?;
+    target.place.create = true;
+    let options = Options {
+        notify: false,
+        ..options.clone()
+    };
+    let store = PostgresStore::with_place(
+        target.config.clone(),
+        &target.place,
+        &options,
+        target.display,
+    );
+    let run = async {
+        store.check_schema(&target.place).await?;
+        let client = store.pool.get().await?;
+        let rows = client
+            .query_typed(&store.sql.version, &[])
+            .await
+            .map_err(store_error)?;
+        let version = rows
+            .first()
+            .and_then(|r| r.get::<_, Option<i32>>(0))
+            .ok_or_else(|| bad_reply("the schema version"))?;
+        u32::try_from(version).map_err(|_| bad_reply("the schema version"))
+    };
+    tokio::time::timeout(options.connect_timeout, run)
+        .await
+        .map_err(|_| Error::Timeout)?
+}
+
 /// A lock store on PostgreSQL (feature `postgres`); see the [module docs](self).
 pub struct PostgresStore {
     /// `host:port/database`, never the password.
