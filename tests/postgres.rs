@@ -373,3 +373,76 @@ async fn a_statement_timeout_is_a_transient_failure_that_takes_nothing() {
         .await
         .unwrap();
 }
+
+// -- TLS ----------------------------------------------------------------------------
+
+/// `sslmode=verify-full` (feature `tls`) against a server that accepts TLS only: with the
+/// CA given to `tls_root_certificate` every connection — the statements' and the hand-off
+/// listener's — is encrypted (the server's own view, `pg_stat_ssl`), and a waiter is woken
+/// by the release through it. Negative controls: a plain connection is refused by the
+/// server, and the same URL with the platform's roots fails verification.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_root_encrypts_every_connection() {
+    use leasehold::FixedInterval;
+    let server = tokio::task::spawn_blocking(PostgresServer::start_tls)
+        .await
+        .unwrap();
+    let url = format!("{}?sslmode=verify-full", server.url());
+    let open = || {
+        Client::builder()
+            .tls_root_certificate(server.ca_pem())
+            .connect_timeout(5 * SEC)
+            .open(&url)
+    };
+    let (holder, waiter) = (open().await.unwrap(), open().await.unwrap());
+    let held = holder.try_lock("k", "holder", 60 * SEC).await.unwrap();
+    let waiting = waiter.lock("k", "waiter", 10 * SEC, SEC, FixedInterval::new(SEC, 5));
+    let release = async {
+        tokio::time::sleep(300 * MS).await;
+        // The waiter's listener is up by now (it starts at the first wait).
+        held.unlock().await.unwrap();
+        Instant::now()
+    };
+    let (lock, released) = tokio::join!(waiting, release);
+    let lag = released.elapsed();
+    let lock = lock.expect("acquired after the release");
+    assert!(
+        lag < 500 * MS,
+        "woken by the release, not the 1 s poll: {lag:?}"
+    );
+    let rows = server.sql(
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*), \
+           count(*) FILTER (WHERE a.query LIKE 'LISTEN%') \
+         FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.application_name = 'leasehold'",
+    );
+    let (encrypted, all, listening) = (&rows[0][0], &rows[0][1], &rows[0][2]);
+    assert_eq!(encrypted, all, "every connection encrypted");
+    assert_ne!(all.as_deref(), Some("0"));
+    assert_eq!(listening.as_deref(), Some("1"), "the waiter's listener");
+    lock.unlock().await.unwrap();
+
+    // A plain connection: refused by `hostssl` (not a certificate problem).
+    let err = Client::builder()
+        .connect_timeout(5 * SEC)
+        .open(&server.url())
+        .await
+        .expect_err("plain refused");
+    assert!(err.is_store(), "{err}");
+    assert!(err.to_string().contains("no encryption"), "{err}");
+    // The platform's roots do not know the test CA.
+    let err = Client::builder()
+        .connect_timeout(5 * SEC)
+        .open(&format!("{}?sslmode=require", server.url()))
+        .await
+        .expect_err("an unknown issuer");
+    assert!(err.is_store(), "{err}");
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    let root = Client::builder()
+        .tls_root_certificate(b"not a certificate".to_vec())
+        .open(&url)
+        .await
+        .expect_err("a root that is not PEM");
+    assert!(root.is_invalid_argument(), "{root}");
+}

@@ -45,6 +45,16 @@ async fn run(url: &str, config: &Config, print: bool, printer: &Printer) -> Resu
     if let Some(timeout) = config.connect_timeout {
         options.connect_timeout = timeout;
     }
+    #[cfg(feature = "tls")]
+    if let Some(path) = &config.tls_root_certificate {
+        let pem = std::fs::read(path).map_err(|e| {
+            Failure::new(format!(
+                "cannot read tls_root_certificate {}: {e}",
+                path.display()
+            ))
+        })?;
+        options.tls_root_certificate = Some(pem);
+    }
     let version = postgres::migrate(url, &options)
         .await
         .map_err(|e| Failure::new(format!("migrate: {e}")))?;

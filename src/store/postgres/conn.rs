@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures::StreamExt;
+use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{NoTls, Row};
+
+use super::tls::Tls;
 
 use crate::store::StoreError;
 use crate::{Error, Result};
@@ -29,14 +32,16 @@ pub(crate) enum Resend {
 
 pub(crate) struct Pool {
     config: tokio_postgres::Config,
+    tls: Tls,
     slots: Vec<tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>>,
     next: AtomicUsize,
 }
 
 impl Pool {
-    pub(crate) fn new(config: tokio_postgres::Config) -> Self {
+    pub(crate) fn new(config: tokio_postgres::Config, tls: Tls) -> Self {
         Pool {
             config,
+            tls,
             slots: (0..CONNECTIONS)
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
@@ -51,7 +56,7 @@ impl Pool {
         if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(Arc::clone(client));
         }
-        let client = Arc::new(connect(&self.config).await?);
+        let client = Arc::new(connect(&self.config, &self.tls).await?);
         *slot = Some(Arc::clone(&client));
         Ok(client)
     }
@@ -97,11 +102,23 @@ impl Pool {
 }
 
 /// A new connection; its I/O runs on a task of its own until it closes.
-pub(crate) async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
-    let (client, connection) = config.connect(NoTls).await.map_err(store_error)?;
+pub(crate) async fn connect(
+    config: &tokio_postgres::Config,
+    tls: &Tls,
+) -> Result<tokio_postgres::Client> {
+    let (client, mut messages) = tls.connect(config).await.map_err(store_error)?;
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "postgres connection closed");
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notice(notice)) => {
+                    tracing::debug!(notice = %notice, "postgres notice");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "postgres connection closed");
+                    break;
+                }
+            }
         }
     });
     Ok(client)
@@ -138,7 +155,12 @@ pub(crate) fn store_error(e: tokio_postgres::Error) -> Error {
     let message = match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None if e.is_closed() => "connection closed".to_owned(),
-        None => e.to_string(),
+        // The driver's own words ("error performing TLS handshake") and the cause
+        // ("invalid peer certificate: UnknownIssuer").
+        None => match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
     };
     Error::Store(StoreError::new("postgres", transient, message).with_source(e))
 }

@@ -22,6 +22,7 @@
 mod conn;
 mod notify;
 pub(crate) mod sql;
+mod tls;
 pub(crate) mod url;
 
 use std::time::{Duration, SystemTime};
@@ -32,6 +33,7 @@ use tokio_postgres::types::Type;
 use self::conn::{Pool, Resend, store_error};
 use self::notify::Notifier;
 use self::sql::{SCHEMA_VERSION, Statements};
+use self::tls::Tls;
 use self::url::Place;
 // Only the public store interface: this store is built as one from outside the crate
 // would be.
@@ -52,6 +54,11 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// Announce releases and wake waiters through `LISTEN`/`NOTIFY`; default true.
     pub notify: bool,
+    /// The root certificate (PEM) to trust for a URL with `sslmode=require`,
+    /// `verify-ca` or `verify-full`; `None` (the default): the platform's roots.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub tls_root_certificate: Option<Vec<u8>>,
 }
 
 impl Default for Options {
@@ -59,6 +66,8 @@ impl Default for Options {
         Options {
             connect_timeout: Duration::from_secs(5),
             notify: true,
+            #[cfg(feature = "tls")]
+            tls_root_certificate: None,
         }
     }
 }
@@ -71,6 +80,8 @@ pub(crate) async fn open_backend(
     let options = Options {
         connect_timeout: options.connect_timeout,
         notify: options.notify,
+        #[cfg(feature = "tls")]
+        tls_root_certificate: options.tls_root_certificate.clone(),
     };
     let store = PostgresStore::open(url, &options).await?;
     let target = store.target.clone();
@@ -115,8 +126,10 @@ pub async fn migrate(url: &str, options: &Options) -> Result<u32> {
         notify: false,
         ..options.clone()
     };
+    let tls = Tls::new(target.tls, root(&options))?;
     let store = PostgresStore::with_place(
         target.config.clone(),
+        tls,
         &target.place,
         &options,
         target.display,
@@ -165,7 +178,10 @@ fn bad_reply(what: &str) -> Error {
 impl PostgresStore {
     /// Open the store `url` names
     /// (`postgres://[user[:password]@]host[:port][/database][?schema=S&table=T&create=B]`,
-    /// or `postgresql://`; every other query parameter goes to the driver): parse it,
+    /// or `postgresql://`; `sslmode=require`, `verify-ca` or `verify-full` with the `tls`
+    /// feature: TLS that verifies the server's certificate and name, against
+    /// `options.tls_root_certificate` or the platform's roots; every other query
+    /// parameter goes to the driver): parse it,
     /// connect once, and check the schema's version — creating the tables when they are
     /// missing and the URL allows it (`create`, default true). Open a client on it with
     /// [`Client::from_store`](crate::Client::from_store), or give `Client::open` the URL.
@@ -185,7 +201,8 @@ impl PostgresStore {
     pub async fn open(url: &str, options: &Options) -> Result<PostgresStore> {
         let target = url::parse(url, options.connect_timeout)?;
         let place = target.place.clone();
-        let store = Self::with_place(target.config.clone(), &place, options, target.display);
+        let tls = Tls::new(target.tls, root(options))?;
+        let store = Self::with_place(target.config.clone(), tls, &place, options, target.display);
         let check = store.check_schema(&place);
         tokio::time::timeout(options.connect_timeout, check)
             .await
@@ -195,6 +212,7 @@ impl PostgresStore {
 
     fn with_place(
         config: tokio_postgres::Config,
+        tls: Tls,
         place: &Place,
         options: &Options,
         target: String,
@@ -208,8 +226,8 @@ impl PostgresStore {
             target,
             notifier: options
                 .notify
-                .then(|| Notifier::new(config.clone(), channel.clone())),
-            pool: Pool::new(config),
+                .then(|| Notifier::new(config.clone(), tls.clone(), channel.clone())),
+            pool: Pool::new(config, tls),
             sql: Statements::new(place),
             channel,
         }
@@ -287,6 +305,19 @@ impl PostgresStore {
                 SystemTime::UNIX_EPOCH + Duration::from_micros((ms.max(0.0) * 1000.0) as u64)
             }),
         })
+    }
+}
+
+/// The root certificate the options give, if any.
+fn root(options: &Options) -> Option<&[u8]> {
+    #[cfg(feature = "tls")]
+    {
+        options.tls_root_certificate.as_deref()
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = options;
+        None
     }
 }
 

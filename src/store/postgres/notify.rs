@@ -16,10 +16,12 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio_postgres::AsyncMessage;
 
+use super::tls::Tls;
 use crate::store::{Waiters, Watch};
 
 pub(crate) struct Notifier {
     config: tokio_postgres::Config,
+    tls: Tls,
     channel: String,
     waiters: Arc<Waiters>,
     /// The keys waited for (to wake each once on a reconnect).
@@ -28,7 +30,7 @@ pub(crate) struct Notifier {
 }
 
 impl Notifier {
-    pub(crate) fn new(config: tokio_postgres::Config, channel: String) -> Self {
+    pub(crate) fn new(config: tokio_postgres::Config, tls: Tls, channel: String) -> Self {
         let keys: Arc<Mutex<HashSet<String>>> = Arc::default();
         let waiters = Waiters::with_idle({
             let keys = Arc::clone(&keys);
@@ -38,6 +40,7 @@ impl Notifier {
         });
         Notifier {
             config,
+            tls,
             channel,
             waiters: Arc::new(waiters),
             keys,
@@ -53,6 +56,7 @@ impl Notifier {
         if self.task.get().is_none() && tokio::runtime::Handle::try_current().is_ok() {
             let task = tokio::spawn(listen(
                 self.config.clone(),
+                self.tls.clone(),
                 self.channel.clone(),
                 Arc::clone(&self.waiters),
                 Arc::clone(&self.keys),
@@ -77,15 +81,15 @@ impl Drop for Notifier {
 /// connection ends.
 async fn listen(
     config: tokio_postgres::Config,
+    tls: Tls,
     channel: String,
     waiters: Arc<Waiters>,
     keys: Arc<Mutex<HashSet<String>>>,
 ) {
     let mut pause = Duration::from_millis(50);
     loop {
-        if let Ok((client, mut connection)) = config.connect(tokio_postgres::NoTls).await {
-            let mut messages =
-                futures::stream::poll_fn(move |cx| connection.poll_message(cx)).fuse();
+        if let Ok((client, messages)) = tls.connect(&config).await {
+            let mut messages = messages.fuse();
             let statement = format!("LISTEN \"{channel}\"");
             let listen = client.batch_execute(&statement);
             // The connection is driven by reading its messages: both at once.

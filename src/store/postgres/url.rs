@@ -38,6 +38,8 @@ impl Default for Place {
 pub(crate) struct Target {
     pub(crate) config: tokio_postgres::Config,
     pub(crate) place: Place,
+    /// TLS asked for (`sslmode=require`, `verify-ca`, `verify-full`).
+    pub(crate) tls: bool,
     /// `host:port[/db]` for diagnostics: never the user's password.
     pub(crate) display: String,
 }
@@ -55,6 +57,7 @@ pub(crate) fn parse(url: &str, connect_timeout: Duration) -> Result<Target> {
         None => (url, ""),
     };
     let mut rest = Vec::new();
+    let mut tls = false;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
@@ -65,6 +68,20 @@ pub(crate) fn parse(url: &str, connect_timeout: Duration) -> Result<Target> {
                     "true" | "1" | "yes" => true,
                     "false" | "0" | "no" => false,
                     _ => return Err(invalid("url: create must be true or false")),
+                }
+            }
+            // The driver knows only disable, prefer and require, and would make `prefer`
+            // try TLS unverified: leasehold decides (see `tls.rs`).
+            "sslmode" => {
+                tls = match value {
+                    "disable" | "allow" | "prefer" => false,
+                    "require" | "verify-ca" | "verify-full" => true,
+                    _ => {
+                        return Err(invalid(
+                            "url: sslmode must be disable, allow, prefer, require, verify-ca \
+                             or verify-full",
+                        ));
+                    }
                 }
             }
             _ => rest.push(pair),
@@ -84,6 +101,11 @@ pub(crate) fn parse(url: &str, connect_timeout: Duration) -> Result<Target> {
         return Err(invalid(format!("{EXPECTED}: no host")));
     }
     config.connect_timeout(connect_timeout);
+    config.ssl_mode(if tls {
+        tokio_postgres::config::SslMode::Require
+    } else {
+        tokio_postgres::config::SslMode::Disable
+    });
     if config.get_application_name().is_none() {
         config.application_name("leasehold");
     }
@@ -91,6 +113,7 @@ pub(crate) fn parse(url: &str, connect_timeout: Duration) -> Result<Target> {
     Ok(Target {
         config,
         place,
+        tls,
         display,
     })
 }
@@ -153,6 +176,33 @@ mod tests {
         assert_eq!(t.config.get_password(), Some(&b"secret"[..]));
         let t = parse("postgresql://localhost", T).unwrap();
         assert_eq!(t.place, Place::default());
+        assert!(!t.tls);
+    }
+
+    #[test]
+    fn sslmode_is_leaseholds_to_read() {
+        use tokio_postgres::config::SslMode;
+        for (mode, tls) in [
+            ("disable", false),
+            ("allow", false),
+            ("prefer", false),
+            ("require", true),
+            ("verify-ca", true),
+            ("verify-full", true),
+        ] {
+            let t = parse(&format!("postgres://h/db?sslmode={mode}&table=t"), T).unwrap();
+            assert_eq!(t.tls, tls, "{mode}");
+            let expected = if tls {
+                SslMode::Require
+            } else {
+                SslMode::Disable
+            };
+            assert_eq!(t.config.get_ssl_mode(), expected, "{mode}");
+        }
+        let err = parse("postgres://u:secret@h/db?sslmode=sometimes", T)
+            .err()
+            .unwrap();
+        assert!(err.is_invalid_argument() && !err.to_string().contains("secret"));
     }
 
     #[test]
