@@ -197,6 +197,63 @@ async fn keys_with_any_bytes_lock_and_release() {
     }
 }
 
+/// A release is announced on the table's channel with the key in hex, or — a key too
+/// long for a payload — `md5:` and the key's MD5 (it used to be an empty payload, which
+/// woke every waiter of every key); the listener matching it is `notify.rs`'s unit test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_names_its_key_even_a_long_one() {
+    use futures::StreamExt;
+    let (client, prefix) = client("payload").await;
+    let (listener, mut conn) =
+        tokio_postgres::connect(&suite::postgres::url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let (tx, mut payloads) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = tx.send(n.payload().to_owned());
+            }
+        }
+    });
+    listener
+        .batch_execute("LISTEN \"public.leasehold_locks\"")
+        .await
+        .unwrap();
+    let long = "L".repeat(5000);
+    for key in ["short", long.as_str()] {
+        client
+            .try_lock(key, "v", 10 * SEC)
+            .await
+            .unwrap()
+            .unlock()
+            .await
+            .unwrap();
+        let full = format!("{prefix}{key}");
+        let expected = if full.len() <= 3900 {
+            full.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+        } else {
+            let md5 = PostgresServer::shared().sql(&format!("SELECT md5('{full}'::bytea)"))[0][0]
+                .clone()
+                .unwrap();
+            format!("md5:{md5}")
+        };
+        // Other tests' releases share the channel: find ours.
+        let seen = tokio::time::timeout(5 * SEC, async {
+            while let Some(payload) = payloads.recv().await {
+                if payload == expected {
+                    return true;
+                }
+                assert!(!payload.is_empty(), "every release names its key");
+            }
+            false
+        })
+        .await;
+        assert_eq!(seen, Ok(true), "{}", &expected[..expected.len().min(40)]);
+    }
+}
+
 /// A schema or table name that is not a plain identifier is refused before any I/O (the
 /// URL's port has no server: a connection attempt would fail otherwise).
 #[tokio::test]
