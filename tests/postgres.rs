@@ -503,3 +503,84 @@ async fn tls_with_a_private_root_encrypts_every_connection() {
         .expect_err("a root that is not PEM");
     assert!(root.is_invalid_argument(), "{root}");
 }
+
+// -- through a transaction-mode pooler ------------------------------------------------
+
+/// Through PgBouncer in transaction mode with ONE server connection, every client
+/// connection (four per client, and the listener's) shares that backend one transaction at
+/// a time. Negative control: session state leaks there — a second client's
+/// `pg_try_advisory_lock` on the same key succeeds too (same backend). leasehold keeps its
+/// promises: the table is created through the pooler, a second holder is refused, the
+/// holder refreshes, a waiter gets the key after the release with the next token, and
+/// `list` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_pgbouncer_in_transaction_mode() {
+    use leasehold::FixedInterval;
+    let server = PostgresServer::shared();
+    let port = server.port();
+    let bouncer = tokio::task::spawn_blocking(move || support::PgBouncer::start(port, 1))
+        .await
+        .unwrap();
+
+    let session = |url: String| async move {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect through pgbouncer");
+        tokio::spawn(conn);
+        client
+    };
+    let (one, two) = (session(bouncer.url()).await, session(bouncer.url()).await);
+    let try_advisory = "SELECT pg_try_advisory_lock(7)";
+    let first: bool = one.query_one(try_advisory, &[]).await.unwrap().get(0);
+    let second: bool = two.query_one(try_advisory, &[]).await.unwrap().get(0);
+    assert!(
+        first && second,
+        "advisory locks leak across clients behind the pooler"
+    );
+    one.batch_execute("SELECT pg_advisory_unlock_all()")
+        .await
+        .unwrap();
+
+    let url = format!("{}?table=bouncer_locks", bouncer.url());
+    let prefix = format!("bouncer-{}:", &leasehold::random_value()[..8]);
+    let (a, b) = (
+        open(&url, &prefix, 5 * SEC).await,
+        open(&url, &prefix, 5 * SEC).await,
+    );
+    let held = a.try_lock("k", "holder-a", 10 * SEC).await.unwrap();
+    assert!(
+        b.try_lock("k", "holder-b", 10 * SEC)
+            .await
+            .unwrap_err()
+            .is_not_obtained()
+    );
+    held.refresh().await.unwrap();
+    let seen = b.inspect("k").await.unwrap().expect("held");
+    let token = held.fencing_token();
+    assert_eq!(seen.fencing_token(), token);
+    let waiting = b.lock(
+        "k",
+        "holder-b",
+        10 * SEC,
+        SEC,
+        FixedInterval::new(20 * MS, 500),
+    );
+    let release = async {
+        tokio::time::sleep(100 * MS).await;
+        held.unlock().await.unwrap();
+    };
+    let (next, ()) = tokio::join!(waiting, release);
+    let next = next.expect("the waiter gets the key");
+    assert_eq!(next.fencing_token(), token + 1);
+    let listed = a.list("").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key(), "k");
+    next.unlock().await.unwrap();
+    assert!(
+        server
+            .sql("SELECT 1 FROM pg_tables WHERE tablename = 'bouncer_locks'")
+            .len()
+            == 1,
+        "created through the pooler"
+    );
+}

@@ -74,7 +74,7 @@ fn bin_dir() -> PathBuf {
 }
 
 /// `nobody`'s uid and gid, when this process runs as root.
-fn unprivileged() -> Option<(u32, u32)> {
+pub(super) fn unprivileged() -> Option<(u32, u32)> {
     use std::os::unix::fs::MetadataExt;
     // Root owns `/proc/self` when we run as root.
     let me = std::fs::metadata("/proc/self").ok()?.uid();
