@@ -1,9 +1,10 @@
 //! PostgreSQL (feature `postgres`), on a spawned server (`fsync=off`), one run:
 //!
 //! * `postgres_lock_unlock/*`: leasehold's `try_lock` + `unlock` (with `pg_notify` in the
-//!   release, the default, and `notify(false)`), the same lease row by hand with
-//!   tokio-postgres (an `INSERT … ON CONFLICT … WHERE expired RETURNING token` and an
-//!   owner-checked `UPDATE` on leasehold's table), and `pg_try_advisory_lock` +
+//!   release, the default, and `notify(false)`; unnamed statements, the default, and
+//!   `prepare=true`), the same lease row by hand with tokio-postgres (an `INSERT … ON
+//!   CONFLICT … WHERE expired RETURNING token` and an owner-checked `UPDATE` on leasehold's
+//!   table; unnamed, and prepared once), and `pg_try_advisory_lock` +
 //!   `pg_advisory_unlock` on one session (no expiry, no token).
 //! * After the criterion groups, the contended hand-off (2 and 8 tasks on one key, each
 //!   holding it 1 ms and pausing 1 ms, `FixedInterval(2 ms)`): p50/p99 of release started

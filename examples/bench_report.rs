@@ -2145,7 +2145,7 @@ fn postgres_section(settings: &Settings) -> String {
         let contenders = Contenders::open(&server.url()).await;
         let mut means = vec![Vec::new(); VARIANTS.len()];
         for round in 0..rounds {
-            for v in rotated(&[0usize, 1, 2, 3], round) {
+            for v in rotated(&[0usize, 1, 2, 3, 4, 5], round) {
                 let key = format!("pg-lat:{v}");
                 for _ in 0..ops / 10 {
                     contenders.lock_unlock(v, &key).await;
@@ -2197,8 +2197,8 @@ fn postgres_section(settings: &Settings) -> String {
         "A spawned PostgreSQL {version} on loopback (`fsync=off`, no replica), same run. \
          Lock + unlock: {rounds} rounds × {ops} cycles per variant, interleaved, \
          current-thread runtime; medians over rounds, ratios are medians of per-round \
-         ratios. Every variant is two round trips of unnamed statements; the advisory lock \
-         holds one session and has no expiry and no token.\n"
+         ratios. Every variant is two round trips; the advisory lock holds one session and \
+         has no expiry and no token.\n"
     );
     let _ = writeln!(
         w,
@@ -2213,13 +2213,20 @@ fn postgres_section(settings: &Settings) -> String {
         );
     }
     let by_hand = paired_ratio(&means[0], &means[2]);
+    let prepared = paired_ratio(&means[3], &means[4]);
     let _ = writeln!(
         w,
-        "\nGoal: leasehold ≤ 1.05 × the same lease row by hand: {by_hand:.3} × ({}); without \
-         `pg_notify` in its release, {:.3} ×. Against advisory locks: {:.3} ×.\n",
+        "\nGoal: leasehold ≤ 1.05 × the same lease row by hand. Unnamed statements on both \
+         sides (leasehold's default): {by_hand:.3} × ({}); without `pg_notify` in its \
+         release, {:.3} ×. Prepared on both sides (`prepare=true`): {prepared:.3} × ({}); \
+         leasehold prepared ÷ unnamed: {:.3} ×. Against advisory locks: {:.3} × (unnamed), \
+         {:.3} × (prepared).\n",
         verdict(by_hand, 1.05, true),
         paired_ratio(&means[1], &means[2]),
-        paired_ratio(&means[0], &means[3]),
+        verdict(prepared, 1.05, true),
+        paired_ratio(&means[3], &means[0]),
+        paired_ratio(&means[0], &means[5]),
+        paired_ratio(&means[3], &means[5]),
     );
     let _ = writeln!(
         w,

@@ -1,5 +1,6 @@
 //! PostgreSQL (feature `postgres`): the whole conformance suite, async and blocking, on
-//! one server shared by this test binary (a key prefix per case), the history checker
+//! one server shared by this test binary (a key prefix per case), with unnamed statements
+//! (the default) and with `prepare=true`, the history checker
 //! with its negative control, the schema, and faults (a restart mid-hold, a killed
 //! connection, a paused client, a reply lost after commit, a statement timeout) each on
 //! a server or proxy of its own.
@@ -19,6 +20,8 @@ const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
 
 conformance!(postgres);
+// Every case again with each statement prepared once per connection.
+conformance!(postgres_prepared);
 
 /// Entry point of a history worker process (re-executed test binary); not a test itself.
 #[test]
@@ -310,14 +313,22 @@ async fn a_lock_survives_a_server_restart_mid_hold() {
 
 /// Every connection of the clients is killed by the server (`pg_terminate_backend`) while
 /// a lock is held: the holder's next call is answered (sent again on a new connection)
-/// and the lock is still its own; its unlock succeeds.
+/// and the lock is still its own; its unlock succeeds. With `prepare=true` too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_connection_is_made_again_and_the_lock_kept() {
+    // Unnamed statements, and statements prepared on the killed connections (a new
+    // connection prepares them again).
+    for extra in ["", "&prepare=true"] {
+        killed_connection(extra).await;
+    }
+}
+
+async fn killed_connection(extra: &str) {
     let server = PostgresServer::shared();
     let prefix = format!("killed-{}:", &leasehold::random_value()[..8]);
     // Its own application name: only its connections are killed.
     let name = format!("killed{}", &leasehold::random_value()[..8]);
-    let url = format!("{}?application_name={name}", server.url());
+    let url = format!("{}?application_name={name}{extra}", server.url());
     let holder = open(&url, &prefix, 5 * SEC).await;
     let other = open(&server.url(), &prefix, 5 * SEC).await;
     let lock = holder.try_lock("k", "holder", 30 * SEC).await.unwrap();

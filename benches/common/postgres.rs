@@ -12,15 +12,24 @@ use super::{ContentionSide, EXPIRATION, EXPIRATION_MS, Strategy, Until};
 pub const TABLE: &str = "bench_locks";
 
 /// Lock + unlock variants, in report order.
-pub const VARIANTS: [&str; 4] = [
-    "leasehold (`try_lock` + `unlock`)",
+pub const VARIANTS: [&str; 6] = [
+    "leasehold (`try_lock` + `unlock`), unnamed statements (the default)",
     "leasehold, `notify(false)` (no `pg_notify` in the release)",
-    "the same lease row by hand (`INSERT … ON CONFLICT … WHERE expired RETURNING token` + owner-checked `UPDATE`)",
+    "the same lease row by hand (`INSERT … ON CONFLICT … WHERE expired RETURNING token` + owner-checked `UPDATE`), unnamed",
+    "leasehold, `prepare=true` (each statement prepared once per connection)",
+    "the same lease row by hand, prepared once",
     "`pg_try_advisory_lock` + `pg_advisory_unlock`, one session",
 ];
 
 /// Criterion ids of [`VARIANTS`].
-pub const IDS: [&str; 4] = ["leasehold", "leasehold_no_notify", "by_hand", "advisory"];
+pub const IDS: [&str; 6] = [
+    "leasehold",
+    "leasehold_no_notify",
+    "by_hand",
+    "leasehold_prepared",
+    "by_hand_prepared",
+    "advisory",
+];
 
 /// `url` with the benches' table.
 pub fn url(server_url: &str) -> String {
@@ -42,7 +51,10 @@ const RELEASE: &str = "UPDATE bench_locks SET value = NULL, expires_at = NULL \
 pub struct Contenders {
     leasehold: Client,
     quiet: Client,
+    prepared: Client,
     pg: tokio_postgres::Client,
+    /// [`ACQUIRE`] and [`RELEASE`] prepared on `pg`.
+    statements: (tokio_postgres::Statement, tokio_postgres::Statement),
 }
 
 async fn connect(url: &str) -> tokio_postgres::Client {
@@ -62,18 +74,36 @@ impl Contenders {
             .open(&url(server_url))
             .await
             .expect("leasehold");
+        let prepared = Client::open(&format!("{}&prepare=true", url(server_url)))
+            .await
+            .expect("leasehold");
+        let pg = connect(server_url).await;
+        let acquire = pg
+            .prepare_typed(ACQUIRE, &[Type::BYTEA, Type::BYTEA, Type::INT8])
+            .await
+            .expect("prepare");
+        let release = pg
+            .prepare_typed(RELEASE, &[Type::BYTEA, Type::BYTEA])
+            .await
+            .expect("prepare");
         Contenders {
             leasehold,
             quiet,
-            pg: connect(server_url).await,
+            prepared,
+            pg,
+            statements: (acquire, release),
         }
     }
 
     /// One lock + unlock of variant `v` (index in [`VARIANTS`]) on `key`.
     pub async fn lock_unlock(&self, v: usize, key: &str) {
         match v {
-            0 | 1 => {
-                let client = if v == 0 { &self.leasehold } else { &self.quiet };
+            0 | 1 | 3 => {
+                let client = match v {
+                    0 => &self.leasehold,
+                    1 => &self.quiet,
+                    _ => &self.prepared,
+                };
                 let lock = client.try_lock(key, "v", EXPIRATION).await.expect("lock");
                 lock.unlock().await.expect("unlock");
             }
@@ -101,6 +131,21 @@ impl Contenders {
                             (&"v".as_bytes(), Type::BYTEA),
                         ],
                     )
+                    .await
+                    .expect("release by hand");
+                assert_eq!(rows.len(), 1, "released");
+            }
+            4 => {
+                let ms = EXPIRATION_MS as i64;
+                let rows = self
+                    .pg
+                    .query(&self.statements.0, &[&key.as_bytes(), &"v".as_bytes(), &ms])
+                    .await
+                    .expect("acquire by hand");
+                assert_eq!(rows.len(), 1, "acquired");
+                let rows = self
+                    .pg
+                    .query(&self.statements.1, &[&key.as_bytes(), &"v".as_bytes()])
                     .await
                     .expect("release by hand");
                 assert_eq!(rows.len(), 1, "released");

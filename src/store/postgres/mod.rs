@@ -130,14 +130,16 @@ pub async fn migrate(url: &str, options: &Options) -> Result<u32> {
     let store = PostgresStore::with_place(
         target.config.clone(),
         tls,
+        false,
         &target.place,
         &options,
         target.display,
     );
     let run = async {
         store.check_schema(&target.place).await?;
-        let client = store.pool.get().await?;
-        let rows = client
+        let conn = store.pool.get().await?;
+        let rows = conn
+            .client
             .query_typed(&store.sql.version, &[])
             .await
             .map_err(store_error)?;
@@ -177,8 +179,10 @@ fn bad_reply(what: &str) -> Error {
 
 impl PostgresStore {
     /// Open the store `url` names
-    /// (`postgres://[user[:password]@]host[:port][/database][?schema=S&table=T&create=B]`,
-    /// or `postgresql://`; `sslmode=require`, `verify-ca` or `verify-full` with the `tls`
+    /// (`postgres://[user[:password]@]host[:port][/database][?schema=S&table=T&create=B&prepare=B]`,
+    /// or `postgresql://`; `prepare=true` prepares each statement once per connection
+    /// (faster, but session state: not through a transaction-mode pooler that does not
+    /// track prepared statements, such as PgBouncer before 1.21); `sslmode=require`, `verify-ca` or `verify-full` with the `tls`
     /// feature: TLS that verifies the server's certificate and name, against
     /// `options.tls_root_certificate` or the platform's roots; every other query
     /// parameter goes to the driver): parse it,
@@ -202,7 +206,14 @@ impl PostgresStore {
         let target = url::parse(url, options.connect_timeout)?;
         let place = target.place.clone();
         let tls = Tls::new(target.tls, root(options))?;
-        let store = Self::with_place(target.config.clone(), tls, &place, options, target.display);
+        let store = Self::with_place(
+            target.config.clone(),
+            tls,
+            target.prepare,
+            &place,
+            options,
+            target.display,
+        );
         let check = store.check_schema(&place);
         tokio::time::timeout(options.connect_timeout, check)
             .await
@@ -213,6 +224,7 @@ impl PostgresStore {
     fn with_place(
         config: tokio_postgres::Config,
         tls: Tls,
+        prepare: bool,
         place: &Place,
         options: &Options,
         target: String,
@@ -227,7 +239,7 @@ impl PostgresStore {
             notifier: options
                 .notify
                 .then(|| Notifier::new(config.clone(), tls.clone(), channel.clone())),
-            pool: Pool::new(config, tls),
+            pool: Pool::new(config, tls, prepare),
             sql: Statements::new(place),
             channel,
         }
@@ -235,8 +247,8 @@ impl PostgresStore {
 
     /// The schema's version, checked; the tables created when missing (and allowed).
     async fn check_schema(&self, place: &Place) -> Result<()> {
-        let client = self.pool.get().await?;
-        let version = match client.query_typed(&self.sql.version, &[]).await {
+        let conn = self.pool.get().await?;
+        let version = match conn.client.query_typed(&self.sql.version, &[]).await {
             Ok(rows) => rows.first().and_then(|r| r.get::<_, Option<i32>>(0)),
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => None,
             Err(e) => return Err(store_error(e)),
@@ -259,7 +271,7 @@ impl PostgresStore {
                     "BEGIN; SELECT pg_advisory_xact_lock(7378716731527417685); {} COMMIT;",
                     sql::schema_sql(place)
                 );
-                client.batch_execute(&ddl).await.map_err(store_error)
+                conn.client.batch_execute(&ddl).await.map_err(store_error)
             }
             _ => Err(Error::Store(StoreError::new(
                 "postgres",

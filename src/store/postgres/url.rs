@@ -40,6 +40,8 @@ pub(crate) struct Target {
     pub(crate) place: Place,
     /// TLS asked for (`sslmode=require`, `verify-ca`, `verify-full`).
     pub(crate) tls: bool,
+    /// Statements prepared once per connection (`prepare=true`).
+    pub(crate) prepare: bool,
     /// `host:port[/db]` for diagnostics: never the user's password.
     pub(crate) display: String,
 }
@@ -47,7 +49,7 @@ pub(crate) struct Target {
 /// Parse `url`. Messages never quote the URL (it may hold a password).
 pub(crate) fn parse(url: &str, connect_timeout: Duration) -> Result<Target> {
     const EXPECTED: &str = "url: expected postgres://[user[:password]@]host[:port][/database]\
-                            [?schema=NAME&table=NAME&create=true|false&…]";
+                            [?schema=NAME&table=NAME&create=true|false&prepare=true|false&…]";
     if !SCHEMES.iter().any(|s| url.starts_with(s)) {
         return Err(invalid(EXPECTED));
     }
@@ -58,18 +60,14 @@ pub(crate) fn parse(url: &str, connect_timeout: Duration) -> Result<Target> {
     };
     let mut rest = Vec::new();
     let mut tls = false;
+    let mut prepare = false;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
             "schema" => place.schema = value.to_owned(),
             "table" => place.table = value.to_owned(),
-            "create" => {
-                place.create = match value {
-                    "true" | "1" | "yes" => true,
-                    "false" | "0" | "no" => false,
-                    _ => return Err(invalid("url: create must be true or false")),
-                }
-            }
+            "create" => place.create = flag("create", value)?,
+            "prepare" => prepare = flag("prepare", value)?,
             // The driver knows only disable, prefer and require, and would make `prefer`
             // try TLS unverified: leasehold decides (see `tls.rs`).
             "sslmode" => {
@@ -114,8 +112,18 @@ pub(crate) fn parse(url: &str, connect_timeout: Duration) -> Result<Target> {
         config,
         place,
         tls,
+        prepare,
         display,
     })
+}
+
+/// `true` or `false` (or `1`/`0`, `yes`/`no`).
+fn flag(name: &str, value: &str) -> Result<bool> {
+    match value {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(invalid(format!("url: {name} must be true or false"))),
+    }
 }
 
 /// `host:port/database` of the first host.
@@ -176,7 +184,9 @@ mod tests {
         assert_eq!(t.config.get_password(), Some(&b"secret"[..]));
         let t = parse("postgresql://localhost", T).unwrap();
         assert_eq!(t.place, Place::default());
-        assert!(!t.tls);
+        assert!(!t.tls && !t.prepare);
+        assert!(parse("postgres://h?prepare=true", T).unwrap().prepare);
+        assert!(parse("postgres://h?prepare=sometimes", T).is_err());
     }
 
     #[test]
