@@ -7,7 +7,11 @@
 //! cargo run --release --example bench_report -- --max-load 0.8 --out /tmp/B.md
 //! cargo run --release --example bench_report -- --only redlock  # section 8 alone, printed
 //! cargo run --release --features etcd --example bench_report -- --only etcd  # section 9
+//! cargo run --release --features postgres --example bench_report -- --only postgres  # 10
 //! ```
+//!
+//! With `--features postgres`, section 10 compares leasehold on a spawned PostgreSQL with
+//! the same lease row by hand and with advisory locks, and its hand-off with polling.
 //!
 //! With `--features etcd`, section 9 compares leasehold on a local single-member etcd with
 //! etcd's own lock service, and the hand-off of its fair wait with polling Redis; `--only
@@ -112,6 +116,8 @@ struct Settings {
     quick: bool,
     /// `--only etcd`: run section 9 alone and print it (written only with `--out`).
     only_etcd: bool,
+    /// `--only postgres`: run section 10 alone and print it (written only with `--out`).
+    only_postgres: bool,
     out: PathBuf,
     max_load: Option<f64>,
     latency_rounds: usize,
@@ -136,6 +142,7 @@ impl Settings {
         let mut s = Settings {
             quick: false,
             only_etcd: false,
+            only_postgres: false,
             out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md"),
             max_load: None,
             latency_rounds: 15,
@@ -176,7 +183,10 @@ impl Settings {
                 "--only" => match args.next().as_deref() {
                     Some("redlock") => s.only_redlock = true,
                     Some("etcd") => s.only_etcd = true,
-                    other => panic!("--only: expected `redlock` or `etcd`, got {other:?}"),
+                    Some("postgres") => s.only_postgres = true,
+                    other => {
+                        panic!("--only: expected `redlock`, `etcd` or `postgres`, got {other:?}")
+                    }
                 },
                 "--max-load" => {
                     s.max_load = Some(
@@ -187,7 +197,7 @@ impl Settings {
                 }
                 "--bench" => {} // passed by `cargo bench`-style runners; ignored
                 other => panic!(
-                    "unknown argument {other:?} (--quick, --out PATH, --max-load L, --only redlock|etcd)"
+                    "unknown argument {other:?} (--quick, --out PATH, --max-load L, --only redlock|etcd|postgres)"
                 ),
             }
         }
@@ -1218,6 +1228,21 @@ fn main() {
     if let Some(max) = settings.max_load {
         wait_for_quiet(max);
     }
+    if settings.only_postgres {
+        let load = loadavg();
+        let mut md = postgres_section(&settings);
+        let (end, m) = (loadavg(), machine());
+        let _ = writeln!(
+            md,
+            "\nLoad average (1 min) {:.2} before, {:.2} after; {} × {}.",
+            load.0, end.0, m.nproc, m.cpu
+        );
+        if settings.out_given {
+            std::fs::write(&settings.out, &md).expect("write report");
+        }
+        println!("{md}");
+        return;
+    }
     if settings.only_etcd {
         let md = etcd_section(&settings);
         if settings.out_given {
@@ -1274,6 +1299,8 @@ fn main() {
 
     eprintln!("[9/9] etcd");
     let etcd_md = etcd_section(&settings);
+    eprintln!("[10] PostgreSQL");
+    let postgres_md = postgres_section(&settings);
 
     let load_end = loadavg();
     let took = started.elapsed();
@@ -1808,8 +1835,9 @@ fn main() {
     // 8. Redlock
     redlock_section(w, &rl, &settings);
 
-    // 9. etcd (measured last, printed in order)
+    // 9. etcd, 10. PostgreSQL (measured last, printed in order)
     w.push_str(&etcd_md);
+    w.push_str(&postgres_md);
 
     // Goals
     let _ = writeln!(w, "\n## Goals\n");
@@ -2093,11 +2121,149 @@ fn etcd_section(settings: &Settings) -> String {
     md
 }
 
+// ---------------------------------------------------------------------------
+// 10. PostgreSQL: against the same lease row by hand and advisory locks; hand-off
+// ---------------------------------------------------------------------------
+
+#[cfg(not(feature = "postgres"))]
+fn postgres_section(_: &Settings) -> String {
+    "\n## 10. PostgreSQL\n\nNot measured: run with `--features postgres`.\n".to_owned()
+}
+
+#[cfg(feature = "postgres")]
+fn postgres_section(settings: &Settings) -> String {
+    use common::postgres::{Contenders, VARIANTS, handoff};
+
+    let server = support::PostgresServer::start();
+    let version = server.sql("SHOW server_version")[0][0]
+        .clone()
+        .unwrap_or_default();
+    let ops = (settings.latency_ops / 4).max(50);
+    let rounds = settings.latency_rounds;
+    let rt = common::current_thread_runtime();
+    let means: Vec<Vec<f64>> = rt.block_on(async {
+        let contenders = Contenders::open(&server.url()).await;
+        let mut means = vec![Vec::new(); VARIANTS.len()];
+        for round in 0..rounds {
+            for v in rotated(&[0usize, 1, 2, 3, 4, 5], round) {
+                let key = format!("pg-lat:{v}");
+                for _ in 0..ops / 10 {
+                    contenders.lock_unlock(v, &key).await;
+                }
+                let started = Instant::now();
+                for _ in 0..ops {
+                    contenders.lock_unlock(v, &key).await;
+                }
+                means[v].push(us(started.elapsed()) / ops as f64);
+            }
+        }
+        means
+    });
+    drop(rt);
+
+    let rt = common::multi_thread_runtime();
+    // Per task count: (side name, sorted hand-offs, median acquisitions/s).
+    let mut rows = Vec::new();
+    for tasks in [2usize, 8] {
+        let mut sides: [(Vec<Duration>, Vec<f64>); 2] = Default::default();
+        for round in 0..settings.contention_rounds {
+            for s in rotated(&[0usize, 1], round) {
+                let key = format!("pg-ct:{tasks}:{round}:{s}");
+                let (h, rate) = rt.block_on(handoff(
+                    &server.url(),
+                    s == 1,
+                    tasks,
+                    &key,
+                    HOLD,
+                    THINK,
+                    settings.contention_window,
+                ));
+                sides[s].0.extend(h);
+                sides[s].1.push(rate);
+            }
+        }
+        for (s, (mut h, rates)) in sides.into_iter().enumerate() {
+            h.sort();
+            rows.push((tasks, s, h, median(&rates)));
+        }
+    }
+    drop(rt);
+
+    let mut md = String::new();
+    let w = &mut md;
+    let _ = writeln!(w, "\n## 10. PostgreSQL\n");
+    let _ = writeln!(
+        w,
+        "A spawned PostgreSQL {version} on loopback (`fsync=off`, no replica), same run. \
+         Lock + unlock: {rounds} rounds × {ops} cycles per variant, interleaved, \
+         current-thread runtime; medians over rounds, ratios are medians of per-round \
+         ratios. Every variant is two round trips; the advisory lock holds one session and \
+         has no expiry and no token.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| lock + unlock | µs | ÷ leasehold |\n| --- | ---: | ---: |"
+    );
+    for (v, name) in VARIANTS.iter().enumerate() {
+        let _ = writeln!(
+            w,
+            "| {name} | {:.1} | {:.3} |",
+            median(&means[v]),
+            paired_ratio(&means[v], &means[0])
+        );
+    }
+    let by_hand = paired_ratio(&means[0], &means[2]);
+    let prepared = paired_ratio(&means[3], &means[4]);
+    let _ = writeln!(
+        w,
+        "\nGoal: leasehold ≤ 1.05 × the same lease row by hand. Unnamed statements on both \
+         sides (leasehold's default): {by_hand:.3} × ({}); without `pg_notify` in its \
+         release, {:.3} ×. Prepared on both sides (`prepare=true`): {prepared:.3} × ({}); \
+         leasehold prepared ÷ unnamed: {:.3} ×. Against advisory locks: {:.3} × (unnamed), \
+         {:.3} × (prepared).\n",
+        verdict(by_hand, 1.05, true),
+        paired_ratio(&means[1], &means[2]),
+        verdict(prepared, 1.05, true),
+        paired_ratio(&means[3], &means[0]),
+        paired_ratio(&means[0], &means[5]),
+        paired_ratio(&means[3], &means[5]),
+    );
+    let _ = writeln!(
+        w,
+        "Hand-off under contention: tasks on one key, each holding it {} ms and pausing {} ms, \
+         `FixedInterval(2 ms)`, {} rounds × {} ms per side; release started → next holder's \
+         `lock` returned.\n",
+        HOLD.as_millis(),
+        THINK.as_millis(),
+        settings.contention_rounds,
+        settings.contention_window.as_millis()
+    );
+    let _ = writeln!(
+        w,
+        "| tasks | waiters | hand-off p50 | p99 | acquisitions/s |\n| ---: | --- | ---: | ---: | ---: |"
+    );
+    for (tasks, s, h, rate) in &rows {
+        let _ = writeln!(
+            w,
+            "| {tasks} | {} | {:.2} ms | {:.2} ms | {rate:.0} |",
+            if *s == 0 {
+                "woken by `LISTEN`/`NOTIFY`"
+            } else {
+                "polling (`notify(false)`)"
+            },
+            percentile(h, 50.0).as_secs_f64() * 1e3,
+            percentile(h, 99.0).as_secs_f64() * 1e3,
+        );
+    }
+    md
+}
+
 /// The `--features` a run was built with, as the command line that rebuilds it.
 fn features_flag() -> String {
     let on: Vec<&str> = [
         ("cluster", cfg!(feature = "cluster")),
         ("etcd", cfg!(feature = "etcd")),
+        ("postgres", cfg!(feature = "postgres")),
     ]
     .into_iter()
     .filter_map(|(name, on)| on.then_some(name))

@@ -7,8 +7,8 @@
 #   scripts/test.sh --check         only report what is missing (exit 1 if anything is)
 #
 # The suite spawns real servers on free loopback ports: redis-server, redis-cli (which creates
-# the throwaway Redis Cluster), etcd and PostgreSQL (initdb + postgres, run as `nobody` when
-# root); building the etcd client needs protoc; the TLS test
+# the throwaway Redis Cluster), etcd, PostgreSQL (initdb + postgres, run as `nobody` when
+# root) and PgBouncer in front of it; building the etcd client needs protoc; the TLS test
 # makes its certificates with openssl; the scheduler's tests use IANA time zones (tzdata).
 # Missing ones are installed with apt-get (as root, or through sudo when it needs no password);
 # otherwise the script says exactly what to install, and stops.
@@ -34,6 +34,13 @@ postgres_found() {
   compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
 }
 postgres_found || missing+=(postgresql)
+# PgBouncer (the transaction-mode pooler test): on PATH, in LEASEHOLD_PGBOUNCER, or Debian's
+# /usr/sbin (not on every PATH).
+pgbouncer_found() {
+  [ -n "${LEASEHOLD_PGBOUNCER:-}" ] && [ -x "$LEASEHOLD_PGBOUNCER" ] && return 0
+  have pgbouncer || [ -x /usr/sbin/pgbouncer ]
+}
+pgbouncer_found || missing+=(pgbouncer)
 # protoc alone is not enough: etcd-client's build imports google/protobuf/*.proto, which
 # Debian ships in libprotobuf-dev (left out by --no-install-recommends). Probe the real
 # thing: compile a file that imports descriptor.proto.
@@ -71,9 +78,9 @@ scripts/test.sh: the test suite needs: ${missing[*]} (Debian/Ubuntu package name
 Install them, for example:
     sudo apt-get install ${missing[*]}
 or on macOS:
-    brew install redis etcd protobuf openssl postgresql
+    brew install redis etcd protobuf openssl postgresql pgbouncer
 or point LEASEHOLD_REDIS_SERVER, LEASEHOLD_REDIS_CLI, LEASEHOLD_ETCD and PROTOC at the binaries
-(LEASEHOLD_POSTGRES_BIN at the directory of initdb and postgres).
+(LEASEHOLD_POSTGRES_BIN at the directory of initdb and postgres, LEASEHOLD_PGBOUNCER at pgbouncer).
 MSG
     exit 1
   fi

@@ -1,5 +1,6 @@
 //! PostgreSQL (feature `postgres`): the whole conformance suite, async and blocking, on
-//! one server shared by this test binary (a key prefix per case), the history checker
+//! one server shared by this test binary (a key prefix per case), with unnamed statements
+//! (the default) and with `prepare=true`, the history checker
 //! with its negative control, the schema, and faults (a restart mid-hold, a killed
 //! connection, a paused client, a reply lost after commit, a statement timeout) each on
 //! a server or proxy of its own.
@@ -19,6 +20,8 @@ const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
 
 conformance!(postgres);
+// Every case again with each statement prepared once per connection.
+conformance!(postgres_prepared);
 
 /// Entry point of a history worker process (re-executed test binary); not a test itself.
 #[test]
@@ -197,6 +200,63 @@ async fn keys_with_any_bytes_lock_and_release() {
     }
 }
 
+/// A release is announced on the table's channel with the key in hex, or — a key too
+/// long for a payload — `md5:` and the key's MD5 (it used to be an empty payload, which
+/// woke every waiter of every key); the listener matching it is `notify.rs`'s unit test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_names_its_key_even_a_long_one() {
+    use futures::StreamExt;
+    let (client, prefix) = client("payload").await;
+    let (listener, mut conn) =
+        tokio_postgres::connect(&suite::postgres::url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let (tx, mut payloads) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = tx.send(n.payload().to_owned());
+            }
+        }
+    });
+    listener
+        .batch_execute("LISTEN \"public.leasehold_locks\"")
+        .await
+        .unwrap();
+    let long = "L".repeat(5000);
+    for key in ["short", long.as_str()] {
+        client
+            .try_lock(key, "v", 10 * SEC)
+            .await
+            .unwrap()
+            .unlock()
+            .await
+            .unwrap();
+        let full = format!("{prefix}{key}");
+        let expected = if full.len() <= 3900 {
+            full.bytes().map(|b| format!("{b:02x}")).collect::<String>()
+        } else {
+            let md5 = PostgresServer::shared().sql(&format!("SELECT md5('{full}'::bytea)"))[0][0]
+                .clone()
+                .unwrap();
+            format!("md5:{md5}")
+        };
+        // Other tests' releases share the channel: find ours.
+        let seen = tokio::time::timeout(5 * SEC, async {
+            while let Some(payload) = payloads.recv().await {
+                if payload == expected {
+                    return true;
+                }
+                assert!(!payload.is_empty(), "every release names its key");
+            }
+            false
+        })
+        .await;
+        assert_eq!(seen, Ok(true), "{}", &expected[..expected.len().min(40)]);
+    }
+}
+
 /// A schema or table name that is not a plain identifier is refused before any I/O (the
 /// URL's port has no server: a connection attempt would fail otherwise).
 #[tokio::test]
@@ -253,14 +313,22 @@ async fn a_lock_survives_a_server_restart_mid_hold() {
 
 /// Every connection of the clients is killed by the server (`pg_terminate_backend`) while
 /// a lock is held: the holder's next call is answered (sent again on a new connection)
-/// and the lock is still its own; its unlock succeeds.
+/// and the lock is still its own; its unlock succeeds. With `prepare=true` too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_connection_is_made_again_and_the_lock_kept() {
+    // Unnamed statements, and statements prepared on the killed connections (a new
+    // connection prepares them again).
+    for extra in ["", "&prepare=true"] {
+        killed_connection(extra).await;
+    }
+}
+
+async fn killed_connection(extra: &str) {
     let server = PostgresServer::shared();
     let prefix = format!("killed-{}:", &leasehold::random_value()[..8]);
     // Its own application name: only its connections are killed.
     let name = format!("killed{}", &leasehold::random_value()[..8]);
-    let url = format!("{}?application_name={name}", server.url());
+    let url = format!("{}?application_name={name}{extra}", server.url());
     let holder = open(&url, &prefix, 5 * SEC).await;
     let other = open(&server.url(), &prefix, 5 * SEC).await;
     let lock = holder.try_lock("k", "holder", 30 * SEC).await.unwrap();
@@ -372,4 +440,158 @@ async fn a_statement_timeout_is_a_transient_failure_that_takes_nothing() {
         .unlock()
         .await
         .unwrap();
+}
+
+// -- TLS ----------------------------------------------------------------------------
+
+/// `sslmode=verify-full` (feature `tls`) against a server that accepts TLS only: with the
+/// CA given to `tls_root_certificate` every connection — the statements' and the hand-off
+/// listener's — is encrypted (the server's own view, `pg_stat_ssl`), and a waiter is woken
+/// by the release through it. Negative controls: a plain connection is refused by the
+/// server, and the same URL with the platform's roots fails verification.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_private_root_encrypts_every_connection() {
+    use leasehold::FixedInterval;
+    let server = tokio::task::spawn_blocking(PostgresServer::start_tls)
+        .await
+        .unwrap();
+    let url = format!("{}?sslmode=verify-full", server.url());
+    let open = || {
+        Client::builder()
+            .tls_root_certificate(server.ca_pem())
+            .connect_timeout(5 * SEC)
+            .open(&url)
+    };
+    let (holder, waiter) = (open().await.unwrap(), open().await.unwrap());
+    let held = holder.try_lock("k", "holder", 60 * SEC).await.unwrap();
+    let waiting = waiter.lock("k", "waiter", 10 * SEC, SEC, FixedInterval::new(SEC, 5));
+    let release = async {
+        tokio::time::sleep(300 * MS).await;
+        // The waiter's listener is up by now (it starts at the first wait).
+        held.unlock().await.unwrap();
+        Instant::now()
+    };
+    let (lock, released) = tokio::join!(waiting, release);
+    let lag = released.elapsed();
+    let lock = lock.expect("acquired after the release");
+    assert!(
+        lag < 500 * MS,
+        "woken by the release, not the 1 s poll: {lag:?}"
+    );
+    let rows = server.sql(
+        "SELECT count(*) FILTER (WHERE s.ssl), count(*), \
+           count(*) FILTER (WHERE a.query LIKE 'LISTEN%') \
+         FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.application_name = 'leasehold'",
+    );
+    let (encrypted, all, listening) = (&rows[0][0], &rows[0][1], &rows[0][2]);
+    assert_eq!(encrypted, all, "every connection encrypted");
+    assert_ne!(all.as_deref(), Some("0"));
+    assert_eq!(listening.as_deref(), Some("1"), "the waiter's listener");
+    lock.unlock().await.unwrap();
+
+    // A plain connection: refused by `hostssl` (not a certificate problem).
+    let err = Client::builder()
+        .connect_timeout(5 * SEC)
+        .open(&server.url())
+        .await
+        .expect_err("plain refused");
+    assert!(err.is_store(), "{err}");
+    assert!(err.to_string().contains("no encryption"), "{err}");
+    // The platform's roots do not know the test CA.
+    let err = Client::builder()
+        .connect_timeout(5 * SEC)
+        .open(&format!("{}?sslmode=require", server.url()))
+        .await
+        .expect_err("an unknown issuer");
+    assert!(err.is_store(), "{err}");
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+    let root = Client::builder()
+        .tls_root_certificate(b"not a certificate".to_vec())
+        .open(&url)
+        .await
+        .expect_err("a root that is not PEM");
+    assert!(root.is_invalid_argument(), "{root}");
+}
+
+// -- through a transaction-mode pooler ------------------------------------------------
+
+/// Through PgBouncer in transaction mode with ONE server connection, every client
+/// connection (four per client, and the listener's) shares that backend one transaction at
+/// a time. Negative control: session state leaks there — a second client's
+/// `pg_try_advisory_lock` on the same key succeeds too (same backend). leasehold keeps its
+/// promises: the table is created through the pooler, a second holder is refused, the
+/// holder refreshes, a waiter gets the key after the release with the next token, and
+/// `list` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_pgbouncer_in_transaction_mode() {
+    use leasehold::FixedInterval;
+    let server = PostgresServer::shared();
+    let port = server.port();
+    let bouncer = tokio::task::spawn_blocking(move || support::PgBouncer::start(port, 1))
+        .await
+        .unwrap();
+
+    let session = |url: String| async move {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect through pgbouncer");
+        tokio::spawn(conn);
+        client
+    };
+    let (one, two) = (session(bouncer.url()).await, session(bouncer.url()).await);
+    let try_advisory = "SELECT pg_try_advisory_lock(7)";
+    let first: bool = one.query_one(try_advisory, &[]).await.unwrap().get(0);
+    let second: bool = two.query_one(try_advisory, &[]).await.unwrap().get(0);
+    assert!(
+        first && second,
+        "advisory locks leak across clients behind the pooler"
+    );
+    one.batch_execute("SELECT pg_advisory_unlock_all()")
+        .await
+        .unwrap();
+
+    let url = format!("{}?table=bouncer_locks", bouncer.url());
+    let prefix = format!("bouncer-{}:", &leasehold::random_value()[..8]);
+    let (a, b) = (
+        open(&url, &prefix, 5 * SEC).await,
+        open(&url, &prefix, 5 * SEC).await,
+    );
+    let held = a.try_lock("k", "holder-a", 10 * SEC).await.unwrap();
+    assert!(
+        b.try_lock("k", "holder-b", 10 * SEC)
+            .await
+            .unwrap_err()
+            .is_not_obtained()
+    );
+    held.refresh().await.unwrap();
+    let seen = b.inspect("k").await.unwrap().expect("held");
+    let token = held.fencing_token();
+    assert_eq!(seen.fencing_token(), token);
+    let waiting = b.lock(
+        "k",
+        "holder-b",
+        10 * SEC,
+        SEC,
+        FixedInterval::new(20 * MS, 500),
+    );
+    let release = async {
+        tokio::time::sleep(100 * MS).await;
+        held.unlock().await.unwrap();
+    };
+    let (next, ()) = tokio::join!(waiting, release);
+    let next = next.expect("the waiter gets the key");
+    assert_eq!(next.fencing_token(), token + 1);
+    let listed = a.list("").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].key(), "k");
+    next.unlock().await.unwrap();
+    assert!(
+        server
+            .sql("SELECT 1 FROM pg_tables WHERE tablename = 'bouncer_locks'")
+            .len()
+            == 1,
+        "created through the pooler"
+    );
 }

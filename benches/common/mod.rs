@@ -1227,6 +1227,9 @@ pub fn current_thread_runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
 /// etcd (feature `etcd`): leasehold against etcd's own lock service, and the hand-off
 /// of its fair wait.
 #[cfg(feature = "etcd")]

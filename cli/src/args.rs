@@ -30,6 +30,7 @@ fn after_help() -> String {
         ("cluster", cfg!(feature = "cluster")),
         ("sentinel", cfg!(feature = "sentinel")),
         ("etcd", cfg!(feature = "etcd")),
+        ("postgres", cfg!(feature = "postgres")),
         ("yaml", cfg!(feature = "yaml")),
     ]
     .into_iter()
@@ -53,7 +54,8 @@ escaped: \\x1b, \\n, \\u{{202e}}, and a backslash as \\\\. --json prints it JSON
 
 Features (cargo install leasehold-cli --features …): redis:// and unix:// (one
 server) and TOML or JSON config files always; tls (rediss://), cluster, sentinel,
-etcd (etcd://), yaml (.yaml/.yml config files), full (all of them).
+etcd (etcd://), postgres (postgres://, migrate), yaml (.yaml/.yml config files), full
+(all of them).
 This build's features: {built}."
     )
 }
@@ -62,8 +64,9 @@ This build's features: {built}."
 #[derive(Debug, Args)]
 pub struct StoreArgs {
     /// The store: redis://[user:password@]host[:port][/db], unix:///path, rediss://…
-    /// (feature `tls`), etcd://host:port[,host:port…] (feature `etcd`). [env:
-    /// LEASEHOLD_URL]
+    /// (feature `tls`), etcd://host:port[,host:port…] (feature `etcd`),
+    /// postgres://[user[:password]@]host[:port][/db][?schema=S&table=T] (feature
+    /// `postgres`). [env: LEASEHOLD_URL]
     #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
 
@@ -118,6 +121,17 @@ pub enum Command {
         /// Stop after this many refreshes (for scripts).
         #[arg(long, short = 'c', value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
+    },
+    /// PostgreSQL: create the lock tables when missing (idempotent) and print the schema
+    /// version now there; with --print, print the SQL instead (nothing is sent).
+    Migrate {
+        /// The store (postgres://…); default: --url, the file's store or $LEASEHOLD_URL.
+        #[arg(value_name = "URL")]
+        target: Option<String>,
+        /// Print the SQL that creates the tables (with the URL's schema and table
+        /// names), for a DBA to apply; connect to nothing.
+        #[arg(long)]
+        print: bool,
     },
 }
 

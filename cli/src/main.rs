@@ -6,6 +6,7 @@
 //!   show KEY                        one lock (exit code 1 if none)
 //!   release KEY [--yes]             delete it, after confirmation (1: none, 3: not confirmed)
 //!   watch [PREFIX] [--interval D] [--count N]   a live view
+//!   migrate [URL] [--print]         PostgreSQL: create the lock tables, or print their SQL
 //! ```
 //!
 //! Errors go to stderr with exit code 2; no message ever shows a password (the library
@@ -15,6 +16,7 @@
 mod args;
 mod commands;
 mod escape;
+mod migrate;
 mod open;
 mod render;
 mod suggest;
@@ -59,7 +61,14 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-async fn run(cli: Cli, printer: &mut Printer) -> Result<u8, Failure> {
+async fn run(mut cli: Cli, printer: &mut Printer) -> Result<u8, Failure> {
+    if let Command::Migrate { target, print } = &cli.command {
+        if let Some(url) = target {
+            cli.store.url = Some(url.clone());
+        }
+        let config = open::config(&cli.store, &mut printer.secrets)?;
+        return migrate::migrate(&config, *print, printer).await;
+    }
     let (client, prefixed) = open::open(&cli.store, &mut printer.secrets).await?;
     let p = &*printer;
     let bare = !prefixed;
@@ -72,6 +81,7 @@ async fn run(cli: Cli, printer: &mut Printer) -> Result<u8, Failure> {
             interval,
             count,
         } => commands::watch(&client, prefix, *interval, *count, p).await,
+        Command::Migrate { .. } => unreachable!("run before the store is opened"),
     }
 }
 

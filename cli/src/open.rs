@@ -26,7 +26,7 @@ pub async fn open(args: &StoreArgs, secrets: &mut Secrets) -> Result<(Client, bo
 
 /// The configuration: the file's (if any), its store replaced by `--url`, or given by
 /// `LEASEHOLD_URL` when neither names one; `--key-prefix` and `--timeout` on top.
-fn config(args: &StoreArgs, secrets: &mut Secrets) -> Result<Config, Failure> {
+pub fn config(args: &StoreArgs, secrets: &mut Secrets) -> Result<Config, Failure> {
     let mut config = match &args.config {
         Some(path) => load(path, secrets)?,
         None => Config::default(),
@@ -93,7 +93,7 @@ fn yaml(_: &str) -> Result<Config, String> {
 
 /// Refuse, in the command's words, what this build cannot open: a store or setting
 /// behind a feature it was built without (the library would name its own feature).
-fn built_for(config: &Config) -> Result<(), Failure> {
+pub fn built_for(config: &Config) -> Result<(), Failure> {
     let url = config.url.as_deref().unwrap_or_default();
     let scheme = |s: &str| {
         url.get(..s.len())
@@ -117,6 +117,12 @@ fn built_for(config: &Config) -> Result<(), Failure> {
             "etcds:// URLs",
             "tls",
             cfg!(feature = "tls"),
+        ),
+        (
+            scheme("postgres://") || scheme("postgresql://"),
+            "postgres:// URLs",
+            "postgres",
+            cfg!(feature = "postgres"),
         ),
         (
             config.tls_root_certificate.is_some(),
@@ -147,7 +153,7 @@ fn built_for(config: &Config) -> Result<(), Failure> {
 }
 
 /// `what` needs `feature`, which this build does not have.
-fn without(what: &str, feature: &str) -> String {
+pub fn without(what: &str, feature: &str) -> String {
     format!(
         "{what}: this leasehold was built without its `{feature}` feature \
          (cargo install leasehold-cli --features {feature})"

@@ -825,7 +825,7 @@ fn a_build_without_a_feature_names_the_feature_a_store_or_file_needs() {
     std::fs::write(&yaml, "url: redis://127.0.0.1:1/\n").unwrap();
     let cluster = dir.path().join("cluster.toml");
     std::fs::write(&cluster, "cluster = [\"redis://127.0.0.1:1\"]\n").unwrap();
-    let cases: [(&[&str], &str, bool); 4] = [
+    let cases: [(&[&str], &str, bool); 6] = [
         (
             &["--url", "rediss://:hunter2@127.0.0.1:1/"],
             "tls",
@@ -835,6 +835,16 @@ fn a_build_without_a_feature_names_the_feature_a_store_or_file_needs() {
             &["--url", "etcd://127.0.0.1:1"],
             "etcd",
             cfg!(feature = "etcd"),
+        ),
+        (
+            &["--url", "postgres://u:hunter2@127.0.0.1:1/db"],
+            "postgres",
+            cfg!(feature = "postgres"),
+        ),
+        (
+            &["migrate", "postgresql://u:hunter2@127.0.0.1:1/db"],
+            "postgres",
+            cfg!(feature = "postgres"),
         ),
         (
             &["--config", yaml.to_str().unwrap()],
@@ -849,7 +859,12 @@ fn a_build_without_a_feature_names_the_feature_a_store_or_file_needs() {
     ];
     // (A build with the feature would try to connect: not this test's business.)
     for (args, feature, _) in cases.into_iter().filter(|(_, _, built)| !built) {
-        let out = leasehold().args(args).arg("ls").output().unwrap();
+        let mut cmd = leasehold();
+        cmd.args(args);
+        if args[0] != "migrate" {
+            cmd.arg("ls");
+        }
+        let out = cmd.output().unwrap();
         assert_exit(&out, 2);
         let err = stderr(&out);
         assert!(
@@ -864,6 +879,28 @@ fn a_build_without_a_feature_names_the_feature_a_store_or_file_needs() {
     let help = leasehold().arg("--help").output().unwrap();
     assert_exit(&help, 0);
     assert!(stdout(&help).contains("This build's features: "));
+}
+
+/// `migrate` is for PostgreSQL only: another store's URL is refused in so many words,
+/// before any I/O and without its password.
+#[test]
+fn migrate_refuses_a_store_without_a_schema() {
+    for url in [
+        "redis://:hunter2@127.0.0.1:1/",
+        "etcd://u:hunter2@127.0.0.1:1",
+    ] {
+        for args in [&["migrate", url][..], &["--url", url, "migrate", "--print"]] {
+            let out = leasehold().args(args).output().unwrap();
+            assert_exit(&out, 2);
+            let err = stderr(&out);
+            assert!(
+                err.contains("migrate: only the PostgreSQL store has a schema to create"),
+                "{args:?}: {err}"
+            );
+            assert!(!err.contains("hunter2"), "{err}");
+            assert_eq!(stdout(&out), "");
+        }
+    }
 }
 
 /// The lock on `key` as the library reports it (what the binary's answers are compared
@@ -951,6 +988,104 @@ fn ls_show_and_release_work_on_etcd() {
     let out = run(&["show", "jobs:a"]);
     assert_exit(&out, 1);
     assert_eq!(stderr(&out), "no lock on \"jobs:a\"\n");
+    let next = hold(&client, "jobs:a", "next-holder");
+    assert!(next.fencing_token() > a.fencing_token());
+}
+
+/// `migrate --print` prints the shipped schema for the URL's names and sends nothing;
+/// `migrate` creates the tables (again: a no-op) and says which version is there, so that
+/// clients told `create=false` open; then `ls`, `show` and `release` work on
+/// `postgres://` as on the other stores.
+#[cfg(feature = "postgres")]
+#[test]
+fn migrate_creates_the_schema_and_ls_show_release_work_on_postgres() {
+    let server = support::PostgresServer::start();
+    let url = format!("{}?table=cli_locks&create=false", server.url());
+    let exists = || {
+        server.sql("SELECT to_regclass('public.cli_locks') IS NOT NULL")[0][0].as_deref()
+            == Some("t")
+    };
+
+    let out = leasehold()
+        .args(["migrate", "--print", &url])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(
+        stdout(&out),
+        leasehold::store::postgres::schema_sql(&url).unwrap()
+    );
+    assert!(stdout(&out).contains("CREATE TABLE IF NOT EXISTS \"public\".\"cli_locks\" ("));
+    assert!(!exists(), "--print sends nothing");
+
+    // Without the tables, a client told not to create them cannot open; it says why.
+    let out = leasehold().args(["--url", &url, "ls"]).output().unwrap();
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("leasehold migrate"),
+        "{}",
+        stderr(&out)
+    );
+
+    for _ in 0..2 {
+        let out = leasehold().args(["migrate", &url]).output().unwrap();
+        assert_exit(&out, 0);
+        assert_eq!(stdout(&out), "schema version 1\n");
+        assert!(exists());
+    }
+    let out = leasehold()
+        .args(["--url", &url, "migrate", "--json"])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(json(&out)["schema_version"], 1);
+    assert_eq!(
+        server.sql("SELECT count(*), max(version) FROM cli_locks_version")[0],
+        [Some("1".to_owned()), Some("1".to_owned())]
+    );
+
+    let client = Client::builder().key_prefix(PREFIX).open(&url).unwrap();
+    let a = hold(&client, "jobs:a", "secret-a");
+    let _b = hold(&client, "jobs:b", "secret-b");
+    let run = |args: &[&str]| {
+        leasehold()
+            .args(["--url", &url, "--key-prefix", PREFIX])
+            .args(args)
+            .output()
+            .expect("the binary runs")
+    };
+    let out = run(&["ls"]);
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row[0], "jobs:a");
+    assert_eq!(row[2], a.fencing_token().to_string());
+    assert!(lines[2].starts_with("jobs:b "), "{text}");
+    assert!(!text.contains("secret"), "never a lock's value: {text}");
+
+    let out = run(&["show", "jobs:a", "--json"]);
+    assert_exit(&out, 0);
+    let shown = json(&out);
+    assert_eq!(shown["key"], "jobs:a");
+    assert_eq!(shown["fencing_token"], a.fencing_token());
+    let ttl = shown["ttl_ms"].as_u64().expect("ttl_ms");
+    assert!((59_000..=60_000).contains(&ttl), "{ttl}");
+
+    let out = run(&["release", "jobs:a", "--yes"]);
+    assert_exit(&out, 0);
+    assert!(
+        stdout(&out).starts_with(&format!(
+            "released \"jobs:a\" (fencing token {}, holder ",
+            a.fencing_token()
+        )),
+        "{}",
+        stdout(&out)
+    );
+    assert!(a.refresh().unwrap_err().is_not_held());
+    let out = run(&["show", "jobs:a"]);
+    assert_exit(&out, 1);
     let next = hold(&client, "jobs:a", "next-holder");
     assert!(next.fencing_token() > a.fencing_token());
 }

@@ -174,6 +174,24 @@ pub mod etcd {
     }
 }
 
+/// The same, with each statement prepared once per connection (`prepare=true`).
+#[cfg(feature = "postgres")]
+pub mod postgres_prepared {
+    use super::*;
+
+    pub fn url() -> String {
+        format!("{}?prepare=true", super::postgres::url())
+    }
+
+    pub async fn open(case: &str) -> AsyncStore {
+        super::postgres::open_url(case, &url()).await
+    }
+
+    pub fn open_blocking(case: &str) -> BlockingStore {
+        super::postgres::open_blocking_url(case, url())
+    }
+}
+
 /// The test binary's shared PostgreSQL (feature `postgres`); a key prefix per case.
 #[cfg(feature = "postgres")]
 pub mod postgres {
@@ -185,17 +203,24 @@ pub mod postgres {
     }
 
     pub async fn open(case: &str) -> AsyncStore {
+        open_url(case, &url()).await
+    }
+
+    pub fn open_blocking(case: &str) -> BlockingStore {
+        open_blocking_url(case, url())
+    }
+
+    pub async fn open_url(case: &str, url: &str) -> AsyncStore {
         let client = Client::builder()
             .key_prefix(format!("{}:", unique(case)))
-            .open(&url())
+            .open(url)
             .await
             .expect("connect to postgres");
         AsyncStore::new(client)
     }
 
-    pub fn open_blocking(case: &str) -> BlockingStore {
+    pub fn open_blocking_url(case: &str, url: String) -> BlockingStore {
         let prefix = format!("{}:", unique(case));
-        let url = url();
         let open = move || {
             blocking::Client::builder()
                 .key_prefix(prefix.clone())

@@ -9,6 +9,7 @@
 //! | [`RedisSentinel`] | `sentinel.rs` | a master, a replica and three sentinels |
 //! | [`EtcdServer`], [`EtcdCluster`] | `etcd.rs` | a single etcd member, or three |
 //! | [`PostgresServer`] | `postgres.rs` | one throw-away PostgreSQL (`initdb` + `postgres`) |
+//! | [`PgBouncer`] | `pgbouncer.rs` | PgBouncer in transaction mode in front of it |
 //!
 //! `process.rs` spawns every child so that it dies with the test binary (see
 //! [`process`]); this file keeps the small helpers.
@@ -31,6 +32,7 @@
 
 mod cluster;
 mod etcd;
+mod pgbouncer;
 mod postgres;
 mod process;
 mod proxy;
@@ -42,6 +44,8 @@ mod server;
 pub use cluster::{ClusterNode, RedisCluster, Role, SlotMigration};
 #[allow(unused_imports)]
 pub use etcd::{EtcdCluster, EtcdServer, TlsFiles};
+#[allow(unused_imports)]
+pub use pgbouncer::PgBouncer;
 #[allow(unused_imports)]
 pub use postgres::PostgresServer;
 #[allow(unused_imports)]

@@ -26,6 +26,8 @@ pub struct PostgresServer {
     bin: PathBuf,
     /// `Some((uid, gid))` of `nobody` when running as root.
     user: Option<(u32, u32)>,
+    /// TLS only (`hostssl`), with a certificate for 127.0.0.1 signed by `tls/ca.crt`.
+    tls: bool,
     child: Mutex<Option<Child>>,
 }
 
@@ -72,7 +74,7 @@ fn bin_dir() -> PathBuf {
 }
 
 /// `nobody`'s uid and gid, when this process runs as root.
-fn unprivileged() -> Option<(u32, u32)> {
+pub(super) fn unprivileged() -> Option<(u32, u32)> {
     use std::os::unix::fs::MetadataExt;
     // Root owns `/proc/self` when we run as root.
     let me = std::fs::metadata("/proc/self").ok()?.uid();
@@ -91,6 +93,22 @@ fn unprivileged() -> Option<(u32, u32)> {
 impl PostgresServer {
     /// initdb + start, waiting (bounded) until it accepts connections.
     pub fn start() -> PostgresServer {
+        Self::start_with(false)
+    }
+
+    /// [`start`](Self::start), accepting TLS connections only (`hostssl` in
+    /// `pg_hba.conf`): its certificate names 127.0.0.1 and is signed by a CA made for it,
+    /// [`ca_pem`](Self::ca_pem) (made with `openssl`, see `make_certs`).
+    pub fn start_tls() -> PostgresServer {
+        Self::start_with(true)
+    }
+
+    /// The CA that signed a [`start_tls`](Self::start_tls) server's certificate (PEM).
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("tls/ca.crt")).expect("a TLS server's CA")
+    }
+
+    fn start_with(tls: bool) -> PostgresServer {
         let bin = bin_dir();
         let user = unprivileged();
         let dir = tempfile::Builder::new()
@@ -119,11 +137,35 @@ impl PostgresServer {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if tls {
+            let certs = dir.path().join("tls");
+            std::fs::create_dir(&certs).expect("tls dir");
+            super::make_certs(&certs);
+            use std::os::unix::fs::PermissionsExt;
+            // The server refuses a key others may read.
+            std::fs::set_permissions(
+                certs.join("server.key"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .expect("chmod server.key");
+            if let Some((uid, gid)) = user {
+                for file in ["", "server.crt", "server.key", "ca.crt"] {
+                    std::os::unix::fs::chown(certs.join(file), Some(uid), Some(gid))
+                        .expect("chown tls files");
+                }
+            }
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "hostssl all all 127.0.0.1/32 trust\n",
+            )
+            .expect("write pg_hba.conf");
+        }
         let server = PostgresServer {
             dir,
             port: free_port(),
             bin,
             user,
+            tls,
             child: Mutex::new(None),
         };
         server.launch();
@@ -155,14 +197,26 @@ impl PostgresServer {
             .args(["-c", "unix_socket_directories="])
             .args(["-c", "max_connections=400"])
             .args(["-c", "fsync=off"])
-            .args(["-c", "shared_buffers=32MB"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(self.log())
-                    .map(Stdio::from)
-                    .unwrap_or_else(|_| Stdio::null()),
-            );
+            .args(["-c", "shared_buffers=32MB"]);
+        if self.tls {
+            let certs = self.dir.path().join("tls");
+            cmd.args(["-c", "ssl=on"])
+                .arg("-c")
+                .arg(format!(
+                    "ssl_cert_file={}",
+                    certs.join("server.crt").display()
+                ))
+                .arg("-c")
+                .arg(format!(
+                    "ssl_key_file={}",
+                    certs.join("server.key").display()
+                ));
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(
+            std::fs::File::create(self.log())
+                .map(Stdio::from)
+                .unwrap_or_else(|_| Stdio::null()),
+        );
         as_user(&mut cmd, self.user);
         let child = spawn(cmd).expect("spawn postgres");
         *lock(&self.child) = Some(child);

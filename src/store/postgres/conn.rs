@@ -1,14 +1,20 @@
 //! Connections: a few tokio-postgres connections, each made on first use and made again
-//! when it closes. Statements go out unnamed (`query_typed`: parse, bind and execute in one
-//! round trip), so nothing lives in the session between them. Each call is bounded by its
-//! timeout.
+//! when it closes. By default statements go out unnamed (`query_typed`: parse, bind and
+//! execute in one round trip), so nothing lives in the session between them, and the
+//! server plans each on every call. With `prepare=true` each is prepared once per
+//! connection (a named statement, session state) and only bound and executed afterwards.
+//! Each call is bounded by its timeout.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::{Row, Statement};
+
+use super::tls::Tls;
 
 use crate::store::StoreError;
 use crate::{Error, Result};
@@ -29,14 +35,60 @@ pub(crate) enum Resend {
 
 pub(crate) struct Pool {
     config: tokio_postgres::Config,
-    slots: Vec<tokio::sync::Mutex<Option<Arc<tokio_postgres::Client>>>>,
+    tls: Tls,
+    /// Prepare each statement once per connection (named, kept by the session) instead
+    /// of sending it unnamed on every call (`prepare=true` in the URL).
+    prepare: bool,
+    slots: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
     next: AtomicUsize,
 }
 
+/// One connection, and the statements prepared on it (by their SQL). A new connection
+/// starts with none: they live and die with the session.
+pub(crate) struct Conn {
+    pub(crate) client: tokio_postgres::Client,
+    prepared: parking_lot::Mutex<HashMap<String, Statement>>,
+}
+
+impl Conn {
+    /// `sql` prepared on this connection: once, then from the cache.
+    async fn statement(
+        &self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> std::result::Result<Statement, tokio_postgres::Error> {
+        if let Some(statement) = self.prepared.lock().get(sql) {
+            return Ok(statement.clone());
+        }
+        let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+        let statement = self.client.prepare_typed(sql, &types).await?;
+        self.prepared
+            .lock()
+            .insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
+    async fn run(
+        &self,
+        prepare: bool,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> std::result::Result<Vec<Row>, tokio_postgres::Error> {
+        if !prepare {
+            return self.client.query_typed(sql, params).await;
+        }
+        let statement = self.statement(sql, params).await?;
+        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+        self.client.query(&statement, &values).await
+    }
+}
+
 impl Pool {
-    pub(crate) fn new(config: tokio_postgres::Config) -> Self {
+    pub(crate) fn new(config: tokio_postgres::Config, tls: Tls, prepare: bool) -> Self {
         Pool {
             config,
+            tls,
+            prepare,
             slots: (0..CONNECTIONS)
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
@@ -45,15 +97,18 @@ impl Pool {
     }
 
     /// A connection (the next one in turn), made now if it is not open.
-    pub(crate) async fn get(&self) -> Result<Arc<tokio_postgres::Client>> {
+    pub(crate) async fn get(&self) -> Result<Arc<Conn>> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let mut slot = self.slots[i].lock().await;
-        if let Some(client) = slot.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(Arc::clone(client));
+        if let Some(conn) = slot.as_ref().filter(|c| !c.client.is_closed()) {
+            return Ok(Arc::clone(conn));
         }
-        let client = Arc::new(connect(&self.config).await?);
-        *slot = Some(Arc::clone(&client));
-        Ok(client)
+        let conn = Arc::new(Conn {
+            client: connect(&self.config, &self.tls).await?,
+            prepared: parking_lot::Mutex::default(),
+        });
+        *slot = Some(Arc::clone(&conn));
+        Ok(conn)
     }
 
     /// Run `sql` with typed `params`, within `timeout`. A connection found closed is
@@ -70,8 +125,8 @@ impl Pool {
             let mut tries = 0;
             loop {
                 tries += 1;
-                let client = self.get().await?;
-                match client.query_typed(sql, params).await {
+                let conn = self.get().await?;
+                match conn.run(self.prepare, sql, params).await {
                     Ok(rows) => return Ok(rows),
                     // The server ended the session (`pg_terminate_backend`, a shutdown)
                     // before or while it ran the statement: its transaction did not
@@ -97,11 +152,23 @@ impl Pool {
 }
 
 /// A new connection; its I/O runs on a task of its own until it closes.
-pub(crate) async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client> {
-    let (client, connection) = config.connect(NoTls).await.map_err(store_error)?;
+pub(crate) async fn connect(
+    config: &tokio_postgres::Config,
+    tls: &Tls,
+) -> Result<tokio_postgres::Client> {
+    let (client, mut messages) = tls.connect(config).await.map_err(store_error)?;
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "postgres connection closed");
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notice(notice)) => {
+                    tracing::debug!(notice = %notice, "postgres notice");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "postgres connection closed");
+                    break;
+                }
+            }
         }
     });
     Ok(client)
@@ -138,7 +205,12 @@ pub(crate) fn store_error(e: tokio_postgres::Error) -> Error {
     let message = match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None if e.is_closed() => "connection closed".to_owned(),
-        None => e.to_string(),
+        // The driver's own words ("error performing TLS handshake") and the cause
+        // ("invalid peer certificate: UnknownIssuer").
+        None => match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
     };
     Error::Store(StoreError::new("postgres", transient, message).with_source(e))
 }

@@ -22,6 +22,7 @@
 mod conn;
 mod notify;
 pub(crate) mod sql;
+mod tls;
 pub(crate) mod url;
 
 use std::time::{Duration, SystemTime};
@@ -32,6 +33,7 @@ use tokio_postgres::types::Type;
 use self::conn::{Pool, Resend, store_error};
 use self::notify::Notifier;
 use self::sql::{SCHEMA_VERSION, Statements};
+use self::tls::Tls;
 use self::url::Place;
 // Only the public store interface: this store is built as one from outside the crate
 // would be.
@@ -50,6 +52,11 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// Announce releases and wake waiters through `LISTEN`/`NOTIFY`; default true.
     pub notify: bool,
+    /// The root certificate (PEM) to trust for a URL with `sslmode=require`,
+    /// `verify-ca` or `verify-full`; `None` (the default): the platform's roots.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub tls_root_certificate: Option<Vec<u8>>,
 }
 
 impl Default for Options {
@@ -57,6 +64,8 @@ impl Default for Options {
         Options {
             connect_timeout: Duration::from_secs(5),
             notify: true,
+            #[cfg(feature = "tls")]
+            tls_root_certificate: None,
         }
     }
 }
@@ -69,6 +78,8 @@ pub(crate) async fn open_backend(
     let options = Options {
         connect_timeout: options.connect_timeout,
         notify: options.notify,
+        #[cfg(feature = "tls")]
+        tls_root_certificate: options.tls_root_certificate.clone(),
     };
     let store = PostgresStore::open(url, &options).await?;
     let target = store.target.clone();
@@ -88,6 +99,57 @@ pub(crate) async fn open_backend(
 pub fn schema_sql(url: &str) -> Result<String> {
     let target = url::parse(url, Duration::from_secs(5))?;
     Ok(sql::schema_sql(&target.place))
+}
+
+/// Create the lock tables a `postgres://` URL names when they are missing (whatever its
+/// `create` parameter says), and return the schema version now there: what `leasehold
+/// migrate <url>` runs. The same path as a client's first open with `create=true`: one
+/// transaction, idempotent, safe to run from several hosts at once.
+///
+/// # Errors
+///
+/// * [`Error::InvalidArgument`] for a URL this store cannot read, or a schema or table
+///   name that is not a plain identifier, before any I/O;
+/// * [`Error::Store`] when the server cannot be reached or refuses the DDL (permissions),
+///   or the tables' schema is newer than this client's;
+/// * [`Error::Timeout`] past `options.connect_timeout`.
+///
+/// # Cancel safety
+///
+/// Cancel safe: the tables are created in full or not at all.
+pub async fn migrate(url: &str, options: &Options) -> Result<u32> {
+    let mut target = url::parse(url, options.connect_timeout)?;
+    target.place.create = true;
+    let options = Options {
+        notify: false,
+        ..options.clone()
+    };
+    let tls = Tls::new(target.tls, root(&options))?;
+    let store = PostgresStore::with_place(
+        target.config.clone(),
+        tls,
+        false,
+        &target.place,
+        &options,
+        target.display,
+    );
+    let run = async {
+        store.check_schema(&target.place).await?;
+        let conn = store.pool.get().await?;
+        let rows = conn
+            .client
+            .query_typed(&store.sql.version, &[])
+            .await
+            .map_err(store_error)?;
+        let version = rows
+            .first()
+            .and_then(|r| r.get::<_, Option<i32>>(0))
+            .ok_or_else(|| bad_reply("the schema version"))?;
+        u32::try_from(version).map_err(|_| bad_reply("the schema version"))
+    };
+    tokio::time::timeout(options.connect_timeout, run)
+        .await
+        .map_err(|_| Error::Timeout)?
 }
 
 /// A lock store on PostgreSQL (feature `postgres`); see the [module docs](self).
@@ -115,8 +177,13 @@ fn bad_reply(what: &str) -> Error {
 
 impl PostgresStore {
     /// Open the store `url` names
-    /// (`postgres://[user[:password]@]host[:port][/database][?schema=S&table=T&create=B]`,
-    /// or `postgresql://`; every other query parameter goes to the driver): parse it,
+    /// (`postgres://[user[:password]@]host[:port][/database][?schema=S&table=T&create=B&prepare=B]`,
+    /// or `postgresql://`; `prepare=true` prepares each statement once per connection
+    /// (faster, but session state: not through a transaction-mode pooler that does not
+    /// track prepared statements, such as PgBouncer before 1.21); `sslmode=require`, `verify-ca` or `verify-full` with the `tls`
+    /// feature: TLS that verifies the server's certificate and name, against
+    /// `options.tls_root_certificate` or the platform's roots; every other query
+    /// parameter goes to the driver): parse it,
     /// connect once, and check the schema's version — creating the tables when they are
     /// missing and the URL allows it (`create`, default true). Open a client on it with
     /// [`Client::from_store`](crate::Client::from_store), or give `Client::open` the URL.
@@ -136,7 +203,15 @@ impl PostgresStore {
     pub async fn open(url: &str, options: &Options) -> Result<PostgresStore> {
         let target = url::parse(url, options.connect_timeout)?;
         let place = target.place.clone();
-        let store = Self::with_place(target.config.clone(), &place, options, target.display);
+        let tls = Tls::new(target.tls, root(options))?;
+        let store = Self::with_place(
+            target.config.clone(),
+            tls,
+            target.prepare,
+            &place,
+            options,
+            target.display,
+        );
         let check = store.check_schema(&place);
         tokio::time::timeout(options.connect_timeout, check)
             .await
@@ -146,6 +221,8 @@ impl PostgresStore {
 
     fn with_place(
         config: tokio_postgres::Config,
+        tls: Tls,
+        prepare: bool,
         place: &Place,
         options: &Options,
         target: String,
@@ -159,8 +236,8 @@ impl PostgresStore {
             target,
             notifier: options
                 .notify
-                .then(|| Notifier::new(config.clone(), channel.clone())),
-            pool: Pool::new(config),
+                .then(|| Notifier::new(config.clone(), tls.clone(), channel.clone())),
+            pool: Pool::new(config, tls, prepare),
             sql: Statements::new(place),
             channel,
         }
@@ -168,8 +245,8 @@ impl PostgresStore {
 
     /// The schema's version, checked; the tables created when missing (and allowed).
     async fn check_schema(&self, place: &Place) -> Result<()> {
-        let client = self.pool.get().await?;
-        let version = match client.query_typed(&self.sql.version, &[]).await {
+        let conn = self.pool.get().await?;
+        let version = match conn.client.query_typed(&self.sql.version, &[]).await {
             Ok(rows) => rows.first().and_then(|r| r.get::<_, Option<i32>>(0)),
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => None,
             Err(e) => return Err(store_error(e)),
@@ -192,7 +269,7 @@ impl PostgresStore {
                     "BEGIN; SELECT pg_advisory_xact_lock(7378716731527417685); {} COMMIT;",
                     sql::schema_sql(place)
                 );
-                client.batch_execute(&ddl).await.map_err(store_error)
+                conn.client.batch_execute(&ddl).await.map_err(store_error)
             }
             _ => Err(Error::Store(StoreError::new(
                 "postgres",
@@ -238,6 +315,19 @@ impl PostgresStore {
                 SystemTime::UNIX_EPOCH + Duration::from_micros((ms.max(0.0) * 1000.0) as u64)
             }),
         })
+    }
+}
+
+/// The root certificate the options give, if any.
+fn root(options: &Options) -> Option<&[u8]> {
+    #[cfg(feature = "tls")]
+    {
+        options.tls_root_certificate.as_deref()
+    }
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = options;
+        None
     }
 }
 

@@ -1,5 +1,6 @@
 //! Release hand-off through `LISTEN`/`NOTIFY`: every release (and abort or forced release
-//! that frees a key) calls `pg_notify` on the table's channel with the key in hex, sent by
+//! that frees a key) calls `pg_notify` on the table's channel with the key in hex (a key
+//! over 3900 bytes: `md5:` and its MD5, as a payload holds 8000 bytes), sent by
 //! the database when the statement commits; one listening connection per client, of its
 //! own (a session `LISTEN` needs one: through a transaction-mode pooler point it at the
 //! server directly, or waiters poll), wakes the first waiter of the key.
@@ -16,10 +17,12 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use tokio_postgres::AsyncMessage;
 
+use super::tls::Tls;
 use crate::store::{Waiters, Watch};
 
 pub(crate) struct Notifier {
     config: tokio_postgres::Config,
+    tls: Tls,
     channel: String,
     waiters: Arc<Waiters>,
     /// The keys waited for (to wake each once on a reconnect).
@@ -28,7 +31,7 @@ pub(crate) struct Notifier {
 }
 
 impl Notifier {
-    pub(crate) fn new(config: tokio_postgres::Config, channel: String) -> Self {
+    pub(crate) fn new(config: tokio_postgres::Config, tls: Tls, channel: String) -> Self {
         let keys: Arc<Mutex<HashSet<String>>> = Arc::default();
         let waiters = Waiters::with_idle({
             let keys = Arc::clone(&keys);
@@ -38,6 +41,7 @@ impl Notifier {
         });
         Notifier {
             config,
+            tls,
             channel,
             waiters: Arc::new(waiters),
             keys,
@@ -53,6 +57,7 @@ impl Notifier {
         if self.task.get().is_none() && tokio::runtime::Handle::try_current().is_ok() {
             let task = tokio::spawn(listen(
                 self.config.clone(),
+                self.tls.clone(),
                 self.channel.clone(),
                 Arc::clone(&self.waiters),
                 Arc::clone(&self.keys),
@@ -77,15 +82,15 @@ impl Drop for Notifier {
 /// connection ends.
 async fn listen(
     config: tokio_postgres::Config,
+    tls: Tls,
     channel: String,
     waiters: Arc<Waiters>,
     keys: Arc<Mutex<HashSet<String>>>,
 ) {
     let mut pause = Duration::from_millis(50);
     loop {
-        if let Ok((client, mut connection)) = config.connect(tokio_postgres::NoTls).await {
-            let mut messages =
-                futures::stream::poll_fn(move |cx| connection.poll_message(cx)).fuse();
+        if let Ok((client, messages)) = tls.connect(&config).await {
+            let mut messages = messages.fuse();
             let statement = format!("LISTEN \"{channel}\"");
             let listen = client.batch_execute(&statement);
             // The connection is driven by reading its messages: both at once.
@@ -121,19 +126,36 @@ async fn listen(
     }
 }
 
-/// A release of the key `payload` names (hex); `""`: a key too long to name, every waiter
-/// looks.
+/// A release of the key `payload` names: in hex, or by its MD5 (`md5:<hex>`, a key too
+/// long for a payload), matched against the keys waited for (a collision only wakes a
+/// waiter that finds the key still held and waits on).
 fn wake(waiters: &Waiters, keys: &Mutex<HashSet<String>>, payload: &str) {
-    if payload.is_empty() {
-        let watched: Vec<String> = keys.lock().iter().cloned().collect();
-        for key in watched {
-            waiters.wake_key(&key);
+    if let Some(digest) = payload.strip_prefix("md5:") {
+        let released: Vec<String> = keys
+            .lock()
+            .iter()
+            .filter(|key| md5_hex(key) == digest)
+            .cloned()
+            .collect();
+        for key in released {
+            waiters.released(&key);
         }
         return;
     }
     if let Some(key) = unhex(payload) {
         waiters.released(&key);
     }
+}
+
+/// `md5(key)` as PostgreSQL writes it: 32 lower-case hex digits.
+fn md5_hex(key: &str) -> String {
+    use md5::Digest;
+    use std::fmt::Write;
+    let mut hex = String::with_capacity(32);
+    for byte in md5::Md5::digest(key.as_bytes()) {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
 }
 
 fn unhex(hex: &str) -> Option<String> {
@@ -157,5 +179,38 @@ mod tests {
         assert_eq!(super::unhex("d0bad0bb").as_deref(), Some("кл"));
         assert_eq!(super::unhex("6"), None);
         assert_eq!(super::unhex("zz"), None);
+        assert_eq!(super::md5_hex(""), "d41d8cd98f00b204e9800998ecf8427e");
+    }
+
+    /// A long key's release, announced by its MD5, wakes that key's first waiter and no
+    /// other (it used to wake every waiter of every key).
+    #[test]
+    fn a_long_key_announced_by_its_digest_wakes_only_its_waiter() {
+        use futures::FutureExt;
+        use std::collections::HashSet;
+        use std::sync::Arc;
+
+        use parking_lot::Mutex;
+
+        use crate::store::Waiters;
+
+        let waiters = Arc::new(Waiters::default());
+        let keys: Mutex<HashSet<String>> = Mutex::default();
+        let (a, b) = ("a".repeat(5000), "b".repeat(5000));
+        let (first_of_a, _) = waiters.watch(&a);
+        let (second_of_a, _) = waiters.watch(&a);
+        let (of_b, _) = waiters.watch(&b);
+        let (short, _) = waiters.watch("k");
+        for key in [&a, &b, "k"] {
+            keys.lock().insert(key.to_owned());
+        }
+        super::wake(&waiters, &keys, &format!("md5:{}", super::md5_hex(&a)));
+        assert!(first_of_a.woken().now_or_never().is_some());
+        assert!(
+            second_of_a.woken().now_or_never().is_none(),
+            "one release, one waiter"
+        );
+        assert!(of_b.woken().now_or_never().is_none());
+        assert!(short.woken().now_or_never().is_none());
     }
 }

@@ -55,9 +55,10 @@ pub(crate) struct Statements {
     pub(crate) version: String,
 }
 
-/// The payload of a release notification: the key in hex, or `''` (wake every waiter)
-/// for a key too long for a payload (8000 bytes).
-const PAYLOAD: &str = "CASE WHEN octet_length(r.key) <= 3900 THEN encode(r.key, 'hex') ELSE '' END";
+/// The payload of a release notification (at most 8000 bytes): the key in hex, or for a
+/// longer key `md5:` and its MD5 in hex (no hex key contains `:`).
+const PAYLOAD: &str =
+    "CASE WHEN octet_length(r.key) <= 3900 THEN encode(r.key, 'hex') ELSE 'md5:' || md5(r.key) END";
 
 /// Milliseconds left until `expires_at`, rounded down.
 const REMAINING: &str = "GREATEST(0, floor(extract(epoch FROM l.expires_at - n.t) * 1000))::int8";

@@ -38,6 +38,10 @@ impl Default for Place {
 pub(crate) struct Target {
     pub(crate) config: tokio_postgres::Config,
     pub(crate) place: Place,
+    /// TLS asked for (`sslmode=require`, `verify-ca`, `verify-full`).
+    pub(crate) tls: bool,
+    /// Statements prepared once per connection (`prepare=true`).
+    pub(crate) prepare: bool,
     /// `host:port[/db]` for diagnostics: never the user's password.
     pub(crate) display: String,
 }
@@ -45,7 +49,7 @@ pub(crate) struct Target {
 /// Parse `url`. Messages never quote the URL (it may hold a password).
 pub(crate) fn parse(url: &str, connect_timeout: Duration) -> Result<Target> {
     const EXPECTED: &str = "url: expected postgres://[user[:password]@]host[:port][/database]\
-                            [?schema=NAME&table=NAME&create=true|false&…]";
+                            [?schema=NAME&table=NAME&create=true|false&prepare=true|false&…]";
     if !SCHEMES.iter().any(|s| url.starts_with(s)) {
         return Err(invalid(EXPECTED));
     }
@@ -55,16 +59,27 @@ pub(crate) fn parse(url: &str, connect_timeout: Duration) -> Result<Target> {
         None => (url, ""),
     };
     let mut rest = Vec::new();
+    let mut tls = false;
+    let mut prepare = false;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
             "schema" => place.schema = value.to_owned(),
             "table" => place.table = value.to_owned(),
-            "create" => {
-                place.create = match value {
-                    "true" | "1" | "yes" => true,
-                    "false" | "0" | "no" => false,
-                    _ => return Err(invalid("url: create must be true or false")),
+            "create" => place.create = flag("create", value)?,
+            "prepare" => prepare = flag("prepare", value)?,
+            // The driver knows only disable, prefer and require, and would make `prefer`
+            // try TLS unverified: leasehold decides (see `tls.rs`).
+            "sslmode" => {
+                tls = match value {
+                    "disable" | "allow" | "prefer" => false,
+                    "require" | "verify-ca" | "verify-full" => true,
+                    _ => {
+                        return Err(invalid(
+                            "url: sslmode must be disable, allow, prefer, require, verify-ca \
+                             or verify-full",
+                        ));
+                    }
                 }
             }
             _ => rest.push(pair),
@@ -84,6 +99,11 @@ pub(crate) fn parse(url: &str, connect_timeout: Duration) -> Result<Target> {
         return Err(invalid(format!("{EXPECTED}: no host")));
     }
     config.connect_timeout(connect_timeout);
+    config.ssl_mode(if tls {
+        tokio_postgres::config::SslMode::Require
+    } else {
+        tokio_postgres::config::SslMode::Disable
+    });
     if config.get_application_name().is_none() {
         config.application_name("leasehold");
     }
@@ -91,8 +111,19 @@ pub(crate) fn parse(url: &str, connect_timeout: Duration) -> Result<Target> {
     Ok(Target {
         config,
         place,
+        tls,
+        prepare,
         display,
     })
+}
+
+/// `true` or `false` (or `1`/`0`, `yes`/`no`).
+fn flag(name: &str, value: &str) -> Result<bool> {
+    match value {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(invalid(format!("url: {name} must be true or false"))),
+    }
 }
 
 /// `host:port/database` of the first host.
@@ -153,6 +184,35 @@ mod tests {
         assert_eq!(t.config.get_password(), Some(&b"secret"[..]));
         let t = parse("postgresql://localhost", T).unwrap();
         assert_eq!(t.place, Place::default());
+        assert!(!t.tls && !t.prepare);
+        assert!(parse("postgres://h?prepare=true", T).unwrap().prepare);
+        assert!(parse("postgres://h?prepare=sometimes", T).is_err());
+    }
+
+    #[test]
+    fn sslmode_is_leaseholds_to_read() {
+        use tokio_postgres::config::SslMode;
+        for (mode, tls) in [
+            ("disable", false),
+            ("allow", false),
+            ("prefer", false),
+            ("require", true),
+            ("verify-ca", true),
+            ("verify-full", true),
+        ] {
+            let t = parse(&format!("postgres://h/db?sslmode={mode}&table=t"), T).unwrap();
+            assert_eq!(t.tls, tls, "{mode}");
+            let expected = if tls {
+                SslMode::Require
+            } else {
+                SslMode::Disable
+            };
+            assert_eq!(t.config.get_ssl_mode(), expected, "{mode}");
+        }
+        let err = parse("postgres://u:secret@h/db?sslmode=sometimes", T)
+            .err()
+            .unwrap();
+        assert!(err.is_invalid_argument() && !err.to_string().contains("secret"));
     }
 
     #[test]
