@@ -15,8 +15,11 @@
 //!   client could have taken the key.
 //! * **Stores:** Redis (`redis://`, `rediss://` with the `tls` feature), Redis Sentinel
 //!   and Redis Cluster (features `sentinel`, `cluster`), etcd (`etcd://h1:p1,h2:p2`,
-//!   feature `etcd`) and an embedded in-process store (`memory://`) with the same
-//!   semantics. A lock waiting for a key wakes when the holder releases it (hand-off),
+//!   feature `etcd`), PostgreSQL lease rows (`postgres://`, feature `postgres`) and an
+//!   embedded in-process store (`memory://`) with the same semantics. Bring your own: the
+//!   [`store::Store`] trait is public ([`Client::from_store`]), and the `testing` feature
+//!   publishes the conformance, fault and history cases every built-in store passes, and
+//!   `SimStore`, a simulated store for tests of code that uses a lock. A lock waiting for a key wakes when the holder releases it (hand-off),
 //!   within the bounds of its retry strategy; on etcd waiters queue in arrival order, and
 //!   expirations count whole seconds (see `Client::open`).
 //! * **Operable:** [`ClientBuilder::key_prefix`], [`Client::inspect`], [`Client::list`],
@@ -185,6 +188,8 @@
 //! | `metrics` | off | counters, histograms and a gauge through the `metrics` facade (names in the README) |
 //! | `etcd` | off | the etcd store (`etcd://…`); adds `etcd-client` (tonic, prost), whose build compiles etcd's protobuf files with `protoc` and its well-known types (Debian/Ubuntu: `apt-get install protobuf-compiler libprotobuf-dev`) |
 //! | `serde` | off | `Config` (module `config`): the client's settings (store, key prefix, timeouts, retry strategy, renewal) from TOML, YAML or any serde format; adds `serde` and `humantime` |
+//! | `postgres` | off | the PostgreSQL store (`postgres://…`, `postgresql://…`): lease rows on the database's clock; adds `tokio-postgres` |
+//! | `testing` | off | `testing`: the published test kit (conformance, fault and history cases for a store of your own; `SimStore`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, unreachable_pub)]
