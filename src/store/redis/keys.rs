@@ -96,6 +96,36 @@ impl<'a> Sidecar<'a> {
     }
 }
 
+/// A lock key's companion names as the store writes them, for the in-tree benchmarks
+/// (`leasehold::__private::redis_keys`), so that they never copy the layout. Not part of
+/// the API.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct Companions {
+    /// The key's `state` (token, creator, holder label).
+    pub state: String,
+    /// Client `client_id`'s record of aborted attempts on the key.
+    pub aborted: String,
+    /// The earlier layout's `fence` counter (only read).
+    pub fence: String,
+    /// The key's release channel.
+    pub released: String,
+}
+
+impl Companions {
+    /// The companions of `key` for the client whose id is `client_id`.
+    #[doc(hidden)]
+    pub fn of(key: &str, client_id: u64) -> Self {
+        let sidecar = Sidecar::of(key);
+        Companions {
+            state: sidecar.name(STATE),
+            aborted: sidecar.name(&format!("{ABORTED}{client_id:016x}")),
+            fence: sidecar.name(FENCE),
+            released: sidecar.name(RELEASED),
+        }
+    }
+}
+
 /// For every cluster slot, the smallest number whose decimal text hashes to it
 /// (all slots are covered below 110 000). Built once, 64 KiB.
 static SLOT_TAGS: std::sync::LazyLock<Box<[u32]>> = std::sync::LazyLock::new(|| {
