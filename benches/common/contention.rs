@@ -67,7 +67,7 @@ pub enum ContentionSide {
     /// `Redlock::lock` with the strategy, over N servers.
     Redlock(Redlock),
     /// rslock 0.10's `LockManager::lock` over the same servers, retrying without end
-    /// after its own random delay (see [`rslock_contender`]); the strategy is ignored.
+    /// after its own random delay (see `redlock::rslock_contender`); the strategy is ignored.
     Rslock(Arc<rslock::LockManager>),
 }
 

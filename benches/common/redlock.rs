@@ -13,7 +13,7 @@ pub const REDLOCK_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// The retry delay given to rslock under contention: it sleeps a uniformly random whole
 /// number of milliseconds in `0..5`, mean 2 ms — the mean of the strategies leasehold
-/// runs with ([`Strategy::INTERVAL`]).
+/// runs with (`contention::Strategy::INTERVAL`).
 pub const RSLOCK_RETRY_DELAY: Duration = Duration::from_millis(5);
 
 /// One uncontended lock + unlock over N servers, or over one as the baseline.

@@ -228,6 +228,37 @@ mod tests {
         Sidecar::of(key).name(FENCE)
     }
 
+    /// The benchmarks' names (`Companions`) are the keys the acquire command sends: the
+    /// key, its state, the client's aborted record, the fence counter, in that order.
+    #[test]
+    fn companions_are_the_keys_the_acquire_sends() {
+        use crate::store::AttemptId;
+        let attempt = AttemptId {
+            client: 0xfeed,
+            seq: 7,
+        };
+        for key in ["job", "app:job", "user:{42}:job", "a{b"] {
+            let c = Companions::of(key, 0xfeed);
+            let cmd = super::super::scripts::acquire(
+                key,
+                "v",
+                std::time::Duration::from_secs(1),
+                attempt,
+                "",
+            );
+            let args: Vec<Vec<u8>> = cmd
+                .args_iter()
+                .map(|a| match a {
+                    redis::Arg::Simple(b) => b.to_vec(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            let keys = [key, &c.state, &c.aborted, &c.fence].map(|k| k.as_bytes().to_vec());
+            assert_eq!(args[3..7], keys, "{key:?}");
+            assert_eq!(c.released, Sidecar::of(key).name(RELEASED), "{key:?}");
+        }
+    }
+
     #[test]
     fn slots_match_the_redis_cluster_spec() {
         // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
