@@ -9,17 +9,24 @@
 //! (`notify(false)`), same strategy.
 //!
 //! One iteration = one acquisition (time per acquisition = 1 / acquisitions per second).
-//! Hand-off latency percentiles and fairness are in `examples/bench_report.rs`.
+//! Hand-off latency percentiles and fairness are in the report, `benches/report/contention.rs`.
 
-#[path = "common/mod.rs"]
-mod common;
+// Each bench uses a part of each module it takes.
+#[allow(dead_code)]
+mod common {
+    pub mod base;
+    pub mod contention;
+    pub mod redis;
+    pub mod redlock;
+}
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{ContentionSide, Raw, Strategy, Until};
+use common::contention::{ContentionSide, Strategy, Until, contention_run};
+use common::redis::Raw;
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use leasehold::Client;
 use support::RedisServer;
@@ -29,7 +36,7 @@ const THINK: Duration = Duration::from_millis(1);
 
 fn contention(c: &mut Criterion) {
     let server = RedisServer::start();
-    let rt = common::multi_thread_runtime();
+    let rt = common::base::multi_thread_runtime();
     let url = server.url();
     let sides = rt.block_on(async {
         vec![
@@ -59,11 +66,9 @@ fn contention(c: &mut Criterion) {
                             let key = format!("ct:{}", run.fetch_add(1, Ordering::Relaxed));
                             async move {
                                 let until = Until::Acquisitions(acquisitions);
-                                common::contention_run(
-                                    side, &key, tasks, strategy, HOLD, THINK, until,
-                                )
-                                .await
-                                .elapsed
+                                contention_run(side, &key, tasks, strategy, HOLD, THINK, until)
+                                    .await
+                                    .elapsed
                             }
                         })
                     },
@@ -79,7 +84,7 @@ fn contention(c: &mut Criterion) {
 fn etcd(c: &mut Criterion) {
     let redis = RedisServer::start();
     let etcd = support::EtcdServer::start();
-    let rt = common::multi_thread_runtime();
+    let rt = common::base::multi_thread_runtime();
     let sides = rt.block_on(async {
         vec![
             ContentionSide::Leasehold(Client::open(&etcd.url()).await.expect("etcd client")),
@@ -101,7 +106,7 @@ fn etcd(c: &mut Criterion) {
                 let key = format!("ct:{}", run.fetch_add(1, Ordering::Relaxed));
                 async move {
                     let until = Until::Acquisitions(acquisitions);
-                    common::contention_run(side, &key, 8, Strategy::Fixed, HOLD, THINK, until)
+                    contention_run(side, &key, 8, Strategy::Fixed, HOLD, THINK, until)
                         .await
                         .elapsed
                 }

@@ -7,8 +7,8 @@
 //!   and leasehold on `memory://`.
 //!
 //! (The server-side cost of each acquire, from `INFO commandstats`, is in
-//! `examples/bench_report.rs`, section 2: it is about this crate's internals, not a
-//! choice users make, so it stays out of `cargo bench`.)
+//! `benches/report/designs.rs`, section 2: it is about this crate's internals, not a
+//! choice users make, so it stays out of the criterion benches.)
 //! * `blocking/*`: `try_lock` + `unlock` through `leasehold::blocking` against the async
 //!   client, on Redis and on `memory://`.
 //! * `etcd_lock_unlock/*` (feature `etcd`): leasehold on a local single-member etcd
@@ -18,20 +18,29 @@
 //! A current-thread runtime drives everything: the figure is round trips plus per-call
 //! overhead, without cross-thread wake-ups.
 
-#[path = "common/mod.rs"]
-mod common;
+// Each bench uses a part of each module it takes.
+#[allow(dead_code)]
+mod common {
+    pub mod base;
+    pub mod contender;
+    #[cfg(feature = "etcd")]
+    pub mod etcd;
+    pub mod redis;
+}
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::time::Duration;
 
-use common::{Contender, EXPIRATION, KeyNames};
+use common::base::EXPIRATION;
+use common::contender::Contender;
+use common::redis::KeyNames;
 use criterion::{Criterion, criterion_group, criterion_main};
 use support::RedisServer;
 
 fn lock_unlock(c: &mut Criterion) {
     let server = RedisServer::start();
-    let rt = common::current_thread_runtime();
+    let rt = common::base::current_thread_runtime();
     let contenders = rt.block_on(Contender::all(&server.url()));
     let mut group = c.benchmark_group("lock_unlock");
     for contender in &contenders {
@@ -46,7 +55,7 @@ fn lock_unlock(c: &mut Criterion) {
 /// The blocking facade against the async API, same store, same calls.
 fn blocking(c: &mut Criterion) {
     let server = RedisServer::start();
-    let rt = common::current_thread_runtime();
+    let rt = common::base::current_thread_runtime();
     let mut group = c.benchmark_group("blocking");
     for (store, url) in [
         ("redis", server.url()),
@@ -75,7 +84,7 @@ fn blocking(c: &mut Criterion) {
 fn etcd(c: &mut Criterion) {
     use common::etcd::{LockService, leasehold_lock_unlock};
     let server = support::EtcdServer::start();
-    let rt = common::current_thread_runtime();
+    let rt = common::base::current_thread_runtime();
     let client = rt
         .block_on(leasehold::Client::open(&server.url()))
         .expect("leasehold on etcd");

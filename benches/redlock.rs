@@ -8,15 +8,22 @@
 //!   1 ms), Redlock under `NonFixedInterval(2 ms)` against rslock with its own random
 //!   retry delay of mean 2 ms. One iteration = one acquisition.
 
-#[path = "common/mod.rs"]
-mod common;
+// Each bench uses a part of each module it takes.
+#[allow(dead_code)]
+mod common {
+    pub mod base;
+    pub mod contention;
+    pub mod redis;
+    pub mod redlock;
+}
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{ContentionSide, QuorumContender, Strategy, Until};
+use common::contention::{ContentionSide, Strategy, Until, contention_run};
+use common::redlock::{QuorumContender, redlock, rslock_contender};
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use support::RedisServer;
 
@@ -32,7 +39,7 @@ fn servers() -> (Vec<RedisServer>, Vec<String>) {
 
 fn lock_unlock(c: &mut Criterion) {
     let (_servers, urls) = servers();
-    let rt = common::current_thread_runtime();
+    let rt = common::base::current_thread_runtime();
     let contenders = rt.block_on(QuorumContender::all(&urls));
     let mut group = c.benchmark_group("redlock_lock_unlock");
     for contender in &contenders {
@@ -46,13 +53,13 @@ fn lock_unlock(c: &mut Criterion) {
 
 fn contention(c: &mut Criterion) {
     let (_servers, urls) = servers();
-    let rt = common::multi_thread_runtime();
+    let rt = common::base::multi_thread_runtime();
     let sides: Vec<(String, ContentionSide)> = rt.block_on(async {
         let mut sides = Vec::new();
         for n in [3, 5] {
-            let redlock = common::redlock(&urls[..n]).await;
+            let redlock = redlock(&urls[..n]).await;
             sides.push((format!("redlock_{n}"), ContentionSide::Redlock(redlock)));
-            let rslock = common::rslock_contender(&urls[..n]);
+            let rslock = rslock_contender(&urls[..n]);
             sides.push((format!("rslock_{n}"), ContentionSide::Rslock(rslock)));
         }
         sides
@@ -66,7 +73,7 @@ fn contention(c: &mut Criterion) {
                 let key = format!("rlc:{}", run.fetch_add(1, Ordering::Relaxed));
                 async move {
                     let until = Until::Acquisitions(acquisitions);
-                    common::contention_run(
+                    contention_run(
                         side,
                         &key,
                         CONTENDERS,

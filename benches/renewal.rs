@@ -7,32 +7,42 @@
 //! renewals for one second (one renewal of every lock) and scales the CPU it cost per
 //! renewal (counted by the server) to the iteration count criterion asked for (in
 //! practice 1: criterion plans with the wall time of the warm-up). Memory
-//! per renewing lock is in `examples/bench_report.rs` (counting allocator).
+//! per renewing lock is in the report, `benches/report/renewal.rs` (counting allocator).
 
-#[path = "common/mod.rs"]
-mod common;
+// Each bench uses a part of each module it takes.
+#[allow(dead_code)]
+mod common {
+    pub mod base;
+    pub mod probes;
+    pub mod redis;
+    pub mod renewal;
+}
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::time::Duration;
 
-use common::{RENEW_INTERVAL, Raw, Renewers};
+use common::probes::server_pid;
+use common::redis::{Raw, connection};
+use common::renewal::{
+    RENEW_INTERVAL, Renewers, acquire_many, by_hand_renewers, renewal_window, start_auto_refresh,
+};
 use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion_main};
 use leasehold::Client;
 use support::RedisServer;
 
 fn renewal(c: &mut Criterion) {
     let server = RedisServer::start();
-    let rt = common::multi_thread_runtime();
+    let rt = common::base::multi_thread_runtime();
     let url = server.url();
     let (client, raw, mut probe) = rt.block_on(async {
         (
             Client::open(&url).await.expect("client"),
             Raw::connect(&url).await,
-            common::connection(&url).await,
+            connection(&url).await,
         )
     });
-    let pid = rt.block_on(common::server_pid(&mut probe));
+    let pid = rt.block_on(server_pid(&mut probe));
     let mut group = c.benchmark_group("renewal_cpu_per_renewal");
     group.sampling_mode(SamplingMode::Flat);
     for n in [1_000usize, 10_000] {
@@ -40,12 +50,12 @@ fn renewal(c: &mut Criterion) {
             let renewers = rt.block_on(async {
                 let prefix = format!("rn:{variant}:{n}");
                 let renewers = if variant == "leasehold" {
-                    let locks = common::acquire_many(&client, &prefix, n).await;
-                    let renewals = common::start_auto_refresh(&locks);
+                    let locks = acquire_many(&client, &prefix, n).await;
+                    let renewals = start_auto_refresh(&locks);
                     Renewers::Leasehold { locks, renewals }
                 } else {
                     Renewers::ByHand {
-                        tasks: common::by_hand_renewers(&raw, &prefix, n).await,
+                        tasks: by_hand_renewers(&raw, &prefix, n).await,
                     }
                 };
                 // Let the first wave go out before measuring.
@@ -57,7 +67,7 @@ fn renewal(c: &mut Criterion) {
                     let (mut probe, pid) = (probe.clone(), pid.clone());
                     async move {
                         let (renewals, cpu, _server_cpu, _wall) =
-                            common::renewal_window(&mut probe, &pid, RENEW_INTERVAL).await;
+                            renewal_window(&mut probe, &pid, RENEW_INTERVAL).await;
                         cpu.mul_f64(iters as f64 / renewals.max(1) as f64)
                     }
                 })

@@ -5,14 +5,20 @@
 //!
 //! One element = one lock + unlock cycle; a two-worker multi-thread runtime.
 
-#[path = "common/mod.rs"]
-mod common;
+// Each bench uses a part of each module it takes.
+#[allow(dead_code)]
+mod common {
+    pub mod base;
+    pub mod contender;
+    pub mod redis;
+}
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use std::time::Duration;
 
-use common::{Contender, Raw};
+use common::contender::{Contender, throughput_run};
+use common::redis::Raw;
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
@@ -21,7 +27,7 @@ use support::RedisServer;
 
 fn throughput(c: &mut Criterion) {
     let server = RedisServer::start();
-    let rt = common::multi_thread_runtime();
+    let rt = common::base::multi_thread_runtime();
     let url = server.url();
     let contenders = rt.block_on(async {
         vec![
@@ -40,7 +46,7 @@ fn throughput(c: &mut Criterion) {
                 &tasks,
                 |b, &tasks| {
                     b.to_async(&rt)
-                        .iter_custom(|ops| common::throughput_run(contender, tasks, ops))
+                        .iter_custom(|ops| throughput_run(contender, tasks, ops))
                 },
             );
         }

@@ -263,6 +263,16 @@ pub use retry::BackoffAdapter;
 pub use retry::{ExponentialBackoff, FixedInterval, NoRetry, NonFixedInterval, RetryStrategy};
 pub use validity::drift_allowance;
 
+/// Internals the in-tree benchmarks share with the crate. Not part of the API: no
+/// stability promise.
+#[doc(hidden)]
+pub mod __private {
+    /// Redis key names as the store writes them.
+    pub mod redis_keys {
+        pub use crate::store::redis::keys::Companions;
+    }
+}
+
 /// A fresh lock value: 128 random bits from the operating system's generator, as 32
 /// lowercase hex characters. Use it when the holder has no natural unique value.
 ///

@@ -96,6 +96,36 @@ impl<'a> Sidecar<'a> {
     }
 }
 
+/// A lock key's companion names as the store writes them, for the in-tree benchmarks
+/// (`leasehold::__private::redis_keys`), so that they never copy the layout. Not part of
+/// the API.
+#[doc(hidden)]
+#[derive(Debug, Clone)]
+pub struct Companions {
+    /// The key's `state` (token, creator, holder label).
+    pub state: String,
+    /// Client `client_id`'s record of aborted attempts on the key.
+    pub aborted: String,
+    /// The earlier layout's `fence` counter (only read).
+    pub fence: String,
+    /// The key's release channel.
+    pub released: String,
+}
+
+impl Companions {
+    /// The companions of `key` for the client whose id is `client_id`.
+    #[doc(hidden)]
+    pub fn of(key: &str, client_id: u64) -> Self {
+        let sidecar = Sidecar::of(key);
+        Companions {
+            state: sidecar.name(STATE),
+            aborted: sidecar.name(&format!("{ABORTED}{client_id:016x}")),
+            fence: sidecar.name(FENCE),
+            released: sidecar.name(RELEASED),
+        }
+    }
+}
+
 /// For every cluster slot, the smallest number whose decimal text hashes to it
 /// (all slots are covered below 110 000). Built once, 64 KiB.
 static SLOT_TAGS: std::sync::LazyLock<Box<[u32]>> = std::sync::LazyLock::new(|| {
@@ -196,6 +226,37 @@ mod tests {
 
     fn fence_key(key: &str) -> String {
         Sidecar::of(key).name(FENCE)
+    }
+
+    /// The benchmarks' names (`Companions`) are the keys the acquire command sends: the
+    /// key, its state, the client's aborted record, the fence counter, in that order.
+    #[test]
+    fn companions_are_the_keys_the_acquire_sends() {
+        use crate::store::AttemptId;
+        let attempt = AttemptId {
+            client: 0xfeed,
+            seq: 7,
+        };
+        for key in ["job", "app:job", "user:{42}:job", "a{b"] {
+            let c = Companions::of(key, 0xfeed);
+            let cmd = super::super::scripts::acquire(
+                key,
+                "v",
+                std::time::Duration::from_secs(1),
+                attempt,
+                "",
+            );
+            let args: Vec<Vec<u8>> = cmd
+                .args_iter()
+                .map(|a| match a {
+                    redis::Arg::Simple(b) => b.to_vec(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            let keys = [key, &c.state, &c.aborted, &c.fence].map(|k| k.as_bytes().to_vec());
+            assert_eq!(args[3..7], keys, "{key:?}");
+            assert_eq!(c.released, Sidecar::of(key).name(RELEASED), "{key:?}");
+        }
     }
 
     #[test]
