@@ -666,7 +666,10 @@ async fn a_waiter_wakes_when_the_holder_releases(nodes: &Nodes) {
         // announcements, and its attempt may reach a node before the holder's release
         // does (seen under load: [0, 1, 2]).
         let holding = nodes.holding(&key);
-        assert!(holding.len() >= 3, "a quorum holds the waiter's lock: {holding:?}");
+        assert!(
+            holding.len() >= 3,
+            "a quorum holds the waiter's lock: {holding:?}"
+        );
         lock.unlock().await.unwrap();
     }
     let slowest = woken_after.iter().max().copied().unwrap();
