@@ -440,9 +440,8 @@ impl Store for PostgresStore {
     }
 
     async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
-        let rows = self
-            .pool
-            .query(
+        let row = self
+            .one(
                 &self.sql.release,
                 &[
                     (&key.as_bytes(), Type::BYTEA),
@@ -452,8 +451,9 @@ impl Store for PostgresStore {
                 Resend::Never,
                 timeout,
             )
-            .await?;
-        Ok(!rows.is_empty())
+            .await?
+            .ok_or_else(|| bad_reply("release"))?;
+        row.try_get(0).map_err(|_| bad_reply("release"))
     }
 
     async fn abort(

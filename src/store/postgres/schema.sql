@@ -48,58 +48,60 @@ CREATE TABLE IF NOT EXISTS public.leasehold_locks_version (
 -- FROM public.leasehold_locks_acquire($1, …)`, unnamed): the server plans only that call,
 -- and PL/pgSQL keeps the plan of the statement inside per session, out of sight of the
 -- client, so any pooled session runs them as well. Every expiry is compared with the
--- database's `clock_timestamp()`, read once per statement (`n`). Every write to a lock key
--- goes through its row (an `INSERT … ON CONFLICT DO UPDATE` or an `UPDATE`), so writes to
--- one key are ordered by the row lock and each re-checks its condition on the row's latest
--- version: an abort and a late acquire of the same key cannot both miss each other.
+-- database's `clock_timestamp()`, read once per call (`t`, or `n` in a statement). Every
+-- write to a lock key goes through its row (an `INSERT … ON CONFLICT DO UPDATE` or an
+-- `UPDATE`), so writes to one key are ordered by the row lock and each re-checks its
+-- condition on the row's latest version: an abort and a late acquire of the same key
+-- cannot both miss each other.
 -- A release notification's payload (at most 8000 bytes) is the key in hex, or for a
 -- longer key `md5:` and its MD5 in hex (no hex key contains `:`).
 
 -- $1 key, $2 value, $3 expiration ms, $4 attempt id, $5 client (hex), $6 attempt number,
 -- $7 label ('': none). The token when the key now holds the value; else whether the
--- attempt was refused and how long the holder has left, in ms, as of the statement's
--- snapshot (both answers mean: nothing done).
+-- attempt was refused and how long the holder has left, in ms (both answers mean: nothing
+-- done), read from the row the upsert found and left locked until the call commits.
 CREATE OR REPLACE FUNCTION public.leasehold_locks_acquire(
-    bytea, bytea, bigint, text, text, bigint, text)
-RETURNS TABLE (token bigint, refused boolean, remaining bigint)
+    bytea, bytea, bigint, text, text, bigint, text,
+    OUT token bigint, OUT refused boolean, OUT remaining bigint)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
+DECLARE
+  t timestamptz := clock_timestamp();
 BEGIN
-RETURN QUERY
-WITH n AS MATERIALIZED (SELECT clock_timestamp() AS t),
-up AS (
   INSERT INTO public.leasehold_locks AS l
     (key, value, expires_at, token, creator, armed, label, locked_at)
-  SELECT $1, $2, n.t + $3 * interval '1 millisecond',
-    (extract(epoch FROM n.t) * 1000000)::int8, $4, $4, NULLIF($7, ''),
-    CASE WHEN $7 = '' THEN NULL ELSE n.t END
-  FROM n
+  VALUES ($1, $2, t + $3 * interval '1 millisecond',
+    (extract(epoch FROM t) * 1000000)::int8, $4, $4, NULLIF($7, ''),
+    CASE WHEN $7 = '' THEN NULL ELSE t END)
   ON CONFLICT (key) DO UPDATE SET
     value = excluded.value,
     expires_at = excluded.expires_at,
-    token = CASE WHEN l.value = excluded.value AND l.expires_at > (SELECT t FROM n)
+    token = CASE WHEN l.value = excluded.value AND l.expires_at > t
       THEN l.token ELSE l.token + 1 END,
-    creator = CASE WHEN l.value = excluded.value AND l.expires_at > (SELECT t FROM n)
+    creator = CASE WHEN l.value = excluded.value AND l.expires_at > t
       THEN l.creator ELSE excluded.creator END,
     armed = excluded.armed,
-    label = CASE WHEN l.value = excluded.value AND l.expires_at > (SELECT t FROM n)
+    label = CASE WHEN l.value = excluded.value AND l.expires_at > t
       THEN l.label ELSE excluded.label END,
-    locked_at = CASE WHEN l.value = excluded.value AND l.expires_at > (SELECT t FROM n)
+    locked_at = CASE WHEN l.value = excluded.value AND l.expires_at > t
       THEN l.locked_at ELSE excluded.locked_at END
   WHERE NOT COALESCE(
       (l.aborted -> $5 ->> 0)::int8 >= $6
-      AND (l.aborted -> $5 ->> 1)::float8 > extract(epoch FROM (SELECT t FROM n)),
+      AND (l.aborted -> $5 ->> 1)::float8 > extract(epoch FROM t),
       false)
-    AND (l.value IS NULL OR l.expires_at <= (SELECT t FROM n)
-         OR l.value = excluded.value)
-  RETURNING l.token
-)
-SELECT (SELECT up.token FROM up),
-  COALESCE((SELECT (l.aborted -> $5 ->> 0)::int8 >= $6
-            FROM public.leasehold_locks l WHERE l.key = $1), false),
-  (SELECT GREATEST(0, floor(extract(epoch FROM l.expires_at - n.t) * 1000))::int8
-   FROM public.leasehold_locks l, n
-   WHERE l.key = $1 AND l.value IS NOT NULL AND l.value <> $2 AND l.expires_at > n.t);
+    AND (l.value IS NULL OR l.expires_at <= t OR l.value = excluded.value)
+  RETURNING l.token INTO token;
+  refused := false;
+  IF FOUND THEN
+    RETURN;
+  END IF;
+  -- Not taken: the key's row exists, and the upsert locked it.
+  SELECT COALESCE((l.aborted -> $5 ->> 0)::int8 >= $6, false),
+    CASE WHEN l.value IS NOT NULL AND l.value <> $2 AND l.expires_at > t
+      THEN GREATEST(0, floor(extract(epoch FROM l.expires_at - t) * 1000))::int8 END
+  INTO refused, remaining
+  FROM public.leasehold_locks l WHERE l.key = $1;
+  refused := COALESCE(refused, false);
 END
 $$;
 -- $1 key, $2 value, $3 expiration ms. One row: refreshed.
@@ -115,21 +117,27 @@ r AS (UPDATE public.leasehold_locks l SET expires_at = n.t + $3 * interval '1 mi
 SELECT 1 FROM r;
 END
 $$;
--- $1 key, $2 value, $3 channel ('': no notification). One row: released (the row stays,
--- set free: its token is the next one's floor).
+-- $1 key, $2 value, $3 channel ('': no notification). Whether it was released (the row
+-- stays, set free: its token is the next one's floor).
 CREATE OR REPLACE FUNCTION public.leasehold_locks_release(bytea, bytea, text)
-RETURNS SETOF integer
+RETURNS boolean
 LANGUAGE plpgsql AS $$
-#variable_conflict use_column
+DECLARE
+  t timestamptz := clock_timestamp();
+  k bytea;
 BEGIN
-RETURN QUERY
-WITH n AS MATERIALIZED (SELECT clock_timestamp() AS t),
-r AS (UPDATE public.leasehold_locks l SET value = NULL, expires_at = NULL, creator = NULL,
-        armed = NULL, label = NULL, locked_at = NULL
-      FROM n WHERE l.key = $1 AND l.value = $2 AND l.expires_at > n.t RETURNING l.key)
-SELECT 1 FROM r LEFT JOIN LATERAL
-  (SELECT pg_notify($3, CASE WHEN octet_length(r.key) <= 3900 THEN encode(r.key, 'hex')
-                        ELSE 'md5:' || md5(r.key) END) WHERE $3 <> '') x ON true;
+  UPDATE public.leasehold_locks l SET value = NULL, expires_at = NULL, creator = NULL,
+    armed = NULL, label = NULL, locked_at = NULL
+  WHERE l.key = $1 AND l.value = $2 AND l.expires_at > t
+  RETURNING l.key INTO k;
+  IF NOT FOUND THEN
+    RETURN false;
+  END IF;
+  IF $3 <> '' THEN
+    PERFORM pg_notify($3, CASE WHEN octet_length(k) <= 3900 THEN encode(k, 'hex')
+                          ELSE 'md5:' || md5(k) END);
+  END IF;
+  RETURN true;
 END
 $$;
 -- $1 key, $2 value, $3 client (hex), $4 highest attempt number aborted (0: keep no
