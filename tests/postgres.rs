@@ -268,6 +268,51 @@ async fn a_version_1_schema_is_migrated_or_refused() {
     mine.unlock().await.unwrap();
 }
 
+/// One caller at a time keeps to one server session (the pool's first connection with
+/// nothing in flight: its backend stays warm), and calls at once spread over more. Counted
+/// by the server (`pg_stat_activity`, by application name; no listener: `notify(false)`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_caller_at_a_time_keeps_to_one_session() {
+    let server = PostgresServer::shared();
+    let app = format!("one_{}", &leasehold::random_value()[..8]);
+    let url = format!("{}?application_name={app}", server.url());
+    let client = Client::builder()
+        .notify(false)
+        .key_prefix(&format!("{app}:"))
+        .open(&url)
+        .await
+        .unwrap();
+    let sessions = || {
+        server.sql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'"
+        ))[0][0]
+            .clone()
+            .unwrap()
+    };
+    for i in 0..20 {
+        let lock = client
+            .try_lock(&format!("k{i}"), "v", 10 * SEC)
+            .await
+            .unwrap();
+        lock.unlock().await.unwrap();
+    }
+    assert_eq!(
+        sessions(),
+        "1",
+        "20 lock + unlock cycles, one after another"
+    );
+    let keys: Vec<String> = (0..16).map(|i| format!("c{i}")).collect();
+    let calls = keys.iter().map(|k| client.try_lock(k, "v", 10 * SEC));
+    for lock in futures::future::join_all(calls).await {
+        lock.unwrap().unlock().await.unwrap();
+    }
+    let at_once: u32 = sessions().parse().unwrap();
+    assert!(
+        (2..=4).contains(&at_once),
+        "16 calls at once: {at_once} sessions"
+    );
+}
+
 // -- bad input --------------------------------------------------------------------
 
 /// Keys are bytes to the store: NUL, quotes, backslashes, SQL, non-ASCII and a key too
