@@ -278,7 +278,7 @@ async fn one_caller_at_a_time_keeps_to_one_session() {
     let url = format!("{}?application_name={app}", server.url());
     let client = Client::builder()
         .notify(false)
-        .key_prefix(&format!("{app}:"))
+        .key_prefix(format!("{app}:"))
         .open(&url)
         .await
         .unwrap();
