@@ -102,7 +102,8 @@ async fn the_checker_catches_the_same_workload_without_the_lock() {
 
 // -- the schema -------------------------------------------------------------------
 
-/// Columns, types, nullability, defaults and indexes of the three tables in `schema`.
+/// Columns, types, nullability, defaults and indexes of the three tables in `schema`,
+/// and its functions ([`functions`]).
 fn catalog(server: &PostgresServer, schema: &str) -> Vec<Vec<Option<String>>> {
     let mut rows = server.sql(&format!(
         "SELECT table_name, column_name, data_type, is_nullable, column_default \
@@ -113,7 +114,19 @@ fn catalog(server: &PostgresServer, schema: &str) -> Vec<Vec<Option<String>>> {
         "SELECT tablename, replace(indexdef, '{schema}.', 'S.') FROM pg_indexes \
          WHERE schemaname = '{schema}' ORDER BY indexname"
     )));
+    rows.extend(functions(server, schema));
     rows
+}
+
+/// The functions of `schema`: name, arguments, result, language and the MD5 of the body
+/// (unquoted, the schema's name replaced by `S`).
+fn functions(server: &PostgresServer, schema: &str) -> Vec<Vec<Option<String>>> {
+    server.sql(&format!(
+        "SELECT p.proname, pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), \
+           l.lanname, md5(replace(replace(p.prosrc, '\"', ''), '{schema}.', 'S.')) \
+         FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang \
+         WHERE p.pronamespace = '{schema}'::regnamespace ORDER BY p.proname"
+    ))
 }
 
 /// The shipped `schema.sql`, applied by hand, makes exactly what the client creates.
@@ -128,10 +141,14 @@ async fn the_documented_schema_is_what_the_client_creates() {
     let client = Client::open(&url).await.expect("open creates the tables");
     let _held = client.try_lock("k", "v", 10 * SEC).await.unwrap();
     let (a, b) = (catalog(server, "documented"), catalog(server, "created"));
-    assert_eq!(a.len(), 16, "14 columns of 3 tables and 2 indexes: {a:?}");
+    assert_eq!(
+        a.len(),
+        25,
+        "14 columns of 3 tables, 2 indexes and 9 functions: {a:?}"
+    );
     assert_eq!(a, b);
     let version = server.sql("SELECT version FROM created.leasehold_locks_version");
-    assert_eq!(version, vec![vec![Some("1".to_owned())]]);
+    assert_eq!(version, vec![vec![Some("2".to_owned())]]);
     // What `leasehold migrate` prints for that URL: the shipped text with its names.
     let printed = leasehold::store::postgres::schema_sql(&url).unwrap();
     let shipped = include_str!("../src/store/postgres/schema.sql");
@@ -161,6 +178,139 @@ async fn a_missing_or_newer_schema_is_refused() {
     server.sql("UPDATE newer.leasehold_locks_version SET version = 99");
     let err = Client::open(&url).await.expect_err("newer schema");
     assert!(err.to_string().contains("version 99"), "{err}");
+}
+
+/// A schema of version 1 (the same tables, no functions): refused with `create=false`,
+/// with what to do and nothing changed; migrated to version 2 by `leasehold migrate` and
+/// by an open that may create, its locks kept (the same row, the same token). A second
+/// table in the same schema has functions of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_schema_is_migrated_or_refused() {
+    let server = PostgresServer::shared();
+    let base = format!("{}?schema=old", server.url());
+    // Version 1 as it was shipped: version 2 without its functions.
+    let v1 = |server: &PostgresServer| {
+        let drops: Vec<String> = functions(server, "old")
+            .iter()
+            .map(|f| {
+                let (name, args) = (f[0].clone().unwrap(), f[1].clone().unwrap());
+                format!("DROP FUNCTION old.\"{name}\"({args});")
+            })
+            .collect();
+        assert_eq!(drops.len(), 9, "{drops:?}");
+        server.sql(&drops.join(" "));
+        server.sql("UPDATE old.leasehold_locks_version SET version = 1");
+    };
+    let version =
+        |server: &PostgresServer| server.sql("SELECT version FROM old.leasehold_locks_version");
+    Client::open(&base).await.unwrap();
+    v1(server);
+    // A v1 client's lock, written by hand into the v1 table.
+    server.sql(
+        "INSERT INTO old.leasehold_locks (key, value, expires_at, token) \
+         VALUES ('held'::bytea, 'v1'::bytea, clock_timestamp() + interval '1 hour', 41)",
+    );
+
+    let err = Client::open(&format!("{base}&create=false"))
+        .await
+        .expect_err("version 1 without create");
+    assert!(err.is_store() && !err.is_transient(), "{err}");
+    assert!(err.to_string().contains("version 1"), "{err}");
+    assert!(err.to_string().contains("leasehold migrate"), "{err}");
+    assert_eq!(version(server), vec![vec![Some("1".to_owned())]]);
+    assert!(functions(server, "old").is_empty());
+
+    // `leasehold migrate`, even with create=false in the URL.
+    let options = leasehold::store::postgres::Options::default();
+    let migrated = leasehold::store::postgres::migrate(&format!("{base}&create=false"), &options)
+        .await
+        .unwrap();
+    assert_eq!(migrated, 2);
+    assert_eq!(functions(server, "old").len(), 9);
+    let client = Client::open(&format!("{base}&create=false")).await.unwrap();
+    let info = client
+        .inspect("held")
+        .await
+        .unwrap()
+        .expect("the v1 lock is kept");
+    assert_eq!(info.fencing_token(), 41);
+    assert!(
+        client
+            .try_lock("held", "w", 10 * SEC)
+            .await
+            .unwrap_err()
+            .is_not_obtained()
+    );
+
+    // An open that may create migrates too.
+    v1(server);
+    let client = Client::open(&base).await.unwrap();
+    assert_eq!(version(server), vec![vec![Some("2".to_owned())]]);
+    assert_eq!(functions(server, "old").len(), 9);
+    let lock = client.try_lock("fresh", "v", 10 * SEC).await.unwrap();
+    lock.unlock().await.unwrap();
+
+    // Another table in the same schema: nine functions of its own, none shared.
+    let other = Client::open(&format!("{base}&table=other_locks"))
+        .await
+        .unwrap();
+    assert_eq!(functions(server, "old").len(), 18);
+    let mine = other.try_lock("held", "v", 10 * SEC).await.unwrap();
+    assert!(
+        client
+            .inspect("held")
+            .await
+            .unwrap()
+            .unwrap()
+            .fencing_token()
+            == 41
+    );
+    mine.unlock().await.unwrap();
+}
+
+/// One caller at a time keeps to one server session (the pool's first connection with
+/// nothing in flight: its backend stays warm), and calls at once spread over more. Counted
+/// by the server (`pg_stat_activity`, by application name; no listener: `notify(false)`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_caller_at_a_time_keeps_to_one_session() {
+    let server = PostgresServer::shared();
+    let app = format!("one_{}", &leasehold::random_value()[..8]);
+    let url = format!("{}?application_name={app}", server.url());
+    let client = Client::builder()
+        .notify(false)
+        .key_prefix(format!("{app}:"))
+        .open(&url)
+        .await
+        .unwrap();
+    let sessions = || {
+        server.sql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'"
+        ))[0][0]
+            .clone()
+            .unwrap()
+    };
+    for i in 0..20 {
+        let lock = client
+            .try_lock(&format!("k{i}"), "v", 10 * SEC)
+            .await
+            .unwrap();
+        lock.unlock().await.unwrap();
+    }
+    assert_eq!(
+        sessions(),
+        "1",
+        "20 lock + unlock cycles, one after another"
+    );
+    let keys: Vec<String> = (0..16).map(|i| format!("c{i}")).collect();
+    let calls = keys.iter().map(|k| client.try_lock(k, "v", 10 * SEC));
+    for lock in futures::future::join_all(calls).await {
+        lock.unwrap().unlock().await.unwrap();
+    }
+    let at_once: u32 = sessions().parse().unwrap();
+    assert!(
+        (2..=4).contains(&at_once),
+        "16 calls at once: {at_once} sessions"
+    );
 }
 
 // -- bad input --------------------------------------------------------------------
@@ -389,7 +539,7 @@ async fn a_reply_lost_after_commit_leaves_no_lock_behind() {
     let prefix = format!("lost-{}:", &leasehold::random_value()[..8]);
     let client = open(&url, &prefix, 500 * MS).await;
     let other = open(&server.url(), &prefix, 5 * SEC).await;
-    proxy.lose_reply_to(b"NULLIF($7");
+    proxy.lose_reply_to(b"leasehold_locks_acquire\"($1");
     let err = client.try_lock("k", "lost", 30 * SEC).await.unwrap_err();
     assert!(err.is_timeout() || err.is_transient(), "{err}");
     assert!(

@@ -1030,7 +1030,7 @@ fn migrate_creates_the_schema_and_ls_show_release_work_on_postgres() {
     for _ in 0..2 {
         let out = leasehold().args(["migrate", &url]).output().unwrap();
         assert_exit(&out, 0);
-        assert_eq!(stdout(&out), "schema version 1\n");
+        assert_eq!(stdout(&out), "schema version 2\n");
         assert!(exists());
     }
     let out = leasehold()
@@ -1038,10 +1038,10 @@ fn migrate_creates_the_schema_and_ls_show_release_work_on_postgres() {
         .output()
         .unwrap();
     assert_exit(&out, 0);
-    assert_eq!(json(&out)["schema_version"], 1);
+    assert_eq!(json(&out)["schema_version"], 2);
     assert_eq!(
         server.sql("SELECT count(*), max(version) FROM cli_locks_version")[0],
-        [Some("1".to_owned()), Some("1".to_owned())]
+        [Some("1".to_owned()), Some("2".to_owned())]
     );
 
     let client = Client::builder().key_prefix(PREFIX).open(&url).unwrap();

@@ -23,6 +23,28 @@ use crate::{Error, Result};
 /// row lock holds up only the statements behind it on its connection.
 const CONNECTIONS: usize = 4;
 
+/// One connection of the pool (made on first use) and its statements in flight.
+struct Slot {
+    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    busy: AtomicUsize,
+}
+
+/// A statement in flight on a slot, counted until dropped.
+struct Busy<'a>(&'a AtomicUsize);
+
+impl<'a> Busy<'a> {
+    fn new(busy: &'a AtomicUsize) -> Self {
+        busy.fetch_add(1, Ordering::Relaxed);
+        Busy(busy)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Whether a statement may go out again once it may have reached the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Resend {
@@ -39,7 +61,7 @@ pub(crate) struct Pool {
     /// Prepare each statement once per connection (named, kept by the session) instead
     /// of sending it unnamed on every call (`prepare=true` in the URL).
     prepare: bool,
-    slots: Vec<tokio::sync::Mutex<Option<Arc<Conn>>>>,
+    slots: Vec<Slot>,
     next: AtomicUsize,
 }
 
@@ -90,16 +112,35 @@ impl Pool {
             tls,
             prepare,
             slots: (0..CONNECTIONS)
-                .map(|_| tokio::sync::Mutex::new(None))
+                .map(|_| Slot {
+                    conn: tokio::sync::Mutex::new(None),
+                    busy: AtomicUsize::new(0),
+                })
                 .collect(),
             next: AtomicUsize::new(0),
         }
     }
 
-    /// A connection (the next one in turn), made now if it is not open.
+    /// The connection for the next statement: the first with nothing in flight, so that
+    /// one caller at a time keeps to one server session (its backend process awake and its
+    /// caches warm: a statement sent to each of four sessions in turn costs a cycle of
+    /// lock + unlock about half again); callers at once spread over the others, or, all
+    /// busy, take them in turn.
+    fn pick(&self) -> usize {
+        self.slots
+            .iter()
+            .position(|s| s.busy.load(Ordering::Relaxed) == 0)
+            .unwrap_or_else(|| self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len())
+    }
+
+    /// A connection, made now if it is not open.
     pub(crate) async fn get(&self) -> Result<Arc<Conn>> {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let mut slot = self.slots[i].lock().await;
+        self.open(self.pick()).await
+    }
+
+    /// Connection `i`, made now if it is not open.
+    async fn open(&self, i: usize) -> Result<Arc<Conn>> {
+        let mut slot = self.slots[i].conn.lock().await;
         if let Some(conn) = slot.as_ref().filter(|c| !c.client.is_closed()) {
             return Ok(Arc::clone(conn));
         }
@@ -125,8 +166,18 @@ impl Pool {
             let mut tries = 0;
             loop {
                 tries += 1;
-                let conn = self.get().await?;
-                match conn.run(self.prepare, sql, params).await {
+                let i = self.pick();
+                let _busy = Busy::new(&self.slots[i].busy);
+                let conn = self.open(i).await?;
+                let result = conn.run(self.prepare, sql, params).await;
+                if let Err(e) = &result
+                    && (session_ended(e) || e.is_closed() || is_io(e))
+                {
+                    // Ended: the next statement makes the connection again rather than
+                    // meet it before the driver has seen it close.
+                    self.forget(i, &conn).await;
+                }
+                match result {
                     Ok(rows) => return Ok(rows),
                     // The server ended the session (`pg_terminate_backend`, a shutdown)
                     // before or while it ran the statement: its transaction did not
@@ -148,6 +199,16 @@ impl Pool {
         tokio::time::timeout(timeout, run)
             .await
             .map_err(|_| Error::Timeout)?
+    }
+}
+
+impl Pool {
+    /// Drop connection `i` if it is still `conn`.
+    async fn forget(&self, i: usize, conn: &Arc<Conn>) {
+        let mut slot = self.slots[i].conn.lock().await;
+        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *slot = None;
+        }
     }
 }
 

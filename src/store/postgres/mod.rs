@@ -1,5 +1,7 @@
 //! PostgreSQL (feature `postgres`): a lock is a row of one table (`schema.sql`, shipped
-//! with the crate), written by one statement per operation.
+//! with the crate), written by one statement per operation, kept in a PL/pgSQL function
+//! of the schema that the client calls (the server plans the call, not the statement,
+//! on every call).
 //!
 //! * **Owner-checked, one statement each.** Acquire is an `INSERT … ON CONFLICT DO
 //!   UPDATE … WHERE` that takes a free or expired row, or re-arms the holder's own; refresh,
@@ -243,7 +245,8 @@ impl PostgresStore {
         }
     }
 
-    /// The schema's version, checked; the tables created when missing (and allowed).
+    /// The schema's version, checked; the tables and functions created when missing, or
+    /// migrated from an older version (when allowed).
     async fn check_schema(&self, place: &Place) -> Result<()> {
         let conn = self.pool.get().await?;
         let version = match conn.client.query_typed(&self.sql.version, &[]).await {
@@ -271,7 +274,17 @@ impl PostgresStore {
                 );
                 conn.client.batch_execute(&ddl).await.map_err(store_error)
             }
-            _ => Err(Error::Store(StoreError::new(
+            Some(v) => Err(Error::Store(StoreError::new(
+                "postgres",
+                false,
+                format!(
+                    "the lock table {}.{} is of schema version {v}, older than this \
+                     client's ({SCHEMA_VERSION}), and the URL says create=false: apply \
+                     leasehold's schema.sql (`leasehold migrate`), which migrates it",
+                    place.schema, place.table
+                ),
+            ))),
+            None => Err(Error::Store(StoreError::new(
                 "postgres",
                 false,
                 format!(
@@ -427,9 +440,8 @@ impl Store for PostgresStore {
     }
 
     async fn release(&self, key: &str, val: &str, timeout: Duration) -> Result<bool> {
-        let rows = self
-            .pool
-            .query(
+        let row = self
+            .one(
                 &self.sql.release,
                 &[
                     (&key.as_bytes(), Type::BYTEA),
@@ -439,8 +451,9 @@ impl Store for PostgresStore {
                 Resend::Never,
                 timeout,
             )
-            .await?;
-        Ok(!rows.is_empty())
+            .await?
+            .ok_or_else(|| bad_reply("release"))?;
+        row.try_get(0).map_err(|_| bad_reply("release"))
     }
 
     async fn abort(

@@ -13,8 +13,9 @@ fn invalid(message: impl Into<String>) -> Error {
     Error::InvalidArgument(message.into())
 }
 
-/// The longest table name: room for the `_version` suffix within PostgreSQL's 63 bytes.
-const MAX_TABLE: usize = 63 - "_version".len();
+/// The longest table name: room for the `_version` suffix (as long as the longest of
+/// `schema.sql`'s, e.g. `_acquire`) within PostgreSQL's 63 bytes.
+pub(crate) const MAX_TABLE: usize = 63 - "_version".len();
 
 /// Where the locks live and whether the client may create the tables.
 #[derive(Debug, Clone, PartialEq, Eq)]
