@@ -745,3 +745,42 @@ async fn through_pgbouncer_in_transaction_mode() {
         "created through the pooler"
     );
 }
+
+/// A server that cannot be reached is named, with what happened: a refused port at once,
+/// a silent one after the connect timeout (never a bare "timed out").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_named_with_what_happened() {
+    let port = support::free_port();
+    let started = Instant::now();
+    let err = Client::builder()
+        .connect_timeout(5 * SEC)
+        .open(&format!("postgres://u:secret@127.0.0.1:{port}/db"))
+        .await
+        .unwrap_err();
+    let shown = err.to_string();
+    assert!(err.is_store() && err.is_transient(), "{err:?}");
+    assert!(
+        shown.contains(&format!("cannot connect to 127.0.0.1:{port}")),
+        "{shown}"
+    );
+    assert!(!shown.contains("secret"), "{shown}");
+    assert!(
+        started.elapsed() < 2 * SEC,
+        "refused at once: {:?}",
+        started.elapsed()
+    );
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = silent.local_addr().unwrap();
+    let err = Client::builder()
+        .connect_timeout(300 * MS)
+        .open(&format!("postgres://u@{at}/db"))
+        .await
+        .unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains(&format!("cannot connect to {at}"))
+            && shown.contains("no answer within the connect timeout (300ms)"),
+        "{shown}"
+    );
+    drop(silent);
+}

@@ -154,6 +154,19 @@ pub async fn migrate(url: &str, options: &Options) -> Result<u32> {
         .map_err(|_| Error::Timeout)?
 }
 
+/// The server at `target` could not be reached at open: what happened, naming it.
+fn unreachable(target: &str, what: &str, source: Option<StoreError>) -> Error {
+    let e = StoreError::new(
+        "postgres",
+        true,
+        format!("cannot connect to {target}: {what}"),
+    );
+    Error::Store(match source {
+        Some(source) => e.with_source(source),
+        None => e,
+    })
+}
+
 /// A lock store on PostgreSQL (feature `postgres`); see the [module docs](self).
 pub struct PostgresStore {
     /// `host:port/database`, never the password.
@@ -194,9 +207,10 @@ impl PostgresStore {
     ///
     /// * [`Error::InvalidArgument`] for a URL it cannot read, or a schema or table name
     ///   that is not a plain identifier (ASCII letters, digits, `_`), before any I/O;
-    /// * [`Error::Store`] when the server cannot be reached (transient), or the tables are
-    ///   missing with `create=false`, or their schema is newer than this client's;
-    /// * [`Error::Timeout`] past `options.connect_timeout`.
+    /// * [`Error::Store`] when the server cannot be reached (transient; naming it, and
+    ///   what happened: refused, or no answer within `options.connect_timeout`), or the
+    ///   tables are missing with `create=false`, or their schema is newer than this
+    ///   client's.
     ///
     /// # Cancel safety
     ///
@@ -215,10 +229,24 @@ impl PostgresStore {
             target.display,
         );
         let check = store.check_schema(&place);
-        tokio::time::timeout(options.connect_timeout, check)
-            .await
-            .map_err(|_| Error::Timeout)??;
-        Ok(store)
+        match tokio::time::timeout(options.connect_timeout, check).await {
+            Ok(Ok(())) => Ok(store),
+            // Name the server: which one failed to answer, and in what time.
+            Ok(Err(Error::Store(e))) if e.is_transient() => Err(unreachable(
+                &store.target,
+                e.to_string().trim_start_matches("postgres error: "),
+                Some(e),
+            )),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(unreachable(
+                &store.target,
+                &format!(
+                    "no answer within the connect timeout ({:?})",
+                    options.connect_timeout
+                ),
+                None,
+            )),
+        }
     }
 
     fn with_place(
