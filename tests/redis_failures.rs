@@ -555,3 +555,84 @@ async fn an_unlock_after_an_idle_restart_succeeds() {
     lock.unlock().await.expect("the unlock after the restart");
     assert_eq!(server.get("k"), None);
 }
+
+/// The published fault cases (`leasehold::testing::faults`) on one Redis with an
+/// append-only file: restarted in place, and a proxy for the faulty client that stalls it
+/// (cut off) or swallows the next script's answer and then resets the connection (a
+/// reply lost after the write ran). Every case runs; none is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_published_fault_cases_pass_on_redis() {
+    use leasehold::testing::faults::{Harness, Outcome, run_all};
+    use std::sync::Mutex;
+
+    struct Redis {
+        server: Mutex<RedisServer>,
+        proxy: Arc<FaultProxy>,
+        url: String,
+    }
+
+    impl Redis {
+        /// Every script in the server's cache: a lost answer is the script's, never a
+        /// `NOSCRIPT` that ran nothing.
+        fn load_scripts(server: &RedisServer) {
+            for script in lost_reply::scripts() {
+                server.cmd_sync(&["SCRIPT", "LOAD", &script]);
+            }
+        }
+    }
+
+    impl Harness for Redis {
+        async fn client(&self) -> Client {
+            Client::open(&self.url).await.unwrap()
+        }
+        async fn faulty_client(&self) -> Option<Client> {
+            Some(Client::open(&self.proxy.url()).await.unwrap())
+        }
+        async fn restart(&self) -> bool {
+            let mut server = self.server.lock().unwrap();
+            server.stop();
+            server.start_again();
+            Redis::load_scripts(&server);
+            true
+        }
+        async fn cut_off(&self, duration: Duration) -> bool {
+            self.proxy.blackhole(true);
+            let proxy = Arc::clone(&self.proxy);
+            tokio::spawn(async move {
+                tokio::time::sleep(duration).await;
+                proxy.blackhole(false);
+            });
+            true
+        }
+        async fn lose_next_reply(&self) -> bool {
+            let before = self.proxy.replies_lost();
+            self.proxy.lose_reply_to("EVALSHA");
+            let proxy = Arc::clone(&self.proxy);
+            // Once the server answered (and the answer was swallowed), the connection
+            // breaks, as one that failed before the answer came back.
+            tokio::task::spawn_blocking(move || {
+                if wait_until(10 * SEC, || proxy.replies_lost() > before) {
+                    proxy.cut_lost();
+                }
+            });
+            true
+        }
+    }
+
+    let server = RedisServer::start_with(ServerOptions {
+        appendonly_always: true,
+        ..Default::default()
+    });
+    Redis::load_scripts(&server);
+    let proxy = Arc::new(FaultProxy::start(server.port()));
+    let h = Redis {
+        url: server.url(),
+        server: Mutex::new(server),
+        proxy,
+    };
+    let outcomes = run_all(&h).await;
+    assert!(
+        outcomes.iter().all(|(_, o)| *o == Outcome::Ran),
+        "{outcomes:?}"
+    );
+}
