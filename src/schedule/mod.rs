@@ -107,7 +107,10 @@
 //!   skipped ([`Skip::StillRunning`]).
 //! * [`Overlap::DelayIfStillRunning`] waits for the running lock (polling it every
 //!   25 ms; this host's waiting ticks take turns in tick order), so the tick runs as soon
-//!   as the earlier run ends, wherever it ran.
+//!   as the earlier run ends, wherever it ran. Across hosts the order is not tick order:
+//!   the first poll to find the lock free wins, so a tick fired while an earlier one
+//!   waits on another host can run first, and a tick still waiting when its host shuts
+//!   down is reported [`Skip::ShuttingDown`].
 //!
 //! A run whose running lock is lost — its renewal found the key gone or taken, gave up,
 //! or its validity ran out first — is **aborted**: its future is dropped at its next

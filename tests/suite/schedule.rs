@@ -310,18 +310,33 @@ pub async fn delayed_runs_start_right_after_the_previous(url: &str) {
         hosts.push(host(url, "delay:", Duration::ZERO, job, recorder(&log, h, took)).await);
     }
     tokio::time::sleep(Duration::from_millis(3_300)).await;
-    let (handles, _subs): (Vec<_>, Vec<_>) = hosts.into_iter().unzip();
+    let (handles, mut subs): (Vec<_>, Vec<_>) = hosts.into_iter().unzip();
     bounded(
         10,
         futures::future::join_all(handles.into_iter().map(SchedulerHandle::shutdown)),
     )
     .await;
+    let reports: Vec<_> = subs.iter_mut().flat_map(drain).collect();
     let mut runs = log.lock().unwrap().clone();
     runs.sort_by_key(|r| r.started);
     assert!(overlaps(&runs).is_empty(), "{runs:#?}");
     let (first, last) = (runs[0].tick, runs.last().unwrap().tick);
-    let found = once_per_tick(&runs, first, last, 400);
-    assert!(found.is_empty(), "no tick skipped or doubled: {found:#?}");
+    // Across hosts a waiting tick is not guaranteed to go before a later one (the first
+    // poll to find the running lock free wins): a tick overtaken near the end may still
+    // be waiting at shutdown. Only such a tick, reported `ShuttingDown`, is excused.
+    let still_waiting: Vec<String> = reports
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Skipped(Skip::ShuttingDown)))
+        .map(|r| format!("tick {} ran 0 times (hosts [])", wall_ms(r.scheduled_for)))
+        .collect();
+    let found: Vec<String> = once_per_tick(&runs, first, last, 400)
+        .into_iter()
+        .filter(|f| !still_waiting.contains(f))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "no tick skipped or doubled: {found:#?}\nruns: {runs:#?}\nreports: {reports:#?}"
+    );
     let mut delayed = Vec::new();
     for pair in runs.windows(2) {
         let (previous, next) = (pair[0], pair[1]);
