@@ -326,7 +326,8 @@ async fn delay_if_still_running_starts_the_next_run_when_the_previous_ends() {
     }
     let runs = runs.lock().clone();
     // Runs back to back, never overlapping: 300 ms each over ~1 s. (Which delayed tick
-    // goes next across hosts is the order their waits began, not tick order.)
+    // goes next across hosts is the order their polls find the lock free, not tick
+    // order: `across_hosts_a_later_delayed_tick_can_go_before_a_waiting_one`.)
     let ticks: Vec<i64> = runs.iter().map(|r| r.0).collect();
     assert!(
         ticks.len() >= 4 && ticks[..4] == [0, 200, 400, 600],
@@ -399,6 +400,57 @@ async fn allow_overlaps_and_failures_and_panics_are_reported_not_fatal() {
             "Completed",
             "Completed"
         ]
+    );
+}
+
+/// The documented limit of `DelayIfStillRunning` across hosts: waiting ticks go in the
+/// order their polls find the running lock free, not tick order. Host A runs tick 0 for
+/// 670 ms. Host B (started at 100 ms, its clock 5 ms ahead) claims tick 340 at 335 ms and
+/// waits, polling at 335 + 25k ms: 660, 685. Host C (started at 500 ms, its clock 8 ms
+/// ahead) fires tick 680 at 672 ms and finds the lock free before B's poll at 685.
+/// Tick 340, still waiting on B at shutdown, is reported. (Release notifications are
+/// off, so waiters poll; with them on, the window is a notification's latency.)
+#[tokio::test(start_paused = true)]
+async fn across_hosts_a_later_delayed_tick_can_go_before_a_waiting_one() {
+    let c = Client::builder().notify(false).memory();
+    let runs: Runs = Runs::default();
+    let reference = clock();
+    // Each clock counts from its creation: all are made now.
+    let [clock_a, clock_b, clock_c] =
+        [0, 5, 8].map(|ahead| Clock::tokio(from_millis(ORIGIN + ahead)));
+    let host = |clock: Clock| {
+        let s = Scheduler::new(c.clone()).clock(clock);
+        s.add(
+            Job::every("delayed", 340 * MS).overlap(Overlap::DelayIfStillRunning),
+            recording(&runs, &reference, 670 * MS),
+        )
+        .unwrap();
+        s
+    };
+    let a = host(clock_a).start();
+    tokio::time::sleep(100 * MS).await;
+    let b = host(clock_b);
+    let mut reports_b = b.subscribe();
+    let b = b.start();
+    tokio::time::sleep(400 * MS).await;
+    let c = host(clock_c).start();
+    tokio::time::sleep(400 * MS).await; // 900 ms: tick 680 runs on C, tick 340 waits on B
+    for h in [b, a, c] {
+        stop(h).await;
+    }
+    let started: Vec<(i64, i64)> = runs.lock().iter().map(|r| (r.0, r.1)).collect();
+    assert_eq!(started, [(0, 0), (680, 672)], "tick 680 went first");
+    let got: Vec<(i64, String)> = drain(&mut reports_b)
+        .iter()
+        .map(|r| (rel(r.scheduled_for), format!("{:?}", r.outcome)))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, "ClaimedElsewhere".to_owned()),
+            (680, "ClaimedElsewhere".to_owned()),
+            (340, "Skipped(ShuttingDown)".to_owned()),
+        ],
     );
 }
 
