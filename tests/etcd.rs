@@ -1,7 +1,8 @@
 //! etcd (feature `etcd`): the whole conformance suite, async and blocking, on one etcd
 //! member shared by this test binary (a key prefix per case), plus what only etcd has —
 //! the fair wait in line, whole-second leases, a lock's bounded state as keys, the history
-//! checker across processes, and `Config` with an `etcd://` URL. Member failures are in
+//! checker across processes, `Config` with an `etcd://` URL, and the published fault
+//! cases on a member of their own. Member failures are in
 //! `tests/etcd_cluster.rs` (a 3-member cluster per test).
 
 #![cfg(feature = "etcd")]
@@ -951,4 +952,92 @@ async fn etcds_works_against_a_member_serving_tls_with_a_private_ca() {
         .await
         .unwrap_err();
     assert!(err.is_store() || err.is_timeout(), "{err:?}");
+}
+
+/// The published fault cases (`leasehold::testing::faults`) on a member of their own:
+/// killed and started again on the same data, and a proxy for the faulty client that
+/// stalls it (cut off) or swallows every answer after its next write of one of the kit's
+/// keys (the acquire's transaction, the release's delete) and then resets the connection
+/// (a reply lost after the write ran). Every case runs; none is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_published_fault_cases_pass_on_etcd() {
+    use leasehold::testing::faults::{Harness, Outcome, run_all};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Etcd {
+        server: EtcdServer,
+        proxy: Arc<FaultProxy>,
+        /// Replies lost, each followed by a reset connection.
+        lost: Arc<AtomicUsize>,
+    }
+
+    impl Harness for Etcd {
+        async fn client(&self) -> Client {
+            Client::open(&self.server.url()).await.unwrap()
+        }
+        async fn faulty_client(&self) -> Option<Client> {
+            let url = format!("etcd://127.0.0.1:{}", self.proxy.port());
+            Some(Client::open(&url).await.unwrap())
+        }
+        async fn restart(&self) -> bool {
+            tokio::task::block_in_place(|| self.server.restart());
+            true
+        }
+        async fn cut_off(&self, duration: Duration) -> bool {
+            self.proxy.blackhole(true);
+            let proxy = Arc::clone(&self.proxy);
+            tokio::spawn(async move {
+                tokio::time::sleep(duration).await;
+                proxy.blackhole(false);
+            });
+            true
+        }
+        async fn lose_next_reply(&self) -> bool {
+            let before = self.proxy.replies_lost();
+            // A transaction that compares a key of the kit's (`…faults-…`): a write —
+            // the acquire, the release's delete. Reads compare nothing, and a lease
+            // grant or keep-alive names no key. (Protobuf: `Compare.key` is field 3,
+            // tag 0x1a, then a one-byte length and the key.)
+            self.proxy.lose_reply_to_matching(|chunk| {
+                (0..chunk.len().saturating_sub(2)).any(|i| {
+                    let len = usize::from(chunk[i + 1]);
+                    chunk[i] == 0x1a
+                        && chunk
+                            .get(i + 2..i + 2 + len)
+                            .is_some_and(|key| key.windows(7).any(|w| w == b"faults-"))
+                })
+            });
+            let (proxy, lost) = (Arc::clone(&self.proxy), Arc::clone(&self.lost));
+            // Once the server answered (and the answer was swallowed), the connection
+            // breaks, as one that failed before the answer came back.
+            tokio::task::spawn_blocking(move || {
+                if support::wait_until(10 * SEC, || proxy.replies_lost() > before) {
+                    proxy.cut_lost();
+                    lost.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    eprintln!("no reply lost within 10 s");
+                }
+            });
+            true
+        }
+    }
+
+    let server = EtcdServer::start();
+    let proxy = Arc::new(FaultProxy::start(server.port()));
+    let lost = Arc::new(AtomicUsize::new(0));
+    let harness = Etcd {
+        server,
+        proxy,
+        lost: Arc::clone(&lost),
+    };
+    let outcomes = run_all(&harness).await;
+    assert!(
+        outcomes.iter().all(|(_, o)| *o == Outcome::Ran),
+        "{outcomes:?}"
+    );
+    // The unlock's answer and the acquire's were lost (and their connections reset).
+    let both = tokio::task::block_in_place(|| {
+        support::wait_until(5 * SEC, || lost.load(Ordering::SeqCst) == 2)
+    });
+    assert!(both, "replies lost: {}", lost.load(Ordering::SeqCst));
 }

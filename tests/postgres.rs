@@ -2,8 +2,9 @@
 //! one server shared by this test binary (a key prefix per case), with unnamed statements
 //! (the default) and with `prepare=true`, the history checker
 //! with its negative control, the schema, and faults (a restart mid-hold, a killed
-//! connection, a paused client, a reply lost after commit, a statement timeout) each on
-//! a server or proxy of its own.
+//! connection, a paused client, a reply lost after commit, a statement timeout, and the
+//! published fault cases of `leasehold::testing::faults`) each on a server or proxy of
+//! its own.
 
 #![cfg(feature = "postgres")]
 
@@ -549,6 +550,87 @@ async fn a_reply_lost_after_commit_leaves_no_lock_behind() {
     let taken = take_within(&other, "k", "other", 3 * SEC).await;
     assert!(taken.is_some(), "the lost acquire's lock was left behind");
     proxy.cut_lost();
+}
+
+/// The published fault cases (`leasehold::testing::faults`) on a server of their own:
+/// restarted in place (an immediate shutdown, recovery from the WAL), and a proxy for the
+/// faulty client that stalls it (cut off) or swallows the answer to its next call of a
+/// lease function and then resets the connection (a reply lost after the commit). Every
+/// case runs; none is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_published_fault_cases_pass_on_postgres() {
+    use leasehold::testing::faults::{Harness, Outcome, run_all};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Postgres {
+        server: PostgresServer,
+        proxy: Arc<FaultProxy>,
+        /// Replies lost, each followed by a reset connection.
+        lost: Arc<AtomicUsize>,
+    }
+
+    impl Harness for Postgres {
+        async fn client(&self) -> Client {
+            open(&self.server.url(), "", 2 * SEC).await
+        }
+        async fn faulty_client(&self) -> Option<Client> {
+            let url = format!(
+                "postgres://postgres@127.0.0.1:{}/postgres",
+                self.proxy.port()
+            );
+            Some(open(&url, "", 2 * SEC).await)
+        }
+        async fn restart(&self) -> bool {
+            tokio::task::block_in_place(|| self.server.restart());
+            true
+        }
+        async fn cut_off(&self, duration: Duration) -> bool {
+            self.proxy.blackhole(true);
+            let proxy = Arc::clone(&self.proxy);
+            tokio::spawn(async move {
+                tokio::time::sleep(duration).await;
+                proxy.blackhole(false);
+            });
+            true
+        }
+        async fn lose_next_reply(&self) -> bool {
+            let before = self.proxy.replies_lost();
+            // Every lease operation is a call of `"<table>_<operation>"(…)`.
+            self.proxy.lose_reply_to(b"\"leasehold_locks_");
+            let (proxy, lost) = (Arc::clone(&self.proxy), Arc::clone(&self.lost));
+            // Once the server answered (and the answer was swallowed), the connection
+            // breaks, as one that failed before the answer came back.
+            tokio::task::spawn_blocking(move || {
+                if support::wait_until(10 * SEC, || proxy.replies_lost() > before) {
+                    proxy.cut_lost();
+                    lost.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    eprintln!("no reply lost within 10 s");
+                }
+            });
+            true
+        }
+    }
+
+    let server = PostgresServer::start();
+    let proxy = Arc::new(FaultProxy::start(server.port()));
+    let lost = Arc::new(AtomicUsize::new(0));
+    let harness = Postgres {
+        server,
+        proxy,
+        lost: Arc::clone(&lost),
+    };
+    let outcomes = run_all(&harness).await;
+    assert!(
+        outcomes.iter().all(|(_, o)| *o == Outcome::Ran),
+        "{outcomes:?}"
+    );
+    // The unlock's answer and the acquire's were lost (and their connections reset).
+    let both = tokio::task::block_in_place(|| {
+        support::wait_until(5 * SEC, || lost.load(Ordering::SeqCst) == 2)
+    });
+    assert!(both, "replies lost: {}", lost.load(Ordering::SeqCst));
 }
 
 /// A statement cancelled by `statement_timeout` (here: blocked on the row, locked by an

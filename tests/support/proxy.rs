@@ -34,7 +34,7 @@ struct ProxyShared {
     live_by_generation: Mutex<BTreeMap<u64, usize>>,
     shutdown: Notify,
     /// `lose_reply_to`: the request to lose the reply of, until it is seen.
-    lose_pattern: Mutex<Option<Vec<u8>>>,
+    lose_pattern: Mutex<Option<RequestMatch>>,
     /// The connection whose replies are swallowed (`NONE`: none).
     losing: AtomicU64,
     /// Reply chunks swallowed so far.
@@ -49,6 +49,9 @@ struct ProxyShared {
     /// `cut_marked`: while on, marked connections are stalled.
     cut_marked: AtomicBool,
 }
+
+/// Which request's reply to lose (`lose_reply_to`).
+type RequestMatch = Box<dyn Fn(&[u8]) -> bool + Send>;
 
 /// No connection.
 const NONE: u64 = u64::MAX;
@@ -222,8 +225,17 @@ impl FaultProxy {
     /// [`cut_lost`](Self::cut_lost) resets it. One request: the next one matching after
     /// it is forwarded as usual.
     pub fn lose_reply_to(&self, pattern: impl AsRef<[u8]>) {
-        assert!(!pattern.as_ref().is_empty(), "lose_reply_to: empty pattern");
-        *lock(&self.shared.lose_pattern) = Some(pattern.as_ref().to_vec());
+        let pattern = pattern.as_ref().to_vec();
+        assert!(!pattern.is_empty(), "lose_reply_to: empty pattern");
+        self.lose_reply_to_matching(move |chunk| {
+            chunk.windows(pattern.len()).any(|window| window == pattern)
+        });
+    }
+
+    /// [`lose_reply_to`](Self::lose_reply_to) the next request (a chunk) for which
+    /// `matches` says yes: for a pattern that is not a fixed string of bytes.
+    pub fn lose_reply_to_matching(&self, matches: impl Fn(&[u8]) -> bool + Send + 'static) {
+        *lock(&self.shared.lose_pattern) = Some(Box::new(matches));
     }
 
     /// Reply chunks swallowed so far ([`lose_reply_to`](Self::lose_reply_to)): once
@@ -497,11 +509,7 @@ async fn pump(
                 // Marked before it is forwarded: no reply can come back before.
                 Way::Request => {
                     let mut pattern = lock(&shared.lose_pattern);
-                    let matched = pattern.as_ref().is_some_and(|p| {
-                        buf[..n]
-                            .windows(p.len())
-                            .any(|window| window == p.as_slice())
-                    });
+                    let matched = pattern.as_ref().is_some_and(|matches| matches(&buf[..n]));
                     if matched {
                         *pattern = None;
                         shared.losing.store(id, Ordering::SeqCst);

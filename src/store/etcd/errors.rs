@@ -24,11 +24,14 @@ pub(super) enum Retry {
 
 /// Whether `e` may be tried again under `retry`.
 pub(super) fn retryable(e: &StoreError, retry: Retry) -> bool {
-    let unsent = || {
-        let message = e.to_string();
-        message.contains("no leader") || message.contains("connect error")
-    };
-    e.is_transient() && (retry == Retry::Transient || unsent())
+    e.is_transient() && (retry == Retry::Transient || unsent(e))
+}
+
+/// Whether `e` says the request was never carried out: no connection could be made, or
+/// the member refused it for want of a leader.
+pub(super) fn unsent(e: &StoreError) -> bool {
+    let message = e.to_string();
+    message.contains("no leader") || message.contains("connect error")
 }
 
 pub(super) fn token(revision: i64) -> Result<u64> {
@@ -36,6 +39,12 @@ pub(super) fn token(revision: i64) -> Result<u64> {
         .ok()
         .filter(|t| *t > 0)
         .ok_or_else(|| Error::Store(StoreError::new(STORE, false, "no revision in the reply")))
+}
+
+/// A write that is not sent again (under [`Retry::Unsent`]) failed in a way that says
+/// it may have been carried out: its outcome is unknown.
+pub(super) fn indeterminate(e: StoreError) -> Error {
+    Error::Indeterminate(Box::new(Error::Store(e)))
 }
 
 pub(super) fn transient(message: impl Into<String>) -> Error {
@@ -61,6 +70,10 @@ pub(super) fn failure(e: etcd::Error) -> Error {
             matches!(status.code() as i32, 1 | 4 | 8 | 10 | 14)
                 || status.message().contains("leader")
                 || status.message().contains("timed out")
+                // 2 unknown, made by the client rather than sent by the server: the
+                // connection broke mid-call (tonic's "transport error", with the I/O
+                // error as its source).
+                || (status.code() as i32 == 2 && std::error::Error::source(status).is_some())
         }
         etcd::Error::WatchError(_) | etcd::Error::LeaseKeepAliveError(_) => true,
         _ => false,

@@ -33,7 +33,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::errors::{Retry, failure, retryable};
+use super::errors::{Retry, failure, indeterminate, retryable};
 use crate::error::StoreError;
 use crate::{Error, Result};
 
@@ -316,6 +316,14 @@ impl Members {
                     }
                     tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await;
                     pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                // A write that is not sent again failed after it may have been carried
+                // out (the connection broke, the server timed out its proposal).
+                Ok(Err(Error::Store(e))) if e.is_transient() => {
+                    if unreachable(&e) {
+                        self.suspect(i);
+                    }
+                    return Err(indeterminate(e));
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
