@@ -962,13 +962,10 @@ async fn etcds_works_against_a_member_serving_tls_with_a_private_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_published_fault_cases_pass_on_etcd() {
     use leasehold::testing::faults::{Harness, Outcome, run_all};
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     struct Etcd {
         server: EtcdServer,
         proxy: Arc<FaultProxy>,
-        /// Replies lost, each followed by a reset connection.
-        lost: Arc<AtomicUsize>,
     }
 
     impl Harness for Etcd {
@@ -984,21 +981,15 @@ async fn the_published_fault_cases_pass_on_etcd() {
             true
         }
         async fn cut_off(&self, duration: Duration) -> bool {
-            self.proxy.blackhole(true);
-            let proxy = Arc::clone(&self.proxy);
-            tokio::spawn(async move {
-                tokio::time::sleep(duration).await;
-                proxy.blackhole(false);
-            });
+            self.proxy.blackhole_for(duration);
             true
         }
         async fn lose_next_reply(&self) -> bool {
-            let before = self.proxy.replies_lost();
             // A transaction that compares a key of the kit's (`…faults-…`): a write —
             // the acquire, the release's delete. Reads compare nothing, and a lease
             // grant or keep-alive names no key. (Protobuf: `Compare.key` is field 3,
             // tag 0x1a, then a one-byte length and the key.)
-            self.proxy.lose_reply_to_matching(|chunk| {
+            self.proxy.lose_reply_then_cut(|chunk| {
                 (0..chunk.len().saturating_sub(2)).any(|i| {
                     let len = usize::from(chunk[i + 1]);
                     chunk[i] == 0x1a
@@ -1007,29 +998,13 @@ async fn the_published_fault_cases_pass_on_etcd() {
                             .is_some_and(|key| key.windows(7).any(|w| w == b"faults-"))
                 })
             });
-            let (proxy, lost) = (Arc::clone(&self.proxy), Arc::clone(&self.lost));
-            // Once the server answered (and the answer was swallowed), the connection
-            // breaks, as one that failed before the answer came back.
-            tokio::task::spawn_blocking(move || {
-                if support::wait_until(10 * SEC, || proxy.replies_lost() > before) {
-                    proxy.cut_lost();
-                    lost.fetch_add(1, Ordering::SeqCst);
-                } else {
-                    eprintln!("no reply lost within 10 s");
-                }
-            });
             true
         }
     }
 
     let server = EtcdServer::start();
     let proxy = Arc::new(FaultProxy::start(server.port()));
-    let lost = Arc::new(AtomicUsize::new(0));
-    let harness = Etcd {
-        server,
-        proxy,
-        lost: Arc::clone(&lost),
-    };
+    let harness = Etcd { server, proxy };
     let outcomes = run_all(&harness).await;
     assert!(
         outcomes.iter().all(|(_, o)| *o == Outcome::Ran),
@@ -1037,7 +1012,7 @@ async fn the_published_fault_cases_pass_on_etcd() {
     );
     // The unlock's answer and the acquire's were lost (and their connections reset).
     let both = tokio::task::block_in_place(|| {
-        support::wait_until(5 * SEC, || lost.load(Ordering::SeqCst) == 2)
+        support::wait_until(5 * SEC, || harness.proxy.losses_cut() == 2)
     });
-    assert!(both, "replies lost: {}", lost.load(Ordering::SeqCst));
+    assert!(both, "replies lost: {}", harness.proxy.losses_cut());
 }

@@ -561,13 +561,10 @@ async fn a_reply_lost_after_commit_leaves_no_lock_behind() {
 async fn the_published_fault_cases_pass_on_postgres() {
     use leasehold::testing::faults::{Harness, Outcome, run_all};
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
 
     struct Postgres {
         server: PostgresServer,
         proxy: Arc<FaultProxy>,
-        /// Replies lost, each followed by a reset connection.
-        lost: Arc<AtomicUsize>,
     }
 
     impl Harness for Postgres {
@@ -586,41 +583,20 @@ async fn the_published_fault_cases_pass_on_postgres() {
             true
         }
         async fn cut_off(&self, duration: Duration) -> bool {
-            self.proxy.blackhole(true);
-            let proxy = Arc::clone(&self.proxy);
-            tokio::spawn(async move {
-                tokio::time::sleep(duration).await;
-                proxy.blackhole(false);
-            });
+            self.proxy.blackhole_for(duration);
             true
         }
         async fn lose_next_reply(&self) -> bool {
-            let before = self.proxy.replies_lost();
             // Every lease operation is a call of `"<table>_<operation>"(…)`.
-            self.proxy.lose_reply_to(b"\"leasehold_locks_");
-            let (proxy, lost) = (Arc::clone(&self.proxy), Arc::clone(&self.lost));
-            // Once the server answered (and the answer was swallowed), the connection
-            // breaks, as one that failed before the answer came back.
-            tokio::task::spawn_blocking(move || {
-                if support::wait_until(10 * SEC, || proxy.replies_lost() > before) {
-                    proxy.cut_lost();
-                    lost.fetch_add(1, Ordering::SeqCst);
-                } else {
-                    eprintln!("no reply lost within 10 s");
-                }
-            });
+            self.proxy
+                .lose_reply_then_cut(support::containing(b"\"leasehold_locks_"));
             true
         }
     }
 
     let server = PostgresServer::start();
     let proxy = Arc::new(FaultProxy::start(server.port()));
-    let lost = Arc::new(AtomicUsize::new(0));
-    let harness = Postgres {
-        server,
-        proxy,
-        lost: Arc::clone(&lost),
-    };
+    let harness = Postgres { server, proxy };
     let outcomes = run_all(&harness).await;
     assert!(
         outcomes.iter().all(|(_, o)| *o == Outcome::Ran),
@@ -628,9 +604,9 @@ async fn the_published_fault_cases_pass_on_postgres() {
     );
     // The unlock's answer and the acquire's were lost (and their connections reset).
     let both = tokio::task::block_in_place(|| {
-        support::wait_until(5 * SEC, || lost.load(Ordering::SeqCst) == 2)
+        support::wait_until(5 * SEC, || harness.proxy.losses_cut() == 2)
     });
-    assert!(both, "replies lost: {}", lost.load(Ordering::SeqCst));
+    assert!(both, "replies lost: {}", harness.proxy.losses_cut());
 }
 
 /// A statement cancelled by `statement_timeout` (here: blocked on the row, locked by an

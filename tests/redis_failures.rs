@@ -596,25 +596,12 @@ async fn the_published_fault_cases_pass_on_redis() {
             true
         }
         async fn cut_off(&self, duration: Duration) -> bool {
-            self.proxy.blackhole(true);
-            let proxy = Arc::clone(&self.proxy);
-            tokio::spawn(async move {
-                tokio::time::sleep(duration).await;
-                proxy.blackhole(false);
-            });
+            self.proxy.blackhole_for(duration);
             true
         }
         async fn lose_next_reply(&self) -> bool {
-            let before = self.proxy.replies_lost();
-            self.proxy.lose_reply_to("EVALSHA");
-            let proxy = Arc::clone(&self.proxy);
-            // Once the server answered (and the answer was swallowed), the connection
-            // breaks, as one that failed before the answer came back.
-            tokio::task::spawn_blocking(move || {
-                if wait_until(10 * SEC, || proxy.replies_lost() > before) {
-                    proxy.cut_lost();
-                }
-            });
+            self.proxy
+                .lose_reply_then_cut(support::containing(b"EVALSHA"));
             true
         }
     }
@@ -635,4 +622,7 @@ async fn the_published_fault_cases_pass_on_redis() {
         outcomes.iter().all(|(_, o)| *o == Outcome::Ran),
         "{outcomes:?}"
     );
+    // The unlock's answer and the acquire's were lost (and their connections reset).
+    let both = tokio::task::block_in_place(|| wait_until(5 * SEC, || h.proxy.losses_cut() == 2));
+    assert!(both, "replies lost: {}", h.proxy.losses_cut());
 }

@@ -49,7 +49,7 @@ pub use pgbouncer::PgBouncer;
 #[allow(unused_imports)]
 pub use postgres::PostgresServer;
 #[allow(unused_imports)]
-pub use proxy::FaultProxy;
+pub use proxy::{FaultProxy, containing};
 #[allow(unused_imports)]
 pub use sentinel::RedisSentinel;
 #[allow(unused_imports)]

@@ -39,6 +39,8 @@ struct ProxyShared {
     losing: AtomicU64,
     /// Reply chunks swallowed so far.
     lost: AtomicU64,
+    /// Lost replies whose connection `lose_reply_then_cut` reset.
+    losses_cut: AtomicUsize,
     /// The connection `cut_lost` resets (`NONE`: none), and its signal.
     cut_id: AtomicU64,
     cut: Notify,
@@ -48,6 +50,13 @@ struct ProxyShared {
     marked: Mutex<BTreeSet<u64>>,
     /// `cut_marked`: while on, marked connections are stalled.
     cut_marked: AtomicBool,
+}
+
+/// A request matcher for [`FaultProxy::lose_reply_then_cut`]: the chunk contains `pattern`.
+pub fn containing(pattern: &[u8]) -> impl Fn(&[u8]) -> bool + Send + 'static {
+    let pattern = pattern.to_vec();
+    assert!(!pattern.is_empty(), "containing: empty pattern");
+    move |chunk| chunk.windows(pattern.len()).any(|window| window == pattern)
 }
 
 /// Which request's reply to lose (`lose_reply_to`).
@@ -123,6 +132,7 @@ impl FaultProxy {
             lose_pattern: Mutex::new(None),
             losing: AtomicU64::new(NONE),
             lost: AtomicU64::new(0),
+            losses_cut: AtomicUsize::new(0),
             cut_id: AtomicU64::new(NONE),
             cut: Notify::new(),
             mark_patterns: Mutex::new(Vec::new()),
@@ -225,11 +235,7 @@ impl FaultProxy {
     /// [`cut_lost`](Self::cut_lost) resets it. One request: the next one matching after
     /// it is forwarded as usual.
     pub fn lose_reply_to(&self, pattern: impl AsRef<[u8]>) {
-        let pattern = pattern.as_ref().to_vec();
-        assert!(!pattern.is_empty(), "lose_reply_to: empty pattern");
-        self.lose_reply_to_matching(move |chunk| {
-            chunk.windows(pattern.len()).any(|window| window == pattern)
-        });
+        self.lose_reply_to_matching(containing(pattern.as_ref()));
     }
 
     /// [`lose_reply_to`](Self::lose_reply_to) the next request (a chunk) for which
@@ -259,6 +265,43 @@ impl FaultProxy {
             closed,
             "FaultProxy::cut_lost: the connection did not close within 2 s"
         );
+    }
+
+    /// [`blackhole`](Self::blackhole) for `duration`, then let everything through again.
+    /// Returns at once (a thread lifts it).
+    pub fn blackhole_for(self: &Arc<Self>, duration: Duration) {
+        self.blackhole(true);
+        let proxy = Arc::clone(self);
+        std::thread::spawn(move || {
+            std::thread::sleep(duration);
+            proxy.blackhole(false);
+        });
+    }
+
+    /// A reply lost after the request ran, then a broken connection: the next request
+    /// `matches` says yes to is forwarded, its answer swallowed
+    /// ([`lose_reply_to_matching`](Self::lose_reply_to_matching)), and once the server
+    /// answered, the connection is reset ([`cut_lost`](Self::cut_lost)). Returns at once;
+    /// a thread waits (bounded: 10 s) for the answer, and
+    /// [`losses_cut`](Self::losses_cut) counts the ones done.
+    pub fn lose_reply_then_cut(self: &Arc<Self>, matches: impl Fn(&[u8]) -> bool + Send + 'static) {
+        let before = self.replies_lost();
+        self.lose_reply_to_matching(matches);
+        let proxy = Arc::clone(self);
+        std::thread::spawn(move || {
+            if wait_until(Duration::from_secs(10), || proxy.replies_lost() > before) {
+                proxy.cut_lost();
+                proxy.shared.losses_cut.fetch_add(1, Ordering::SeqCst);
+            } else {
+                eprintln!("FaultProxy::lose_reply_then_cut: no request matched within 10 s");
+            }
+        });
+    }
+
+    /// Replies [`lose_reply_then_cut`](Self::lose_reply_then_cut) lost and whose
+    /// connection it reset, so far.
+    pub fn losses_cut(&self) -> usize {
+        self.shared.losses_cut.load(Ordering::SeqCst)
     }
 
     /// Marks every connection whose requests, from now on, contain `pattern` (matched

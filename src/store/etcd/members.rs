@@ -33,7 +33,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::errors::{Retry, failure, indeterminate, retryable};
+use super::errors::{Retry, failure, indeterminate, retryable, unsent};
 use crate::error::StoreError;
 use crate::{Error, Result};
 
@@ -306,7 +306,7 @@ impl Members {
                         self.suspect(i);
                         if self.alternative_to(i) {
                             // Sent, maybe, unless the connection could not be made.
-                            if !never_sent(&e)
+                            if !unsent(&e)
                                 && let Some(abandoned) = abandoned.take()
                             {
                                 return Ok(abandoned);
@@ -493,11 +493,6 @@ async fn probe_suspects(members: Weak<Members>) {
         });
         futures::future::join_all(probes).await;
     }
-}
-
-/// Whether `e` says the request was never sent: no connection could be made.
-fn never_sent(e: &StoreError) -> bool {
-    e.to_string().contains("connect error")
 }
 
 /// Whether `e` says the member was not reached (the connection failed or broke), as
